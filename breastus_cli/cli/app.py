@@ -1,0 +1,93 @@
+"""The ``breastus`` command: global options, error handling and the command list."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+
+from breastus_cli import __version__
+from breastus_cli.errors import BreastusError
+from breastus_cli.reports import console
+
+app = typer.Typer(
+    name="breastus",
+    help=(
+        "Breast-ultrasound lesion analysis: prepare public datasets, train and evaluate "
+        "benign/malignant classifiers and lesion segmenters, batch-predict folders of scans.\n\n"
+        "Typical session: breastus synth demo/src && breastus prepare demo/src --out demo/data "
+        "&& breastus split demo/data"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: Global flags accepted anywhere on the line (`breastus prepare ... --debug` works too).
+GLOBAL_FLAGS = ("--debug", "--verbose", "-v", "--quiet", "-q")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"breastus {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail, TensorFlow logs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results and errors."),
+) -> None:
+    """Global options; they may also be given after the command name."""
+    console.state.debug = debug
+    console.state.verbose = verbose and not quiet
+    console.state.quiet = quiet
+
+
+def _hoist_global_flags(args: list[str]) -> list[str]:
+    """Move global flags given after the command name in front of it (before any ``--``)."""
+    head: list[str] = []
+    rest: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        (head if arg in GLOBAL_FLAGS else rest).append(arg)
+    return head + rest
+
+
+def _register() -> None:
+    from breastus_cli.cli import data_cmds, pending  # noqa: F401  (commands register on import)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, map errors to one line and an exit code."""
+    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    command = typer.main.get_command(app)
+    try:
+        # Standalone mode: Typer handles --help, usage errors (exit 2) and typer.Exit itself and
+        # ends with sys.exit; what escapes is ours to report.
+        command.main(args=args, prog_name="breastus", standalone_mode=True)
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        sys.exit(130)
+    except BreastusError as exc:
+        if console.state.debug:
+            traceback.print_exc()
+        console.error(exc.message, exc.hint)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: say so in one line, the traceback with --debug
+        if console.state.debug:
+            traceback.print_exc()
+        console.error(f"internal error: {type(exc).__name__}: {exc}",
+                      None if console.state.debug else "run again with --debug for the traceback")
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Data layer: source readers, image decoding, manifest, splits, synthetic data, pipelines."""

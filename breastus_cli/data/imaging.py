@@ -1,0 +1,131 @@
+"""Decoding ultrasound images and lesion masks into plain numpy arrays.
+
+The rules (design.md, "Data rules") live here and nowhere else:
+
+* RGBA, LA and palette images with transparency are composited on **black** before anything
+  else: BrEaST has images whose RGB under alpha 0 is not black, and a plain ``convert('RGB')``
+  would show pixels that were meant to be hidden.
+* The result is one luminance channel (ITU-R 601, as PIL's ``convert('L')``), ``uint8``.
+  Models replicate it to 3 channels for ImageNet backbones.
+* 16-bit and float images are scaled to 0..255 by the image's own maximum (ultrasound exports
+  rarely use the full 16-bit range).
+* EXIF orientation is honoured.
+* Masks: each listed file is read as luminance and binarized at > 127; several files are united.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from breastus_cli.errors import RowError
+
+#: File suffixes treated as images when scanning folders.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# Ultrasound frames are small; anything beyond this is a decompression bomb, not a scan.
+Image.MAX_IMAGE_PIXELS = 20000 * 20000
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully load an image file, turning every decoder failure into :class:`RowError`."""
+    path = Path(path)
+    if not path.exists():
+        raise RowError("file not found", hint=path.name)
+    if not path.is_file():
+        raise RowError("not a file", hint=path.name)
+    if path.stat().st_size == 0:
+        raise RowError("empty file", hint=path.name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(path)
+            image.load()
+    except UnidentifiedImageError:
+        raise RowError("not an image (unrecognised format)", hint=path.name) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise RowError(f"corrupt image ({exc})", hint=path.name) from None
+    return image
+
+
+def to_luminance(image: Image.Image) -> np.ndarray:
+    """Convert a loaded PIL image to a ``uint8`` luminance array following the data rules."""
+    image = ImageOps.exif_transpose(image) or image
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(black, rgba).convert("RGB")
+        mode = "RGB"
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        if array.ndim == 3:  # never seen, but keep luminance semantics
+            array = array.mean(axis=2)
+        low = min(float(array.min()), 0.0)
+        high = float(array.max())
+        if high <= low:
+            return np.zeros(array.shape, dtype=np.uint8)
+        scaled = (array - low) / (high - low) * 255.0
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def read_luminance(path: str | Path) -> np.ndarray:
+    """Decode an image file to a ``uint8`` (H, W) luminance array.
+
+    >>> read_luminance("case001.png").shape  # doctest: +SKIP
+    (433, 599)
+    """
+    return to_luminance(open_image(path))
+
+
+def read_mask(paths: Sequence[str | Path], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read one or several mask files and return their union as a boolean (H, W) array.
+
+    Each file is converted to luminance (alpha ignored, as BrEaST's masks are 255/255 on 0)
+    and binarized at > 127. With ``shape``, every mask must have that (H, W) size, else
+    :class:`RowError` ("mask size differs from image").
+    """
+    if not paths:
+        raise RowError("no mask file")
+    union: np.ndarray | None = None
+    for path in paths:
+        image = open_image(path)
+        image = ImageOps.exif_transpose(image) or image
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            array = np.asarray(image, dtype=np.float64)
+            high = float(array.max()) or 1.0
+            gray = array / high * 255.0
+        else:
+            gray = np.asarray(image.convert("L"))
+        binary = gray > 127
+        if shape is not None and binary.shape != tuple(shape):
+            raise RowError(
+                f"mask size differs from image ({binary.shape[1]}x{binary.shape[0]} vs "
+                f"{shape[1]}x{shape[0]})",
+                hint=Path(path).name,
+            )
+        if union is None:
+            union = binary
+        elif union.shape != binary.shape:
+            raise RowError("masks of one case have different sizes", hint=Path(path).name)
+        else:
+            union |= binary
+    assert union is not None
+    return union
+
+
+def save_png(array: np.ndarray, path: str | Path) -> None:
+    """Save a uint8 or boolean (H, W) array as an 8-bit PNG (booleans as 0/255)."""
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    Image.fromarray(np.ascontiguousarray(array.astype(np.uint8))).save(path, format="PNG", optimize=False)

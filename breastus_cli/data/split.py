@@ -1,0 +1,237 @@
+"""``breastus split``: case-level (patient-level where known), stratified, seeded splits.
+
+* A patient (or, without patient ids, a case) never spans two splits or two folds.
+* Each label is split on its own (stratification); per label the counts follow the ratios by
+  largest-remainder rounding, so each split is within one group of its target.
+* The same seed gives the same split on any machine (numpy's PCG64, sorted inputs).
+* ``--folds K`` adds a ``fold`` column (0..K-1) from scikit-learn's StratifiedGroupKFold, or
+  the source's published folds (BUS-BRA) when the manifest has them.
+* ``--materialize`` writes the folder layout with the ``split-folders`` package.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from breastus_cli.atomic import atomic_path
+from breastus_cli.data.manifest import SPLITS, read_manifest
+from breastus_cli.errors import InputError, UsageError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class SplitSettings:
+    """Settings of ``breastus split``."""
+
+    data: Path
+    ratio: tuple[float, ...] = (0.8, 0.1, 0.1)
+    seed: int = 42
+    folds: int | None = None
+    materialize: bool = False
+    published_folds: bool = True
+
+    def validate(self) -> None:
+        ratio = tuple(float(r) for r in self.ratio)
+        if len(ratio) not in (2, 3):
+            raise UsageError(f"--ratio takes 2 or 3 numbers (train val [test]), got {len(ratio)}")
+        if any(not math.isfinite(r) or r < 0 or r > 1 for r in ratio):
+            raise UsageError(f"--ratio values must lie in [0, 1], got {' '.join(map(str, ratio))}")
+        if abs(sum(ratio) - 1.0) > 1e-6:
+            raise UsageError(f"--ratio must sum to 1, got {sum(ratio):g}")
+        if ratio[0] <= 0:
+            raise UsageError("--ratio: the training share must be above 0")
+        if self.folds is not None and self.folds < 2:
+            raise UsageError(f"--folds must be at least 2, got {self.folds}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {self.seed}")
+
+
+@dataclass
+class SplitResult:
+    """What ``split`` wrote; ``table[split][label]`` counts cases."""
+
+    splits_csv: Path
+    table: dict[str, dict[str, int]]
+    fold_table: dict[int, dict[str, int]] = field(default_factory=dict)
+    fold_source: str | None = None
+    materialized: Path | None = None
+    groups: str = "case"
+
+
+def largest_remainder(total: int, ratio: Sequence[float]) -> list[int]:
+    """Integer counts summing to ``total`` with each within 1 of ``total * r``.
+
+    >>> largest_remainder(10, (0.8, 0.1, 0.1))
+    [8, 1, 1]
+    """
+    targets = [total * r for r in ratio]
+    counts = [math.floor(t) for t in targets]
+    remainder = total - sum(counts)
+    # Ties go to the later (smaller) splits, so val/test are not left empty on tiny classes.
+    order = sorted(range(len(ratio)), key=lambda i: (-(targets[i] - counts[i]), -i))
+    for i in order[:remainder]:
+        counts[i] += 1
+    return counts
+
+
+def _group_labels(frame) -> dict[str, str]:  # patient -> label used for stratification
+    labels: dict[str, str] = {}
+    for patient, part in frame.groupby("patient_id", sort=True):
+        counts = part["label"].value_counts()
+        # The rarer (malignant) label wins ties: a patient with any doubt is stratified with it.
+        best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] != "malignant", kv[0]))[0][0]
+        labels[str(patient)] = str(best)
+    return labels
+
+
+def assign_splits(frame, ratio: Sequence[float], seed: int) -> dict[str, str]:
+    """Map each patient to train/val/test, stratified by label, deterministic for ``seed``."""
+    group_label = _group_labels(frame)
+    assignment: dict[str, str] = {}
+    for index, label in enumerate(sorted(set(group_label.values()))):
+        groups = sorted(g for g, lab in group_label.items() if lab == label)
+        # One generator per label, so adding a case of one label leaves the others' split alone.
+        rng = np.random.default_rng([seed, index])
+        order = [groups[i] for i in rng.permutation(len(groups))]
+        counts = largest_remainder(len(order), ratio)
+        start = 0
+        for name, count in zip(SPLIT_NAMES, counts):
+            for group in order[start:start + count]:
+                assignment[group] = name
+            start += count
+    return assignment
+
+
+def assign_folds(frame, k: int, seed: int) -> dict[str, int]:
+    """Map each case to a fold 0..k-1 (StratifiedGroupKFold over patients)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    per_label_groups = frame.groupby("label")["patient_id"].nunique()
+    if int(per_label_groups.min()) < k:
+        smallest = per_label_groups.idxmin()
+        raise UsageError(
+            f"--folds {k} needs at least {k} patients per label; '{smallest}' has "
+            f"{int(per_label_groups.min())}"
+        )
+    ordered = frame.sort_values("case_id").reset_index(drop=True)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    folds: dict[str, int] = {}
+    for fold, (_, test_idx) in enumerate(
+        splitter.split(ordered, ordered["label"], groups=ordered["patient_id"])
+    ):
+        for case_id in ordered.loc[test_idx, "case_id"]:
+            folds[str(case_id)] = fold
+    return folds
+
+
+def _published_folds(frame, k: int) -> dict[str, int] | None:
+    column = f"published_fold_{k}"
+    if column not in frame.columns:
+        return None
+    values = frame[column].replace("", np.nan).dropna()
+    if len(values) != len(frame):
+        return None
+    numbers = values.astype(float).astype(int)
+    if set(numbers) == set(range(1, k + 1)):
+        numbers = numbers - 1  # published 1-based: store 0-based like every other fold here
+    if set(numbers) != set(range(k)):
+        return None
+    return dict(zip(frame["case_id"].astype(str), numbers.astype(int)))
+
+
+def split_dataset(settings: SplitSettings) -> SplitResult:
+    """Write ``DATA/splits.csv`` (and with ``materialize`` the split folders).
+
+    >>> split_dataset(SplitSettings(Path("data/breast"), seed=42))  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    settings.validate()
+    data = Path(settings.data)
+    frame = read_manifest(data)
+    patients = frame["patient_id"].nunique()
+    groups = "patient" if patients < len(frame) else "case"
+
+    assignment = assign_splits(frame, settings.ratio, settings.seed)
+    out = pd.DataFrame({
+        "case_id": frame["case_id"],
+        "patient_id": frame["patient_id"],
+        "label": frame["label"],
+        "split": [assignment[str(p)] for p in frame["patient_id"]],
+    })
+    fold_table: dict[int, dict[str, int]] = {}
+    fold_source = None
+    if settings.folds:
+        folds = _published_folds(frame, settings.folds) if settings.published_folds else None
+        fold_source = "published" if folds is not None else "stratified-group"
+        if folds is None:
+            folds = assign_folds(frame, settings.folds, settings.seed)
+        out["fold"] = [folds[str(c)] for c in out["case_id"]]
+        for fold, part in out.groupby("fold"):
+            fold_table[int(fold)] = part["label"].value_counts().sort_index().to_dict()
+    out = out.sort_values("case_id").reset_index(drop=True)
+    splits_csv = data / SPLITS
+    with atomic_path(splits_csv) as tmp:
+        out.to_csv(tmp, index=False)
+
+    labels = sorted(out["label"].unique())
+    table = {
+        name: {lab: int(((out["split"] == name) & (out["label"] == lab)).sum()) for lab in labels}
+        for name in SPLIT_NAMES
+        if name in set(out["split"]) or name != "test"
+    }
+    materialized = _materialize(data, frame, out) if settings.materialize else None
+    return SplitResult(splits_csv, table, fold_table, fold_source, materialized, groups)
+
+
+def read_splits(data_dir: str | Path):  # -> pandas.DataFrame
+    """Read ``DATA/splits.csv``; missing -> :class:`InputError` telling how to make it."""
+    import pandas as pd
+
+    path = Path(data_dir) / SPLITS
+    if not path.is_file():
+        raise InputError(f"{path} not found: run 'breastus split {data_dir}' first")
+    return pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "label": str, "split": str})
+
+
+def _materialize(data: Path, manifest, splits) -> Path:
+    """Write DATA/split/cls/{split}/{label}/ and DATA/split/seg/{split}/{images,masks}/.
+
+    ``split-folders`` copies the files; breastus decides which case goes where (its own
+    case-level, stratified assignment), so images and masks always land together.
+    """
+    from splitfolders.split import copy_files, copy_sibling_files
+
+    target = data / "split"
+    tmp = Path(tempfile.mkdtemp(prefix=".split.tmp-", dir=data))
+    try:
+        merged = manifest.merge(splits[["case_id", "split"]], on="case_id")
+        for label, part in merged.groupby("label"):
+            files_type = [
+                ([str(data / p) for p in part.loc[part["split"] == name, "image"]], name)
+                for name in SPLIT_NAMES
+            ]
+            copy_files(files_type, Path(str(label)), tmp / "cls", None, False)
+        with_mask = merged[merged["mask"].astype(str) != ""]
+        pairs = [
+            ([(str(data / r.image), str(data / r.mask))
+              for r in with_mask[with_mask["split"] == name].itertuples()], name)
+            for name in SPLIT_NAMES
+        ]
+        copy_sibling_files(pairs, ["images", "masks"], tmp / "seg", None, False)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

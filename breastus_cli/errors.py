@@ -1,0 +1,47 @@
+"""One error hierarchy for the whole toolkit.
+
+The CLI turns a :class:`BreastusError` into one clear line and the error's ``exit_code``:
+2 for bad usage or bad input (the user can fix it), 1 for work that failed.
+Anything else that escapes is a bug: the CLI says so and ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+
+class BreastusError(Exception):
+    """Base of every error the toolkit raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(BreastusError):
+    """An option or argument is invalid (bad value, out of range, wrong combination)."""
+
+    exit_code = 2
+
+
+class InputError(BreastusError):
+    """The input data is structurally unusable: a missing folder, workbook, sheet or column."""
+
+    exit_code = 2
+
+
+class RowError(BreastusError):
+    """One row (case) of a source cannot be used; readers collect these and skip the row."""
+
+    exit_code = 2
+
+
+class NotBuiltError(UsageError):
+    """A command of the design that this version does not implement yet."""
+
+
+class WorkError(BreastusError):
+    """The work itself failed (training diverged, nothing could be predicted, ...)."""
+
+    exit_code = 1

@@ -1,0 +1,1 @@
+"""Reports layer: terminal output (rich), markdown/HTML reports and plots."""

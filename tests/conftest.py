@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny hand-built source layouts and a session-wide synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BREAST = REPO.parent / "shared" / "data" / "BrEaST-Lesions_USG"
+SHEET = "BrEaST-Lesions-USG clinical dat"
+COLUMNS = [
+    "CaseID", "Image_filename", "Mask_tumor_filename", "Mask_other_filename", "Pixel_size", "Age",
+    "Tissue_composition", "Signs", "Symptoms", "Shape", "Margin", "Echogenicity",
+    "Posterior_features", "Halo", "Calcifications", "Skin_thickening", "Interpretation",
+    "BIRADS", "Verification", "Diagnosis", "Classification",
+]
+
+
+def rgba_image(width: int, height: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(20, 200, size=(height, width, 3), dtype=np.uint8)
+    alpha = np.full((height, width, 1), 255, dtype=np.uint8)
+    return Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
+
+
+def rgba_mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image.Image:
+    array = np.zeros((height, width, 4), dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    array[y0:y1, x0:x1] = 255
+    return Image.fromarray(array, "RGBA")
+
+
+def write_breast(root: Path, rows: list[dict], files: bool = True) -> Path:
+    """Write a BrEaST-layout source with the given workbook rows; create the files they name
+    (40x30 RGBA images and masks) unless ``files`` is False."""
+    folder = root / "BrEaST-Lesions_USG-images_and_masks"
+    folder.mkdir(parents=True, exist_ok=True)
+    full = [{c: row.get(c) for c in COLUMNS} for row in rows]
+    if files:
+        for i, row in enumerate(rows):
+            name = row.get("Image_filename")
+            if name and "/" not in str(name):
+                rgba_image(40, 30, i).save(folder / name)
+            for key in ("Mask_tumor_filename", "Mask_other_filename"):
+                for part in str(row.get(key) or "").split("&"):
+                    if part and "/" not in part:
+                        rgba_mask(40, 30, (5, 5, 20, 15)).save(folder / part)
+    with pd.ExcelWriter(root / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx") as writer:
+        pd.DataFrame(full, columns=COLUMNS).to_excel(writer, sheet_name=SHEET, index=False)
+        pd.DataFrame({"Column": COLUMNS, "Description": COLUMNS}).to_excel(
+            writer, sheet_name="Data Dictionary", index=False)
+    return root
+
+
+def breast_row(n: int, label: str = "benign", **over) -> dict:
+    row = {
+        "CaseID": n, "Image_filename": f"case{n:03d}.png",
+        "Mask_tumor_filename": f"case{n:03d}_tumor.png" if label != "normal" else None,
+        "Pixel_size": 0.01, "Age": 50, "BIRADS": 3, "Classification": label,
+    }
+    row.update(over)
+    return row
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real ``breastus`` console script (the one installed in this venv)."""
+    exe = Path(sys.executable).with_name("breastus")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "breastus_cli"]
+    full_env = dict(os.environ)
+    full_env.pop("SLURM_JOB_ID", None)
+    full_env.update(env or {})
+    return subprocess.run(command + list(args), cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def synth_source(tmp_path_factory) -> Path:
+    """A synthetic BrEaST source (60 cases), made once per test session."""
+    from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
+
+    out = tmp_path_factory.mktemp("synth") / "src"
+    make_synthetic_breast(SynthSettings(out=out, cases=60, seed=7, min_side=96, max_side=160))
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory, synth_source) -> Path:
+    """The synthetic source, prepared and split (read-only for tests: copy before changing)."""
+    from breastus_cli.data.prepare import PrepareSettings, prepare
+    from breastus_cli.data.split import SplitSettings, split_dataset
+
+    data = tmp_path_factory.mktemp("prepared") / "data"
+    prepare(PrepareSettings(source=synth_source, out=data))
+    split_dataset(SplitSettings(data=data, seed=42))
+    return data
+
+
+def require_shared_breast() -> Path:
+    if not (SHARED_BREAST / "BrEaST-Lesions_USG-images_and_masks").is_dir():
+        pytest.skip(f"real BrEaST data not present at {SHARED_BREAST} (a fresh clone has no ../shared)")
+    return SHARED_BREAST
