@@ -26,16 +26,12 @@ OUTSIDE = "file name points outside the dataset folder"
 
 
 def _image(path: Path, mode: str = "RGB") -> Path:
-    """Write a small image of ``mode`` at ``path`` (format from the suffix)."""
+    """Write a small image of ``mode`` at ``path`` (format from the suffix): black with a white
+    square, so that a mask made this way holds a lesion (0/255; RGBA fully opaque like BUSI's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "RGBA":  # BUSI's few RGBA masks: 0/255 on opaque alpha
-        image = Image.new("RGBA", SIZE, (0, 0, 0, 255))
-        image.paste((255, 255, 255, 255), (10, 10, 20, 20))
-    elif mode == "1":
-        image = Image.new("1", SIZE, 0)
-        image.paste(1, (10, 10, 20, 20))
-    else:
-        image = Image.new(mode, SIZE)
+    background = (0, 0, 0, 255) if mode == "RGBA" else 0
+    image = Image.new(mode, SIZE, background)
+    image.paste(Image.new(mode, (10, 10), "white"), (10, 10))
     image.save(path)
     return path
 
@@ -423,6 +419,14 @@ def test_busbra_accepts_the_parent_folder(tmp_path: Path) -> None:
     assert scan.root == root.absolute()
     assert len(scan.cases) == 4
     assert busbra.detect(tmp_path / "download")
+
+
+def test_busbra_two_copies_below_the_root_are_ambiguous(tmp_path: Path) -> None:
+    _make_busbra(tmp_path / "download" / "a", folds=False)
+    _make_busbra(tmp_path / "download" / "b", folds=False)
+    assert not busbra.detect(tmp_path / "download")
+    with pytest.raises(InputError, match=r"several BUS-BRA copies .*\(a, b\)"):
+        busbra.read(tmp_path / "download")
 
 
 @pytest.mark.parametrize(

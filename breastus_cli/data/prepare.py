@@ -158,6 +158,10 @@ def prepare(
         extra_columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in CORE_COLUMNS]
         frame = pd.DataFrame(rows, columns=list(CORE_COLUMNS) + extra_columns)
         frame = frame.sort_values("case_id").reset_index(drop=True)
+        # Integer columns with gaps (cases without a mask, cases outside a published fold)
+        # would otherwise be written as floats (100.0).
+        for column in ["lesion_area_px"] + [c for c in extra_columns if c.startswith("published_fold_")]:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
         frame.to_csv(tmp / MANIFEST, index=False)
         sha = file_sha256(tmp / MANIFEST)
         counts = {label: int((frame["label"] == label).sum()) for label in settings.labels}

@@ -190,6 +190,11 @@ def read(root: Path, *, include_other_masks: bool = False) -> SourceScan:
     root = check_root(root, "BUS-BRA")
     base = _locate(root)
     if base is None:
+        several = [d.name for d in visible_subdirs(root) if (d / TABLE_NAME).is_file()]
+        if several:
+            raise InputError(
+                f"several BUS-BRA copies in {root} ({', '.join(several)}): pass one of them"
+            )
         raise InputError(f"{TABLE_NAME} not found in {root}", hint="pass the BUS-BRA folder")
     table = base / TABLE_NAME
     images_dir = _subdir(base, "Images")
