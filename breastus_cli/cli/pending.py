@@ -8,10 +8,8 @@ from breastus_cli.cli.app import app
 from breastus_cli.errors import NotBuiltError
 
 _PENDING = {
-    "train-cls": "Train a benign/malignant classifier (MobileNetV2, ResNet50).",
     "train-seg": "Train a lesion segmenter (U-Net, EfficientNetB2 encoder).",
     "sweep": "Sweep learning rate x epochs, locally or as a Slurm array.",
-    "evaluate": "Metrics, plots and a report for a run on a split.",
     "cv": "Case-level k-fold cross-validation with pooled metrics and CIs.",
     "predict": "Batch-predict files or folders of scans.",
     "export": "Export a run to TFLite / SavedModel.",

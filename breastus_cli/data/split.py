@@ -235,3 +235,45 @@ def _materialize(data: Path, manifest, splits) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+ROLES = ("train", "val", "test", "all")
+
+
+def select_cases(data_dir: str | Path, role: str, *, fold: int | None = None,
+                 seed: int = 42, val_fraction: float = 0.1):  # -> pandas.DataFrame
+    """Manifest rows of one split (``train``/``val``/``test``/``all``), with absolute paths.
+
+    With ``fold=K`` (datasets split with ``--folds``) the test cases are fold K; validation is
+    carved from the other folds (stratified, patient-level, ``val_fraction``, seeded), and the
+    rest is training. Columns ``image_path`` and ``mask_path`` are absolute ("" without mask).
+    """
+    if role not in ROLES:
+        raise UsageError(f"--split must be one of {', '.join(ROLES)} (got '{role}')")
+    data_dir = Path(data_dir)
+    frame = read_manifest(data_dir)
+    if role != "all" or fold is not None:
+        splits = read_splits(data_dir)
+        frame = frame.merge(splits[[c for c in ("case_id", "split", "fold") if c in splits]],
+                            on="case_id", how="inner")
+    if fold is not None:
+        if "fold" not in frame.columns:
+            raise InputError(f"{data_dir / SPLITS} has no folds: run 'breastus split "
+                             f"{data_dir} --folds K' first")
+        folds = sorted(int(f) for f in frame["fold"].unique())
+        if fold not in folds:
+            raise UsageError(f"--fold must be one of {', '.join(map(str, folds))} (got {fold})")
+        if role == "test":
+            frame = frame[frame["fold"] == fold]
+        elif role in ("train", "val"):
+            rest = frame[frame["fold"] != fold]
+            carve = assign_splits(rest, (1.0 - val_fraction, val_fraction, 0.0), seed)
+            wanted = {str(p) for p, s in carve.items() if s == role}
+            frame = rest[rest["patient_id"].astype(str).isin(wanted)]
+    elif role != "all":
+        frame = frame[frame["split"] == role]
+    frame = frame.sort_values("case_id").reset_index(drop=True)
+    frame["image_path"] = [str(data_dir / p) for p in frame["image"]]
+    frame["mask_path"] = [str(data_dir / p) if isinstance(p, str) and p else ""
+                          for p in frame["mask"]]
+    return frame

@@ -6,6 +6,7 @@ decided once. Errors always go to stderr, results to stdout.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -80,3 +81,28 @@ def error(message: str, hint: str | None = None) -> None:
     console.print(f"[err]error:[/err] {escape(message)}")
     if hint:
         console.print(f"[dim]hint: {escape(hint)}[/dim]")
+
+
+class _ConsoleHandler(logging.Handler):
+    """Route the engine's ``breastus`` log records to the console (stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                warn(message)
+            elif record.levelno >= logging.INFO:
+                info(message)
+            else:
+                detail(message)
+        except Exception:  # logging must never break the work
+            self.handleError(record)
+
+
+def route_engine_logs() -> None:
+    """Send ``logging.getLogger('breastus')`` to the console once per process."""
+    logger = logging.getLogger("breastus")
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+    logger.setLevel(logging.DEBUG if state.verbose else logging.INFO)
+    logger.propagate = False

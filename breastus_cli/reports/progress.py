@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -42,3 +43,34 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[[i
                 state["next"] = 2.0  # never again
 
     yield update_plain
+
+
+class TrainProgress:
+    """Batch progress within each epoch on a terminal (the epoch lines come from the log)."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._epoch = 0
+
+    def __enter__(self) -> TrainProgress:
+        if console.interactive() and not console.state.quiet:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=console.err(), transient=True)
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+    def on_batch(self, epoch: int, step: int, steps: int) -> None:
+        if self._bar is None:
+            return
+        if epoch != self._epoch:
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(f"epoch {epoch}", total=steps)
+            self._epoch = epoch
+        self._bar.update(self._task, completed=step)

@@ -1,0 +1,66 @@
+"""``breastus evaluate``: one run, several runs (a comparison), or the folds of a CV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from breastus_cli.cli.app import app
+from breastus_cli.reports import console
+
+
+@app.command(
+    "evaluate",
+    epilog=(
+        "Examples: breastus evaluate runs/cls/20261124-101500-mobilenetv2  |  "
+        "breastus evaluate RUN --target-sensitivity 0.9  |  "
+        "breastus evaluate RUN_A RUN_B (comparison)  |  breastus evaluate runs/cv-parent/"
+    ),
+)
+def evaluate_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run directories, or a folder of runs (folds)."),
+    data: Path = typer.Option(None, "--data", help="Dataset (default: the one in config.json)."),
+    split: str = typer.Option("test", "--split", help="test, val, train or all."),
+    target_sensitivity: float = typer.Option(
+        None, "--target-sensitivity", metavar="S",
+        help="Pick the threshold on the validation split that reaches malignant sensitivity S."),
+    threshold: float = typer.Option(None, "--threshold", help="Fixed decision threshold."),
+    bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples for the CIs."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Inference batch size."),
+) -> None:
+    """Metrics with 95% bootstrap CIs, plots and a report for runs on a split.
+
+    Writes RUN/eval-<split>/: predictions.csv, metrics.json, report.md, report.html,
+    confusion_matrix.png, roc.png, pr.png, calibration.png.
+    """
+    from breastus_cli import backend
+    from breastus_cli.engine.evaluate import EvalSettings, find_runs
+
+    settings = [EvalSettings(run_dir=r, data=data, split=split,
+                             target_sensitivity=target_sensitivity, threshold=threshold,
+                             n_bootstrap=bootstrap, batch_size=batch_size)
+                for r in find_runs(list(runs))]
+    for s in settings:
+        s.validate()
+    backend.configure(verbose=console.state.verbose)
+    console.route_engine_logs()
+    from breastus_cli.engine.evaluate import evaluate
+    from breastus_cli.engine.metrics import aggregate
+    from breastus_cli.reports import evaluation
+
+    results = []
+    for s in settings:
+        result = evaluate(s)
+        evaluation.write_cls_artifacts(result)
+        results.append(result)
+        if not console.state.quiet:
+            console.out().print(evaluation.cls_table(result))
+    if len(results) > 1 and not console.state.quiet:
+        console.out().print(evaluation.comparison_table(results))
+        folds = [r for r in results if r.metrics.get("fold") is not None]
+        models = {r.metrics.get("model") for r in folds}
+        if len(folds) == len(results) and len(models) == 1:
+            summary = aggregate([r.metrics for r in results])
+            console.out().print(evaluation.folds_table(
+                summary, f"Across {len(results)} folds ({models.pop()}, {split})"))

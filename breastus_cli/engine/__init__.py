@@ -1,0 +1,1 @@
+"""Engine layer: train, evaluate, predict, sweep, export; shared by classification and segmentation."""

@@ -1,0 +1,173 @@
+"""``breastus evaluate``: numbers for a run on a split, written as predictions.csv and
+metrics.json in ``RUN/eval-<split>/`` (the reports layer adds plots and the report).
+
+Classification: p(malignant) per case, the threshold (0.5, ``--threshold``, or the one that
+reaches ``--target-sensitivity`` on the validation split), metrics with bootstrap CIs.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.data.split import select_cases
+from breastus_cli.engine.rundir import read_config
+from breastus_cli.errors import InputError, UsageError
+
+
+@dataclass
+class EvalSettings:
+    """Settings of ``breastus evaluate`` for one run."""
+
+    run_dir: Path
+    data: Path | None = None
+    split: str = "test"
+    target_sensitivity: float | None = None
+    threshold: float | None = None
+    batch_size: int = 32
+    n_bootstrap: int = 2000
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.split not in ("train", "val", "test", "all"):
+            raise UsageError(f"--split must be test, val, train or all (got '{self.split}')")
+        if self.target_sensitivity is not None and not 0 < self.target_sensitivity <= 1:
+            raise UsageError(f"--target-sensitivity must lie in (0, 1] (got {self.target_sensitivity})")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise UsageError(f"--threshold must lie in [0, 1] (got {self.threshold})")
+        if self.threshold is not None and self.target_sensitivity is not None:
+            raise UsageError("--threshold and --target-sensitivity exclude each other")
+        if self.n_bootstrap < 0:
+            raise UsageError(f"--bootstrap must be >= 0 (got {self.n_bootstrap})")
+
+
+@dataclass
+class EvalResult:
+    """One run evaluated on one split."""
+
+    run_dir: Path
+    out_dir: Path
+    task: str
+    split: str
+    metrics: dict[str, Any]
+    frame: Any  # pandas DataFrame of predictions
+    config: dict[str, Any]
+    command: str
+    threshold_source: str = "default"
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Expand each path: a run directory stays; a folder of runs (a CV parent) gives its runs."""
+    runs: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if (path / "config.json").is_file():
+            runs.append(path)
+            continue
+        if not path.is_dir():
+            raise InputError(f"run directory not found: {path}")
+        children = sorted(p for p in path.iterdir() if (p / "config.json").is_file())
+        if not children:
+            raise InputError(f"{path} is neither a run directory nor a folder of runs")
+        runs.extend(children)
+    return runs
+
+
+def _data_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
+    data = settings.data or Path(config["data"]["path"])
+    if not Path(data).is_dir():
+        raise InputError(f"dataset {data} recorded in {settings.run_dir}/config.json not found; "
+                         "give it with --data")
+    return Path(data)
+
+
+def _cases(data: Path, split: str, config: dict[str, Any]) -> Any:
+    train_settings = config["settings"]
+    return select_cases(data, split, fold=train_settings.get("fold"),
+                        seed=int(train_settings.get("seed", 42)),
+                        val_fraction=float(train_settings.get("val_fraction", 0.1)))
+
+
+def _p_malignant(model: Any, frame: Any, img_size: int, batch_size: int) -> np.ndarray:
+    from breastus_cli.data.pipeline import make_dataset
+    from breastus_cli.engine.inference import forward
+
+    dataset = make_dataset(list(frame["image_path"]), img_size, batch_size, cache=False)
+    return forward(model, dataset)[:, 1].astype(np.float64)
+
+
+def evaluate(settings: EvalSettings) -> EvalResult:
+    """Evaluate one run; writes ``RUN/eval-<split>/predictions.csv`` and ``metrics.json``."""
+    settings.validate()
+    start = time.perf_counter()
+    config = read_config(settings.run_dir)
+    if config.get("task") != "cls":
+        raise InputError(f"{settings.run_dir}: evaluation of task '{config.get('task')}' "
+                         "is not available in this version")
+    return _evaluate_cls(settings, config, start)
+
+
+def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
+    import pandas as pd
+
+    from breastus_cli.engine.inference import load_model
+    from breastus_cli.engine.metrics import classification_metrics, threshold_for_sensitivity
+
+    data = _data_dir(settings, config)
+    frame = _cases(data, settings.split, config)
+    frame = frame[frame["label"].isin(["benign", "malignant"])].reset_index(drop=True)
+    if len(frame) == 0:
+        raise InputError(f"no case in split '{settings.split}' of {data}")
+    img_size = int(config["settings"]["img_size"])
+    model = load_model(settings.run_dir)
+    p = _p_malignant(model, frame, img_size, settings.batch_size)
+    y = (frame["label"] == "malignant").to_numpy().astype(int)
+
+    extra: dict[str, Any] = {}
+    if settings.target_sensitivity is not None:
+        val = _cases(data, "val", config)
+        val = val[val["label"].isin(["benign", "malignant"])].reset_index(drop=True)
+        y_val = (val["label"] == "malignant").to_numpy().astype(int)
+        if y_val.sum() == 0:
+            raise InputError("--target-sensitivity needs malignant cases in the validation split")
+        p_val = _p_malignant(model, val, img_size, settings.batch_size)
+        threshold = threshold_for_sensitivity(y_val, p_val, settings.target_sensitivity)
+        source = f"validation split, target sensitivity {settings.target_sensitivity:g}"
+        extra["validation_sensitivity"] = float(((p_val >= threshold) & (y_val == 1)).sum()
+                                                / y_val.sum())
+        extra["validation_n"] = int(len(y_val))
+    elif settings.threshold is not None:
+        threshold, source = float(settings.threshold), "--threshold"
+    else:
+        threshold, source = float(config.get("threshold", 0.5)), "run default"
+
+    metrics = classification_metrics(y, p, threshold, n_bootstrap=settings.n_bootstrap,
+                                     seed=settings.seed)
+    metrics.update({"split": settings.split, "threshold_source": source,
+                    "run_dir": str(settings.run_dir), "model": config["settings"].get("model"),
+                    "fold": config["settings"].get("fold"), **extra})
+    predictions = pd.DataFrame({
+        "case_id": frame["case_id"], "image": frame["image"], "y_true": y,
+        "label": frame["label"], "p_malignant": np.round(p, 6),
+        "y_pred": (p >= threshold).astype(int),
+    })
+    out_dir = Path(settings.run_dir) / f"eval-{settings.split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    write_json(out_dir / "metrics.json", metrics)
+    command = shlex.join(["breastus", *sys.argv[1:]]) if sys.argv[1:] else (
+        f"breastus evaluate {settings.run_dir} --split {settings.split}")
+    return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="cls",
+                      split=settings.split, metrics=metrics, frame=predictions, config=config,
+                      command=command, threshold_source=source,
+                      seconds=round(time.perf_counter() - start, 2), extra=extra)

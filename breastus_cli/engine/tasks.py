@@ -1,0 +1,193 @@
+"""Tasks: what differs between classification and segmentation, and nothing else.
+
+The engine (:mod:`breastus_cli.engine.train`) owns the fit loop, callbacks, run directory and
+resume; a task supplies the cases it can use, the targets, the model, the loss and the metrics.
+Importing this module imports TensorFlow (through the backend).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastus_cli import backend
+from breastus_cli.data.pipeline import Augment, make_dataset
+from breastus_cli.data.sources.base import LABELS
+from breastus_cli.engine.rundir import MODEL, read_config
+from breastus_cli.engine.settings import ClsSettings, TrainSettings
+from breastus_cli.errors import InputError, UsageError
+from breastus_cli.models import weights as weight_files
+
+keras = backend.keras()
+
+
+@keras.saving.register_keras_serializable(package="breastus")
+class MalignantAUC(keras.metrics.AUC):
+    """ROC AUC of the malignant-class probability, from sparse labels and softmax outputs."""
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        tf = backend.tf()
+        y_true = tf.reshape(tf.cast(y_true, tf.float32), [-1])
+        return super().update_state(y_true, y_pred[:, 1], sample_weight=None)
+
+
+class Task(ABC):
+    """Base of the tasks; see :class:`ClassificationTask` for a complete one."""
+
+    kind = ""
+
+    @abstractmethod
+    def run_name(self, settings: TrainSettings) -> str:
+        ...
+
+    def monitor(self, settings: TrainSettings) -> tuple[str, str]:
+        name = settings.monitor
+        return name, "min" if name.endswith("loss") else "max"
+
+    def usable(self, frame: Any) -> Any:
+        return frame
+
+    @abstractmethod
+    def dataset(self, frame: Any, settings: TrainSettings, *, training: bool,
+                cache: bool | str = True) -> Any:
+        """The tf.data pipeline of (image, target) batches for these cases."""
+
+    @abstractmethod
+    def build(self, settings: TrainSettings, backbone_weights: Path | None) -> Any:
+        ...
+
+    @abstractmethod
+    def compile(self, model: Any, settings: TrainSettings) -> None:
+        ...
+
+    def class_weight(self, frame: Any, settings: TrainSettings) -> dict[int, float] | None:
+        return None
+
+    @abstractmethod
+    def backbone_architecture(self, settings: TrainSettings) -> str:
+        ...
+
+    def describe(self, settings: TrainSettings) -> dict[str, Any]:
+        """Task facts stored in config.json (labels, preprocessing, threshold)."""
+        return {}
+
+    # ---- shared pieces -------------------------------------------------------------------
+    def augment(self, settings: TrainSettings) -> Augment | None:
+        if not settings.augment or settings.augment_strength == 0:
+            return None
+        return Augment().scaled(settings.augment_strength)
+
+    def cache(self, settings: TrainSettings, run_dir: Path, name: str) -> bool | str:
+        if settings.cache == "none":
+            return False
+        if settings.cache == "disk":
+            (run_dir / "cache").mkdir(exist_ok=True)
+            return str(run_dir / "cache" / name)
+        return True
+
+    def resolve_weights(self, settings: TrainSettings) -> tuple[Path | None, Path | None]:
+        """(backbone weights file, run/model file to copy the backbone from)."""
+        choice = str(settings.weights)
+        if choice == "none":
+            return None, None
+        if choice == "imagenet":
+            arch = self.backbone_architecture(settings)
+            return weight_files.resolve_imagenet(arch, settings.img_size,
+                                                 offline=settings.offline), None
+        path = Path(choice).expanduser()
+        if path.is_dir():
+            read_config(path)  # a clear error when it is not a run directory
+            if not (path / MODEL).is_file():
+                raise InputError(f"--weights {path}: the run has no {MODEL} (did it finish an epoch?)")
+            return None, path / MODEL
+        if path.is_file():
+            if path.suffix == ".keras":
+                return None, path
+            return path, None
+        raise UsageError(f"--weights must be imagenet, none, a weights file or a run directory "
+                         f"(got '{choice}': no such file or folder)")
+
+
+def copy_backbone(model: Any, source_model_file: Path) -> int:
+    """Copy the weights of layer ``backbone`` from a saved model; returns the tensors copied."""
+    source = keras.models.load_model(source_model_file, compile=False)
+    try:
+        src, dst = source.get_layer("backbone"), model.get_layer("backbone")
+    except ValueError:
+        raise UsageError(f"--weights {source_model_file}: no 'backbone' layer to copy from") from None
+    src_w, dst_w = src.get_weights(), dst.get_weights()
+    if len(src_w) != len(dst_w) or any(a.shape != b.shape for a, b in zip(src_w, dst_w)):
+        raise UsageError(f"--weights {source_model_file}: its backbone ({src.name}, "
+                         f"{len(src_w)} tensors) does not match this model's")
+    dst.set_weights(src_w)
+    return len(src_w)
+
+
+class ClassificationTask(Task):
+    """Benign (0) vs malignant (1) from the whole image (or a lesion crop, later)."""
+
+    kind = "cls"
+
+    def run_name(self, settings: TrainSettings) -> str:
+        assert isinstance(settings, ClsSettings)
+        return settings.model
+
+    def backbone_architecture(self, settings: TrainSettings) -> str:
+        assert isinstance(settings, ClsSettings)
+        return settings.model
+
+    def usable(self, frame: Any) -> Any:
+        return frame[frame["label"].isin(LABELS)]
+
+    @staticmethod
+    def targets(frame: Any) -> np.ndarray:
+        return (frame["label"] == "malignant").to_numpy().astype(np.int32)
+
+    def dataset(self, frame: Any, settings: TrainSettings, *, training: bool,
+                cache: bool | str = True) -> Any:
+        return make_dataset(
+            list(frame["image_path"]), settings.img_size, settings.batch_size,
+            labels=self.targets(frame), shuffle=training,
+            augment=self.augment(settings) if training else None,
+            seed=settings.seed, cache=cache)
+
+    def build(self, settings: TrainSettings, backbone_weights: Path | None) -> Any:
+        from breastus_cli.models.classifiers import build_classifier
+
+        assert isinstance(settings, ClsSettings)
+        return build_classifier(settings.model, settings.img_size,
+                                backbone_weights=backbone_weights, dropout=settings.dropout,
+                                freeze_backbone=settings.freeze_backbone,
+                                fine_tune_from=settings.fine_tune_from,
+                                bn_momentum=settings.effective_bn_momentum())
+
+    def compile(self, model: Any, settings: TrainSettings) -> None:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=settings.lr),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                     MalignantAUC(name="auc")],
+        )
+
+    def class_weight(self, frame: Any, settings: TrainSettings) -> dict[int, float] | None:
+        assert isinstance(settings, ClsSettings)
+        if settings.class_weight == "none":
+            return None
+        y = self.targets(frame)
+        counts = np.bincount(y, minlength=2)
+        if (counts == 0).any():
+            raise InputError(f"the training split has no {LABELS[int(np.argmin(counts))]} case")
+        # sklearn's "balanced": n_samples / (n_classes * count)
+        return {i: float(len(y) / (2 * counts[i])) for i in range(2)}
+
+    def describe(self, settings: TrainSettings) -> dict[str, Any]:
+        from breastus_cli.models.classifiers import backbone_spec
+
+        assert isinstance(settings, ClsSettings)
+        return {"labels": list(LABELS), "positive_label": "malignant", "threshold": 0.5,
+                "input": {"size": settings.img_size, "channels": 1, "range": [0, 255],
+                          "preprocessing": backbone_spec(settings.model).preprocessing,
+                          "resize": "bilinear, antialiased, aspect not kept"}}

@@ -1,0 +1,225 @@
+"""The one training loop, shared by classification and segmentation.
+
+``train(settings, task)`` creates (or resumes) a run directory, builds the data pipelines,
+the model (inside a distribution strategy), the callbacks, and calls ``model.fit`` once.
+Everything task-specific comes from the :class:`~breastus_cli.engine.tasks.Task`.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from breastus_cli import backend
+from breastus_cli.data.manifest import manifest_hash
+from breastus_cli.data.split import select_cases
+from breastus_cli.engine import callbacks as cb
+from breastus_cli.engine.rundir import (
+    BEST, CHECKPOINTS, CONFIG, MODEL, attach_log, default_run_dir, detach_log, environment, log,
+    read_config, write_config,
+)
+from breastus_cli.engine.settings import TrainSettings
+from breastus_cli.engine.tasks import Task, copy_backbone
+from breastus_cli.errors import InputError, UsageError, WorkError
+
+EpochCallback = Callable[[int, int, dict[str, float], float], None]
+BatchCallback = Callable[[int, int, int], None]
+
+
+@dataclass
+class TrainResult:
+    """What a training produced; the CLI renders it."""
+
+    run_dir: Path
+    monitor: str
+    best_epoch: int
+    best_value: float
+    epochs_run: int
+    epochs_planned: int
+    seconds: float
+    resumed_from: int = 0
+    stopped_early_at: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    n_train: int = 0
+    n_val: int = 0
+
+
+def _strategy(settings: TrainSettings, tf: Any) -> Any:
+    """One device: the default strategy. Several: MirroredStrategy over GPUs, or over logical
+    CPU devices where there is no GPU (which is how it is tested)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    wanted = max(1, len(gpus)) if settings.devices == "all" else int(settings.devices)
+    if wanted == 1:
+        return tf.distribute.get_strategy()
+    if gpus:
+        if wanted > len(gpus):
+            raise UsageError(f"--devices {wanted}: only {len(gpus)} GPU(s) visible")
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(wanted)])
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(wanted)])
+    except RuntimeError:
+        pass  # already initialised in this process (tests); use what exists
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:wanted]
+    if len(devices) < wanted:
+        raise UsageError(f"--devices {wanted}: only {len(devices)} device(s) available")
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def _precision(settings: TrainSettings, tf: Any, keras: Any) -> str:
+    if not settings.mixed_precision:
+        return "float32"
+    if not tf.config.list_physical_devices("GPU"):
+        log.warning("--mixed-precision needs a GPU; training in float32 on the CPU")
+        return "float32"
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    return "mixed_float16"
+
+
+def _prepare_run_dir(settings: TrainSettings, task: Task, resume: bool) -> Path:
+    if resume:
+        assert settings.run_dir is not None
+        return Path(settings.run_dir)
+    run_dir = Path(settings.run_dir) if settings.run_dir else default_run_dir(
+        task.kind, task.run_name(settings))
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"run directory {run_dir} exists and is not empty",
+                         hint=f"continue it with --resume {run_dir}, or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def train(
+    settings: TrainSettings,
+    task: Task,
+    *,
+    resume: bool = False,
+    on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+) -> TrainResult:
+    """Train one model; returns when the run directory holds the best ``model.keras``.
+
+    >>> train(ClsSettings(data=Path("data/breast"), epochs=2, weights="none"),
+    ...       ClassificationTask())  # doctest: +SKIP
+    """
+    settings.validate()
+    start = time.perf_counter()
+    tf, keras = backend.tf(), backend.keras()
+    strategy = _strategy(settings, tf)  # before any op: logical devices must come first
+    assert settings.data is not None
+    data = Path(settings.data)
+    train_frame = task.usable(select_cases(data, "train", fold=settings.fold, seed=settings.seed,
+                                           val_fraction=settings.val_fraction))
+    val_frame = task.usable(select_cases(data, "val", fold=settings.fold, seed=settings.seed,
+                                         val_fraction=settings.val_fraction))
+    if len(train_frame) == 0:
+        raise InputError(f"no training case in {data} for this task")
+    if len(val_frame) == 0:
+        raise InputError(f"no validation case in {data}: split with a validation share "
+                         "(breastus split DATA --ratio 0.8 0.1 0.1)")
+    backbone_file, copy_from = task.resolve_weights(settings)
+
+    run_dir = _prepare_run_dir(settings, task, resume)
+    settings.run_dir = run_dir
+    handler = attach_log(run_dir)
+    try:
+        keras.utils.set_random_seed(settings.seed)
+        if settings.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        precision = _precision(settings, tf, keras)
+        monitor, mode = task.monitor(settings)
+        class_weight = task.class_weight(train_frame, settings)
+
+        train_ds = task.dataset(train_frame, settings, training=True,
+                                cache=task.cache(settings, run_dir, "train"))
+        val_ds = task.dataset(val_frame, settings, training=False,
+                              cache=task.cache(settings, run_dir, "val"))
+        with strategy.scope():
+            model = task.build(settings, backbone_file)
+            copied = copy_backbone(model, copy_from) if copy_from else 0
+            task.compile(model, settings)
+
+        config_path = run_dir / CONFIG
+        if resume and config_path.is_file():
+            config = read_config(run_dir)
+            config.setdefault("resumes", []).append(environment())
+        else:
+            config = {
+                "task": task.kind,
+                "settings": settings.to_dict(),
+                "environment": environment(),
+                "versions": backend.versions(),
+                "data": {"path": str(data.resolve()), "manifest_sha256": manifest_hash(data),
+                         "n_train": len(train_frame), "n_val": len(val_frame),
+                         "fold": settings.fold},
+                "weights": {"choice": str(settings.weights),
+                            "backbone_file": str(backbone_file) if backbone_file else None,
+                            "copied_from": str(copy_from) if copy_from else None,
+                            "tensors_copied": copied},
+                "class_weight": class_weight,
+                "monitor": {"name": monitor, "mode": mode},
+                "precision": precision,
+                "devices": strategy.num_replicas_in_sync,
+                **task.describe(settings),
+                "status": "running",
+            }
+        write_config(run_dir, config)
+
+        best = cb.BestCheckpoint(run_dir, monitor, mode, settings.early_stopping)
+        nan_guard = cb.NanGuard()
+        history = cb.HistoryCSV(run_dir)
+        steps = math.ceil(len(train_frame) / settings.batch_size)
+        backup = keras.callbacks.BackupAndRestore(backup_dir=str(run_dir / CHECKPOINTS))
+        # BackupAndRestore last: an epoch is backed up only after its history row and best
+        # checkpoint are on disk, so a kill never leaves history behind the restored state.
+        callbacks = [nan_guard, history, best,
+                     cb.EpochReporter(settings.epochs, steps, on_epoch, on_batch), backup]
+        resumed_from = len(cb.read_history(run_dir)) if resume else 0
+        if resume:
+            log.info("resuming %s after epoch %d of %d", run_dir, resumed_from, settings.epochs)
+        else:
+            log.info("training %s: %d train / %d val cases, %s, run %s", task.kind,
+                     len(train_frame), len(val_frame), task.run_name(settings), run_dir)
+        model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs,
+                  class_weight=class_weight, callbacks=callbacks, verbose=0)
+
+        rows = cb.read_history(run_dir)
+        if nan_guard.nan_at is not None:
+            config["status"] = "failed: loss became NaN"
+            write_config(run_dir, config)
+            raise WorkError(f"training stopped: the loss became NaN in epoch {nan_guard.nan_at} "
+                            f"(try a lower --lr than {settings.lr:g}); the run so far is in {run_dir}")
+        seconds = round(time.perf_counter() - start, 2)
+        config["status"] = "finished"
+        config["result"] = {"best_epoch": best.best_epoch, "best_value": best.best,
+                            "epochs_run": len(rows), "stopped_early_at": best.stopped_early_at,
+                            "seconds_this_process": seconds}
+        write_config(run_dir, config)
+        shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+        if not (run_dir / MODEL).is_file() or not (run_dir / BEST).is_file():
+            raise WorkError(f"no checkpoint was saved in {run_dir}: the monitored metric "
+                            f"{monitor} was never available")
+        return TrainResult(run_dir=run_dir, monitor=monitor, best_epoch=best.best_epoch,
+                           best_value=best.best, epochs_run=len(rows),
+                           epochs_planned=settings.epochs, seconds=seconds,
+                           resumed_from=resumed_from, stopped_early_at=best.stopped_early_at,
+                           history=rows, n_train=len(train_frame), n_val=len(val_frame))
+    finally:
+        detach_log(handler)
+
+
+def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainSettings:
+    """Settings of an interrupted run, read back from its config.json."""
+    config = read_config(run_dir)
+    settings = settings_type.from_dict(config["settings"])
+    settings.run_dir = Path(run_dir)
+    if config.get("status") == "finished":
+        raise InputError(f"{run_dir} finished already ({config['result']['epochs_run']} epochs); "
+                         "nothing to resume")
+    return settings

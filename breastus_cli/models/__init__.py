@@ -1,0 +1,1 @@
+"""Models layer: classifier and U-Net builders, pretrained-weight resolution (offline first)."""

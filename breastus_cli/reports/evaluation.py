@@ -1,0 +1,119 @@
+"""Plots, reports and terminal tables for evaluations (one run, several models, or folds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from breastus_cli.reports.report import format_ci, write_report
+
+if TYPE_CHECKING:
+    from breastus_cli.engine.evaluate import EvalResult
+
+#: Rows of the classification summary: (label, metrics key, has a CI).
+CLS_ROWS = (
+    ("AUC", "auc", True), ("Sensitivity (malignant recall)", "sensitivity", True),
+    ("Specificity", "specificity", True), ("Accuracy", "accuracy", True),
+    ("Balanced accuracy", "balanced_accuracy", True), ("Precision (PPV)", "precision", False),
+    ("NPV", "npv", False), ("F1 (malignant)", "f1", False), ("Brier score", "brier", False),
+)
+
+
+def _value(metrics: dict[str, Any], key: str, with_ci: bool) -> str:
+    return format_ci(metrics.get(key), metrics.get("ci", {}).get(key) if with_ci else None)
+
+
+def write_cls_artifacts(result: EvalResult) -> list[Path]:
+    """Confusion matrix, ROC, PR, calibration and the report for one classification eval."""
+    from breastus_cli.reports import plots
+
+    m, frame, out = result.metrics, result.frame, result.out_dir
+    y, p = frame["y_true"].to_numpy(), frame["p_malignant"].to_numpy()
+    files = [
+        plots.confusion_matrix_png(m["confusion_matrix"], m["confusion_labels"],
+                                   out / "confusion_matrix.png",
+                                   title=f"Confusion matrix at threshold {m['threshold']:.3f}"),
+        plots.roc_png(y, p, out / "roc.png", auc=m.get("auc"), ci=m["ci"].get("auc"),
+                      operating_point=(m["sensitivity"], m["specificity"])
+                      if m.get("sensitivity") is not None and m.get("specificity") is not None
+                      else None),
+        plots.pr_png(y, p, out / "pr.png"),
+        plots.calibration_png(y, p, out / "calibration.png"),
+    ]
+    history = result.run_dir / "history.csv"
+    if history.is_file():
+        import pandas as pd
+
+        files.append(plots.history_png(pd.read_csv(history), out / "history.png"))
+    rows = [(label, _value(m, key, ci)) for label, key, ci in CLS_ROWS]
+    rows += [("Threshold", f"{m['threshold']:.4f} ({result.threshold_source})"),
+             ("Cases", f"{m['n']} ({m['n_malignant']} malignant, {m['n_benign']} benign)")]
+    cm = m["confusion_matrix"]
+    sections = [
+        ("Confusion matrix", "| | predicted benign | predicted malignant |\n|---|---:|---:|\n"
+         f"| true benign | {cm[0][0]} | {cm[0][1]} |\n| true malignant | {cm[1][0]} | {cm[1][1]} |"),
+        ("Per class", _per_class_table(m)),
+    ]
+    settings = result.config.get("settings", {})
+    notes = [f"Run: {result.run_dir} (model {settings.get('model')}, img size "
+             f"{settings.get('img_size')}, weights {settings.get('weights')}"
+             + (f", fold {settings.get('fold')}" if settings.get("fold") is not None else "") + ").",
+             f"Split: {result.split}. Confidence intervals: {m['ci_method']}."]
+    figures = [(f.name, name) for name, f in zip(
+        ["Confusion matrix", "ROC", "Precision-recall", "Calibration", "Training history"], files)]
+    md, html = write_report(out, title=f"Classification evaluation: {result.run_dir.name} "
+                            f"({result.split})", summary_rows=rows, sections=sections,
+                            figures=figures, command=result.command, notes=notes)
+    return files + [md, html]
+
+
+def _per_class_table(m: dict[str, Any]) -> str:
+    lines = ["| class | precision | recall | f1 | support |", "|---|---:|---:|---:|---:|"]
+    for name, row in [*m["per_class"].items(), ("macro avg", m["macro_avg"]),
+                      ("weighted avg", m["weighted_avg"])]:
+        lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | "
+                     f"{row['f1-score']:.3f} | {row['support']} |")
+    return "\n".join(lines)
+
+
+def cls_table(result: EvalResult) -> Table:
+    m = result.metrics
+    table = Table(title=f"{result.run_dir} on {result.split} ({m['n']} cases, "
+                  f"{m['n_malignant']} malignant)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value (95% CI)", justify="right")
+    for label, key, ci in CLS_ROWS:
+        table.add_row(label, _value(m, key, ci))
+    table.add_row("threshold", f"{m['threshold']:.4f} ({result.threshold_source})")
+    table.caption = f"written to {result.out_dir}"
+    return table
+
+
+def comparison_table(results: list[EvalResult]) -> Table:
+    """The reference study's Table I, with AUC and sensitivity (and CIs) added."""
+    table = Table(title="Comparison", title_justify="left")
+    for column in ("run", "model", "accuracy", "F1", "precision", "AUC (95% CI)",
+                   "sensitivity (95% CI)", "specificity"):
+        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    for r in results:
+        m = r.metrics
+
+        def f(key: str) -> str:
+            return "n/a" if m.get(key) is None else f"{m[key]:.3f}"
+
+        table.add_row(r.run_dir.name, str(m.get("model")), f("accuracy"), f("f1"), f("precision"),
+                      _value(m, "auc", True), _value(m, "sensitivity", True), f("specificity"))
+    return table
+
+
+def folds_table(summary: dict[str, dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("metric", "mean", "sd", "folds"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, row in summary.items():
+        if row["mean"] is None:
+            continue
+        table.add_row(key, f"{row['mean']:.3f}", f"{row['sd']:.3f}", str(row["n"]))
+    return table
