@@ -83,8 +83,7 @@ def test_debug_shows_the_traceback_anywhere_on_the_line(tmp_path):
     assert proc.stderr.strip().splitlines()[0].startswith("error: dataset folder not found")
 
 
-@pytest.mark.parametrize("name", ["train-cls", "train-seg", "sweep", "evaluate", "predict",
-                                  "export"])
+@pytest.mark.parametrize("name", ["train-seg", "sweep", "predict", "export"])
 def test_commands_not_built_yet_say_so_and_exit_2(name):
     proc = run_cli(name, "whatever", "--lr", "1")
     assert proc.returncode == 2

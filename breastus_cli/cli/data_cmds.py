@@ -27,6 +27,8 @@ def synth_cmd(
     cases: int = typer.Option(60, "--cases", "-n", help="Number of cases (>= 4)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same bytes."),
     normal: int = typer.Option(-1, "--normal", help="Normal cases without a mask (-1: like the real 4/256)."),
+    malignant_fraction: float = typer.Option(0.39, "--malignant-fraction",
+                                             help="Share of malignant among lesion cases."),
     min_side: int = typer.Option(128, "--min-side", help="Smallest image side in pixels."),
     max_side: int = typer.Option(256, "--max-side", help="Largest image side in pixels."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
@@ -42,6 +44,7 @@ def synth_cmd(
 
     settings = SynthSettings(out=out, cases=cases, seed=seed,
                              normal=None if normal < 0 else normal,
+                             malignant_fraction=malignant_fraction,
                              min_side=min_side, max_side=max_side, overwrite=overwrite)
     result = make_synthetic_breast(settings)
     _show(synth_table(result))

@@ -70,8 +70,8 @@ DATA_DICTIONARY: tuple[tuple[str, str | None], ...] = (
     ("Mask_tumor_filename", "filename(s) of binary mask overlaying a tumor"),
     ("Mask_other_filename",
      "filename(s) of binary mask overlaying other suspicious lesions in the image (e.g. cysts)"),
-    ("Pixel_size", "pixel size of the image in centimeters (allows calculating the physical "
-                   "size of objects in the image)"),
+    ("Pixel_size", ("pixel size of the image in centimeters (allows calculating the physical "
+                    "size of objects in the image)")),
     ("Age", "age of patient"),
     ("Tissue_composition", "breast tissue composition assessed during examination"),
     ("Signs", "objective observable abnormalities perceived by physician"),
@@ -156,19 +156,23 @@ def make_synthetic_breast(settings: SynthSettings) -> SynthResult:
     # One independent child stream per case: a case's pixels do not depend on how many random
     # numbers the cases before it consumed.
     child_seeds = np.random.SeedSequence(settings.seed).spawn(len(plans))
-    digits = max(3, len(str(settings.cases)))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".synth-tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".synth-tmp", dir=out.parent)
+        )
+    except OSError as exc:
+        raise InputError(f"cannot create {out}: {exc.strerror or exc}") from None
     try:
         image_dir = staging / IMAGE_DIR_NAME
         image_dir.mkdir()
         rows: list[dict[str, Any]] = []
         other_masks = 0
-        for plan, child in zip(plans, child_seeds):
+        for plan, child in zip(plans, child_seeds, strict=True):
             case_rng = np.random.default_rng(child)
             drawn = _draw_case(case_rng, plan, settings.min_side, settings.max_side)
-            stem = f"case{plan.case_id:0{digits}d}"
+            stem = case_stem(plan.case_id, settings.cases)
             _save_rgba(drawn.rgba, image_dir / f"{stem}.png")
             tumor_name: str | None = None
             if drawn.tumor_mask is not None:
@@ -200,6 +204,11 @@ def make_synthetic_breast(settings: SynthSettings) -> SynthResult:
     )
 
 
+def case_stem(case_id: int, total: int) -> str:
+    """File stem of a case as BrEaST names it: ``case007``; 4+ digits only beyond 999 cases."""
+    return f"case{case_id:0{max(3, len(str(total)))}d}"
+
+
 # --------------------------------------------------------------------------------------------
 # Settings, target folder, plan
 # --------------------------------------------------------------------------------------------
@@ -220,7 +229,8 @@ def _validate(settings: SynthSettings) -> tuple[int, int, int]:
         )
     if not isinstance(settings.min_side, (int, np.integer)) or settings.min_side < 32:
         raise UsageError(f"--min-side must be an integer >= 32 (got {settings.min_side!r})")
-    if not isinstance(settings.max_side, (int, np.integer)) or settings.max_side < settings.min_side:
+    max_side = settings.max_side
+    if not isinstance(max_side, (int, np.integer)) or max_side < settings.min_side:
         raise UsageError(
             f"--max-side must be >= --min-side ({settings.min_side}); got {settings.max_side!r}"
         )
@@ -363,6 +373,8 @@ class _Lesion:
 
 @dataclass
 class _Drawn:
+    """One drawn case: RGBA image, RGBA masks and the descriptors for its workbook row."""
+
     rgba: np.ndarray
     tumor_mask: np.ndarray | None
     other_masks: list[np.ndarray]
@@ -376,9 +388,23 @@ def _pick(rng: np.random.Generator, options: dict[Any, float]) -> Any:
     return keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: Any) -> np.ndarray:
-    """Gaussian-filtered white noise scaled to unit standard deviation."""
-    return _unit(ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma))
+def _smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, int], sigma: float | tuple[float, float]
+) -> np.ndarray:
+    """Gaussian-filtered white noise scaled to unit standard deviation.
+
+    Wide filters are the generator's main cost on large images, so along an axis with a large
+    sigma the noise is drawn on a coarser grid, filtered there and linearly upsampled: the field
+    is smooth at that scale anyway, and the cost stays flat as images grow.
+    """
+    sy, sx = (sigma, sigma) if isinstance(sigma, (int, float)) else sigma
+    fy, fx = max(1, int(sy / 2.0)), max(1, int(sx / 2.0))
+    h, w = shape
+    coarse = rng.standard_normal((-(-h // fy) + 2, -(-w // fx) + 2)).astype(np.float32)
+    field = ndimage.gaussian_filter(coarse, (sy / fy, sx / fx))
+    if fy > 1 or fx > 1:
+        field = ndimage.zoom(field, (fy, fx), order=1, grid_mode=False)
+    return _unit(field[:h, :w])
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
@@ -417,7 +443,7 @@ def _draw_case(rng: np.random.Generator, plan: _Plan, min_side: int, max_side: i
         others.append(_add_other(rng, echo, inside, tumor, others))
     echo *= factor
 
-    # Depth attenuation with partial time-gain compensation: deep tissue is darker.
+    # Depth attenuation (what time-gain compensation leaves of it): deep tissue is darker.
     attenuation = float(rng.uniform(0.5, 1.3))
     echo *= np.exp(-attenuation * depth)
     # Speckle: multiplicative Rayleigh noise, slightly smoothed (laterally more: the beam is
@@ -489,8 +515,8 @@ def _tissue(rng: np.random.Generator, h: int, w: int, top: int, lesion: _Lesion)
         return (top + base * h + wave + wobble)[None, :].astype(np.float32)
 
     fatty = "fat" in lesion.tissue
-    skin_end = boundary(float(rng.uniform(0.025, 0.045)) * (2.2 if lesion.skin_thickening ==
-                                                            "yes" else 1.0), 0.003)
+    skin_factor = 2.2 if lesion.skin_thickening == "yes" else 1.0  # consistent with the sheet
+    skin_end = boundary(float(rng.uniform(0.025, 0.045)) * skin_factor, 0.003)
     fat_end = boundary(float(rng.uniform(0.22, 0.38) if fatty else rng.uniform(0.10, 0.22)), 0.03)
     gland_end = boundary(float(rng.uniform(0.62, 0.85)), 0.04)
 
@@ -498,8 +524,9 @@ def _tissue(rng: np.random.Generator, h: int, w: int, top: int, lesion: _Lesion)
         return expit((yy - edge) / soft)
 
     skin = 0.55
-    fat = float(rng.uniform(0.28, 0.38)) * (1 + 0.35 * _smooth_noise(rng, (h, w), (3 * scale, 6 *
-                                                                                     scale)))
+    # Fat: dark lobules; gland: brighter, horizontally streaky; muscle: fine striations.
+    fat = float(rng.uniform(0.28, 0.38)) * (
+        1 + 0.35 * _smooth_noise(rng, (h, w), (3 * scale, 6 * scale)))
     gland_level = float(rng.uniform(0.5, 0.62) if fatty else rng.uniform(0.6, 0.75))
     gland = gland_level * (1 + 0.28 * _smooth_noise(rng, (h, w), (1.2 * scale, 5 * scale)))
     stripes = np.sin(2 * np.pi * yy / (float(rng.uniform(5, 9)) * scale)
@@ -520,89 +547,119 @@ def _tissue(rng: np.random.Generator, h: int, w: int, top: int, lesion: _Lesion)
     return np.clip(echo, 0.02, None).astype(np.float32)
 
 
-def _lesion_outline(rng: np.random.Generator, label: str, lesion: _Lesion,
-                    width_px: float, max_height_px: float) -> np.ndarray:
-    """A boolean lesion shape in its own box, with shape/margin descriptors set on ``lesion``.
+@dataclass
+class _Design:
+    """A lesion's shape drawn once; retries that shrink it keep shape and descriptors."""
 
-    The boundary is r(t) = ellipse * (1 + perturbation(t)) in polar form around the centre:
-    low harmonics for lobulation, narrow triangular spikes for spiculation, piecewise-linear
-    radii for angular corners and high harmonics for microlobulation.
+    ratio: float  # height / width of the base ellipse
+    tilt: float  # radians
+    features: list[str]
+    harmonics: list[tuple[float, int, float]]  # amplitude, order, phase: lobulation
+    lobules: tuple[float, int, float] | None  # microlobulation: amplitude, order, phase
+    corners: tuple[np.ndarray, np.ndarray] | None  # angular: vertex angles, radii
+    spikes: list[tuple[float, float, float]]  # spiculation: centre, half-width, length
+
+
+def _lesion_design(rng: np.random.Generator, label: str, lesion: _Lesion) -> _Design:
+    """Draw a lesion shape that follows BI-RADS for its class; set shape/margin on ``lesion``.
+
+    Benign: oval (or round), circumscribed, parallel (wider than tall), smooth. Malignant:
+    irregular, not parallel (taller than wide), with spiculated / angular / microlobulated /
+    indistinct margins, whose names make up the Margin cell.
     """
-    t_features: list[str] = []
+    features: list[str] = []
+    harmonics: list[tuple[float, int, float]] = []
     if label == "benign":
         shape = _pick(rng, {"oval": 0.78, "round": 0.12, "irregular": 0.10})
-        ratio = float(rng.uniform(0.42, 0.8) if shape != "round" else rng.uniform(0.85, 1.0))
+        ratio = float(rng.uniform(0.85, 1.0) if shape == "round" else rng.uniform(0.42, 0.8))
         tilt = float(rng.normal(0.0, 0.15))
         if shape == "irregular":
             margin = _pick(rng, {"not circumscribed - indistinct": 0.6,
                                  "not circumscribed - microlobulated": 0.4})
-            t_features = margin.split(" - ")[1].split("&")
+            features = margin.split(" - ")[1].split("&")
+            # Gentle macro-lobulation.
+            harmonics.append((float(rng.uniform(0.06, 0.1)), int(rng.integers(2, 4)),
+                              float(rng.uniform(0, 2 * np.pi))))
         else:
             margin = "circumscribed" if rng.random() < 0.9 else "not circumscribed - indistinct"
             if margin != "circumscribed":
-                t_features = ["indistinct"]
+                features = ["indistinct"]
+        # A faint, smooth departure from a perfect ellipse.
+        harmonics += [(float(rng.uniform(0.0, 0.035)), k, float(rng.uniform(0, 2 * np.pi)))
+                      for k in (2, 3)]
     else:
         shape = "irregular" if rng.random() < 0.93 else "round"
-        ratio = float(rng.uniform(0.95, 1.6))
+        ratio = float(rng.uniform(0.95, 1.1) if shape == "round" else rng.uniform(1.0, 1.6))
         tilt = float(rng.normal(0.0, 0.2))
-        feats = [f for f, p in (("spiculated", 0.5), ("angular", 0.4), ("microlobulated", 0.35),
-                                ("indistinct", 0.55)) if rng.random() < p]
-        if not feats:
-            feats = [str(_pick(rng, {"spiculated": 1, "angular": 1, "microlobulated": 1}))]
-        t_features = feats
-        margin = "not circumscribed - " + "&".join(feats)
+        features = [f for f, p in (("spiculated", 0.5), ("angular", 0.4),
+                                   ("microlobulated", 0.35), ("indistinct", 0.55))
+                    if rng.random() < p]
+        if not features:
+            features = [str(_pick(rng, {"spiculated": 1, "angular": 1, "microlobulated": 1}))]
+        margin = "not circumscribed - " + "&".join(features)
+        # Overall irregularity (weaker for the few 'round' ones).
+        amp = (0.0, 0.03) if shape == "round" else (0.03, 0.09)
+        harmonics += [(float(rng.uniform(*amp)), k, float(rng.uniform(0, 2 * np.pi)))
+                      for k in range(2, 6)]
     lesion.shape, lesion.margin = shape, margin
 
+    lobules = corners = None
+    spikes: list[tuple[float, float, float]] = []
+    if "microlobulated" in features:
+        lobules = (float(rng.uniform(0.05, 0.09)), int(rng.integers(9, 15)),
+                   float(rng.uniform(0, 2 * np.pi)))
+    if "angular" in features:
+        n = int(rng.integers(5, 8))
+        corners = (np.sort(rng.uniform(-np.pi, np.pi, size=n)), rng.uniform(0.75, 1.25, size=n))
+    if "spiculated" in features:
+        spikes = [(float(rng.uniform(-np.pi, np.pi)), float(rng.uniform(0.04, 0.09)),
+                   float(rng.uniform(0.15, 0.5))) for _ in range(int(rng.integers(6, 14)))]
+    lesion.extra["features"] = features
+    return _Design(ratio, tilt, features, harmonics, lobules, corners, spikes)
+
+
+def _rasterize(design: _Design, width_px: float, max_height_px: float) -> np.ndarray:
+    """The design as a boolean mask in its own square box, ``width_px`` wide (about).
+
+    The boundary is r(t) = ellipse * (1 + perturbation(t)) in polar form around the centre:
+    low harmonics for lobulation, narrow triangular spikes for spiculation, piecewise-linear
+    radii for angular corners and rectified high harmonics for microlobulation.
+    """
     # Semi-axes: a across, b down; keep the (possibly tall) lesion within the scan depth.
     a = width_px / 2.0
-    b = a * ratio
-    spike_room = 1.6 if "spiculated" in t_features else 1.2
+    b = a * design.ratio
+    spike_room = 1.6 if design.spikes else 1.3
     if 2 * b * spike_room > max_height_px:
         shrink = max_height_px / (2 * b * spike_room)
         a, b = a * shrink, b * shrink
     a, b = max(a, 4.0), max(b, 3.0)
 
-    half = int(math.ceil(max(a, b) * spike_room)) + 2
+    half = math.ceil(max(a, b) * spike_room) + 2
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
-    cos_t, sin_t = math.cos(tilt), math.sin(tilt)
+    cos_t, sin_t = math.cos(design.tilt), math.sin(design.tilt)
     u = xx * cos_t + yy * sin_t
     v = -xx * sin_t + yy * cos_t
     rho = np.hypot(u / a, v / b)
     t = np.arctan2(v / b, u / a)
 
     pert = np.zeros_like(t)
-    if label == "benign":
-        for k in (2, 3):  # a faint, smooth departure from a perfect ellipse
-            pert += float(rng.uniform(0.0, 0.035)) * np.cos(k * t + float(rng.uniform(0, 6.3)))
-        if shape == "irregular":  # gentle macro-lobulation
-            pert += float(rng.uniform(0.06, 0.1)) * np.cos(
-                int(rng.integers(2, 4)) * t + float(rng.uniform(0, 6.3)))
-    else:
-        for k in range(2, 6):  # overall irregularity
-            pert += float(rng.uniform(0.03, 0.09)) * np.cos(k * t + float(rng.uniform(0, 6.3)))
-    if "microlobulated" in t_features:
-        k = int(rng.integers(9, 15))
-        pert += float(rng.uniform(0.05, 0.09)) * np.abs(np.sin(0.5 * k * t + float(
-            rng.uniform(0, 6.3))))
-    if "angular" in t_features:
-        n = int(rng.integers(5, 8))
-        angles = np.sort(rng.uniform(-np.pi, np.pi, size=n))
-        radii = rng.uniform(0.75, 1.25, size=n)
+    for amp, k, phase in design.harmonics:
+        pert += amp * np.cos(k * t + phase)
+    if design.lobules is not None:
+        amp, k, phase = design.lobules
+        pert += amp * np.abs(np.sin(0.5 * k * t + phase))
+    if design.corners is not None:
+        angles, radii = design.corners
         pert += np.interp(t, angles, radii, period=2 * np.pi).astype(np.float32) - 1.0
-    if "spiculated" in t_features:
-        for _ in range(int(rng.integers(6, 14))):
-            centre = float(rng.uniform(-np.pi, np.pi))
-            width = float(rng.uniform(0.04, 0.09))
-            length = float(rng.uniform(0.15, 0.5))
-            d = np.abs(np.angle(np.exp(1j * (t - centre))))
-            pert += length * np.clip(1.0 - d / width, 0.0, None) ** 1.5
+    for centre, spread, length in design.spikes:
+        d = np.abs(np.angle(np.exp(1j * (t - centre))))
+        pert += length * np.clip(1.0 - d / spread, 0.0, None) ** 1.5
     shape_mask = rho <= 1.0 + pert
     # Keep one connected piece (spikes or lobes could in principle pinch off a speck).
     labels, n = ndimage.label(shape_mask)
     if n > 1:
         sizes = ndimage.sum(shape_mask, labels, range(1, n + 1))
         shape_mask = labels == (int(np.argmax(sizes)) + 1)
-    lesion.extra["features"] = t_features
     return shape_mask
 
 
@@ -635,15 +692,16 @@ def _add_lesion(rng: np.random.Generator, echo: np.ndarray, inside: np.ndarray, 
 
     # Malignant masses are larger on average in BrEaST; both span ~15-40% of the width.
     width = float(rng.uniform(0.15, 0.32) if label == "benign" else rng.uniform(0.22, 0.40)) * w
+    design = _lesion_design(rng, label, lesion)
     placed = None
-    for _ in range(8):  # shrink until it fits the field of view
-        shape_mask = _lesion_outline(rng, label, lesion, width, 0.72 * scan_height)
+    for _ in range(8):  # shrink (same shape) until it fits the field of view
+        shape_mask = _rasterize(design, width, 0.72 * scan_height)
         placed = _place(rng, shape_mask, allowed, (0.3, 0.7))
         if placed is not None:
             break
-        width *= 0.8
+        width *= 0.85
     if placed is None:  # tiny or odd image: a small lesion in the middle always fits
-        shape_mask = _lesion_outline(rng, label, lesion, 0.1 * w, 0.3 * scan_height)
+        shape_mask = _rasterize(design, 0.1 * w, 0.3 * scan_height)
         placed = _place(rng, shape_mask, allowed, (0.2, 0.9), tries=400) or (
             max(0, (h - shape_mask.shape[0]) // 2), max(0, (w - shape_mask.shape[1]) // 2))
     y0, x0 = placed
@@ -665,14 +723,14 @@ def _add_lesion(rng: np.random.Generator, echo: np.ndarray, inside: np.ndarray, 
     if label == "benign":
         echogenicity = _pick(rng, {"hypoechoic": 55, "anechoic": 12, "heterogeneous": 12,
                                    "isoechoic": 8, "complex cystic/solid": 6, "hyperechoic": 5})
-        level = {"hypoechoic": (0.35, 0.6), "anechoic": (0.03, 0.08),
+        level = {"hypoechoic": (0.38, 0.62), "anechoic": (0.03, 0.08),
                  "heterogeneous": (0.35, 0.55), "isoechoic": (0.7, 0.85),
                  "complex cystic/solid": (0.05, 0.1), "hyperechoic": (1.3, 1.6)}[echogenicity]
         hetero = 0.35 if echogenicity == "heterogeneous" else 0.12
     else:
         echogenicity = _pick(rng, {"hypoechoic": 75, "heterogeneous": 20,
                                    "complex cystic/solid": 5})
-        level = (0.08, 0.25)
+        level = (0.06, 0.22)
         hetero = float(rng.uniform(0.45, 0.8))
     lesion.echogenicity = echogenicity
     inner = local * float(rng.uniform(*level)) * (
@@ -700,7 +758,7 @@ def _add_lesion(rng: np.random.Generator, echo: np.ndarray, inside: np.ndarray, 
     # Blend: sharp for circumscribed, fuzzy for indistinct, but the 50% contour stays the mask.
     soft = (1.6 * scale + 0.6) if "indistinct" in features else 0.5
     weight = ndimage.gaussian_filter(mask.astype(np.float32), soft)
-    weight = np.where(mask, np.maximum(weight, 0.6), np.minimum(weight, 0.4))
+    weight = np.where(mask, np.maximum(weight, 0.75), np.minimum(weight, 0.35))
     echo *= 1 - weight
     echo += weight * inner
 
@@ -745,7 +803,8 @@ def _posterior_factor(rng: np.random.Generator, mask: np.ndarray, posterior: str
     bottom = np.where(cols, h - 1 - np.argmax(mask[::-1], axis=0), 0).astype(np.float32)
     xs = np.nonzero(cols)[0]
     bottom[~cols] = np.interp(np.nonzero(~cols)[0], xs, bottom[cols])
-    # Shadows start a little inside the lesion's lower half and run to the bottom of the image.
+    # Effects start at the lesion's lower border (soft edge) and run down the image;
+    # enhancement fades with depth, shadows do not.
     below = expit((yy - bottom[None, :]) / (1.5 * scale + 0.5))
     band = ndimage.gaussian_filter1d(cols.astype(np.float32), 1.5 * scale + 0.5)
     left, right = int(xs[0]), int(xs[-1])
@@ -757,7 +816,7 @@ def _posterior_factor(rng: np.random.Generator, mask: np.ndarray, posterior: str
         return factor * (1 - 0.45 * edge[None, :] * below)
     fade = np.exp(-np.clip(yy - bottom[None, :], 0, None) / (float(rng.uniform(0.25, 0.5)) * h))
     if posterior in ("shadowing", "combined"):
-        strength = float(rng.uniform(0.45, 0.75))
+        strength = float(rng.uniform(0.5, 0.8))
         # Real shadows are streaky: some columns darker than others.
         streaks = 1.0 + 0.2 * _unit(ndimage.gaussian_filter1d(rng.standard_normal(w),
                                                               2.5 * scale + 1.0))
@@ -789,7 +848,7 @@ def _add_other(rng: np.random.Generator, echo: np.ndarray, inside: np.ndarray,
     radius = float(rng.uniform(0.035, 0.07)) * w
     for _ in range(6):
         ry, rx = max(2.5, radius * float(rng.uniform(0.6, 0.9))), max(3.0, radius)
-        half_y, half_x = int(math.ceil(ry)), int(math.ceil(rx))
+        half_y, half_x = math.ceil(ry), math.ceil(rx)
         yy, xx = np.mgrid[-half_y:half_y + 1, -half_x:half_x + 1]
         blob = (yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0
         placed = _place(rng, blob, allowed, (0.15, 0.95), tries=80)
@@ -862,7 +921,7 @@ def _mask_rgba(mask: np.ndarray, alpha75: bool) -> np.ndarray:
     ``alpha75`` reproduces the real case010: some lesion-border pixels keep RGB 255 but have
     alpha 75, so ``convert('L') > 127`` still gives the exact mask.
     """
-    rgba = np.zeros(mask.shape + (4,), dtype=np.uint8)
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
     rgba[mask] = 255
     if alpha75:
         border = mask & ~ndimage.binary_erosion(mask)
@@ -978,7 +1037,7 @@ def _clinical_row(rng: np.random.Generator, plan: _Plan, lesion: _Lesion, image_
 
 def _write_workbook(rows: list[dict[str, Any]], path: Path) -> None:
     """Write the clinical sheet and the data dictionary with pandas + openpyxl."""
-    import pandas as pd  # imported here: only the workbook needs it
+    import pandas as pd  # lazy: keeps `import synth` (and CLI start-up) light
 
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     # Mixed int/str columns stay object so ints are written as numbers, strings as text.

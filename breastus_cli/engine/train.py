@@ -110,8 +110,6 @@ def train(
     """
     settings.validate()
     start = time.perf_counter()
-    tf, keras = backend.tf(), backend.keras()
-    strategy = _strategy(settings, tf)  # before any op: logical devices must come first
     assert settings.data is not None
     data = Path(settings.data)
     train_frame = task.usable(select_cases(data, "train", fold=settings.fold, seed=settings.seed,
@@ -123,7 +121,9 @@ def train(
     if len(val_frame) == 0:
         raise InputError(f"no validation case in {data}: split with a validation share "
                          "(breastus split DATA --ratio 0.8 0.1 0.1)")
-    backbone_file, copy_from = task.resolve_weights(settings)
+    backbone_file, copy_from = task.resolve_weights(settings)  # fails fast when offline
+    tf, keras = backend.tf(), backend.keras()
+    strategy = _strategy(settings, tf)  # before any op: logical devices must come first
 
     run_dir = _prepare_run_dir(settings, task, resume)
     settings.run_dir = run_dir

@@ -1,0 +1,292 @@
+"""train-cls and evaluate, end to end on synthetic data (64x64, a few epochs), through the real
+`breastus` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from conftest import require_shared_breast, run_cli
+
+FAST = ["--model", "smallcnn", "--weights", "none", "--img-size", "64", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="session")
+def cls_data(tmp_path_factory) -> Path:
+    """160 synthetic cases; a large test share so the learning check is not luck."""
+    from breastus_cli.data.prepare import PrepareSettings, prepare
+    from breastus_cli.data.split import SplitSettings, split_dataset
+    from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
+
+    root = tmp_path_factory.mktemp("cls")
+    make_synthetic_breast(SynthSettings(out=root / "src", cases=160, seed=11, min_side=96,
+                                        max_side=160))
+    prepare(PrepareSettings(source=root / "src", out=root / "data"))
+    split_dataset(SplitSettings(data=root / "data", ratio=(0.6, 0.15, 0.25), seed=42, folds=3))
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def trained_run(cls_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "smallcnn"
+    proc = run_cli("train-cls", str(cls_data), *FAST, "--epochs", "10", "--lr", "1e-3",
+                   "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def test_train_writes_a_complete_run_directory(trained_run, cls_data):
+    for name in ("config.json", "history.csv", "model.keras", "best.json", "train.log"):
+        assert (trained_run / name).is_file(), name
+    assert not (trained_run / "checkpoints").exists()  # removed once the run finished
+    config = json.loads((trained_run / "config.json").read_text())
+    prepare_json = json.loads((cls_data / "prepare.json").read_text())
+    assert config["status"] == "finished" and config["task"] == "cls"
+    assert config["data"]["manifest_sha256"] == prepare_json["manifest_sha256"]
+    assert config["settings"]["lr"] == 1e-3 and config["settings"]["model"] == "smallcnn"
+    assert config["settings"]["seed"] == 42
+    assert {"python", "tensorflow", "tf_keras"} <= set(config["versions"])
+    assert config["environment"]["host"] and "train-cls" in config["environment"]["command"]
+    assert config["class_weight"]["1"] > config["class_weight"]["0"]  # malignant is rarer
+    history = pd.read_csv(trained_run / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, 11))
+    assert {"loss", "auc", "val_loss", "val_auc", "lr", "seconds"} <= set(history.columns)
+    best = json.loads((trained_run / "best.json").read_text())
+    assert best["value"] == pytest.approx(history["val_auc"].max())
+    assert "epoch 10/10" in (trained_run / "train.log").read_text()
+
+
+def test_evaluate_writes_every_artifact_and_the_model_learned(trained_run):
+    proc = run_cli("evaluate", str(trained_run))
+    assert proc.returncode == 0, proc.stderr
+    out = trained_run / "eval-test"
+    for name in ("predictions.csv", "metrics.json", "report.md", "report.html",
+                 "confusion_matrix.png", "roc.png", "pr.png", "calibration.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert "AUC" in proc.stdout and "Sensitivity" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    # learning: cases the model never saw, clearly better than chance
+    assert metrics["n"] >= 35
+    assert metrics["auc"] >= 0.8, metrics["auc"]
+    assert "breastus evaluate" in (out / "report.md").read_text().rsplit("Reproduce", 1)[1]
+
+
+def test_metrics_json_agrees_with_sklearn_on_predictions_csv(trained_run):
+    if not (trained_run / "eval-test/metrics.json").exists():
+        run_cli("evaluate", str(trained_run))
+    metrics = json.loads((trained_run / "eval-test/metrics.json").read_text())
+    pred = pd.read_csv(trained_run / "eval-test/predictions.csv")
+    y, p = pred["y_true"].to_numpy(), pred["p_malignant"].to_numpy()
+    y_hat = (p >= metrics["threshold"]).astype(int)
+    assert (y_hat == pred["y_pred"]).all()
+    assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(y, y_hat))
+    assert metrics["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, y_hat))
+    assert metrics["auc"] == pytest.approx(skm.roc_auc_score(y, p), abs=1e-4)
+    assert metrics["sensitivity"] == pytest.approx(skm.recall_score(y, y_hat))
+    assert metrics["specificity"] == pytest.approx(skm.recall_score(y, y_hat, pos_label=0))
+    assert metrics["precision"] == pytest.approx(skm.precision_score(y, y_hat, zero_division=0))
+    assert metrics["f1"] == pytest.approx(skm.f1_score(y, y_hat))
+    assert metrics["confusion_matrix"] == skm.confusion_matrix(y, y_hat).tolist()
+    report = skm.classification_report(y, y_hat, output_dict=True, target_names=["benign", "malignant"])
+    assert metrics["per_class"]["malignant"]["f1-score"] == pytest.approx(report["malignant"]["f1-score"])
+    assert metrics["macro_avg"]["recall"] == pytest.approx(report["macro avg"]["recall"])
+    lo, hi = metrics["ci"]["auc"]
+    assert lo <= metrics["auc"] <= hi
+
+
+def test_target_sensitivity_picks_the_threshold_on_validation(trained_run):
+    from breastus_cli.engine.metrics import threshold_for_sensitivity
+
+    proc = run_cli("evaluate", str(trained_run), "--split", "val")
+    assert proc.returncode == 0, proc.stderr
+    val = pd.read_csv(trained_run / "eval-val/predictions.csv")
+    expected = threshold_for_sensitivity(val["y_true"], val["p_malignant"], 0.9)
+    proc = run_cli("evaluate", str(trained_run), "--target-sensitivity", "0.9")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((trained_run / "eval-test/metrics.json").read_text())
+    assert metrics["threshold"] == pytest.approx(expected, abs=1e-5)
+    assert metrics["validation_sensitivity"] >= 0.9
+    assert "target sensitivity 0.9" in metrics["threshold_source"]
+
+
+def test_resume_after_a_kill_finishes_with_every_epoch_once(cls_data, tmp_path):
+    run = tmp_path / "run"
+    exe = Path(sys.executable).with_name("breastus")
+    args = [str(exe), "train-cls", str(cls_data), "--model", "mobilenetv2", "--weights", "none",
+            "--img-size", "64", "--epochs", "3", "--run-dir", str(run), "--cache", "none"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    history = run / "history.csv"
+    while time.time() < deadline and proc.poll() is None:
+        # after epoch 1 is fully on disk (history row and BackupAndRestore state): kill in epoch 2
+        if (history.exists() and len(history.read_text().strip().splitlines()) >= 2
+                and any((run / "checkpoints").rglob("*.index"))):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoints").is_dir()
+    done = len(pd.read_csv(history))
+    assert 1 <= done < 3
+    assert json.loads((run / "config.json").read_text())["status"] == "running"
+
+    resumed = run_cli("train-cls", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run} after epoch {done} of 3" in resumed.stderr
+    assert pd.read_csv(history)["epoch"].tolist() == [1, 2, 3]
+    config = json.loads((run / "config.json").read_text())
+    assert config["status"] == "finished" and len(config["resumes"]) == 1
+    assert not (run / "checkpoints").exists()
+    again = run_cli("train-cls", "--resume", str(run))
+    assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+def test_imagenet_weights_missing_offline_exit_2_with_the_file_name(cls_data, tmp_path):
+    env = {"KERAS_HOME": str(tmp_path / "keras")}
+    for extra, more_env in ((["--offline"], {}), ([], {"BREASTUS_OFFLINE": "1"})):
+        proc = run_cli("train-cls", str(cls_data), "--img-size", "64", "--epochs", "1",
+                       "--run-dir", str(tmp_path / "r"), *extra, env={**env, **more_env})
+        assert proc.returncode == 2, proc.stderr
+        assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in proc.stderr
+        assert str(tmp_path / "keras" / "models") in proc.stderr
+        assert "breastus weights download" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+_SAVE_FAKE_IMAGENET = """
+import sys
+from breastus_cli import backend
+from breastus_cli.models.weights import imagenet_file
+keras = backend.keras()
+keras.utils.set_random_seed(123)
+base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(96, 96, 3))
+path = sys.argv[1] + "/models/" + imagenet_file("mobilenetv2", 96).file_name
+import os; os.makedirs(os.path.dirname(path), exist_ok=True)
+base.save_weights(path)
+print(path)
+"""
+
+_COMPARE_BACKBONE = """
+import sys, numpy as np
+from breastus_cli import backend
+keras = backend.keras()
+model = keras.models.load_model(sys.argv[1], compile=False)
+ref = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(96, 96, 3))
+ref.load_weights(sys.argv[2])
+got = model.get_layer("backbone").get_weights()
+want = ref.get_weights()
+same = len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+print("SAME" if same else "DIFFERENT", len(got))
+"""
+
+
+def test_imagenet_resolves_from_the_keras_cache_and_training_starts_from_it(cls_data, tmp_path):
+    keras_home = tmp_path / "keras"
+    saved = subprocess.run([sys.executable, "-c", _SAVE_FAKE_IMAGENET, str(keras_home)],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    run = tmp_path / "run"
+    proc = run_cli("train-cls", str(cls_data), "--weights", "imagenet", "--offline",
+                   "--img-size", "96", "--epochs", "1", "--freeze-backbone", "--run-dir", str(run),
+                   env={"KERAS_HOME": str(keras_home)})
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["weights"]["backbone_file"] == saved
+    check = subprocess.run([sys.executable, "-c", _COMPARE_BACKBONE, str(run / "model.keras"),
+                            saved], capture_output=True, text=True, check=True)
+    assert check.stdout.startswith("SAME"), check.stdout
+
+
+def test_weights_from_a_run_directory_initialise_the_backbone(trained_run, cls_data, tmp_path):
+    run = tmp_path / "finetuned"
+    proc = run_cli("train-cls", str(cls_data), *FAST, "--weights", str(trained_run),
+                   "--freeze-backbone", "--epochs", "1", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["weights"]["copied_from"] == str(trained_run / "model.keras")
+    assert config["weights"]["tensors_copied"] > 0
+    script = ("import sys, numpy as np\nfrom breastus_cli.engine.inference import load_model\n"
+              "a = load_model(sys.argv[1]).get_layer('backbone').get_weights()\n"
+              "b = load_model(sys.argv[2]).get_layer('backbone').get_weights()\n"
+              "print(all(np.array_equal(x, y) for x, y in zip(a, b)))")
+    same = subprocess.run([sys.executable, "-c", script, str(trained_run), str(run)],
+                          capture_output=True, text=True, check=True)
+    assert same.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--lr", "-0.01"], "--lr must be a positive"),
+     (["--img-size", "100"], "--img-size must be a multiple of 32"),
+     (["--img-size", "16"], "--img-size must be a multiple of 32"),
+     (["--model", "vgg16"], "--model must be one of"),
+     (["--epochs", "0"], "--epochs must be at least 1"),
+     (["--monitor", "val_f1"], "--monitor must be"),
+     (["--devices", "two"], "--devices must be")],
+)
+def test_bad_options_exit_2_naming_the_option(cls_data, args, message, tmp_path):
+    proc = run_cli("train-cls", str(cls_data), "--weights", "none", *args,
+                   "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_dir_is_refused(trained_run, cls_data):
+    proc = run_cli("train-cls", str(cls_data), *FAST, "--epochs", "1", "--run-dir", str(trained_run))
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+
+
+def test_two_logical_cpu_devices_with_mirrored_strategy(cls_data, tmp_path):
+    run = tmp_path / "mirrored"
+    proc = run_cli("train-cls", str(cls_data), *FAST, "--epochs", "1", "--devices", "2",
+                   "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "config.json").read_text())["devices"] == 2
+
+
+def test_fold_runs_evaluate_and_aggregate(cls_data, tmp_path):
+    parent = tmp_path / "cv"
+    for fold in (0, 1):
+        proc = run_cli("train-cls", str(cls_data), *FAST, "--epochs", "2", "--lr", "1e-3",
+                       "--fold", str(fold), "--run-dir", str(parent / f"fold-{fold}"))
+        assert proc.returncode == 0, proc.stderr
+    proc = run_cli("evaluate", str(parent))
+    assert proc.returncode == 0, proc.stderr
+    assert "Across 2 folds" in proc.stdout and "Comparison" in proc.stdout
+    splits = pd.read_csv(cls_data / "splits.csv")
+    for fold in (0, 1):
+        pred = pd.read_csv(parent / f"fold-{fold}/eval-test/predictions.csv")
+        expected = sorted(splits.loc[splits["fold"] == fold, "case_id"])
+        assert sorted(pred["case_id"]) == expected  # the test split is the held-out fold
+
+
+@pytest.mark.realdata
+def test_real_breast_one_epoch(tmp_path):
+    from breastus_cli.data.prepare import PrepareSettings, prepare
+    from breastus_cli.data.split import SplitSettings, split_dataset
+
+    source = require_shared_breast()
+    prepare(PrepareSettings(source=source, out=tmp_path / "breast"))
+    split_dataset(SplitSettings(data=tmp_path / "breast", seed=42))
+    proc = run_cli("train-cls", str(tmp_path / "breast"), "--weights", "none", "--img-size", "64",
+                   "--epochs", "1", "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    assert config["data"]["n_train"] == 201 and config["data"]["n_val"] == 25
+    proc = run_cli("evaluate", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "run/eval-test/metrics.json").read_text())
+    assert metrics["n"] == 26 and metrics["n_malignant"] == 10
