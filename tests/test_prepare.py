@@ -70,6 +70,12 @@ def test_tumor_masks_are_united_and_other_masks_only_on_request(tmp_path):
     area = lambda d: int((np.asarray(Image.open(d / "seg/masks/case001.png")) > 0).sum())  # noqa: E731
     assert plain.kept == with_other.kept == 1
     assert area(tmp_path / "a") == 150 and area(tmp_path / "b") == 175
+    # without the flag the 'other' mask is kept apart, so training can still add it
+    manifest = pd.read_csv(tmp_path / "a/manifest.csv", keep_default_na=False)
+    assert manifest.loc[0, "other_mask"] == "seg/other/case001.png"
+    other = np.asarray(Image.open(tmp_path / "a/seg/other/case001.png")) > 0
+    assert int(other.sum()) == 25
+    assert pd.read_csv(tmp_path / "b/manifest.csv", keep_default_na=False).loc[0, "other_mask"] == ""
 
 
 @pytest.mark.parametrize(

@@ -31,8 +31,9 @@ def evaluate_cmd(
 ) -> None:
     """Metrics with 95% bootstrap CIs, plots and a report for runs on a split.
 
-    Writes RUN/eval-<split>/: predictions.csv, metrics.json, report.md, report.html,
-    confusion_matrix.png, roc.png, pr.png, calibration.png.
+    Classification runs: RUN/eval-<split>/ gets predictions.csv, metrics.json, report.md,
+    report.html, confusion_matrix.png, roc.png, pr.png, calibration.png. Segmentation runs:
+    per_case.csv, metrics.json, masks/, overlays/ (best, median, worst), report.md/html.
     """
     from breastus_cli import backend
     from breastus_cli.engine.evaluate import EvalSettings, find_runs
@@ -52,15 +53,20 @@ def evaluate_cmd(
     results = []
     for s in settings:
         result = evaluate(s)
-        evaluation.write_cls_artifacts(result)
+        evaluation.write_artifacts(result)
         results.append(result)
         if not console.state.quiet:
-            console.out().print(evaluation.cls_table(result))
+            console.out().print(evaluation.result_table(result))
     if len(results) > 1 and not console.state.quiet:
-        console.out().print(evaluation.comparison_table(results))
+        tasks = {r.task for r in results}
+        if tasks == {"cls"}:
+            console.out().print(evaluation.comparison_table(results))
         folds = [r for r in results if r.metrics.get("fold") is not None]
-        models = {r.metrics.get("model") for r in folds}
-        if len(folds) == len(results) and len(models) == 1:
-            summary = aggregate([r.metrics for r in results])
+        models = {r.metrics.get("model") or r.metrics.get("backbone") for r in folds}
+        if len(folds) == len(results) and len(models) == 1 and len(tasks) == 1:
+            keys = ("iou", "dice", "precision", "recall") if tasks == {"seg"} else (
+                "accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity",
+                "precision", "f1")
+            summary = aggregate([r.metrics for r in results], keys)
             console.out().print(evaluation.folds_table(
                 summary, f"Across {len(results)} folds ({models.pop()}, {split})"))

@@ -8,7 +8,6 @@ from breastus_cli.cli.app import app
 from breastus_cli.errors import NotBuiltError
 
 _PENDING = {
-    "train-seg": "Train a lesion segmenter (U-Net, EfficientNetB2 encoder).",
     "sweep": "Sweep learning rate x epochs, locally or as a Slurm array.",
     "cv": "Case-level k-fold cross-validation with pooled metrics and CIs.",
     "predict": "Batch-predict files or folders of scans.",

@@ -18,7 +18,7 @@ PREPARE_JSON = "prepare.json"
 #: Columns every manifest has, in this order; source-specific columns follow.
 CORE_COLUMNS = (
     "case_id", "patient_id", "image", "mask", "label", "pixel_size_mm", "source",
-    "width", "height", "lesion_area_px",
+    "width", "height", "lesion_area_px", "other_mask",
 )
 
 
@@ -38,7 +38,8 @@ def read_manifest(data_dir: str | Path):  # -> pandas.DataFrame
         raise InputError(f"{path} not found: run 'breastus prepare SOURCE --out {data_dir}' first")
     try:
         frame = pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "label": str,
-                                         "image": str, "mask": str}, keep_default_na=False,
+                                         "image": str, "mask": str,
+                                         "other_mask": str}, keep_default_na=False,
                             na_values={"pixel_size_mm": [""]})
     except Exception as exc:
         raise InputError(f"cannot read {path}: {exc}") from None

@@ -83,17 +83,26 @@ class _Decoded:
     case: SourceCase
     image: object  # np.ndarray (H, W) uint8
     mask: object | None  # np.ndarray (H, W) bool
+    other: object | None = None  # np.ndarray (H, W) bool: 'other' masks kept apart
 
 
 def _decode(case: SourceCase, include_other: bool) -> _Decoded:
     image = read_luminance(case.image_path)
     mask = None
+    other = None
     paths = list(case.mask_paths) + (list(case.other_mask_paths) if include_other else [])
     if paths:
         mask = read_mask(paths, shape=image.shape)
         if case.mask_paths and not mask.any():
             raise RowError("tumor mask is empty", hint=case.mask_paths[0].name)
-    return _Decoded(case, image, mask)
+    if case.other_mask_paths and not include_other:
+        # Kept beside the lesion mask so training can still add them (train-seg
+        # --include-other-masks); a bad 'other' file costs the case nothing.
+        try:
+            other = read_mask(case.other_mask_paths, shape=image.shape)
+        except RowError:
+            other = None
+    return _Decoded(case, image, mask, other)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -223,6 +232,7 @@ def _write_one(decoded: _Decoded, tmp: Path) -> dict[str, object]:
     image = decoded.image
     height, width = image.shape  # type: ignore[attr-defined]
     cls_path = Path("cls") / case.label / name
+    other_rel: Path | None = None
     if decoded.mask is not None:
         image_rel = Path("seg") / "images" / name
         mask_rel = Path("seg") / "masks" / name
@@ -232,8 +242,12 @@ def _write_one(decoded: _Decoded, tmp: Path) -> dict[str, object]:
         save_png(decoded.mask, tmp / mask_rel)  # type: ignore[arg-type]
         _link_or_copy(tmp / image_rel, tmp / cls_path)
         area = int(decoded.mask.sum())  # type: ignore[attr-defined]
+        if decoded.other is not None:
+            other_rel = Path("seg") / "other" / name
+            (tmp / other_rel).parent.mkdir(parents=True, exist_ok=True)
+            save_png(decoded.other, tmp / other_rel)  # type: ignore[arg-type]
     else:
-        image_rel, mask_rel, area = cls_path, None, None
+        image_rel, mask_rel, area, other_rel = cls_path, None, None, None
         (tmp / cls_path).parent.mkdir(parents=True, exist_ok=True)
         save_png(image, tmp / cls_path)  # type: ignore[arg-type]
     row: dict[str, object] = {
@@ -247,6 +261,7 @@ def _write_one(decoded: _Decoded, tmp: Path) -> dict[str, object]:
         "width": width,
         "height": height,
         "lesion_area_px": area,
+        "other_mask": other_rel.as_posix() if other_rel else "",
     }
     row.update(case.extra)
     return row

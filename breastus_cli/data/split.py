@@ -276,4 +276,7 @@ def select_cases(data_dir: str | Path, role: str, *, fold: int | None = None,
     frame["image_path"] = [str(data_dir / p) for p in frame["image"]]
     frame["mask_path"] = [str(data_dir / p) if isinstance(p, str) and p else ""
                           for p in frame["mask"]]
+    others = frame["other_mask"] if "other_mask" in frame.columns else [""] * len(frame)
+    frame["other_mask_path"] = [str(data_dir / p) if isinstance(p, str) and p else ""
+                                for p in others]
     return frame

@@ -19,7 +19,7 @@ import numpy as np
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.data.split import select_cases
 from breastus_cli.engine.rundir import read_config
-from breastus_cli.errors import InputError, UsageError
+from breastus_cli.errors import InputError, UsageError, WorkError
 
 
 @dataclass
@@ -110,10 +110,17 @@ def evaluate(settings: EvalSettings) -> EvalResult:
     settings.validate()
     start = time.perf_counter()
     config = read_config(settings.run_dir)
+    if config.get("task") == "seg":
+        return _evaluate_seg(settings, config, start)
     if config.get("task") != "cls":
-        raise InputError(f"{settings.run_dir}: evaluation of task '{config.get('task')}' "
-                         "is not available in this version")
+        raise InputError(f"{settings.run_dir}: unknown task '{config.get('task')}' in config.json")
     return _evaluate_cls(settings, config, start)
+
+
+def _command(settings: EvalSettings) -> str:
+    if sys.argv[1:] and Path(sys.argv[0]).name in ("breastus", "__main__.py"):
+        return shlex.join(["breastus", *sys.argv[1:]])
+    return f"breastus evaluate {settings.run_dir} --split {settings.split}"
 
 
 def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
@@ -130,6 +137,9 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     img_size = int(config["settings"]["img_size"])
     model = load_model(settings.run_dir)
     p = _p_malignant(model, frame, img_size, settings.batch_size)
+    if not np.isfinite(p).all():
+        raise WorkError(f"{settings.run_dir}: the model outputs non-finite probabilities "
+                        f"for {int((~np.isfinite(p)).sum())} case(s); the training diverged")
     y = (frame["label"] == "malignant").to_numpy().astype(int)
 
     extra: dict[str, Any] = {}
@@ -165,9 +175,70 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     with atomic_path(out_dir / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
     write_json(out_dir / "metrics.json", metrics)
-    command = shlex.join(["breastus", *sys.argv[1:]]) if sys.argv[1:] else (
-        f"breastus evaluate {settings.run_dir} --split {settings.split}")
+    command = _command(settings)
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="cls",
                       split=settings.split, metrics=metrics, frame=predictions, config=config,
                       command=command, threshold_source=source,
                       seconds=round(time.perf_counter() - start, 2), extra=extra)
+
+
+def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
+    """Per-case IoU, Dice, precision, recall, HD95 and areas, scored at each image's original
+    size (the predicted probability map is resized back before thresholding)."""
+    import pandas as pd
+    from PIL import Image
+
+    from breastus_cli.data.imaging import read_mask, save_png
+    from breastus_cli.data.pipeline import make_dataset
+    from breastus_cli.engine.inference import forward, load_model
+    from breastus_cli.engine.seg_metrics import case_metrics, dataset_metrics
+
+    data = _data_dir(settings, config)
+    frame = _cases(data, settings.split, config)
+    frame = frame[frame["mask_path"] != ""].reset_index(drop=True)
+    if len(frame) == 0:
+        raise InputError(f"no case with a lesion mask in split '{settings.split}' of {data}")
+    img_size = int(config["settings"]["img_size"])
+    threshold = float(settings.threshold if settings.threshold is not None
+                      else config.get("threshold", 0.5))
+    include_other = bool(config["settings"].get("include_other_masks"))
+    model = load_model(settings.run_dir)
+    probabilities = forward(model, make_dataset(list(frame["image_path"]), img_size,
+                                                settings.batch_size, cache=False))
+    if not np.isfinite(probabilities).all():
+        raise WorkError(f"{settings.run_dir}: the model outputs non-finite values; the training "
+                        "diverged")
+    out_dir = Path(settings.run_dir) / f"eval-{settings.split}"
+    mask_dir = out_dir / "masks"
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, case in frame.iterrows():
+        paths = [case["mask_path"]]
+        if include_other and case.get("other_mask_path"):
+            paths.append(case["other_mask_path"])
+        truth = read_mask(paths)
+        height, width = truth.shape
+        prob = Image.fromarray(np.ascontiguousarray(probabilities[i, ..., 0], dtype=np.float32))
+        pred = np.asarray(prob.resize((width, height), Image.BILINEAR)) >= threshold
+        save_png(pred, mask_dir / f"{case['case_id']}.png")
+        pixel = case.get("pixel_size_mm")
+        pixel = float(pixel) if pixel is not None and np.isfinite(float(pixel)) else None
+        scores = case_metrics(truth, pred, pixel)
+        rows.append({"case_id": case["case_id"], "label": case["label"],
+                     "image": case["image"], "mask": case["mask"],
+                     "pred_mask": f"masks/{case['case_id']}.png", "pixel_size_mm": pixel,
+                     "width": width, "height": height, **scores})
+    per_case = pd.DataFrame(rows)
+    metrics = dataset_metrics(rows, n_bootstrap=settings.n_bootstrap, seed=settings.seed)
+    metrics.update({"split": settings.split, "threshold": threshold,
+                    "run_dir": str(settings.run_dir),
+                    "backbone": config["settings"].get("backbone"),
+                    "fold": config["settings"].get("fold"),
+                    "scored_at": "original image size"})
+    with atomic_path(out_dir / "per_case.csv") as tmp:
+        per_case.to_csv(tmp, index=False)
+    write_json(out_dir / "metrics.json", metrics)
+    return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="seg",
+                      split=settings.split, metrics=metrics, frame=per_case, config=config,
+                      command=_command(settings), threshold_source="run default",
+                      seconds=round(time.perf_counter() - start, 2))

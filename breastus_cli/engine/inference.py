@@ -22,6 +22,9 @@ def load_model(run_dir_or_file: str | Path) -> Any:
     if not path.is_file():
         raise InputError(f"no model at {path}: has the run finished at least one epoch?")
     from breastus_cli.engine import tasks  # noqa: F401  (registers custom metrics/losses)
+    from breastus_cli.models import seg_objectives  # noqa: F401
+
+    backend.sm()  # registers the encoders' custom objects (swish, FixedDropout) with Keras
 
     try:
         return keras.models.load_model(path, compile=False)

@@ -117,3 +117,28 @@ class ClsSettings(TrainSettings):
             raise UsageError(f"--dropout must lie in [0, 1) (got {self.dropout})")
         if self.freeze_backbone and self.fine_tune_from:
             raise UsageError("--freeze-backbone and --fine-tune-from exclude each other")
+
+
+@dataclass
+class SegSettings(TrainSettings):
+    """``breastus train-seg``: defaults are the reference study's best (lr 0.005, 20 epochs)."""
+
+    backbone: str = "efficientnetb2"
+    loss: str = "bce_jaccard"
+    include_other_masks: bool = False
+    freeze_encoder: bool = False
+    lr: float = 0.005
+    img_size: int = 256
+    batch_size: int = 8
+    monitor: str = "val_iou"
+
+    def validate(self) -> None:
+        super().validate()
+        from breastus_cli.models.segmenters import check_encoder
+
+        check_encoder(self.backbone)
+        if self.loss not in ("bce_jaccard", "bce_dice", "dice", "focal_dice"):
+            raise UsageError("--loss must be bce_jaccard, bce_dice, dice or focal_dice "
+                             f"(got {self.loss})")
+        if self.monitor not in ("val_iou", "val_dice", "val_loss"):
+            raise UsageError(f"--monitor must be val_iou, val_dice or val_loss (got {self.monitor})")

@@ -17,7 +17,7 @@ from breastus_cli import backend
 from breastus_cli.data.pipeline import Augment, make_dataset
 from breastus_cli.data.sources.base import LABELS
 from breastus_cli.engine.rundir import MODEL, read_config
-from breastus_cli.engine.settings import ClsSettings, TrainSettings
+from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.errors import InputError, UsageError
 from breastus_cli.models import weights as weight_files
 
@@ -38,6 +38,8 @@ class Task(ABC):
     """Base of the tasks; see :class:`ClassificationTask` for a complete one."""
 
     kind = ""
+    #: The nested model whose weights ``--weights RUN_DIR`` copies.
+    transfer_layer = "backbone"
 
     @abstractmethod
     def run_name(self, settings: TrainSettings) -> str:
@@ -111,13 +113,14 @@ class Task(ABC):
                          f"(got '{choice}': no such file or folder)")
 
 
-def copy_backbone(model: Any, source_model_file: Path) -> int:
-    """Copy the weights of layer ``backbone`` from a saved model; returns the tensors copied."""
+def copy_backbone(model: Any, source_model_file: Path, layer: str = "backbone") -> int:
+    """Copy the weights of the nested model ``layer`` from a saved model; returns the count."""
     source = keras.models.load_model(source_model_file, compile=False)
     try:
-        src, dst = source.get_layer("backbone"), model.get_layer("backbone")
+        src, dst = source.get_layer(layer), model.get_layer(layer)
     except ValueError:
-        raise UsageError(f"--weights {source_model_file}: no 'backbone' layer to copy from") from None
+        raise UsageError(f"--weights {source_model_file}: no '{layer}' layer to copy from "
+                         "(a run of another task?)") from None
     src_w, dst_w = src.get_weights(), dst.get_weights()
     if len(src_w) != len(dst_w) or any(a.shape != b.shape for a, b in zip(src_w, dst_w)):
         raise UsageError(f"--weights {source_model_file}: its backbone ({src.name}, "
@@ -191,3 +194,76 @@ class ClassificationTask(Task):
                 "input": {"size": settings.img_size, "channels": 1, "range": [0, 255],
                           "preprocessing": backbone_spec(settings.model).preprocessing,
                           "resize": "bilinear, antialiased, aspect not kept"}}
+
+
+class SegmentationTask(Task):
+    """Lesion mask (1) vs background (0), per pixel, with a U-Net."""
+
+    kind = "seg"
+    transfer_layer = "unet"
+
+    def run_name(self, settings: TrainSettings) -> str:
+        assert isinstance(settings, SegSettings)
+        return f"unet-{settings.backbone}"
+
+    def backbone_architecture(self, settings: TrainSettings) -> str:
+        assert isinstance(settings, SegSettings)
+        return settings.backbone
+
+    def usable(self, frame: Any) -> Any:
+        return frame[frame["mask_path"] != ""]
+
+    def dataset(self, frame: Any, settings: TrainSettings, *, training: bool,
+                cache: bool | str = True) -> Any:
+        assert isinstance(settings, SegSettings)
+        masks = list(frame["mask_path"])
+        if settings.include_other_masks and settings.run_dir is not None:
+            masks = united_masks(frame, Path(settings.run_dir) / "masks-with-other")
+        return make_dataset(
+            list(frame["image_path"]), settings.img_size, settings.batch_size, masks=masks,
+            shuffle=training, augment=self.augment(settings) if training else None,
+            seed=settings.seed, cache=cache)
+
+    def build(self, settings: TrainSettings, backbone_weights: Path | None) -> Any:
+        from breastus_cli.models.segmenters import build_unet
+
+        assert isinstance(settings, SegSettings)
+        return build_unet(settings.backbone, settings.img_size, encoder_weights=backbone_weights,
+                          freeze_encoder=settings.freeze_encoder,
+                          bn_momentum=settings.effective_bn_momentum())
+
+    def compile(self, model: Any, settings: TrainSettings) -> None:
+        from breastus_cli.models.seg_objectives import MeanOverlap, SegLoss
+
+        assert isinstance(settings, SegSettings)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.lr),
+                      loss=SegLoss(settings.loss),
+                      metrics=[MeanOverlap(0.5, dice=False, name="iou"),
+                               MeanOverlap(0.5, dice=True, name="dice")])
+
+    def describe(self, settings: TrainSettings) -> dict[str, Any]:
+        from breastus_cli.models.segmenters import ENCODERS
+
+        assert isinstance(settings, SegSettings)
+        return {"threshold": 0.5, "include_other_masks": settings.include_other_masks,
+                "input": {"size": settings.img_size, "channels": 1, "range": [0, 255],
+                          "preprocessing": ENCODERS[settings.backbone] or "none",
+                          "resize": "bilinear, antialiased, aspect not kept"}}
+
+
+def united_masks(frame: Any, folder: Path) -> list[str]:
+    """Lesion mask united with the case's 'other' mask, written once into ``folder``."""
+    from breastus_cli.data.imaging import read_mask, save_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for case_id, mask, other in zip(frame["case_id"], frame["mask_path"],
+                                    frame["other_mask_path"]):
+        if not other:
+            paths.append(mask)
+            continue
+        target = folder / f"{case_id}.png"
+        if not target.is_file():
+            save_png(read_mask([mask, other]), target)
+        paths.append(str(target))
+    return paths

@@ -142,7 +142,7 @@ def train(
                               cache=task.cache(settings, run_dir, "val"))
         with strategy.scope():
             model = task.build(settings, backbone_file)
-            copied = copy_backbone(model, copy_from) if copy_from else 0
+            copied = copy_backbone(model, copy_from, task.transfer_layer) if copy_from else 0
             task.compile(model, settings)
 
         config_path = run_dir / CONFIG

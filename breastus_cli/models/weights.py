@@ -17,6 +17,13 @@ from breastus_cli.errors import InputError
 
 _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _EFFICIENTNET = "https://github.com/Callidior/keras-applications/releases/download/efficientnet/"
+#: The efficientnet package's published hashes of its no-top files (segmentation encoders).
+_EFFICIENTNET_NOTOP_SHA256 = {
+    "efficientnetb0": "c1421ad80a9fc67c2cc4000f666aa50789ce39eedb4e06d531b0c593890ccff3",
+    "efficientnetb1": "75de265d03ac52fa74f2f510455ba64f9c7c5fd96dc923cd4bfefa3d680c4b68",
+    "efficientnetb2": "433b60584fafba1ea3de07443b74cfd32ce004a012020b07ef69e22ba8669333",
+    "efficientnetb3": "c5d42eb6cfae8567b418ad3845cfd63aa48b87f1bd5df8658a49375a9f3135c7",
+}
 #: Input sizes for which Keras publishes MobileNetV2 weights; others load the 224 ones.
 MOBILENET_ROWS = (96, 128, 160, 192, 224)
 
@@ -41,10 +48,11 @@ def imagenet_file(architecture: str, img_size: int = 224) -> WeightsFile:
         name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
         return WeightsFile(architecture, name, _KERAS_APPS + "resnet/" + name,
                            "4d473c1dd8becc155b73f8504c6f6626")
-    if architecture == "efficientnetb2":
-        name = "efficientnet-b2_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5"
+    if architecture in _EFFICIENTNET_NOTOP_SHA256:
+        name = (f"efficientnet-b{architecture[-1]}_weights_tf_dim_ordering_tf_kernels_"
+                "autoaugment_notop.h5")
         return WeightsFile(architecture, name, _EFFICIENTNET + name,
-                           "433b60584fafba1ea3de07443b74cfd32ce004a012020b07ef69e22ba8669333")
+                           _EFFICIENTNET_NOTOP_SHA256[architecture])
     raise InputError(f"no ImageNet weights exist for '{architecture}': use --weights none "
                      "or a weights file / run directory")
 

@@ -117,3 +117,83 @@ def folds_table(summary: dict[str, dict[str, Any]], title: str) -> Table:
             continue
         table.add_row(key, f"{row['mean']:.3f}", f"{row['sd']:.3f}", str(row["n"]))
     return table
+
+
+SEG_ROWS = (("Mean IoU", "iou", True), ("Mean Dice", "dice", True),
+            ("Median IoU", "median_iou", False), ("Median Dice", "median_dice", False),
+            ("Dataset IoU (pixels pooled)", "dataset_iou", False),
+            ("Mean precision", "precision", False), ("Mean recall", "recall", False),
+            ("Mean HD95 (mm)", "hd95_mm", False))
+
+
+def write_seg_artifacts(result: EvalResult) -> list[Path]:
+    """Overlays of the best, median and worst cases, the history plot and the report."""
+    import numpy as np
+
+    from breastus_cli.data.imaging import read_luminance, read_mask
+    from breastus_cli.reports import plots
+
+    m, per_case, out = result.metrics, result.frame, result.out_dir
+    data = Path(result.config["data"]["path"]) if result.config.get("data") else None
+    overlays = out / "overlays"
+    overlays.mkdir(exist_ok=True)
+    ranked = per_case.sort_values("iou", kind="stable").reset_index(drop=True)
+    picks = {"worst": 0, "median": len(ranked) // 2, "best": len(ranked) - 1}
+    files: list[Path] = []
+    figures: list[tuple[str, str]] = []
+    for name, index in picks.items():
+        row = ranked.iloc[index]
+        base = Path(data) if data else result.run_dir
+        image = read_luminance(base / row["image"])
+        truth = read_mask([base / row["mask"]])
+        pred = read_mask([out / row["pred_mask"]])
+        path = plots.overlay_png(image, truth, pred, overlays / f"{name}-{row['case_id']}.png",
+                                 title=f"{name}: {row['case_id']}  IoU {row['iou']:.3f}  "
+                                       f"Dice {row['dice']:.3f}")
+        files.append(path)
+        figures.append((f"overlays/{path.name}", f"{name.title()} case {row['case_id']} "
+                        "(green: truth, red: prediction)"))
+    history = result.run_dir / "history.csv"
+    if history.is_file():
+        import pandas as pd
+
+        files.append(plots.history_png(pd.read_csv(history), out / "history.png"))
+        figures.append(("history.png", "Training history"))
+    rows = [(label, _value(m, key, ci)) for label, key, ci in SEG_ROWS]
+    rows += [("Cases", str(m["n"])), ("Empty predictions", str(m["empty_predictions"])),
+             ("Threshold", f"{m['threshold']:.2f}")]
+    settings = result.config.get("settings", {})
+    worst = ranked.head(5)[["case_id", "iou", "dice"]]
+    sections = [("Lowest IoU", "| case | IoU | Dice |\n|---|---:|---:|\n" + "\n".join(
+        f"| {r.case_id} | {r.iou:.3f} | {r.dice:.3f} |" for r in worst.itertuples()))]
+    notes = [f"Run: {result.run_dir} (U-Net {settings.get('backbone')}, img size "
+             f"{settings.get('img_size')}, weights {settings.get('weights')}).",
+             "Predicted probability maps are resized back to each image's original size and "
+             f"thresholded at {m['threshold']:.2f} before scoring. CIs: {m.get('ci_method')}.",
+             f"Per-case numbers: per_case.csv; predicted masks: masks/. Mean IoU "
+             f"{np.mean(per_case['iou']):.3f} over {len(per_case)} cases."]
+    md, html = write_report(out, title=f"Segmentation evaluation: {result.run_dir.name} "
+                            f"({result.split})", summary_rows=rows, sections=sections,
+                            figures=figures, command=result.command, notes=notes)
+    return files + [md, html]
+
+
+def seg_table(result: EvalResult) -> Table:
+    m = result.metrics
+    table = Table(title=f"{result.run_dir} on {result.split} ({m['n']} cases)",
+                  title_justify="left")
+    table.add_column("metric")
+    table.add_column("value (95% CI)", justify="right")
+    for label, key, ci in SEG_ROWS:
+        table.add_row(label, _value(m, key, ci))
+    table.add_row("empty predictions", str(m["empty_predictions"]))
+    table.caption = f"written to {result.out_dir}"
+    return table
+
+
+def write_artifacts(result: EvalResult) -> list[Path]:
+    return write_cls_artifacts(result) if result.task == "cls" else write_seg_artifacts(result)
+
+
+def result_table(result: EvalResult) -> Table:
+    return cls_table(result) if result.task == "cls" else seg_table(result)

@@ -157,11 +157,7 @@ def read(root: Path, *, include_other_masks: bool = False) -> SourceScan:
             image_path = resolve_inside(image_dir, image_names[0], what="image file")
             mask_paths = [resolve_inside(image_dir, n, what="mask file") for n in tumor_names]
             other_names = split_names(row.get("Mask_other_filename"))
-            other_paths = (
-                [resolve_inside(image_dir, n, what="mask file") for n in other_names]
-                if include_other_masks
-                else []
-            )
+            other_paths = [resolve_inside(image_dir, n, what="mask file") for n in other_names]
         except RowError as err:
             skipped.append(SkippedRow(case_id, "file name points outside the dataset folder"
                                       if "outside" in err.message or "absolute" in err.message
@@ -175,9 +171,11 @@ def read(root: Path, *, include_other_masks: bool = False) -> SourceScan:
             skipped.append(SkippedRow(case_id, "tumor mask not found", "&".join(missing)))
             continue
         missing = [p.name for p in other_paths if not p.is_file()]
-        if missing:
+        if missing and include_other_masks:
             skipped.append(SkippedRow(case_id, "other mask not found", "&".join(missing)))
             continue
+        if missing:  # not asked for: an unusable 'other' mask costs the case nothing
+            other_paths = []
         pixel_size_mm: float | None
         try:
             pixel_size_mm = float(row.get("Pixel_size")) * 10.0  # the workbook gives cm/pixel
