@@ -26,6 +26,16 @@ _verbose = False
 REQUIRED_ENV = {"TF_USE_LEGACY_KERAS": "1", "SM_FRAMEWORK": "tf.keras"}
 
 
+def _require_env() -> None:
+    for name, value in REQUIRED_ENV.items():
+        os.environ[name] = value
+
+
+# Set on import (cheap, no TensorFlow): whoever imports TensorFlow after any breastus module
+# then gets the Keras 2 API, even code that imports tensorflow directly.
+_require_env()
+
+
 def configure(*, verbose: bool = False) -> None:
     """Set the environment TensorFlow reads at import; quiet its start-up logs unless verbose.
 
@@ -33,8 +43,7 @@ def configure(*, verbose: bool = False) -> None:
     """
     global _verbose
     _verbose = verbose
-    for name, value in REQUIRED_ENV.items():
-        os.environ[name] = value
+    _require_env()
     if not is_loaded():
         # 0 = all C++ logs, 2 = warnings and errors hidden (errors still raise in Python).
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "2"

@@ -107,3 +107,20 @@ def require_shared_breast() -> Path:
     if not (SHARED_BREAST / "BrEaST-Lesions_USG-images_and_masks").is_dir():
         pytest.skip(f"real BrEaST data not present at {SHARED_BREAST} (a fresh clone has no ../shared)")
     return SHARED_BREAST
+
+
+@pytest.fixture(scope="session")
+def learn_data(tmp_path_factory) -> Path:
+    """160 synthetic cases split 60/15/25 (and 3 folds): a large test share, so learning
+    checks on cases the model never saw are not luck. Shared by the classification and
+    segmentation tests; read-only."""
+    from breastus_cli.data.prepare import PrepareSettings, prepare
+    from breastus_cli.data.split import SplitSettings, split_dataset
+    from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
+
+    root = tmp_path_factory.mktemp("learn")
+    make_synthetic_breast(SynthSettings(out=root / "src", cases=160, seed=11, min_side=96,
+                                        max_side=160))
+    prepare(PrepareSettings(source=root / "src", out=root / "data"))
+    split_dataset(SplitSettings(data=root / "data", ratio=(0.6, 0.15, 0.25), seed=42, folds=3))
+    return root / "data"

@@ -23,35 +23,20 @@ FAST = ["--model", "smallcnn", "--weights", "none", "--img-size", "64", "--batch
 
 
 @pytest.fixture(scope="session")
-def cls_data(tmp_path_factory) -> Path:
-    """160 synthetic cases; a large test share so the learning check is not luck."""
-    from breastus_cli.data.prepare import PrepareSettings, prepare
-    from breastus_cli.data.split import SplitSettings, split_dataset
-    from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
-
-    root = tmp_path_factory.mktemp("cls")
-    make_synthetic_breast(SynthSettings(out=root / "src", cases=160, seed=11, min_side=96,
-                                        max_side=160))
-    prepare(PrepareSettings(source=root / "src", out=root / "data"))
-    split_dataset(SplitSettings(data=root / "data", ratio=(0.6, 0.15, 0.25), seed=42, folds=3))
-    return root / "data"
-
-
-@pytest.fixture(scope="session")
-def trained_run(cls_data, tmp_path_factory) -> Path:
+def trained_run(learn_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "smallcnn"
-    proc = run_cli("train-cls", str(cls_data), *FAST, "--epochs", "10", "--lr", "1e-3",
+    proc = run_cli("train-cls", str(learn_data), *FAST, "--epochs", "10", "--lr", "1e-3",
                    "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr
     return run
 
 
-def test_train_writes_a_complete_run_directory(trained_run, cls_data):
+def test_train_writes_a_complete_run_directory(trained_run, learn_data):
     for name in ("config.json", "history.csv", "model.keras", "best.json", "train.log"):
         assert (trained_run / name).is_file(), name
     assert not (trained_run / "checkpoints").exists()  # removed once the run finished
     config = json.loads((trained_run / "config.json").read_text())
-    prepare_json = json.loads((cls_data / "prepare.json").read_text())
+    prepare_json = json.loads((learn_data / "prepare.json").read_text())
     assert config["status"] == "finished" and config["task"] == "cls"
     assert config["data"]["manifest_sha256"] == prepare_json["manifest_sha256"]
     assert config["settings"]["lr"] == 1e-3 and config["settings"]["model"] == "smallcnn"
@@ -120,10 +105,10 @@ def test_target_sensitivity_picks_the_threshold_on_validation(trained_run):
     assert "target sensitivity 0.9" in metrics["threshold_source"]
 
 
-def test_resume_after_a_kill_finishes_with_every_epoch_once(cls_data, tmp_path):
+def test_resume_after_a_kill_finishes_with_every_epoch_once(learn_data, tmp_path):
     run = tmp_path / "run"
     exe = Path(sys.executable).with_name("breastus")
-    args = [str(exe), "train-cls", str(cls_data), "--model", "mobilenetv2", "--weights", "none",
+    args = [str(exe), "train-cls", str(learn_data), "--model", "mobilenetv2", "--weights", "none",
             "--img-size", "64", "--epochs", "3", "--run-dir", str(run), "--cache", "none"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -153,10 +138,10 @@ def test_resume_after_a_kill_finishes_with_every_epoch_once(cls_data, tmp_path):
     assert again.returncode == 2 and "nothing to resume" in again.stderr
 
 
-def test_imagenet_weights_missing_offline_exit_2_with_the_file_name(cls_data, tmp_path):
+def test_imagenet_weights_missing_offline_exit_2_with_the_file_name(learn_data, tmp_path):
     env = {"KERAS_HOME": str(tmp_path / "keras")}
     for extra, more_env in ((["--offline"], {}), ([], {"BREASTUS_OFFLINE": "1"})):
-        proc = run_cli("train-cls", str(cls_data), "--img-size", "64", "--epochs", "1",
+        proc = run_cli("train-cls", str(learn_data), "--img-size", "64", "--epochs", "1",
                        "--run-dir", str(tmp_path / "r"), *extra, env={**env, **more_env})
         assert proc.returncode == 2, proc.stderr
         assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in proc.stderr
@@ -193,12 +178,12 @@ print("SAME" if same else "DIFFERENT", len(got))
 """
 
 
-def test_imagenet_resolves_from_the_keras_cache_and_training_starts_from_it(cls_data, tmp_path):
+def test_imagenet_resolves_from_the_keras_cache_and_training_starts_from_it(learn_data, tmp_path):
     keras_home = tmp_path / "keras"
     saved = subprocess.run([sys.executable, "-c", _SAVE_FAKE_IMAGENET, str(keras_home)],
                            capture_output=True, text=True, check=True).stdout.strip()
     run = tmp_path / "run"
-    proc = run_cli("train-cls", str(cls_data), "--weights", "imagenet", "--offline",
+    proc = run_cli("train-cls", str(learn_data), "--weights", "imagenet", "--offline",
                    "--img-size", "96", "--epochs", "1", "--freeze-backbone", "--run-dir", str(run),
                    env={"KERAS_HOME": str(keras_home)})
     assert proc.returncode == 0, proc.stderr
@@ -209,9 +194,9 @@ def test_imagenet_resolves_from_the_keras_cache_and_training_starts_from_it(cls_
     assert check.stdout.startswith("SAME"), check.stdout
 
 
-def test_weights_from_a_run_directory_initialise_the_backbone(trained_run, cls_data, tmp_path):
+def test_weights_from_a_run_directory_initialise_the_backbone(trained_run, learn_data, tmp_path):
     run = tmp_path / "finetuned"
-    proc = run_cli("train-cls", str(cls_data), *FAST, "--weights", str(trained_run),
+    proc = run_cli("train-cls", str(learn_data), *FAST, "--weights", str(trained_run),
                    "--freeze-backbone", "--epochs", "1", "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr
     config = json.loads((run / "config.json").read_text())
@@ -236,37 +221,37 @@ def test_weights_from_a_run_directory_initialise_the_backbone(trained_run, cls_d
      (["--monitor", "val_f1"], "--monitor must be"),
      (["--devices", "two"], "--devices must be")],
 )
-def test_bad_options_exit_2_naming_the_option(cls_data, args, message, tmp_path):
-    proc = run_cli("train-cls", str(cls_data), "--weights", "none", *args,
+def test_bad_options_exit_2_naming_the_option(learn_data, args, message, tmp_path):
+    proc = run_cli("train-cls", str(learn_data), "--weights", "none", *args,
                    "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
 
 
-def test_existing_run_dir_is_refused(trained_run, cls_data):
-    proc = run_cli("train-cls", str(cls_data), *FAST, "--epochs", "1", "--run-dir", str(trained_run))
+def test_existing_run_dir_is_refused(trained_run, learn_data):
+    proc = run_cli("train-cls", str(learn_data), *FAST, "--epochs", "1", "--run-dir", str(trained_run))
     assert proc.returncode == 2 and "--resume" in proc.stderr
 
 
-def test_two_logical_cpu_devices_with_mirrored_strategy(cls_data, tmp_path):
+def test_two_logical_cpu_devices_with_mirrored_strategy(learn_data, tmp_path):
     run = tmp_path / "mirrored"
-    proc = run_cli("train-cls", str(cls_data), *FAST, "--epochs", "1", "--devices", "2",
+    proc = run_cli("train-cls", str(learn_data), *FAST, "--epochs", "1", "--devices", "2",
                    "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "config.json").read_text())["devices"] == 2
 
 
-def test_fold_runs_evaluate_and_aggregate(cls_data, tmp_path):
+def test_fold_runs_evaluate_and_aggregate(learn_data, tmp_path):
     parent = tmp_path / "cv"
     for fold in (0, 1):
-        proc = run_cli("train-cls", str(cls_data), *FAST, "--epochs", "2", "--lr", "1e-3",
+        proc = run_cli("train-cls", str(learn_data), *FAST, "--epochs", "2", "--lr", "1e-3",
                        "--fold", str(fold), "--run-dir", str(parent / f"fold-{fold}"))
         assert proc.returncode == 0, proc.stderr
     proc = run_cli("evaluate", str(parent))
     assert proc.returncode == 0, proc.stderr
     assert "Across 2 folds" in proc.stdout and "Comparison" in proc.stdout
-    splits = pd.read_csv(cls_data / "splits.csv")
+    splits = pd.read_csv(learn_data / "splits.csv")
     for fold in (0, 1):
         pred = pd.read_csv(parent / f"fold-{fold}/eval-test/predictions.csv")
         expected = sorted(splits.loc[splits["fold"] == fold, "case_id"])

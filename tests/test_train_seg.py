@@ -1,0 +1,173 @@
+"""train-seg and segmentation evaluate, end to end on synthetic data through `breastus`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+
+FAST = ["--weights", "none", "--img-size", "64", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="session")
+def seg_run(learn_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("segruns") / "unet"
+    proc = run_cli("train-seg", str(learn_data), *FAST, "--epochs", "6", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+@pytest.fixture(scope="session")
+def seg_eval(seg_run) -> Path:
+    proc = run_cli("evaluate", str(seg_run))
+    assert proc.returncode == 0, proc.stderr
+    assert "Mean IoU" in proc.stdout
+    return seg_run / "eval-test"
+
+
+def test_train_seg_uses_the_shared_run_directory(seg_run):
+    for name in ("config.json", "history.csv", "model.keras", "best.json", "train.log"):
+        assert (seg_run / name).is_file(), name
+    config = json.loads((seg_run / "config.json").read_text())
+    assert config["task"] == "seg" and config["status"] == "finished"
+    assert config["settings"]["backbone"] == "efficientnetb2"
+    assert config["settings"]["loss"] == "bce_jaccard"
+    assert config["monitor"] == {"name": "val_iou", "mode": "max"}
+    history = pd.read_csv(seg_run / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, 7))
+    assert {"loss", "iou", "dice", "val_iou", "val_dice"} <= set(history.columns)
+    best = json.loads((seg_run / "best.json").read_text())
+    assert best["value"] == pytest.approx(history["val_iou"].max())
+
+
+def test_evaluate_writes_every_segmentation_artifact(seg_eval, learn_data):
+    for name in ("per_case.csv", "metrics.json", "report.md", "report.html"):
+        assert (seg_eval / name).is_file(), name
+    overlays = sorted(p.name.split("-")[0] for p in (seg_eval / "overlays").iterdir())
+    assert overlays == ["best", "median", "worst"]
+    per_case = pd.read_csv(seg_eval / "per_case.csv")
+    assert {"case_id", "iou", "dice", "precision", "recall", "hd95_mm", "true_area_mm2",
+            "pred_area_mm2"} <= set(per_case.columns)
+    splits = pd.read_csv(learn_data / "splits.csv")
+    manifest = pd.read_csv(learn_data / "manifest.csv")
+    test_ids = set(splits.loc[splits["split"] == "test", "case_id"])
+    assert set(per_case["case_id"]) == test_ids & set(manifest.loc[manifest["mask"].notna(),
+                                                                   "case_id"])
+    # predicted masks are scored at each image's original size
+    for row in per_case.head(5).itertuples():
+        size = Image.open(seg_eval / row.pred_mask).size
+        assert size == (row.width, row.height)
+        assert size == Image.open(learn_data / row.mask).size
+    # areas in mm^2 follow the pixel size
+    row = per_case.iloc[0]
+    assert row["true_area_mm2"] == pytest.approx(row["true_area_px"] * row["pixel_size_mm"] ** 2)
+    metrics = json.loads((seg_eval / "metrics.json").read_text())
+    assert metrics["iou"] == pytest.approx(per_case["iou"].mean())
+    assert metrics["dice"] == pytest.approx(per_case["dice"].mean())
+    lo, hi = metrics["ci"]["iou"]
+    assert lo <= metrics["iou"] <= hi
+    assert {"dataset_iou", "empty_predictions"} <= set(metrics)
+
+
+def test_segmenter_learned_far_beyond_trivial_answers(seg_eval, learn_data):
+    """Mean IoU on unseen cases against the two trivial answers: an empty mask (IoU 0) and the
+    whole image (IoU = lesion area / image area)."""
+    per_case = pd.read_csv(seg_eval / "per_case.csv")
+    whole_image = (per_case["true_area_px"] / (per_case["width"] * per_case["height"])).mean()
+    mean_iou = per_case["iou"].mean()
+    assert mean_iou >= 0.45, mean_iou
+    assert mean_iou >= whole_image + 0.3, (mean_iou, whole_image)
+    assert (per_case["pred_area_px"] == 0).mean() < 0.2  # rarely an empty answer
+
+
+def test_other_masks_are_united_on_request(learn_data, tmp_path):
+    manifest = pd.read_csv(learn_data / "manifest.csv", keep_default_na=False)
+    with_other = manifest.loc[manifest["other_mask"] != "", "case_id"].tolist()
+    assert with_other, "the synthetic set must have cases with 'other' masks"
+    run = tmp_path / "other"
+    proc = run_cli("train-seg", str(learn_data), *FAST, "--epochs", "1", "--include-other-masks",
+                   "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "config.json").read_text())["include_other_masks"] is True
+    splits = pd.read_csv(learn_data / "splits.csv").set_index("case_id")["split"]
+    expected = {c for c in with_other if splits[c] in ("train", "val")}
+    written = {p.stem for p in (run / "masks-with-other").iterdir()}
+    assert written == expected
+    case = sorted(written)[0]
+    united = np.asarray(Image.open(run / "masks-with-other" / f"{case}.png")) > 0
+    lesion = np.asarray(Image.open(learn_data / "seg/masks" / f"{case}.png")) > 0
+    other = np.asarray(Image.open(learn_data / "seg/other" / f"{case}.png")) > 0
+    assert (united == (lesion | other)).all() and united.sum() > lesion.sum()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--img-size", "100"], "--img-size must be a multiple of 32"),
+     (["--backbone", "unknownnet"], "--backbone must be one of"),
+     (["--loss", "mse"], "--loss must be"),
+     (["--monitor", "val_auc"], "--monitor must be")],
+)
+def test_bad_options_exit_2(learn_data, tmp_path, args, message):
+    proc = run_cli("train-seg", str(learn_data), "--weights", "none", *args,
+                   "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_encoder_imagenet_offline_names_the_file(learn_data, tmp_path):
+    proc = run_cli("train-seg", str(learn_data), "--img-size", "64", "--offline",
+                   "--run-dir", str(tmp_path / "r"), env={"KERAS_HOME": str(tmp_path / "k")})
+    assert proc.returncode == 2
+    assert "efficientnet-b2_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5" in proc.stderr
+
+
+_SAVE_ENCODER = """
+import os, sys
+from breastus_cli import backend
+from breastus_cli.models.weights import imagenet_file
+backend.sm()
+import efficientnet.tfkeras as eff
+keras = backend.keras()
+keras.utils.set_random_seed(5)
+model = eff.EfficientNetB2(include_top=False, weights=None, input_shape=(64, 64, 3))
+path = os.path.join(sys.argv[1], "models", imagenet_file("efficientnetb2").file_name)
+os.makedirs(os.path.dirname(path), exist_ok=True)
+model.save_weights(path)
+print(path)
+"""
+
+_COMPARE_ENCODER = """
+import sys, numpy as np
+from breastus_cli.engine.inference import load_model
+import efficientnet.tfkeras as eff
+unet = load_model(sys.argv[1]).get_layer("unet")
+ref = eff.EfficientNetB2(include_top=False, weights=None, input_shape=(64, 64, 3))
+ref.load_weights(sys.argv[2])
+names = ["stem_conv", "block1a_dwconv", "block3b_expand_conv", "top_conv"]
+same = [np.array_equal(unet.get_layer(n).get_weights()[0], ref.get_layer(n).get_weights()[0])
+        for n in names]
+print("SAME" if all(same) else f"DIFFERENT {same}")
+"""
+
+
+def test_encoder_weights_come_from_the_keras_cache(learn_data, tmp_path):
+    keras_home = tmp_path / "keras"
+    saved = subprocess.run([sys.executable, "-c", _SAVE_ENCODER, str(keras_home)],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    run = tmp_path / "run"
+    proc = run_cli("train-seg", str(learn_data), "--weights", "imagenet", "--offline",
+                   "--img-size", "64", "--epochs", "1", "--freeze-encoder", "--run-dir", str(run),
+                   env={"KERAS_HOME": str(keras_home)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "config.json").read_text())["weights"]["backbone_file"] == saved
+    check = subprocess.run([sys.executable, "-c", _COMPARE_ENCODER, str(run), saved],
+                           capture_output=True, text=True, check=True)
+    assert check.stdout.startswith("SAME"), check.stdout
