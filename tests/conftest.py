@@ -124,3 +124,24 @@ def learn_data(tmp_path_factory) -> Path:
     prepare(PrepareSettings(source=root / "src", out=root / "data"))
     split_dataset(SplitSettings(data=root / "data", ratio=(0.6, 0.15, 0.25), seed=42, folds=3))
     return root / "data"
+
+
+FAST_CLS = ["--model", "smallcnn", "--weights", "none", "--img-size", "64", "--batch-size", "16"]
+FAST_SEG = ["--weights", "none", "--img-size", "64", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="session")
+def cls_run(learn_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "smallcnn"
+    proc = run_cli("train-cls", str(learn_data), *FAST_CLS, "--epochs", "10", "--lr", "1e-3",
+                   "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+@pytest.fixture(scope="session")
+def seg_run(learn_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("segruns") / "unet"
+    proc = run_cli("train-seg", str(learn_data), *FAST_SEG, "--epochs", "6", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    return run

@@ -17,25 +17,16 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from conftest import FAST_CLS as FAST
 from conftest import require_shared_breast, run_cli
 
-FAST = ["--model", "smallcnn", "--weights", "none", "--img-size", "64", "--batch-size", "16"]
 
 
-@pytest.fixture(scope="session")
-def trained_run(learn_data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "smallcnn"
-    proc = run_cli("train-cls", str(learn_data), *FAST, "--epochs", "10", "--lr", "1e-3",
-                   "--run-dir", str(run))
-    assert proc.returncode == 0, proc.stderr
-    return run
-
-
-def test_train_writes_a_complete_run_directory(trained_run, learn_data):
+def test_train_writes_a_complete_run_directory(cls_run, learn_data):
     for name in ("config.json", "history.csv", "model.keras", "best.json", "train.log"):
-        assert (trained_run / name).is_file(), name
-    assert not (trained_run / "checkpoints").exists()  # removed once the run finished
-    config = json.loads((trained_run / "config.json").read_text())
+        assert (cls_run / name).is_file(), name
+    assert not (cls_run / "checkpoints").exists()  # removed once the run finished
+    config = json.loads((cls_run / "config.json").read_text())
     prepare_json = json.loads((learn_data / "prepare.json").read_text())
     assert config["status"] == "finished" and config["task"] == "cls"
     assert config["data"]["manifest_sha256"] == prepare_json["manifest_sha256"]
@@ -44,18 +35,18 @@ def test_train_writes_a_complete_run_directory(trained_run, learn_data):
     assert {"python", "tensorflow", "tf_keras"} <= set(config["versions"])
     assert config["environment"]["host"] and "train-cls" in config["environment"]["command"]
     assert config["class_weight"]["1"] > config["class_weight"]["0"]  # malignant is rarer
-    history = pd.read_csv(trained_run / "history.csv")
+    history = pd.read_csv(cls_run / "history.csv")
     assert history["epoch"].tolist() == list(range(1, 11))
     assert {"loss", "auc", "val_loss", "val_auc", "lr", "seconds"} <= set(history.columns)
-    best = json.loads((trained_run / "best.json").read_text())
+    best = json.loads((cls_run / "best.json").read_text())
     assert best["value"] == pytest.approx(history["val_auc"].max())
-    assert "epoch 10/10" in (trained_run / "train.log").read_text()
+    assert "epoch 10/10" in (cls_run / "train.log").read_text()
 
 
-def test_evaluate_writes_every_artifact_and_the_model_learned(trained_run):
-    proc = run_cli("evaluate", str(trained_run))
+def test_evaluate_writes_every_artifact_and_the_model_learned(cls_run):
+    proc = run_cli("evaluate", str(cls_run))
     assert proc.returncode == 0, proc.stderr
-    out = trained_run / "eval-test"
+    out = cls_run / "eval-test"
     for name in ("predictions.csv", "metrics.json", "report.md", "report.html",
                  "confusion_matrix.png", "roc.png", "pr.png", "calibration.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -67,11 +58,11 @@ def test_evaluate_writes_every_artifact_and_the_model_learned(trained_run):
     assert "breastus evaluate" in (out / "report.md").read_text().rsplit("Reproduce", 1)[1]
 
 
-def test_metrics_json_agrees_with_sklearn_on_predictions_csv(trained_run):
-    if not (trained_run / "eval-test/metrics.json").exists():
-        run_cli("evaluate", str(trained_run))
-    metrics = json.loads((trained_run / "eval-test/metrics.json").read_text())
-    pred = pd.read_csv(trained_run / "eval-test/predictions.csv")
+def test_metrics_json_agrees_with_sklearn_on_predictions_csv(cls_run):
+    if not (cls_run / "eval-test/metrics.json").exists():
+        run_cli("evaluate", str(cls_run))
+    metrics = json.loads((cls_run / "eval-test/metrics.json").read_text())
+    pred = pd.read_csv(cls_run / "eval-test/predictions.csv")
     y, p = pred["y_true"].to_numpy(), pred["p_malignant"].to_numpy()
     y_hat = (p >= metrics["threshold"]).astype(int)
     assert (y_hat == pred["y_pred"]).all()
@@ -90,16 +81,16 @@ def test_metrics_json_agrees_with_sklearn_on_predictions_csv(trained_run):
     assert lo <= metrics["auc"] <= hi
 
 
-def test_target_sensitivity_picks_the_threshold_on_validation(trained_run):
+def test_target_sensitivity_picks_the_threshold_on_validation(cls_run):
     from breastus_cli.engine.metrics import threshold_for_sensitivity
 
-    proc = run_cli("evaluate", str(trained_run), "--split", "val")
+    proc = run_cli("evaluate", str(cls_run), "--split", "val")
     assert proc.returncode == 0, proc.stderr
-    val = pd.read_csv(trained_run / "eval-val/predictions.csv")
+    val = pd.read_csv(cls_run / "eval-val/predictions.csv")
     expected = threshold_for_sensitivity(val["y_true"], val["p_malignant"], 0.9)
-    proc = run_cli("evaluate", str(trained_run), "--target-sensitivity", "0.9")
+    proc = run_cli("evaluate", str(cls_run), "--target-sensitivity", "0.9")
     assert proc.returncode == 0, proc.stderr
-    metrics = json.loads((trained_run / "eval-test/metrics.json").read_text())
+    metrics = json.loads((cls_run / "eval-test/metrics.json").read_text())
     assert metrics["threshold"] == pytest.approx(expected, abs=1e-5)
     assert metrics["validation_sensitivity"] >= 0.9
     assert "target sensitivity 0.9" in metrics["threshold_source"]
@@ -194,19 +185,19 @@ def test_imagenet_resolves_from_the_keras_cache_and_training_starts_from_it(lear
     assert check.stdout.startswith("SAME"), check.stdout
 
 
-def test_weights_from_a_run_directory_initialise_the_backbone(trained_run, learn_data, tmp_path):
+def test_weights_from_a_run_directory_initialise_the_backbone(cls_run, learn_data, tmp_path):
     run = tmp_path / "finetuned"
-    proc = run_cli("train-cls", str(learn_data), *FAST, "--weights", str(trained_run),
+    proc = run_cli("train-cls", str(learn_data), *FAST, "--weights", str(cls_run),
                    "--freeze-backbone", "--epochs", "1", "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr
     config = json.loads((run / "config.json").read_text())
-    assert config["weights"]["copied_from"] == str(trained_run / "model.keras")
+    assert config["weights"]["copied_from"] == str(cls_run / "model.keras")
     assert config["weights"]["tensors_copied"] > 0
     script = ("import sys, numpy as np\nfrom breastus_cli.engine.inference import load_model\n"
               "a = load_model(sys.argv[1]).get_layer('backbone').get_weights()\n"
               "b = load_model(sys.argv[2]).get_layer('backbone').get_weights()\n"
               "print(all(np.array_equal(x, y) for x, y in zip(a, b)))")
-    same = subprocess.run([sys.executable, "-c", script, str(trained_run), str(run)],
+    same = subprocess.run([sys.executable, "-c", script, str(cls_run), str(run)],
                           capture_output=True, text=True, check=True)
     assert same.stdout.strip() == "True"
 
@@ -229,8 +220,8 @@ def test_bad_options_exit_2_naming_the_option(learn_data, args, message, tmp_pat
     assert not (tmp_path / "r").exists()
 
 
-def test_existing_run_dir_is_refused(trained_run, learn_data):
-    proc = run_cli("train-cls", str(learn_data), *FAST, "--epochs", "1", "--run-dir", str(trained_run))
+def test_existing_run_dir_is_refused(cls_run, learn_data):
+    proc = run_cli("train-cls", str(learn_data), *FAST, "--epochs", "1", "--run-dir", str(cls_run))
     assert proc.returncode == 2 and "--resume" in proc.stderr
 
 

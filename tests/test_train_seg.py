@@ -12,17 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import FAST_SEG as FAST
 from conftest import run_cli
 
-FAST = ["--weights", "none", "--img-size", "64", "--batch-size", "8"]
-
-
-@pytest.fixture(scope="session")
-def seg_run(learn_data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("segruns") / "unet"
-    proc = run_cli("train-seg", str(learn_data), *FAST, "--epochs", "6", "--run-dir", str(run))
-    assert proc.returncode == 0, proc.stderr
-    return run
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def _hoist_global_flags(args: list[str]) -> list[str]:
 
 
 def _register() -> None:
-    from breastus_cli.cli import data_cmds, eval_cmds, train_cmds, weights_cmds, pending  # noqa: F401  (register on import)
+    from breastus_cli.cli import data_cmds, eval_cmds, predict_cmds, train_cmds, weights_cmds, pending  # noqa: F401  (register on import)
 
 
 _register()

@@ -10,7 +10,6 @@ from breastus_cli.errors import NotBuiltError
 _PENDING = {
     "sweep": "Sweep learning rate x epochs, locally or as a Slurm array.",
     "cv": "Case-level k-fold cross-validation with pooled metrics and CIs.",
-    "predict": "Batch-predict files or folders of scans.",
     "export": "Export a run to TFLite / SavedModel.",
 }
 

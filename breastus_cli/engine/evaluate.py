@@ -155,6 +155,10 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         extra["validation_sensitivity"] = float(((p_val >= threshold) & (y_val == 1)).sum()
                                                 / y_val.sum())
         extra["validation_n"] = int(len(y_val))
+        # predict uses this threshold for the run from now on (its label column)
+        write_json(Path(settings.run_dir) / "threshold.json", {
+            "threshold": threshold, "source": source,
+            "validation_sensitivity": extra["validation_sensitivity"]})
     elif settings.threshold is not None:
         threshold, source = float(settings.threshold), "--threshold"
     else:

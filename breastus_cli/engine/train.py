@@ -171,7 +171,16 @@ def train(
             }
         write_config(run_dir, config)
 
-        best = cb.BestCheckpoint(run_dir, monitor, mode, settings.early_stopping)
+        # model.keras holds an optimizer-free copy: the .keras format would otherwise store
+        # Adam's two slots per weight (3x the size; a U-Net EfficientNetB2 took 94 s to load
+        # instead of 5.5 s). Resuming uses the BackupAndRestore checkpoints, not model.keras.
+        inference_copy = keras.models.clone_model(model)
+
+        def save_best(trained: Any, path: Path) -> None:
+            inference_copy.set_weights(trained.get_weights())
+            inference_copy.save(path)
+
+        best = cb.BestCheckpoint(run_dir, monitor, mode, settings.early_stopping, save=save_best)
         nan_guard = cb.NanGuard()
         history = cb.HistoryCSV(run_dir)
         steps = math.ceil(len(train_frame) / settings.batch_size)

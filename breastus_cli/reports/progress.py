@@ -8,20 +8,35 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from breastus_cli.reports import console
 
 
+class _RateColumn(ProgressColumn):
+    """Items per second (images/s for predict)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:5.1f}/s", style="progress.data.speed")
+
+
 @contextlib.contextmanager
-def progress(description: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
+def progress(description: str, total: int | None = None,
+             rate: bool = False) -> Iterator[Callable[[int, int], None]]:
     """Yield ``update(done, total)``; renders as a bar (terminal) or as plain lines (logs)."""
     if console.state.quiet:
         yield lambda done, total: None
         return
     if console.interactive():
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn())
+        columns: list[ProgressColumn] = [TextColumn("{task.description}"), BarColumn(),
+                                         MofNCompleteColumn(), TimeRemainingColumn()]
+        if rate:
+            columns.insert(3, _RateColumn())
         with Progress(*columns, console=console.err(), transient=True) as bar:
             task = bar.add_task(description, total=total)
 
