@@ -362,7 +362,8 @@ def _predict_batch(frames: list[Frame], cls: _Model | None, seg: _Model | None,
         if p_mal is not None:
             p = float(p_mal[i])
             row.update({"p_malignant": round(p, 6), "threshold": threshold,
-                        "label": "malignant" if p >= (threshold or 0.5) else "benign"})
+                        "label": "malignant" if p >= (0.5 if threshold is None else threshold)
+                        else "benign"})
         if heat is not None:
             big = np.asarray(Image.fromarray(heat[i]).resize((width, height), Image.BILINEAR))
             path = overlays.heatmap_overlay(frame.image, big, out / "explain" / f"{stem}.png")
