@@ -90,6 +90,11 @@ def tf() -> ModuleType:
         if not _verbose:
             tensorflow.get_logger().setLevel(logging.ERROR)
             logging.getLogger("absl").setLevel(logging.ERROR)
+        threads = os.environ.get("BREASTUS_THREADS", "").strip()
+        if threads.isdigit() and int(threads) > 0:
+            # parallel sweep trials and Slurm tasks share a node: each gets its share of cores
+            tensorflow.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tensorflow.config.threading.set_inter_op_parallelism_threads(min(2, int(threads)))
         # Force the native runtime to initialise now, while its chatter is still silenced.
         tensorflow.config.list_physical_devices()
     return tensorflow

@@ -8,9 +8,7 @@ from breastus_cli.cli.app import app
 from breastus_cli.errors import NotBuiltError
 
 _PENDING = {
-    "sweep": "Sweep learning rate x epochs, locally or as a Slurm array.",
     "cv": "Case-level k-fold cross-validation with pooled metrics and CIs.",
-    "export": "Export a run to TFLite / SavedModel.",
 }
 
 

@@ -112,11 +112,15 @@ def run_training(settings: Any, kind: str, resume: Path | None) -> None:
         console.out().print(train_table(result))
 
 
-_make_command(
-    "train-cls", "cls", "ClsSettings",
-    {"lr": 1e-4, "epochs": 20, "batch_size": 16, "img_size": 224, "monitor": "val_auc",
-     "monitor_help": "val_auc, val_accuracy or val_loss (best checkpoint, early stopping)."},
-    [
+CLS_DEFAULTS = {"lr": 1e-4, "epochs": 20, "batch_size": 16, "img_size": 224,
+                "monitor": "val_auc",
+                "monitor_help": "val_auc, val_accuracy or val_loss (best checkpoint, early stopping)."}
+SEG_DEFAULTS = {"lr": 0.005, "epochs": 20, "batch_size": 8, "img_size": 256, "monitor": "val_iou",
+                "monitor_help": "val_iou, val_dice or val_loss (best checkpoint, early stopping)."}
+
+
+def cls_options() -> list[inspect.Parameter]:
+    return [
         _param("model", str, typer.Option("mobilenetv2", "--model", "-m",
                                           help="mobilenetv2, resnet50 or smallcnn.")),
         _param("freeze_backbone", bool, typer.Option(False, "--freeze-backbone",
@@ -126,7 +130,24 @@ _make_command(
         _param("class_weight", str, typer.Option("balanced", "--class-weight",
                                                  help="balanced or none.")),
         _param("dropout", float, typer.Option(0.2, "--dropout", help="Dropout before the head.")),
-    ],
+    ]
+
+
+def seg_options() -> list[inspect.Parameter]:
+    return [
+        _param("backbone", str, typer.Option("efficientnetb2", "--backbone",
+                                             help="U-Net encoder (segmentation-models).")),
+        _param("loss", str, typer.Option("bce_jaccard", "--loss",
+                                         help="bce_jaccard, bce_dice, dice or focal_dice.")),
+        _param("include_other_masks", bool, typer.Option(
+            False, "--include-other-masks", help="Unite 'other' masks with the lesion mask.")),
+        _param("freeze_encoder", bool, typer.Option(False, "--freeze-encoder",
+                                                    help="Train the decoder only.")),
+    ]
+
+
+_make_command(
+    "train-cls", "cls", "ClsSettings", CLS_DEFAULTS, cls_options(),
     """Train a benign/malignant classifier (MobileNetV2 or ResNet50) into a run directory.
 
     The run directory holds config.json, history.csv, model.keras (best by --monitor),
@@ -138,19 +159,7 @@ _make_command(
 )
 
 _make_command(
-    "train-seg", "seg", "SegSettings",
-    {"lr": 0.005, "epochs": 20, "batch_size": 8, "img_size": 256, "monitor": "val_iou",
-     "monitor_help": "val_iou, val_dice or val_loss (best checkpoint, early stopping)."},
-    [
-        _param("backbone", str, typer.Option("efficientnetb2", "--backbone",
-                                             help="U-Net encoder (segmentation-models).")),
-        _param("loss", str, typer.Option("bce_jaccard", "--loss",
-                                         help="bce_jaccard, bce_dice, dice or focal_dice.")),
-        _param("include_other_masks", bool, typer.Option(
-            False, "--include-other-masks", help="Unite 'other' masks with the lesion mask.")),
-        _param("freeze_encoder", bool, typer.Option(False, "--freeze-encoder",
-                                                    help="Train the decoder only.")),
-    ],
+    "train-seg", "seg", "SegSettings", SEG_DEFAULTS, seg_options(),
     """Train a lesion segmenter: U-Net with an EfficientNetB2 (or other) encoder.
 
     Same run directory, callbacks, resume and progress as train-cls; best checkpoint by

@@ -166,3 +166,18 @@ class EpochReporter(keras.callbacks.Callback):
         log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, self.epochs, shown, seconds)
         if self.on_epoch is not None:
             self.on_epoch(epoch + 1, self.epochs, values, seconds)
+
+
+class EpochCheckpoints(keras.callbacks.Callback):
+    """Save the model at chosen epochs (a sweep's grid epochs): ``folder/epoch-010.keras``."""
+
+    def __init__(self, folder: Path, epochs: list[int],
+                 save: Callable[[Any, Path], None]) -> None:
+        super().__init__()
+        self.folder, self.epochs, self._save = Path(folder), set(epochs), save
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if epoch + 1 in self.epochs:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.folder / f"epoch-{epoch + 1:03d}.keras") as tmp:
+                self._save(self.model, tmp)

@@ -7,6 +7,7 @@
     RUN/best.json       which epoch that was, and its metrics
     RUN/checkpoints/    BackupAndRestore state for --resume (removed when the run finishes)
     RUN/train.log       the lines printed while training
+    RUN/grid/           with --checkpoint-epochs: the model at each of those epochs
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ MODEL = "model.keras"
 BEST = "best.json"
 CHECKPOINTS = "checkpoints"
 LOG = "train.log"
+GRID = "grid"  # models saved at chosen epochs (sweeps): grid/epoch-010.keras
 
 log = logging.getLogger("breastus")
 

@@ -40,6 +40,8 @@ class TrainSettings:
     offline: bool = False
     cache: str = "memory"
     bn_momentum: float | None = None  # None: 0.9 from scratch, the backbone's own when pretrained
+    cache_dir: str | None = None  # with cache="disk": a folder shared by runs (a sweep's)
+    checkpoint_epochs: list[int] | None = None  # also save the model at these epochs (sweeps)
 
     def validate(self) -> None:
         if self.data is None:
@@ -69,6 +71,8 @@ class TrainSettings:
                 raise UsageError(f"--devices must be a positive number or 'all' (got {self.devices})") from None
         if self.bn_momentum is not None and not 0 <= self.bn_momentum < 1:
             raise UsageError(f"--bn-momentum must lie in [0, 1) (got {self.bn_momentum})")
+        if self.checkpoint_epochs and any(e < 1 or e > self.epochs for e in self.checkpoint_epochs):
+            raise UsageError(f"--checkpoint-epochs must lie in 1..{self.epochs}")
         if self.cache not in ("memory", "disk", "none"):
             raise UsageError(f"--cache must be memory, disk or none (got {self.cache})")
 

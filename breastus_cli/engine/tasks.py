@@ -86,8 +86,9 @@ class Task(ABC):
         if settings.cache == "none":
             return False
         if settings.cache == "disk":
-            (run_dir / "cache").mkdir(exist_ok=True)
-            return str(run_dir / "cache" / name)
+            folder = Path(settings.cache_dir) if settings.cache_dir else run_dir / "cache"
+            folder.mkdir(parents=True, exist_ok=True)
+            return str(folder / name)
         return True
 
     def resolve_weights(self, settings: TrainSettings) -> tuple[Path | None, Path | None]:

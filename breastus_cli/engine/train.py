@@ -20,7 +20,7 @@ from breastus_cli.data.manifest import manifest_hash
 from breastus_cli.data.split import select_cases
 from breastus_cli.engine import callbacks as cb
 from breastus_cli.engine.rundir import (
-    BEST, CHECKPOINTS, CONFIG, MODEL, attach_log, default_run_dir, detach_log, environment, log,
+    BEST, CHECKPOINTS, CONFIG, GRID, MODEL, attach_log, default_run_dir, detach_log, environment, log,
     read_config, write_config,
 )
 from breastus_cli.engine.settings import TrainSettings
@@ -188,7 +188,11 @@ def train(
         # BackupAndRestore last: an epoch is backed up only after its history row and best
         # checkpoint are on disk, so a kill never leaves history behind the restored state.
         callbacks = [nan_guard, history, best,
-                     cb.EpochReporter(settings.epochs, steps, on_epoch, on_batch), backup]
+                     cb.EpochReporter(settings.epochs, steps, on_epoch, on_batch)]
+        if settings.checkpoint_epochs:
+            callbacks.append(cb.EpochCheckpoints(run_dir / GRID, settings.checkpoint_epochs,
+                                                 save_best))
+        callbacks.append(backup)
         resumed_from = len(cb.read_history(run_dir)) if resume else 0
         if resume:
             log.info("resuming %s after epoch %d of %d", run_dir, resumed_from, settings.epochs)

@@ -350,3 +350,61 @@ def history_png(
         ax.set_axis_off()
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def sweep_grid_png(rows: Sequence[dict[str, Any]], metric: str, path: str | os.PathLike[str],
+                   title: str | None = None) -> Path:
+    """The reference study's sweep plot: ``metric`` against learning rate (log x), one line per
+    epoch count."""
+    fig = _figure(6.4, 4.6)
+    ax = fig.add_subplot()
+    epochs = sorted({int(r["epochs"]) for r in rows})
+    for e in epochs:
+        points = sorted((float(r["lr"]), float(r[metric])) for r in rows
+                        if int(r["epochs"]) == e and r.get(metric) == r.get(metric))
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{e} epochs")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"Sweep: {metric} by learning rate and epochs")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def sweep_heatmap_png(rows: Sequence[dict[str, Any]], metric: str,
+                      path: str | os.PathLike[str]) -> Path:
+    """``metric`` over the learning-rate x epochs grid, the best cell outlined."""
+    lrs = sorted({float(r["lr"]) for r in rows})
+    epochs = sorted({int(r["epochs"]) for r in rows})
+    grid = np.full((len(epochs), len(lrs)), np.nan)
+    for r in rows:
+        value = r.get(metric)
+        if value is not None and value == value:
+            grid[epochs.index(int(r["epochs"])), lrs.index(float(r["lr"]))] = float(value)
+    fig = _figure(1.2 + 0.9 * len(lrs), 1.2 + 0.6 * len(epochs))
+    ax = fig.add_subplot()
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label=metric)
+    ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs], rotation=45)
+    ax.set_yticks(range(len(epochs)), [str(e) for e in epochs])
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("epochs")
+    for i in range(len(epochs)):
+        for j in range(len(lrs)):
+            if grid[i, j] == grid[i, j]:
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7,
+                        color="white")
+    if np.isfinite(grid).any():
+        best = np.unravel_index(np.nanargmax(grid) if not metric.endswith("loss")
+                                else np.nanargmin(grid), grid.shape)
+        ax.add_patch(_rectangle(best))
+    ax.set_title(f"Sweep: {metric}")
+    return _save(fig, path)
+
+
+def _rectangle(cell: tuple[int, ...]) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((cell[1] - 0.5, cell[0] - 0.5), 1, 1, fill=False, edgecolor="red", lw=2)

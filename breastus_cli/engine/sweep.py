@@ -1,0 +1,368 @@
+"""``breastus sweep``: the learning-rate x epochs grid, resumable, local or as a Slurm array.
+
+Epoch values are prefixes of one training per learning rate: each learning rate is trained
+once to the largest epoch count, and the validation metric (from history.csv) and a model
+(``--checkpoint-epochs``) are recorded at every grid epoch; the reference study's 35 points
+cost 7 trainings. ``--independent`` trains every point from scratch.
+
+    SWEEP/sweep.json      the plan (task, data, settings, grid, trials) and counters
+    SWEEP/trials/<name>/  one run directory per training (resumable like any run)
+    SWEEP/cache/          decoded images, made once and read by every trial
+    SWEEP/results.csv     one row per grid point; best.json (grid.png and heatmap.png come from
+                          the reports layer: breastus_cli.reports.sweep)
+    SWEEP/sweep.sbatch    with --slurm: the array job (one task per trial)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from breastus_cli.atomic import atomic_path, write_json, write_text
+from breastus_cli.engine.rundir import CONFIG, GRID, HISTORY, log
+from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.errors import InputError, UsageError, WorkError
+
+PAPER_LRS = (1e-6, 1e-5, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2)
+PAPER_EPOCHS = (10, 20, 30, 40, 50)
+PLAN = "sweep.json"
+RESULTS = "results.csv"
+SETTINGS_TYPES: dict[str, type[TrainSettings]] = {"cls": ClsSettings, "seg": SegSettings}
+
+
+@dataclass
+class SlurmOptions:
+    """What ``--slurm`` passes through to sbatch."""
+
+    partition: str | None = None
+    time: str | None = None
+    cpus_per_task: int | None = None
+    gpus: str | None = None
+    mem: str | None = None
+    account: str | None = None
+    extra: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+
+@dataclass
+class SweepSettings:
+    """Settings of ``breastus sweep cls|seg``."""
+
+    task: str
+    train: TrainSettings
+    out: Path
+    lrs: tuple[float, ...] = PAPER_LRS
+    epochs: tuple[int, ...] = PAPER_EPOCHS
+    independent: bool = False
+    jobs: int = 1
+    slurm: SlurmOptions | None = None
+
+    def validate(self) -> None:
+        if self.task not in SETTINGS_TYPES:
+            raise UsageError(f"sweep task must be cls or seg (got '{self.task}')")
+        if not self.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in self.lrs):
+            raise UsageError("--lr takes positive learning rates, e.g. --lr 1e-4,1e-3")
+        if not self.epochs or any(e < 1 for e in self.epochs):
+            raise UsageError("--epochs takes positive epoch counts, e.g. --epochs 10,20")
+        if len(set(self.lrs)) != len(self.lrs) or len(set(self.epochs)) != len(self.epochs):
+            raise UsageError("--lr and --epochs values must not repeat")
+        if self.jobs < 1:
+            raise UsageError(f"--jobs must be at least 1 (got {self.jobs})")
+        if self.train.early_stopping and not self.independent:
+            raise UsageError("--early-stopping would cut the prefix trainings short: use it "
+                             "with --independent only")
+        if self.train.run_dir is not None:
+            raise UsageError("a sweep's trials have their own run directories: drop --run-dir")
+        probe = SETTINGS_TYPES[self.task].from_dict(self.train.to_dict())
+        probe.epochs, probe.lr = max(self.epochs), self.lrs[0]
+        probe.validate()
+
+
+@dataclass
+class SweepResult:
+    """What a sweep run (or collect) found."""
+
+    out: Path
+    rows: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    metric: str
+    mode: str
+    trainings: int
+    trainings_this_run: int
+    missing: list[str]
+    seconds: float
+    submitted_job: str | None = None
+    sbatch: Path | None = None
+
+
+def _name(lr: float, epochs: int | None) -> str:
+    text = f"lr-{lr:g}"
+    return text + (f"-ep-{epochs}" if epochs is not None else "")
+
+
+def make_plan(settings: SweepSettings) -> dict[str, Any]:
+    """The trials: one per learning rate (prefixes) or one per grid point (--independent)."""
+    epochs = sorted(settings.epochs)
+    trials = []
+    for lr in settings.lrs:
+        if settings.independent:
+            trials += [{"lr": lr, "epochs": e, "grid_epochs": [e], "name": _name(lr, e)}
+                       for e in epochs]
+        else:
+            trials.append({"lr": lr, "epochs": epochs[-1], "grid_epochs": epochs,
+                           "name": _name(lr, None)})
+    for index, trial in enumerate(trials):
+        trial["index"] = index
+    train = settings.train.to_dict()
+    train.update({"run_dir": None, "cache": "disk" if settings.train.cache != "none" else "none",
+                  "cache_dir": str((settings.out / "cache").resolve())})
+    return {"task": settings.task, "data": str(Path(settings.train.data).resolve()),
+            "lrs": list(settings.lrs), "epochs": epochs, "independent": settings.independent,
+            "train": train, "trials": trials, "trainings": len(trials)}
+
+
+def _same_plan(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("task", "data", "lrs", "epochs", "independent", "trials")
+    if any(a[k] != b[k] for k in keys):
+        return False
+    ignore = {"cache_dir"}
+    return {k: v for k, v in a["train"].items() if k not in ignore} == {
+        k: v for k, v in b["train"].items() if k not in ignore}
+
+
+def _load_or_write_plan(settings: SweepSettings) -> dict[str, Any]:
+    plan = make_plan(settings)
+    path = settings.out / PLAN
+    if path.is_file():
+        existing = json.loads(path.read_text())
+        if not _same_plan(existing, plan):
+            raise InputError(f"{settings.out} holds a different sweep",
+                             hint="choose another --out, or repeat the first sweep's options "
+                                  "to finish it")
+        return existing
+    settings.out.mkdir(parents=True, exist_ok=True)
+    write_json(path, plan)
+    return plan
+
+
+def trial_settings(plan: dict[str, Any], trial: dict[str, Any], out: Path) -> TrainSettings:
+    settings = SETTINGS_TYPES[plan["task"]].from_dict(plan["train"])
+    settings.lr, settings.epochs = float(trial["lr"]), int(trial["epochs"])
+    settings.run_dir = out / "trials" / trial["name"]
+    settings.checkpoint_epochs = list(trial["grid_epochs"])
+    return settings
+
+
+def trial_state(run_dir: Path) -> str:
+    """``finished``, ``partial`` (resumable) or ``new``."""
+    config = run_dir / CONFIG
+    if not config.is_file():
+        return "new"
+    return "finished" if json.loads(config.read_text()).get("status") == "finished" else "partial"
+
+
+def run_trial(out: Path, index: int) -> str:
+    """Run, resume or skip one trial (what each local job or Slurm array task does)."""
+    from breastus_cli.engine import tasks
+    from breastus_cli.engine.train import train
+
+    plan = json.loads((Path(out) / PLAN).read_text())
+    if not 0 <= index < len(plan["trials"]):
+        raise UsageError(f"--index must lie in 0..{len(plan['trials']) - 1} (got {index})")
+    trial = plan["trials"][index]
+    settings = trial_settings(plan, trial, Path(out))
+    state = trial_state(Path(settings.run_dir))
+    if state == "finished":
+        log.info("trial %s finished already", trial["name"])
+        return "skipped"
+    if state == "new" and Path(settings.run_dir).exists():
+        shutil.rmtree(settings.run_dir)  # killed before its first epoch: start clean
+    task = tasks.ClassificationTask() if plan["task"] == "cls" else tasks.SegmentationTask()
+    train(settings, task, resume=state == "partial")
+    return "trained"
+
+
+def warm_cache(plan: dict[str, Any], out: Path) -> None:
+    """Decode the sweep's images once into SWEEP/cache, before the trials read them."""
+    from breastus_cli.data.split import select_cases
+    from breastus_cli.engine import tasks
+
+    if plan["train"].get("cache") != "disk":
+        return
+    settings = trial_settings(plan, plan["trials"][0], out)
+    task = tasks.ClassificationTask() if plan["task"] == "cls" else tasks.SegmentationTask()
+    settings.run_dir = out  # united 'other' masks land in SWEEP/ when asked for
+    Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
+    for role in ("train", "val"):
+        target = Path(settings.cache_dir) / role
+        if Path(f"{target}.index").is_file():
+            continue
+        frame = task.usable(select_cases(settings.data, role, fold=settings.fold,
+                                         seed=settings.seed, val_fraction=settings.val_fraction))
+        dataset = task.dataset(frame, settings, training=False, cache=str(target))
+        for _ in dataset:  # one pass writes the cache files
+            pass
+    log.info("decoded images cached in %s", settings.cache_dir)
+
+
+def _trial_command(out: Path, index: int) -> list[str]:
+    return [sys.executable, "-m", "breastus_cli", "--quiet", "sweep", "trial", str(out),
+            "--index", str(index)]
+
+
+def run_local(settings: SweepSettings, plan: dict[str, Any]) -> int:
+    """Run the unfinished trials here, ``jobs`` at a time, each in its own process."""
+    todo = [t for t in plan["trials"]
+            if trial_state(settings.out / "trials" / t["name"]) != "finished"]
+    if not todo:
+        return 0
+    warm_cache(plan, settings.out)
+    cores = os.cpu_count() or 1
+    env = dict(os.environ)
+    env["BREASTUS_THREADS"] = str(max(1, cores // settings.jobs))
+    logs = settings.out / "logs"
+    logs.mkdir(exist_ok=True)
+
+    def launch(trial: dict[str, Any]) -> tuple[str, int]:
+        log.info("trial %d/%d: lr %g, %d epochs", trial["index"] + 1, len(plan["trials"]),
+                 trial["lr"], trial["epochs"])
+        with open(logs / f"{trial['name']}.log", "a") as fh:
+            code = subprocess.run(_trial_command(settings.out, trial["index"]), env=env,
+                                  stdout=fh, stderr=subprocess.STDOUT).returncode
+        return trial["name"], code
+
+    with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
+        outcomes = list(pool.map(launch, todo))
+    failed = [name for name, code in outcomes if code != 0]
+    if failed:
+        raise WorkError(f"{len(failed)} trial(s) failed: {', '.join(failed)}; see "
+                        f"{logs}/<trial>.log (rerun the same command to retry them)")
+    return len(todo)
+
+
+def write_sbatch(settings: SweepSettings, plan: dict[str, Any]) -> Path:
+    """SWEEP/sweep.sbatch: an array job, one task per trial, each a plain breastus command."""
+    slurm = settings.slurm or SlurmOptions()
+    out = settings.out.resolve()
+    lines = ["#!/bin/bash", "#SBATCH --job-name=breastus-sweep",
+             f"#SBATCH --array=0-{len(plan['trials']) - 1}",
+             f"#SBATCH --output={out}/logs/%A_%a.out"]
+    for flag, value in (("partition", slurm.partition), ("time", slurm.time),
+                        ("cpus-per-task", slurm.cpus_per_task), ("gpus", slurm.gpus),
+                        ("mem", slurm.mem), ("account", slurm.account)):
+        if value not in (None, ""):
+            lines.append(f"#SBATCH --{flag}={value}")
+    lines += [f"#SBATCH {arg}" for arg in slurm.extra]
+    command = shlex.join(_trial_command(out, 0)[:-1]) + ' "$SLURM_ARRAY_TASK_ID"'
+    lines += ["set -euo pipefail",
+              "# each task takes its share of the node's cores",
+              'export BREASTUS_THREADS="${SLURM_CPUS_PER_TASK:-}"',
+              "# a re-submitted task resumes its trial, a finished one returns at once",
+              command, ""]
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    path = out / "sweep.sbatch"
+    write_text(path, "\n".join(lines))
+    os.chmod(path, 0o755)
+    return path
+
+
+def submit(path: Path) -> str:
+    """``sbatch --parsable``; returns the job id."""
+    if shutil.which("sbatch") is None:
+        raise WorkError("sbatch not found: is this a Slurm login node? (--dry-run only writes "
+                        f"{path})")
+    proc = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise WorkError(f"sbatch refused {path}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip().split(";")[0]
+
+
+def sweep(settings: SweepSettings) -> SweepResult:
+    """Plan, then run locally (resuming) or write/submit the Slurm array; collect at the end."""
+    settings.validate()
+    start = time.perf_counter()
+    plan = _load_or_write_plan(settings)
+    if settings.slurm is not None:
+        warm_cache(plan, settings.out)
+        path = write_sbatch(settings, plan)
+        job = None if settings.slurm.dry_run else submit(path)
+        if job:
+            plan.setdefault("slurm_jobs", []).append(job)
+            write_json(settings.out / PLAN, plan)
+        result = collect(settings.out, trainings_this_run=0, allow_empty=True)
+        result.submitted_job, result.sbatch = job, path
+        return result
+    ran = run_local(settings, plan)
+    result = collect(settings.out, trainings_this_run=ran)
+    result.seconds = round(time.perf_counter() - start, 2)
+    return result
+
+
+def _metric(plan: dict[str, Any]) -> tuple[str, str]:
+    monitor = plan["train"]["monitor"]
+    return monitor, "min" if monitor.endswith("loss") else "max"
+
+
+def collect(out: Path, trainings_this_run: int = 0, allow_empty: bool = False) -> SweepResult:
+    """Build results.csv, best.json and the plots from whatever trials finished."""
+    import pandas as pd
+
+    start = time.perf_counter()
+    out = Path(out)
+    if not (out / PLAN).is_file():
+        raise InputError(f"{out} is not a sweep folder (no {PLAN})")
+    plan = json.loads((out / PLAN).read_text())
+    metric, mode = _metric(plan)
+    rows: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for trial in plan["trials"]:
+        run = out / "trials" / trial["name"]
+        history = run / HISTORY
+        frame = pd.read_csv(history) if history.is_file() else None
+        for epochs in trial["grid_epochs"]:
+            if frame is None or epochs not in set(frame["epoch"]):
+                missing.append(f"lr {trial['lr']:g} x {epochs} epochs")
+                continue
+            at = frame[frame["epoch"] == epochs].iloc[0]
+            row: dict[str, Any] = {"lr": trial["lr"], "epochs": epochs}
+            row.update({c: float(at[c]) for c in frame.columns if c.startswith("val_")})
+            row["train_seconds"] = round(float(frame.loc[frame["epoch"] <= epochs,
+                                                         "seconds"].sum()), 2)
+            row["run_dir"] = str(run)
+            model = run / GRID / f"epoch-{epochs:03d}.keras"
+            row["model"] = str(model) if model.is_file() else ""
+            rows.append(row)
+    rows.sort(key=lambda r: (r["lr"], r["epochs"]))
+    best = None
+    scored = [r for r in rows if metric in r and r[metric] == r[metric]]
+    if scored:
+        pick = max if mode == "max" else min
+        best = pick(scored, key=lambda r: r[metric])
+        best = {**best, "metric": metric, "mode": mode}
+    if not rows and not allow_empty:
+        raise WorkError(f"no finished trial in {out}: nothing to collect")
+    if rows:
+        with atomic_path(out / RESULTS) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        write_json(out / "best.json", best)
+    finished = sum(1 for t in plan["trials"] if trial_state(out / "trials" / t["name"])
+                   == "finished")
+    plan_update = {"trainings": plan["trainings"], "trainings_finished": finished,
+                   "trainings_this_run": trainings_this_run, "grid_points": len(rows),
+                   "missing": missing, "metric": metric, "mode": mode,
+                   "collected": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    plan.update(plan_update)
+    write_json(out / PLAN, plan)
+    return SweepResult(out=out, rows=rows, best=best, metric=metric, mode=mode,
+                       trainings=plan["trainings"], trainings_this_run=trainings_this_run,
+                       missing=missing, seconds=round(time.perf_counter() - start, 2))
