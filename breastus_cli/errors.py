@@ -37,10 +37,6 @@ class RowError(BreastusError):
     exit_code = 2
 
 
-class NotBuiltError(UsageError):
-    """A command of the design that this version does not implement yet."""
-
-
 class WorkError(BreastusError):
     """The work itself failed (training diverged, nothing could be predicted, ...)."""
 

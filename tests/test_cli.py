@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 
 COMMANDS = ["synth", "prepare", "split", "train-cls", "train-seg", "sweep", "evaluate",
-            "predict", "export"]
+            "predict", "export", "cv", "weights"]
 
 # Runs the CLI in-process and reports which heavy modules it imported.
 _PROBE = """
@@ -83,11 +83,13 @@ def test_debug_shows_the_traceback_anywhere_on_the_line(tmp_path):
     assert proc.stderr.strip().splitlines()[0].startswith("error: dataset folder not found")
 
 
-@pytest.mark.parametrize("name", ["train-seg", "sweep", "predict", "export"])
-def test_commands_not_built_yet_say_so_and_exit_2(name):
-    proc = run_cli(name, "whatever", "--lr", "1")
-    assert proc.returncode == 2
-    assert "not built yet" in proc.stderr
+@pytest.mark.parametrize("args", [["train-cls"], ["train-seg"], ["evaluate"], ["predict"],
+                                  ["export"], ["sweep", "cls"], ["sweep", "collect"],
+                                  ["cv", "cls"], ["weights", "list"]])
+def test_every_command_has_help_with_examples(args):
+    proc = run_cli(*args, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: breastus" in proc.stdout
 
 
 def test_end_to_end_synth_prepare_split(tmp_path):

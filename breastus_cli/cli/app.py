@@ -63,7 +63,12 @@ def _hoist_global_flags(args: list[str]) -> list[str]:
 
 
 def _register() -> None:
-    from breastus_cli.cli import data_cmds, eval_cmds, predict_cmds, train_cmds, weights_cmds, pending  # noqa: F401  (register on import)
+    # Commands register on import; this order is the order of --help (the workflow's).
+    import importlib
+
+    for module in ("data_cmds", "train_cmds", "eval_cmds", "predict_cmds", "export_cmds",
+                   "sweep_cmds", "cv_cmds", "weights_cmds"):
+        importlib.import_module(f"breastus_cli.cli.{module}")
 
 
 _register()

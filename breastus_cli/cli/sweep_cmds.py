@@ -73,7 +73,8 @@ def _make_sweep(kind: str, settings_type: str, defaults: dict[str, Any],
 
     def command(**options: Any) -> None:
         from breastus_cli.engine import settings as settings_module
-        from breastus_cli.engine.sweep import SlurmOptions, SweepSettings, sweep
+        from breastus_cli.engine.slurm import SlurmOptions
+        from breastus_cli.engine.sweep import SweepSettings, sweep
 
         sweep_keys = {p.name for p in _sweep_options()}
         s = {k: options.pop(k) for k in list(options) if k in sweep_keys}

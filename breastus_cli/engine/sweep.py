@@ -18,19 +18,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from breastus_cli.atomic import atomic_path, write_json, write_text
 from breastus_cli.engine.rundir import CONFIG, GRID, HISTORY, log
 from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 
 PAPER_LRS = (1e-6, 1e-5, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2)
@@ -38,20 +37,6 @@ PAPER_EPOCHS = (10, 20, 30, 40, 50)
 PLAN = "sweep.json"
 RESULTS = "results.csv"
 SETTINGS_TYPES: dict[str, type[TrainSettings]] = {"cls": ClsSettings, "seg": SegSettings}
-
-
-@dataclass
-class SlurmOptions:
-    """What ``--slurm`` passes through to sbatch."""
-
-    partition: str | None = None
-    time: str | None = None
-    cpus_per_task: int | None = None
-    gpus: str | None = None
-    mem: str | None = None
-    account: str | None = None
-    extra: list[str] = field(default_factory=list)
-    dry_run: bool = False
 
 
 @dataclass
@@ -216,8 +201,7 @@ def warm_cache(plan: dict[str, Any], out: Path) -> None:
 
 
 def _trial_command(out: Path, index: int) -> list[str]:
-    return [sys.executable, "-m", "breastus_cli", "--quiet", "sweep", "trial", str(out),
-            "--index", str(index)]
+    return task_command("sweep", "trial", str(out), "--index", str(index))
 
 
 def run_local(settings: SweepSettings, plan: dict[str, Any]) -> int:
@@ -251,40 +235,10 @@ def run_local(settings: SweepSettings, plan: dict[str, Any]) -> int:
 
 
 def write_sbatch(settings: SweepSettings, plan: dict[str, Any]) -> Path:
-    """SWEEP/sweep.sbatch: an array job, one task per trial, each a plain breastus command."""
-    slurm = settings.slurm or SlurmOptions()
-    out = settings.out.resolve()
-    lines = ["#!/bin/bash", "#SBATCH --job-name=breastus-sweep",
-             f"#SBATCH --array=0-{len(plan['trials']) - 1}",
-             f"#SBATCH --output={out}/logs/%A_%a.out"]
-    for flag, value in (("partition", slurm.partition), ("time", slurm.time),
-                        ("cpus-per-task", slurm.cpus_per_task), ("gpus", slurm.gpus),
-                        ("mem", slurm.mem), ("account", slurm.account)):
-        if value not in (None, ""):
-            lines.append(f"#SBATCH --{flag}={value}")
-    lines += [f"#SBATCH {arg}" for arg in slurm.extra]
-    command = shlex.join(_trial_command(out, 0)[:-1]) + ' "$SLURM_ARRAY_TASK_ID"'
-    lines += ["set -euo pipefail",
-              "# each task takes its share of the node's cores",
-              'export BREASTUS_THREADS="${SLURM_CPUS_PER_TASK:-}"',
-              "# a re-submitted task resumes its trial, a finished one returns at once",
-              command, ""]
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    path = out / "sweep.sbatch"
-    write_text(path, "\n".join(lines))
-    os.chmod(path, 0o755)
-    return path
-
-
-def submit(path: Path) -> str:
-    """``sbatch --parsable``; returns the job id."""
-    if shutil.which("sbatch") is None:
-        raise WorkError("sbatch not found: is this a Slurm login node? (--dry-run only writes "
-                        f"{path})")
-    proc = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise WorkError(f"sbatch refused {path}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout.strip().split(";")[0]
+    """SWEEP/sweep.sbatch: an array job, one task per trial."""
+    command = task_command("sweep", "trial", str(settings.out.resolve()), "--index")
+    return write_array(settings.out, "sweep", len(plan["trials"]), command,
+                       settings.slurm or SlurmOptions())
 
 
 def sweep(settings: SweepSettings) -> SweepResult:

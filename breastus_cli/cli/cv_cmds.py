@@ -1,0 +1,107 @@
+"""``breastus cv cls|seg DATA --folds K``, ``cv fold CV_DIR --index K``, ``cv summarize``."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from breastus_cli.cli.app import app
+from breastus_cli.cli.sweep_cmds import _with_engine
+from breastus_cli.cli.train_cmds import (
+    CLS_DEFAULTS, SEG_DEFAULTS, _param, _shared_options, cls_options, seg_options,
+)
+from breastus_cli.reports import console
+
+cv_app = typer.Typer(
+    help="Case-level k-fold cross-validation: one model per fold, pooled out-of-fold metrics "
+         "with 95% bootstrap CIs.",
+    no_args_is_help=True,
+)
+app.add_typer(cv_app, name="cv")
+
+_NOT_IN_CV = {"fold", "run_dir", "resume"}
+_SLURM = ("slurm", "dry_run", "partition", "time", "cpus_per_task", "gpus", "mem", "account",
+          "sbatch_arg")
+
+
+def _cv_options() -> list[inspect.Parameter]:
+    from breastus_cli.cli.sweep_cmds import _sweep_options
+
+    slurm = [p for p in _sweep_options() if p.name in _SLURM]
+    return [
+        _param("out", Path, typer.Option(..., "--out", "-o", help="CV folder (resumable).")),
+        _param("folds", int, typer.Option(5, "--folds", "-k",
+                                          help="Folds (the dataset must be split with them).")),
+        _param("target_sensitivity", float, typer.Option(
+            None, "--target-sensitivity", metavar="S",
+            help="Per fold, the threshold reaching malignant sensitivity S on its validation.")),
+        _param("bootstrap", int, typer.Option(2000, "--bootstrap", help="Bootstrap resamples.")),
+        *slurm,
+    ]
+
+
+def _make_cv(kind: str, settings_type: str, defaults: dict[str, Any],
+             own: list[inspect.Parameter]) -> None:
+    params = [p for p in _shared_options(kind, defaults) + own if p.name not in _NOT_IN_CV]
+    params += _cv_options()
+
+    def command(**options: Any) -> None:
+        from breastus_cli.engine import settings as settings_module
+        from breastus_cli.engine.cv import CVSettings, cv
+        from breastus_cli.engine.slurm import SlurmOptions
+
+        cv_keys = {p.name for p in _cv_options()}
+        c = {k: options.pop(k) for k in list(options) if k in cv_keys}
+        train = getattr(settings_module, settings_type)(**options)
+        slurm = None
+        if c["slurm"]:
+            slurm = SlurmOptions(partition=c["partition"], time=c["time"],
+                                 cpus_per_task=c["cpus_per_task"], gpus=c["gpus"], mem=c["mem"],
+                                 account=c["account"], extra=list(c["sbatch_arg"] or []),
+                                 dry_run=c["dry_run"])
+        settings = CVSettings(task=kind, train=train, out=c["out"], folds=c["folds"],
+                              target_sensitivity=c["target_sensitivity"],
+                              n_bootstrap=c["bootstrap"], slurm=slurm)
+        settings.validate()
+        _with_engine()
+        _render(cv(settings))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = (f"Cross-validate a {'classifier' if kind == 'cls' else 'segmenter'}: "
+                       "one model per fold, pooled out-of-fold metrics with CIs.")
+    command.__name__ = f"cv_{kind}"
+    cv_app.command(kind, epilog=(
+        f"Example: breastus split data/breast --folds 5 && breastus cv {kind} data/breast "
+        f"--folds 5 --weights none --out cv/{kind}"))(command)
+
+
+def _render(result: Any) -> None:
+    from breastus_cli.reports.cv import cv_table
+
+    if not console.state.quiet:
+        console.out().print(cv_table(result))
+
+
+_make_cv("cls", "ClsSettings", CLS_DEFAULTS, cls_options())
+_make_cv("seg", "SegSettings", SEG_DEFAULTS, seg_options())
+
+
+@cv_app.command("fold")
+def fold_cmd(cv_dir: Path = typer.Argument(..., help="A CV folder."),
+             index: int = typer.Option(..., "--index", help="Fold number (0-based).")) -> None:
+    """Train and evaluate one fold (what each Slurm array task runs); resumes, or skips if done."""
+    _with_engine()
+    from breastus_cli.engine.cv import run_fold
+
+    console.info(f"fold {index}: {run_fold(cv_dir, index)}")
+
+
+@cv_app.command("summarize")
+def summarize_cmd(cv_dir: Path = typer.Argument(..., help="A CV folder.")) -> None:
+    """Pool the finished folds into summary.json and summary.md."""
+    from breastus_cli.engine.cv import summarize
+
+    _render(summarize(cv_dir))

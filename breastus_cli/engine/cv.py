@@ -1,0 +1,274 @@
+"""``breastus cv``: case-level (patient-level where known) stratified k-fold cross-validation.
+
+One model per fold (validation carved from the training folds), each evaluated on its held-out
+fold; then the out-of-fold predictions of all folds are pooled:
+
+    CV_DIR/cv.json                  the plan (task, data, folds, training settings)
+    CV_DIR/fold-K/                  a run directory; fold-K/eval-test/ as evaluate writes it
+    CV_DIR/summary.json, summary.md per metric: pooled value, mean and sd over folds, and a
+                                    95% bootstrap CI on the pooled out-of-fold predictions
+
+Every case is scored exactly once, by the one model that never saw it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastus_cli.atomic import atomic_path, write_json, write_text
+from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
+from breastus_cli.errors import InputError, UsageError, WorkError
+
+PLAN = "cv.json"
+SUMMARY = "summary.json"
+CLS_KEYS = ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
+SEG_KEYS = ("dice", "iou")
+SETTINGS_TYPES: dict[str, type[TrainSettings]] = {"cls": ClsSettings, "seg": SegSettings}
+
+
+@dataclass
+class CVSettings:
+    """Settings of ``breastus cv cls|seg``."""
+
+    task: str
+    train: TrainSettings
+    out: Path
+    folds: int = 5
+    target_sensitivity: float | None = None
+    n_bootstrap: int = 2000
+    slurm: SlurmOptions | None = None
+
+    def validate(self) -> None:
+        if self.task not in SETTINGS_TYPES:
+            raise UsageError(f"cv task must be cls or seg (got '{self.task}')")
+        if self.folds < 2:
+            raise UsageError(f"--folds must be at least 2 (got {self.folds})")
+        if self.train.run_dir is not None or self.train.fold is not None:
+            raise UsageError("cv makes one run per fold itself: drop --run-dir and --fold")
+        if self.target_sensitivity is not None and not 0 < self.target_sensitivity <= 1:
+            raise UsageError("--target-sensitivity must lie in (0, 1]")
+        if self.target_sensitivity is not None and self.task != "cls":
+            raise UsageError("--target-sensitivity applies to classification")
+        self.train.validate()
+        from breastus_cli.data.split import read_splits
+
+        splits = read_splits(self.train.data)
+        if "fold" not in splits.columns or splits["fold"].nunique() != self.folds:
+            found = splits["fold"].nunique() if "fold" in splits.columns else 0
+            raise InputError(
+                f"{self.train.data}/splits.csv has {found or 'no'} folds, not {self.folds}",
+                hint=f"run 'breastus split {self.train.data} --folds {self.folds}' first")
+
+
+@dataclass
+class CVResult:
+    """Per-fold and pooled numbers of a cross-validation."""
+
+    out: Path
+    task: str
+    summary: dict[str, Any]
+    folds_done: int
+    folds: int
+    trained_this_run: int
+    seconds: float
+    submitted_job: str | None = None
+    sbatch: Path | None = None
+
+
+def _plan(settings: CVSettings) -> dict[str, Any]:
+    train = settings.train.to_dict()
+    return {"task": settings.task, "data": str(Path(settings.train.data).resolve()),
+            "folds": settings.folds, "train": train,
+            "target_sensitivity": settings.target_sensitivity,
+            "n_bootstrap": settings.n_bootstrap}
+
+
+def _fold_dir(out: Path, k: int) -> Path:
+    return Path(out) / f"fold-{k}"
+
+
+def fold_done(out: Path, k: int) -> bool:
+    run = _fold_dir(out, k)
+    config = run / "config.json"
+    return (config.is_file() and json.loads(config.read_text()).get("status") == "finished"
+            and (run / "eval-test" / "metrics.json").is_file())
+
+
+def run_fold(out: Path, k: int) -> str:
+    """Train (or resume) fold ``k`` and evaluate it on its held-out fold."""
+    from breastus_cli.engine import tasks
+    from breastus_cli.engine.evaluate import EvalSettings, evaluate
+    from breastus_cli.engine.train import train
+
+    plan = json.loads((Path(out) / PLAN).read_text())
+    if not 0 <= k < plan["folds"]:
+        raise UsageError(f"--index must lie in 0..{plan['folds'] - 1} (got {k})")
+    if fold_done(out, k):
+        return "skipped"
+    run = _fold_dir(out, k)
+    settings = SETTINGS_TYPES[plan["task"]].from_dict(plan["train"])
+    settings.fold, settings.run_dir = k, run
+    config = run / "config.json"
+    state = json.loads(config.read_text()).get("status") if config.is_file() else None
+    if state != "finished":
+        if state is None and run.exists():
+            import shutil
+
+            shutil.rmtree(run)  # killed before its first epoch
+        task = tasks.ClassificationTask() if plan["task"] == "cls" else tasks.SegmentationTask()
+        train(settings, task, resume=state is not None)
+    evaluate(EvalSettings(run_dir=run, split="test",
+                          target_sensitivity=plan.get("target_sensitivity"),
+                          n_bootstrap=0))  # fold CIs are not needed; the pooled one is
+    return "trained"
+
+
+def cv(settings: CVSettings) -> CVResult:
+    """Run every unfinished fold here (or submit them as a Slurm array), then summarise."""
+    settings.validate()
+    start = time.perf_counter()
+    out = Path(settings.out)
+    plan = _plan(settings)
+    if (out / PLAN).is_file():
+        existing = json.loads((out / PLAN).read_text())
+        if existing != plan:
+            raise InputError(f"{out} holds a different cross-validation",
+                             hint="choose another --out, or repeat the first run's options")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / PLAN, plan)
+    if settings.slurm is not None:
+        path = write_array(out, "cv", settings.folds,
+                           task_command("cv", "fold", str(out.resolve()), "--index"),
+                           settings.slurm)
+        job = None if settings.slurm.dry_run else submit(path)
+        result = summarize(out, allow_partial=True)
+        result.submitted_job, result.sbatch = job, path
+        return result
+    trained = 0
+    for k in range(settings.folds):
+        if run_fold(out, k) == "trained":
+            trained += 1
+    result = summarize(out)
+    result.trained_this_run = trained
+    result.seconds = round(time.perf_counter() - start, 2)
+    return result
+
+
+def _pooled_cls(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, n_bootstrap: int,
+                seed: int = 0) -> tuple[dict[str, float | None], dict[str, list[float] | None]]:
+    """Pooled metrics from out-of-fold labels, scores and per-fold decisions, with percentile
+    bootstrap CIs over cases."""
+    from sklearn.metrics import roc_auc_score
+
+    def point(idx: np.ndarray) -> dict[str, float | None]:
+        yy, pp, dd = y[idx], p[idx], y_pred[idx]
+        pos, neg = yy == 1, yy == 0
+        sens = float((dd[pos] == 1).mean()) if pos.any() else None
+        spec = float((dd[neg] == 0).mean()) if neg.any() else None
+        return {"auc": float(roc_auc_score(yy, pp)) if pos.any() and neg.any() else None,
+                "sensitivity": sens, "specificity": spec,
+                "accuracy": float((dd == yy).mean()),
+                "balanced_accuracy": (sens + spec) / 2 if sens is not None and spec is not None
+                else None}
+
+    everything = point(np.arange(len(y)))
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {k: [] for k in CLS_KEYS}
+    for _ in range(n_bootstrap):
+        values = point(rng.integers(0, len(y), len(y)))
+        for key in CLS_KEYS:
+            if values[key] is not None:
+                samples[key].append(values[key])
+    ci = {k: ([float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None)
+          for k, v in samples.items()}
+    return everything, ci
+
+
+def summarize(out: Path, allow_partial: bool = False) -> CVResult:
+    """summary.json and summary.md from the folds that finished."""
+    import pandas as pd
+
+    from breastus_cli.engine.metrics import aggregate
+
+    start = time.perf_counter()
+    out = Path(out)
+    if not (out / PLAN).is_file():
+        raise InputError(f"{out} is not a cross-validation folder (no {PLAN})")
+    plan = json.loads((out / PLAN).read_text())
+    done = [k for k in range(plan["folds"]) if fold_done(out, k)]
+    if not done and not allow_partial:
+        raise WorkError(f"no finished fold in {out}")
+    fold_metrics = [json.loads((_fold_dir(out, k) / "eval-test/metrics.json").read_text())
+                    for k in done]
+    summary: dict[str, Any] = {"task": plan["task"], "folds": plan["folds"],
+                               "folds_done": done, "metrics": {}}
+    if done and plan["task"] == "cls":
+        frames = [pd.read_csv(_fold_dir(out, k) / "eval-test/predictions.csv").assign(fold=k)
+                  for k in done]
+        pooled_frame = pd.concat(frames, ignore_index=True)
+        with atomic_path(out / "oof_predictions.csv") as tmp:
+            pooled_frame.to_csv(tmp, index=False)
+        pooled, ci = _pooled_cls(pooled_frame["y_true"].to_numpy(),
+                                 pooled_frame["p_malignant"].to_numpy(),
+                                 pooled_frame["y_pred"].to_numpy(), plan["n_bootstrap"])
+        spread = aggregate(fold_metrics, CLS_KEYS)
+        for key in CLS_KEYS:
+            summary["metrics"][key] = {"pooled": pooled[key], "mean": spread[key]["mean"],
+                                       "sd": spread[key]["sd"], "ci": ci[key]}
+        summary["n"] = int(len(pooled_frame))
+        summary["n_malignant"] = int(pooled_frame["y_true"].sum())
+        summary["thresholds"] = [m["threshold"] for m in fold_metrics]
+        summary["majority_baseline_accuracy"] = float(max(pooled_frame["y_true"].mean(),
+                                                          1 - pooled_frame["y_true"].mean()))
+    elif done:
+        from breastus_cli.engine.seg_metrics import dataset_metrics
+
+        frames = [pd.read_csv(_fold_dir(out, k) / "eval-test/per_case.csv").assign(fold=k)
+                  for k in done]
+        pooled_frame = pd.concat(frames, ignore_index=True)
+        with atomic_path(out / "oof_per_case.csv") as tmp:
+            pooled_frame.to_csv(tmp, index=False)
+        pooled = dataset_metrics(pooled_frame.to_dict("records"),
+                                 n_bootstrap=plan["n_bootstrap"])
+        spread = aggregate(fold_metrics, SEG_KEYS)
+        for key in SEG_KEYS:
+            summary["metrics"][key] = {"pooled": pooled[key], "mean": spread[key]["mean"],
+                                       "sd": spread[key]["sd"], "ci": pooled["ci"][key]}
+        summary["n"] = int(len(pooled_frame))
+    summary["seconds_training"] = round(sum(
+        float(json.loads((_fold_dir(out, k) / "config.json").read_text())
+              .get("result", {}).get("seconds_this_process", 0.0)) for k in done), 1)
+    write_json(out / SUMMARY, summary)
+    write_text(out / "summary.md", summary_markdown(summary, plan))
+    return CVResult(out=out, task=plan["task"], summary=summary, folds_done=len(done),
+                    folds=plan["folds"], trained_this_run=0,
+                    seconds=round(time.perf_counter() - start, 2))
+
+
+def summary_markdown(summary: dict[str, Any], plan: dict[str, Any]) -> str:
+    """A small markdown table: pooled (95% CI), mean +- sd over folds."""
+    train = plan["train"]
+    name = train.get("model") or f"U-Net {train.get('backbone')}"
+    lines = [f"# {plan['folds']}-fold cross-validation: {name}", "",
+             f"Data: `{plan['data']}`; {summary.get('n', 0)} cases out of fold, folds done: "
+             f"{len(summary['folds_done'])}/{plan['folds']}; img size {train.get('img_size')}, "
+             f"lr {train.get('lr')}, epochs {train.get('epochs')}, weights {train.get('weights')}.",
+             "", "| metric | pooled (95% CI) | mean ± sd over folds |", "|---|---:|---:|"]
+    for key, row in summary["metrics"].items():
+        pooled = "n/a" if row["pooled"] is None else f"{row['pooled']:.3f}"
+        if row["pooled"] is not None and row["ci"]:
+            pooled += f" ({row['ci'][0]:.3f}–{row['ci'][1]:.3f})"
+        spread = "n/a" if row["mean"] is None else f"{row['mean']:.3f} ± {row['sd']:.3f}"
+        lines.append(f"| {key} | {pooled} | {spread} |")
+    if "majority_baseline_accuracy" in summary:
+        lines += ["", f"Majority-class baseline accuracy: "
+                      f"{summary['majority_baseline_accuracy']:.3f}."]
+    return "\n".join(lines) + "\n"

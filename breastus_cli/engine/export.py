@@ -1,0 +1,659 @@
+"""``breastus export``: a run's model as TFLite (float32, float16 weights or full int8) or as a
+TensorFlow SavedModel, with a ``metadata.json`` that says how to feed it and how closely it
+agrees with the Keras model it came from.
+
+    RUN/export/model.tflite            float32
+    RUN/export/model-float16.tflite    float16 weights (computed in float32)
+    RUN/export/model-int8.tflite       int8 weights and activations, float32 input/output,
+                                       calibrated on the run's training images
+    RUN/export/savedmodel/             SavedModel, signature ``serving_default`` (input ``image``)
+    RUN/export/metadata.json           what the last export was, plus one entry per export file
+
+Every exported model takes what the Keras model takes: (N, S, S, 1) float32 pixels 0..255; the
+preprocessing is inside the model. Conversion goes through an inference-only SavedModel
+(tf-keras ``Model.export``) and ``TFLiteConverter.from_saved_model``; ``from_keras_model`` and a
+``tf.function`` concrete function with a dynamic batch also work with tf-keras 2.21 on TF 2.21
+(classifiers and the segmentation-models U-Net) and are the fallbacks, in that order.
+
+:class:`TFLiteModel` runs an exported file (float or int8) with the XNNPACK delegate; ``predict``
+uses it for ``--engine tflite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastus_cli import __version__, backend
+from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.engine.rundir import MODEL, read_config
+from breastus_cli.errors import InputError, UsageError, WorkError
+
+FORMATS = ("tflite", "savedmodel")
+QUANTIZE = ("none", "float16", "int8")
+TFLITE_FILES = {"none": "model.tflite", "float16": "model-float16.tflite",
+                "int8": "model-int8.tflite"}
+SAVEDMODEL_DIR = "savedmodel"
+EXPORT_DIR = "export"
+METADATA = "metadata.json"
+#: Images of the run's test split used to measure agreement with the Keras model.
+SAMPLE_IMAGES = 32
+#: Largest output difference (probabilities) accepted as "the same model", per export kind.
+TOLERANCE = {"savedmodel": 1e-5, "none": 1e-3, "float16": 1e-2, "int8": None}
+#: TFLiteModel.predict runs at most this many images per invoke (memory stays bounded).
+MAX_BATCH = 32
+
+
+@dataclass
+class ExportSettings:
+    """Settings of ``breastus export``."""
+
+    run_dir: Path
+    format: str = "tflite"        # tflite | savedmodel
+    quantize: str = "none"        # none | float16 | int8 (tflite only)
+    representative: int = 100
+    out: Path | None = None
+
+    def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise UsageError(f"--format must be tflite or savedmodel (got '{self.format}')")
+        if self.quantize not in QUANTIZE:
+            raise UsageError(f"--quantize must be none, float16 or int8 (got '{self.quantize}')")
+        if self.format == "savedmodel" and self.quantize != "none":
+            raise UsageError(f"--quantize {self.quantize} applies to --format tflite only "
+                             "(a SavedModel is exported in float32)")
+        if isinstance(self.representative, bool) or not isinstance(self.representative, int) \
+                or self.representative < 1:
+            raise UsageError(f"--representative must be at least 1 image (got {self.representative})")
+        run_dir = Path(self.run_dir)
+        config = read_config(run_dir)  # InputError: not a folder / not a run directory
+        if config.get("task") not in ("cls", "seg"):
+            raise InputError(f"{run_dir}: unknown task '{config.get('task')}' in config.json")
+        if not (run_dir / MODEL).is_file():
+            raise InputError(f"no {MODEL} in {run_dir}: has the run finished at least one epoch?")
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise UsageError(f"--out {self.out} exists and is not a folder")
+
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out is not None else Path(self.run_dir) / EXPORT_DIR
+
+    def file_name(self) -> str:
+        return SAVEDMODEL_DIR if self.format == "savedmodel" else TFLITE_FILES[self.quantize]
+
+
+@dataclass
+class ExportResult:
+    """What one export wrote."""
+
+    path: Path
+    metadata_path: Path
+    format: str
+    quantize: str
+    size_bytes: int
+    agreement: dict
+    seconds: float
+
+
+# ---- the export ------------------------------------------------------------------------------
+def export_run(settings: ExportSettings) -> ExportResult:
+    """Export a run's ``model.keras``; returns where it went and how well it agrees.
+
+    >>> export_run(ExportSettings(Path("runs/cls/RUN"), quantize="int8"))  # doctest: +SKIP
+    """
+    settings.validate()
+    start = time.perf_counter()
+    run_dir = Path(settings.run_dir)
+    config = read_config(run_dir)
+    task = config["task"]
+    img_size = int(config["settings"]["img_size"])
+
+    from breastus_cli.engine.inference import load_model
+
+    model = load_model(run_dir)
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[1:] != (img_size, img_size, 1):
+        raise InputError(f"{run_dir}/{MODEL} takes input {shape[1:]}, config.json says "
+                         f"({img_size}, {img_size}, 1)")
+    samples, sample_source = sample_images(config, img_size)
+    reference = _keras_forward(model, samples)
+
+    out_dir = settings.out_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / settings.file_name()
+    if settings.format == "tflite":
+        representative = None
+        if settings.quantize == "int8":
+            representative = representative_images(config, img_size, settings.representative)
+        content, conversion = convert_tflite(model, img_size, settings.quantize, representative)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(content)
+            outputs = TFLiteModel(tmp).predict(samples)
+        size = len(content)
+    else:
+        conversion = {"method": "tf_keras Model.export (tf.saved_model)",
+                      "signature": "serving_default", "input": "image", "output": "output_0"}
+        with _atomic_dir(target) as tmp:
+            save_savedmodel(model, tmp)
+            outputs = _savedmodel_forward(tmp, samples)
+        size = _tree_size(target)
+
+    agreement = measure_agreement(reference, outputs, task, _threshold(run_dir, config)[0],
+                                  settings.format, settings.quantize)
+    agreement.update({"samples": int(len(samples)), "sample_source": sample_source,
+                      "reference": f"Keras {MODEL} (float32)"})
+    metadata = _metadata(settings, config, target, size, conversion, agreement)
+    metadata_path = out_dir / METADATA
+    write_json(metadata_path, metadata)
+    return ExportResult(path=target, metadata_path=metadata_path, format=settings.format,
+                        quantize=settings.quantize, size_bytes=int(size), agreement=agreement,
+                        seconds=round(time.perf_counter() - start, 2))
+
+
+def _threshold(run_dir: Path, config: dict[str, Any]) -> tuple[float, str]:
+    """The run's decision threshold: the one ``evaluate --target-sensitivity`` chose
+    (threshold.json, which predict also uses) or config.json's."""
+    chosen = run_dir / "threshold.json"
+    if chosen.is_file():
+        try:
+            return float(json.loads(chosen.read_text())["threshold"]), "threshold.json"
+        except (ValueError, KeyError, TypeError):
+            pass
+    return float(config.get("threshold", 0.5)), "config.json"
+
+
+def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, size: int,
+              conversion: dict[str, Any], agreement: dict[str, Any]) -> dict[str, Any]:
+    run_dir = Path(settings.run_dir)
+    task = config["task"]
+    img_size = int(config["settings"]["img_size"])
+    threshold, threshold_source = _threshold(run_dir, config)
+    described = config.get("input", {})
+    model_sha = _sha256(run_dir / MODEL)
+    entry = {"format": settings.format, "quantize": settings.quantize,
+             "file": target.name, "size_bytes": int(size), "conversion": conversion,
+             "agreement": agreement, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if task == "cls":
+        labels = list(config.get("labels", ["benign", "malignant"]))
+        positive = config.get("positive_label", "malignant")
+        output = {"shape": [None, len(labels)], "dtype": "float32",
+                  "meaning": f"softmax over labels; column {labels.index(positive)} = "
+                             f"p({positive}); label = {positive} when p >= threshold"}
+    else:
+        labels, positive = ["background", "lesion"], "lesion"
+        output = {"shape": [None, img_size, img_size, 1], "dtype": "float32",
+                  "meaning": "sigmoid lesion probability per pixel; mask = p >= threshold"}
+    # Entries of earlier exports of the same model.keras stay listed (one folder, many files).
+    exports: dict[str, Any] = {}
+    previous = target.parent / METADATA
+    if previous.is_file():
+        with contextlib.suppress(Exception):
+            old = json.loads(previous.read_text())
+            if old.get("source_model_sha256") == model_sha:
+                exports = {k: v for k, v in old.get("exports", {}).items()
+                           if (target.parent / k).exists()}
+    exports[target.name] = entry
+    settings_ = config.get("settings", {})
+    return {
+        "task": task,
+        "model": settings_.get("model") or (f"unet-{settings_['backbone']}"
+                                            if settings_.get("backbone") else None),
+        **entry,
+        "input": {"size": img_size, "shape": [None, img_size, img_size, 1], "channels": 1,
+                  "dtype": "float32", "range": [0, 255], "layout": "NHWC",
+                  "preprocessing": "inside the model",
+                  "backbone_preprocessing": described.get("preprocessing"),
+                  "resize": described.get("resize", "bilinear, antialiased, aspect not kept")},
+        "output": output,
+        "labels": labels,
+        "positive_label": positive,
+        "threshold": threshold,
+        "threshold_source": threshold_source,
+        "source_run": str(run_dir.resolve()),
+        "source_model": MODEL,
+        "source_model_sha256": model_sha,
+        "breastus_version": __version__,
+        "versions": {"tensorflow": backend.tf().__version__,
+                     "tf_keras": backend.keras().__version__},
+        "exports": exports,
+    }
+
+
+# ---- inputs: agreement samples and the int8 calibration set ---------------------------------
+def _cases(config: dict[str, Any], role: str) -> Any:
+    from breastus_cli.data.split import select_cases
+
+    settings = config.get("settings", {})
+    data = Path(config.get("data", {}).get("path") or settings.get("data") or "")
+    if not str(data) or not data.is_dir():
+        raise InputError(f"dataset {data} recorded in config.json not found")
+    return select_cases(data, role, fold=settings.get("fold"),
+                        seed=int(settings.get("seed", 42)),
+                        val_fraction=float(settings.get("val_fraction", 0.1)))
+
+
+def sample_images(config: dict[str, Any], img_size: int,
+                  n: int = SAMPLE_IMAGES) -> tuple[np.ndarray, str]:
+    """Up to ``n`` images of the run's test split (float32 0..255), or synthetic scans when the
+    dataset is not reachable; returns (images, where they came from)."""
+    from breastus_cli.data.pipeline import load_arrays
+
+    try:
+        frame = _cases(config, "test")
+        paths = list(frame["image_path"])[:n]
+        if paths:
+            images = load_arrays(paths, img_size).astype(np.float32)
+            return images, f"test split ({len(paths)} images)"
+    except Exception:  # no dataset here (a run copied elsewhere): fall back to synthetic
+        pass
+    return synthetic_images(n, img_size), f"synthetic ({n} images)"
+
+
+def synthetic_images(n: int, img_size: int, seed: int = 0) -> np.ndarray:
+    """Speckled grey scans with one dark oval each: inputs in the models' range and look."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:img_size, 0:img_size].astype(np.float32) / img_size
+    images = np.empty((n, img_size, img_size, 1), np.float32)
+    for i in range(n):
+        base = 60 + 80 * yy[::-1] * rng.uniform(0.5, 1.0)
+        cx, cy, rx, ry = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), *rng.uniform(0.08, 0.25, 2)
+        inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
+        image = base * np.where(inside, rng.uniform(0.2, 0.5), 1.0)
+        image = image * rng.gamma(4.0, 0.25, size=image.shape)  # speckle
+        images[i, ..., 0] = np.clip(image, 0, 255)
+    return images
+
+
+def representative_images(config: dict[str, Any], img_size: int,
+                          n: int) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The int8 calibration set: up to ``n`` images of the run's TRAINING split (seeded draw),
+    as the converter wants it (a callable yielding ``[batch of 1]``)."""
+    from breastus_cli.data.pipeline import make_dataset
+
+    try:
+        frame = _cases(config, "train")
+    except InputError as exc:
+        raise InputError(f"--quantize int8 calibrates on the run's training images: {exc.message}",
+                         hint="export on a machine where the dataset is at the recorded path, "
+                              "or use --quantize float16") from None
+    paths = list(frame["image_path"])
+    if not paths:
+        raise InputError("--quantize int8: the run's training split has no image to calibrate on")
+    if len(paths) > n:
+        rng = np.random.default_rng(int(config.get("settings", {}).get("seed", 42)))
+        paths = [paths[i] for i in sorted(rng.choice(len(paths), size=n, replace=False))]
+    # decoded once, kept in memory (n * S * S bytes), replayed on each converter attempt
+    images = np.concatenate([b[0].numpy() for b in make_dataset(paths, img_size, 1, cache=False)],
+                            axis=0).astype(np.float32)
+
+    def dataset() -> Iterator[list[np.ndarray]]:
+        for image in images:
+            yield [image[np.newaxis]]
+
+    dataset.count = len(images)  # type: ignore[attr-defined]
+    return dataset
+
+
+# ---- conversion ------------------------------------------------------------------------------
+CONVERSION_METHODS = ("from_saved_model", "from_keras_model", "concrete_function")
+_METHOD_NAMES = {
+    "from_saved_model": "tf_keras Model.export (inference SavedModel, input 'image' "
+                        "(None, S, S, 1)) -> tf.lite.TFLiteConverter.from_saved_model",
+    "from_keras_model": "tf.lite.TFLiteConverter.from_keras_model",
+    "concrete_function": "tf.lite.TFLiteConverter.from_concrete_functions "
+                         "(tf.function, input (None, S, S, 1))",
+}
+
+
+def _converter(model: Any, img_size: int, method: str, workdir: Path) -> Any:
+    tf = backend.tf()
+    if method == "from_saved_model":
+        # The fastest path: an inference-only SavedModel (variables and one traced call, no
+        # per-layer Keras tracing); twice as fast as from_keras_model on the U-Net.
+        saved = workdir / "savedmodel"
+        if not saved.is_dir():
+            save_savedmodel(model, saved)
+        return tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if method == "from_keras_model":
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    function = tf.function(lambda image: model(image, training=False), input_signature=[
+        tf.TensorSpec([None, img_size, img_size, 1], tf.float32, name="image")])
+    return tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], model)
+
+
+def convert_tflite(model: Any, img_size: int, quantize: str = "none",
+                   representative: Callable[[], Iterator[list[np.ndarray]]] | None = None,
+                   methods: tuple[str, ...] = CONVERSION_METHODS,
+                   ) -> tuple[bytes, dict[str, Any]]:
+    """Convert a Keras model to TFLite bytes; returns (bytes, how it was converted).
+
+    int8: full-integer (TFLITE_BUILTINS_INT8 only) with float32 input and output; if an op has
+    no int8 kernel, int8 where possible with float ops left in ("mixed").
+    """
+    tf = backend.tf()
+    if quantize == "int8" and representative is None:
+        raise ValueError("int8 quantization needs a representative dataset")
+    int8_modes = ("full-integer", "mixed") if quantize == "int8" else (None,)
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="breastus-export-") as workdir:
+        return _convert(model, img_size, quantize, representative, methods, int8_modes,
+                        failures, Path(workdir))
+
+
+def _convert(model: Any, img_size: int, quantize: str, representative: Any,
+             methods: tuple[str, ...], int8_modes: tuple[str | None, ...], failures: list[str],
+             workdir: Path) -> tuple[bytes, dict[str, Any]]:
+    tf = backend.tf()
+    for method in methods:
+        for mode in int8_modes:
+            try:
+                with _quiet():
+                    converter = _converter(model, img_size, method, workdir)
+                    if quantize == "float16":
+                        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                        converter.target_spec.supported_types = [tf.float16]
+                    elif quantize == "int8":
+                        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                        converter.representative_dataset = representative
+                        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                        if mode == "mixed":
+                            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+                        converter.target_spec.supported_ops = ops
+                        converter.inference_input_type = tf.float32
+                        converter.inference_output_type = tf.float32
+                    content = converter.convert()
+            except Exception as exc:  # try the next path; all failing is reported below
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                failures.append(f"{method}{f' ({mode})' if mode else ''}: "
+                                f"{type(exc).__name__}: {first}")
+                continue
+            info: dict[str, Any] = {"method": _METHOD_NAMES[method],
+                                    "tensorflow": tf.__version__}
+            if quantize == "float16":
+                info["quantization"] = "float16 weights, float32 compute, float32 input/output"
+            elif quantize == "int8":
+                info["quantization"] = (
+                    "full-integer: int8 weights and activations" if mode == "full-integer"
+                    else "int8 where supported, some ops left in float32") + \
+                    "; float32 input/output (quantize/dequantize inside the model)"
+                info["int8_mode"] = mode
+                info["representative_images"] = int(getattr(representative, "count", 0))
+                info["representative_source"] = "training split"
+            else:
+                info["quantization"] = "none (float32)"
+            if failures:
+                info["earlier_failures"] = failures
+            return content, info
+    raise WorkError("TFLite conversion failed: " + " | ".join(failures))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The converter's Python warnings and native log lines stay out of the CLI's output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with backend._quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()):
+            yield
+
+
+def save_savedmodel(model: Any, path: Path) -> None:
+    """An inference-only SavedModel: ``serve`` and the ``serving_default`` signature."""
+    with _quiet():
+        model.export(str(path))
+
+
+@contextlib.contextmanager
+def _atomic_dir(target: Path) -> Iterator[Path]:
+    """Build a folder beside ``target``; swap it in only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    shutil.rmtree(tmp)  # the exporter wants to create it
+    old: Path | None = None
+    try:
+        yield tmp
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old",
+                                        dir=target.parent))
+            os.rmdir(old)
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- agreement -------------------------------------------------------------------------------
+def _keras_forward(model: Any, images: np.ndarray, batch: int = 16) -> np.ndarray:
+    tf = backend.tf()
+    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return np.concatenate([step(tf.constant(images[i:i + batch])).numpy()
+                           for i in range(0, len(images), batch)], axis=0)
+
+
+def _savedmodel_forward(path: Path, images: np.ndarray) -> np.ndarray:
+    tf = backend.tf()
+    with _quiet():
+        loaded = tf.saved_model.load(str(path))
+    serve = loaded.signatures["serving_default"]
+    outputs = [next(iter(serve(image=tf.constant(images[i:i + 16])).values())).numpy()
+               for i in range(0, len(images), 16)]
+    return np.concatenate(outputs, axis=0)
+
+
+def measure_agreement(reference: np.ndarray, outputs: np.ndarray, task: str, threshold: float,
+                      format: str = "tflite", quantize: str = "none") -> dict[str, Any]:
+    """How closely an export's outputs follow the Keras model's on the same inputs.
+
+    Always: max and mean absolute difference. cls: fraction of images with the same label at
+    ``threshold`` on column 1. seg: fraction of pixels with the same mask value at 0.5 and the
+    mean over images of the IoU between the two masks (both empty counts as 1).
+    """
+    reference = np.asarray(reference, np.float64)
+    outputs = np.asarray(outputs, np.float64)
+    if reference.shape != outputs.shape:
+        raise WorkError(f"the exported model outputs shape {outputs.shape[1:]}, the Keras "
+                        f"model {reference.shape[1:]}")
+    diff = np.abs(reference - outputs)
+    tolerance = TOLERANCE["savedmodel" if format == "savedmodel" else quantize]
+    result: dict[str, Any] = {
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+        "tolerance": tolerance,
+    }
+    if task == "cls":
+        same = (reference[:, 1] >= threshold) == (outputs[:, 1] >= threshold)
+        result["label_agreement"] = float(same.mean()) if len(same) else 1.0
+        result["threshold"] = float(threshold)
+    else:
+        a, b = reference >= 0.5, outputs >= 0.5
+        result["pixel_agreement"] = float((a == b).mean()) if a.size else 1.0
+        axes = tuple(range(1, a.ndim))
+        inter = (a & b).sum(axis=axes)
+        union = (a | b).sum(axis=axes)
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        result["mean_iou"] = float(iou.mean()) if len(iou) else 1.0
+        result["threshold"] = 0.5
+    if not np.isfinite(outputs).all():
+        result["non_finite_outputs"] = int((~np.isfinite(outputs)).sum())
+    result["within_tolerance"] = (None if tolerance is None
+                                  else bool(result["max_abs_diff"] <= tolerance))
+    return result
+
+
+# ---- running a .tflite file ------------------------------------------------------------------
+def _cpu_count() -> int:
+    """Cores this process may use: BREASTUS_THREADS when set (parallel sweep trials, Slurm
+    tasks sharing a node), else the CPU affinity (Slurm and taskset limit it below
+    os.cpu_count())."""
+    threads = os.environ.get("BREASTUS_THREADS", "").strip()
+    if threads.isdigit() and int(threads) > 0:
+        return int(threads)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def read_export_metadata(path: Path) -> dict:
+    """``metadata.json`` of an export: give the export folder, the metadata file, or an exported
+    model (a .tflite file or the savedmodel folder) to read the one beside it."""
+    path = Path(path)
+    if path.is_dir() and (path / METADATA).is_file():
+        file = path / METADATA
+    elif path.name == METADATA:
+        file = path
+    else:
+        file = path.parent / METADATA
+    if not file.is_file():
+        raise InputError(f"no {METADATA} for {path}: export it with 'breastus export RUN'")
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{file} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{file} is not an export's metadata (not a JSON object)")
+    return data
+
+
+class TFLiteModel:
+    """A .tflite file run with the XNNPACK delegate on num_threads (default: all cores)."""
+
+    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"TFLite file not found: {self.path}")
+        if num_threads is not None and num_threads < 1:
+            raise UsageError(f"num_threads must be at least 1 (got {num_threads})")
+        self.num_threads = int(num_threads or _cpu_count())
+        tf = backend.tf()
+        try:
+            with warnings.catch_warnings(), backend._quiet_native_stderr():
+                warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+                # OpResolverType.AUTO (the default) applies XNNPACK to float and int8 graphs.
+                self._interpreter = tf.lite.Interpreter(model_path=str(self.path),
+                                                        num_threads=self.num_threads)
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"cannot read TFLite model {self.path}: {exc}") from None
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise InputError(f"{self.path}: expected one input and one output, found "
+                             f"{len(inputs)} and {len(outputs)}")
+        self._input, self._output = inputs[0], outputs[0]
+        shape = [int(s) for s in self._input["shape"]]
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:
+            raise InputError(f"{self.path}: input shape {shape} is not (N, S, S, 1)")
+        self.input_size: int = shape[1]
+        signature = [int(s) for s in self._input.get("shape_signature", shape)]
+        self._dynamic = signature[0] == -1
+        self._fixed_batch = shape[0]
+        self._batch = shape[0]
+        self._allocated = False
+        self.metadata: dict = self._read_metadata()
+        self.task: str | None = self.metadata.get("task")
+
+    def _read_metadata(self) -> dict:
+        if not (self.path.parent / METADATA).is_file():
+            return {}
+        try:
+            data = read_export_metadata(self.path)
+        except InputError:
+            return {}
+        entry = data.get("exports", {}).get(self.path.name)
+        if isinstance(entry, dict):  # this file's own quantize / agreement / size
+            data = {**data, **entry}
+        return data
+
+    @property
+    def input_dtype(self) -> Any:
+        return self._input["dtype"]
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch or not self._allocated:
+            if n != self._batch:
+                self._interpreter.resize_tensor_input(self._input["index"],
+                                                      [n, self.input_size, self.input_size, 1],
+                                                      strict=False)
+            with backend._quiet_native_stderr():  # "INFO: Created ... XNNPACK delegate"
+                self._interpreter.allocate_tensors()
+            self._batch, self._allocated = n, True
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        dtype = self._input["dtype"]
+        if dtype != np.float32:  # integer input: quantize with the model's own parameters
+            scale, zero = self._input["quantization"]
+            info = np.iinfo(dtype)
+            batch = np.clip(np.round(batch / scale + zero), info.min, info.max).astype(dtype)
+        self._interpreter.set_tensor(self._input["index"], batch)
+        self._interpreter.invoke()
+        out = self._interpreter.get_tensor(self._output["index"]).copy()
+        if out.dtype != np.float32:
+            scale, zero = self._output["quantization"]
+            out = (out.astype(np.float32) - zero) * (scale or 1.0)
+        return out.astype(np.float32, copy=False)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 1) float32 pixels 0..255 -> (N, 2) or (N, S, S, 1) float32."""
+        x = np.asarray(images, dtype=np.float32)
+        size = self.input_size
+        if x.ndim == 3 and x.shape[1:] == (size, size):
+            x = x[..., np.newaxis]
+        if x.ndim != 4 or x.shape[1:] != (size, size, 1):
+            raise InputError(f"{self.path.name} takes images of shape (N, {size}, {size}, 1); "
+                             f"got {tuple(np.shape(images))}")
+        n = len(x)
+        if n == 0:
+            shape = [int(s) for s in self._output["shape"][1:]]
+            return np.zeros([0, *shape], np.float32)
+        x = np.ascontiguousarray(x)
+        results = []
+        if self._dynamic:
+            for i in range(0, n, MAX_BATCH):
+                chunk = x[i:i + MAX_BATCH]
+                self._resize(len(chunk))
+                results.append(self._invoke(chunk))
+        else:  # a fixed batch: pad the last chunk
+            self._resize(self._fixed_batch)
+            step = self._fixed_batch
+            for i in range(0, n, step):
+                chunk = x[i:i + step]
+                pad = step - len(chunk)
+                if pad:
+                    chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+                results.append(self._invoke(chunk)[:step - pad])
+        return np.concatenate(results, axis=0)
+
+    def __repr__(self) -> str:
+        return (f"TFLiteModel({str(self.path)!r}, input_size={self.input_size}, task={self.task!r}, "
+                f"num_threads={self.num_threads})")
