@@ -28,6 +28,9 @@ def evaluate_cmd(
     threshold: float = typer.Option(None, "--threshold", help="Fixed decision threshold."),
     bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples for the CIs."),
     batch_size: int = typer.Option(32, "--batch-size", help="Inference batch size."),
+    seg_run: Path = typer.Option(
+        None, "--seg-run", help="Lesion-centred classifiers: take the crops from this "
+                                "segmenter (no ground truth needed); both are reported."),
 ) -> None:
     """Metrics with 95% bootstrap CIs, plots and a report for runs on a split.
 
@@ -40,7 +43,7 @@ def evaluate_cmd(
 
     settings = [EvalSettings(run_dir=r, data=data, split=split,
                              target_sensitivity=target_sensitivity, threshold=threshold,
-                             n_bootstrap=bootstrap, batch_size=batch_size)
+                             n_bootstrap=bootstrap, batch_size=batch_size, seg_run=seg_run)
                 for r in find_runs(list(runs))]
     for s in settings:
         s.validate()

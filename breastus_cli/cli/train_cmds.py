@@ -130,6 +130,11 @@ def cls_options() -> list[inspect.Parameter]:
         _param("class_weight", str, typer.Option("balanced", "--class-weight",
                                                  help="balanced or none.")),
         _param("dropout", float, typer.Option(0.2, "--dropout", help="Dropout before the head.")),
+        _param("roi", str, typer.Option(
+            "none", "--roi", help="none (whole image) or mask: lesion-centred crops from the "
+                                  "masks (at evaluate/predict time from a --seg-run).")),
+        _param("roi_margin", float, typer.Option(0.2, "--roi-margin",
+                                                 help="Crop margin, a fraction of the lesion.")),
     ]
 
 

@@ -34,6 +34,7 @@ class EvalSettings:
     batch_size: int = 32
     n_bootstrap: int = 2000
     seed: int = 0
+    seg_run: Path | None = None  # lesion-centred classifiers: crops from this segmenter
 
     def validate(self) -> None:
         if self.split not in ("train", "val", "test", "all"):
@@ -97,12 +98,65 @@ def _cases(data: Path, split: str, config: dict[str, Any]) -> Any:
                         val_fraction=float(train_settings.get("val_fraction", 0.1)))
 
 
-def _p_malignant(model: Any, frame: Any, img_size: int, batch_size: int) -> np.ndarray:
+def _p_malignant(model: Any, images: list[str], img_size: int, batch_size: int) -> np.ndarray:
     from breastus_cli.data.pipeline import make_dataset
     from breastus_cli.engine.inference import forward
 
-    dataset = make_dataset(list(frame["image_path"]), img_size, batch_size, cache=False)
+    dataset = make_dataset(images, img_size, batch_size, cache=False)
     return forward(model, dataset)[:, 1].astype(np.float64)
+
+
+def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
+                    threshold: float = 0.5) -> list[np.ndarray]:
+    """Lesion masks at each image's original size from a segmentation run."""
+    from PIL import Image
+
+    from breastus_cli.data.imaging import read_luminance
+    from breastus_cli.data.pipeline import make_dataset
+    from breastus_cli.engine.inference import forward, load_model
+
+    config = read_config(seg_run)
+    if config.get("task") != "seg":
+        raise UsageError(f"--seg-run {seg_run} is a '{config.get('task')}' run, not 'seg'")
+    size = int(config["settings"]["img_size"])
+    probabilities = forward(load_model(seg_run),
+                            make_dataset(image_paths, size, batch_size, cache=False))
+    masks = []
+    for path, prob in zip(image_paths, probabilities):
+        height, width = read_luminance(path).shape
+        big = Image.fromarray(np.ascontiguousarray(prob[..., 0], dtype=np.float32))
+        masks.append(np.asarray(big.resize((width, height), Image.BILINEAR)) >= threshold)
+    return masks
+
+
+def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_dir: Path,
+                role: str, source: str) -> tuple[list[str], list[bool] | None]:
+    """What the classifier sees: whole images, or lesion crops from the ground-truth masks
+    (``source='gt'``) or from the segmenter's masks (``'seg'``); with crops, whether a lesion
+    was found (an empty mask falls back to the whole image)."""
+    roi = config.get("roi", {})
+    if roi.get("source", "none") == "none":
+        return list(frame["image_path"]), None
+    from breastus_cli.data.imaging import read_luminance, save_png
+    from breastus_cli.data.roi import crop, roi_box, write_roi_crops
+
+    margin = float(roi.get("margin", 0.2))
+    if source == "gt":
+        if (frame["mask_path"] == "").any():
+            raise InputError("ground-truth crops need a lesion mask for every case")
+        return write_roi_crops(frame, out_dir / f"roi-gt-{role}", margin), [True] * len(frame)
+    folder = out_dir / f"roi-seg-{role}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, found = [], []
+    masks = predicted_masks(Path(settings.seg_run), list(frame["image_path"]),
+                            settings.batch_size)
+    for case_id, image_path, mask in zip(frame["case_id"], frame["image_path"], masks):
+        box, hit = roi_box(mask, margin)
+        target = folder / f"{case_id}.png"
+        save_png(crop(read_luminance(image_path), box), target)
+        paths.append(str(target))
+        found.append(hit)
+    return paths, found
 
 
 def evaluate(settings: EvalSettings) -> EvalResult:
@@ -136,37 +190,58 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         raise InputError(f"no case in split '{settings.split}' of {data}")
     img_size = int(config["settings"]["img_size"])
     model = load_model(settings.run_dir)
-    p = _p_malignant(model, frame, img_size, settings.batch_size)
+    out_dir = Path(settings.run_dir) / f"eval-{settings.split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    roi = config.get("roi", {}).get("source", "none") != "none"
+    source = "seg" if roi and settings.seg_run is not None else "gt"
+    if settings.seg_run is not None and not roi:
+        raise UsageError("--seg-run is for lesion-centred classifiers (trained with --roi mask)")
+    images, found = _cls_images(frame, config, settings, out_dir, settings.split, source)
+    p = _p_malignant(model, images, img_size, settings.batch_size)
     if not np.isfinite(p).all():
         raise WorkError(f"{settings.run_dir}: the model outputs non-finite probabilities "
                         f"for {int((~np.isfinite(p)).sum())} case(s); the training diverged")
     y = (frame["label"] == "malignant").to_numpy().astype(int)
 
     extra: dict[str, Any] = {}
+    if roi:
+        extra["roi"] = {"crops_from": "segmentation run " + str(settings.seg_run)
+                        if source == "seg" else "ground-truth masks",
+                        "lesion_found": int(sum(found or [])), "n": int(len(frame))}
     if settings.target_sensitivity is not None:
         val = _cases(data, "val", config)
         val = val[val["label"].isin(["benign", "malignant"])].reset_index(drop=True)
         y_val = (val["label"] == "malignant").to_numpy().astype(int)
         if y_val.sum() == 0:
             raise InputError("--target-sensitivity needs malignant cases in the validation split")
-        p_val = _p_malignant(model, val, img_size, settings.batch_size)
+        val_images, _ = _cls_images(val, config, settings, out_dir, "val", source)
+        p_val = _p_malignant(model, val_images, img_size, settings.batch_size)
         threshold = threshold_for_sensitivity(y_val, p_val, settings.target_sensitivity)
-        source = f"validation split, target sensitivity {settings.target_sensitivity:g}"
+        source_text = f"validation split, target sensitivity {settings.target_sensitivity:g}"
         extra["validation_sensitivity"] = float(((p_val >= threshold) & (y_val == 1)).sum()
                                                 / y_val.sum())
         extra["validation_n"] = int(len(y_val))
         # predict uses this threshold for the run from now on (its label column)
         write_json(Path(settings.run_dir) / "threshold.json", {
-            "threshold": threshold, "source": source,
+            "threshold": threshold, "source": source_text,
             "validation_sensitivity": extra["validation_sensitivity"]})
     elif settings.threshold is not None:
-        threshold, source = float(settings.threshold), "--threshold"
+        threshold, source_text = float(settings.threshold), "--threshold"
     else:
-        threshold, source = float(config.get("threshold", 0.5)), "run default"
+        threshold, source_text = float(config.get("threshold", 0.5)), "run default"
 
     metrics = classification_metrics(y, p, threshold, n_bootstrap=settings.n_bootstrap,
                                      seed=settings.seed)
-    metrics.update({"split": settings.split, "threshold_source": source,
+    if roi and source == "seg":
+        # the cost of imperfect segmentation: the same classifier on ground-truth crops
+        gt_images, _ = _cls_images(frame, config, settings, out_dir, settings.split, "gt")
+        p_gt = _p_malignant(model, gt_images, img_size, settings.batch_size)
+        extra["ground_truth_roi"] = {
+            k: v for k, v in classification_metrics(y, p_gt, threshold,
+                                                     n_bootstrap=settings.n_bootstrap,
+                                                     seed=settings.seed).items()
+            if k in ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "ci")}
+    metrics.update({"split": settings.split, "threshold_source": source_text,
                     "run_dir": str(settings.run_dir), "model": config["settings"].get("model"),
                     "fold": config["settings"].get("fold"), **extra})
     predictions = pd.DataFrame({
@@ -174,15 +249,15 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         "label": frame["label"], "p_malignant": np.round(p, 6),
         "y_pred": (p >= threshold).astype(int),
     })
-    out_dir = Path(settings.run_dir) / f"eval-{settings.split}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if found is not None:
+        predictions["lesion_found"] = np.asarray(found, dtype=int)
     with atomic_path(out_dir / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
     write_json(out_dir / "metrics.json", metrics)
     command = _command(settings)
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="cls",
                       split=settings.split, metrics=metrics, frame=predictions, config=config,
-                      command=command, threshold_source=source,
+                      command=command, threshold_source=source_text,
                       seconds=round(time.perf_counter() - start, 2), extra=extra)
 
 

@@ -77,7 +77,8 @@ class ExportSettings:
                              "(a SavedModel is exported in float32)")
         if isinstance(self.representative, bool) or not isinstance(self.representative, int) \
                 or self.representative < 1:
-            raise UsageError(f"--representative must be at least 1 image (got {self.representative})")
+            raise UsageError("--representative must be at least 1 image "
+                             f"(got {self.representative})")
         run_dir = Path(self.run_dir)
         config = read_config(run_dir)  # InputError: not a folder / not a run directory
         if config.get("task") not in ("cls", "seg"):
@@ -130,8 +131,14 @@ def export_run(settings: ExportSettings) -> ExportResult:
     samples, sample_source = sample_images(config, img_size)
     reference = _keras_forward(model, samples)
 
-    out_dir = settings.out_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    threshold = _threshold(run_dir, config)[0]
+
+    def agree(outputs: np.ndarray) -> dict[str, Any]:
+        # measured on the file before it replaces the target: a broken export replaces nothing
+        return measure_agreement(reference, outputs, task, threshold, settings.format,
+                                 settings.quantize)
+
+    out_dir = settings.out_dir()  # created when the first file is in place
     target = out_dir / settings.file_name()
     if settings.format == "tflite":
         representative = None
@@ -140,18 +147,16 @@ def export_run(settings: ExportSettings) -> ExportResult:
         content, conversion = convert_tflite(model, img_size, settings.quantize, representative)
         with atomic_path(target) as tmp:
             tmp.write_bytes(content)
-            outputs = TFLiteModel(tmp).predict(samples)
+            agreement = agree(TFLiteModel(tmp).predict(samples))
         size = len(content)
     else:
         conversion = {"method": "tf_keras Model.export (tf.saved_model)",
                       "signature": "serving_default", "input": "image", "output": "output_0"}
         with _atomic_dir(target) as tmp:
             save_savedmodel(model, tmp)
-            outputs = _savedmodel_forward(tmp, samples)
+            agreement = agree(_savedmodel_forward(tmp, samples))
         size = _tree_size(target)
 
-    agreement = measure_agreement(reference, outputs, task, _threshold(run_dir, config)[0],
-                                  settings.format, settings.quantize)
     agreement.update({"samples": int(len(samples)), "sample_source": sample_source,
                       "reference": f"Keras {MODEL} (float32)"})
     metadata = _metadata(settings, config, target, size, conversion, agreement)
@@ -655,5 +660,6 @@ class TFLiteModel:
         return np.concatenate(results, axis=0)
 
     def __repr__(self) -> str:
-        return (f"TFLiteModel({str(self.path)!r}, input_size={self.input_size}, task={self.task!r}, "
+        return (f"TFLiteModel({str(self.path)!r}, input_size={self.input_size}, "
+                f"task={self.task!r}, "
                 f"num_threads={self.num_threads})")

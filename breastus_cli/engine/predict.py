@@ -106,6 +106,7 @@ class _Model:
     run: Callable[[np.ndarray], np.ndarray]
     threshold: float
     keras_model: Any = None
+    roi_margin: float | None = None  # lesion-centred classifier: crop around the seg mask
 
 
 def _run_threshold(run_dir: Path, config: dict[str, Any]) -> float:
@@ -131,8 +132,10 @@ def _open_model(source: Path, expected: str, engine: str, need_keras: bool) -> _
             raise UsageError(f"{source} is a {task} model, not a {expected} model")
         if need_keras:
             raise UsageError("--explain needs the run directory (Keras model), not a .tflite file")
+        roi = lite.metadata.get("roi") or {}
         return _Model(task, lite.input_size, lite.predict,
-                      float(lite.metadata.get("threshold", 0.5)))
+                      float(lite.metadata.get("threshold", 0.5)),
+                      roi_margin=float(roi["margin"]) if roi.get("source") == "mask" else None)
     config = read_config(source)
     if config.get("task") != expected:
         option = "--cls-run" if expected == "cls" else "--seg-run"
@@ -163,7 +166,9 @@ def _open_model(source: Path, expected: str, engine: str, need_keras: bool) -> _
             raise InputError(f"no TFLite export in {export}",
                              hint=f"run 'breastus export {source} --format tflite' first")
         runner = TFLiteModel(found).predict
-    return _Model(expected, size, runner, threshold, keras_model)
+    roi = config.get("roi") or {}
+    return _Model(expected, size, runner, threshold, keras_model,
+                  float(roi["margin"]) if roi.get("source") == "mask" else None)
 
 
 # ---- output files ---------------------------------------------------------------------------
@@ -286,6 +291,9 @@ def predict(settings: PredictSettings,
     cls = _open_model(settings.cls_run, "cls", settings.engine, settings.explain) \
         if settings.cls_run else None
     seg = _open_model(settings.seg_run, "seg", settings.engine, False) if settings.seg_run else None
+    if cls is not None and cls.roi_margin is not None and seg is None:
+        raise UsageError(f"--cls-run {settings.cls_run} classifies lesion crops: give the "
+                         "segmenter that finds them with --seg-run")
     threshold = settings.threshold if settings.threshold is not None else (
         cls.threshold if cls else None)
     pixel_sizes = _manifest_pixel_sizes(settings.manifest)
@@ -339,17 +347,28 @@ def _predict_batch(frames: list[Frame], cls: _Model | None, seg: _Model | None,
 
     rows: list[dict[str, Any]] = []
     p_mal = probs = heat = None
+    big_probs: list[np.ndarray] = []
+    if seg is not None:
+        batch = np.stack([_resized(f.image, seg.size, tf) for f in frames])
+        probs = seg.run(batch)[..., 0]
+        for frame, prob in zip(frames, probs):
+            height, width = frame.image.shape
+            big_probs.append(np.asarray(
+                Image.fromarray(np.ascontiguousarray(prob, dtype=np.float32))
+                .resize((width, height), Image.BILINEAR)))
     if cls is not None:
-        batch = np.stack([_resized(f.image, cls.size, tf) for f in frames])
+        inputs = [f.image for f in frames]
+        if cls.roi_margin is not None:  # lesion-centred: crop around the predicted lesion
+            from breastus_cli.data.roi import crop, roi_box
+
+            inputs = [crop(f.image, roi_box(p >= settings.seg_threshold, cls.roi_margin)[0])
+                      for f, p in zip(frames, big_probs)]
+        batch = np.stack([_resized(image, cls.size, tf) for image in inputs])
         p_mal = cls.run(batch)[:, 1]
         if settings.explain:
             from breastus_cli.engine.gradcam import gradcam
 
             heat = gradcam(cls.keras_model, batch)
-    if seg is not None:
-        batch = np.stack([_resized(f.image, seg.size, tf) for f in frames]) \
-            if cls is None or seg.size != cls.size else batch
-        probs = seg.run(batch)[..., 0]
     for i, frame in enumerate(frames):
         height, width = frame.image.shape
         pixel = (settings.pixel_size or frame.pixel_size_mm
@@ -364,13 +383,12 @@ def _predict_batch(frames: list[Frame], cls: _Model | None, seg: _Model | None,
             row.update({"p_malignant": round(p, 6), "threshold": threshold,
                         "label": "malignant" if p >= (0.5 if threshold is None else threshold)
                         else "benign"})
-        if heat is not None:
+        if heat is not None and cls is not None and cls.roi_margin is None:
             big = np.asarray(Image.fromarray(heat[i]).resize((width, height), Image.BILINEAR))
             path = overlays.heatmap_overlay(frame.image, big, out / "explain" / f"{stem}.png")
             row["explain"] = str(path.relative_to(out))
         if probs is not None:
-            prob = np.asarray(Image.fromarray(np.ascontiguousarray(probs[i], dtype=np.float32))
-                              .resize((width, height), Image.BILINEAR))
+            prob = big_probs[i]
             mask = prob >= settings.seg_threshold
             area = int(mask.sum())
             row.update({"lesion_area_px": area,

@@ -107,10 +107,16 @@ class ClsSettings(TrainSettings):
     fine_tune_from: str | None = None
     monitor: str = "val_auc"
     roi: str = "none"
+    roi_margin: float = 0.2
 
     def validate(self) -> None:
         super().validate()
         from breastus_cli.models.classifiers import backbone_spec
+
+        if self.roi not in ("none", "mask"):
+            raise UsageError(f"--roi must be none or mask (got {self.roi})")
+        if not 0 <= self.roi_margin <= 2:
+            raise UsageError(f"--roi-margin must lie in [0, 2] (got {self.roi_margin})")
 
         backbone_spec(self.model)
         if self.monitor not in ("val_auc", "val_accuracy", "val_loss"):

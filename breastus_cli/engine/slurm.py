@@ -30,9 +30,10 @@ class SlurmOptions:
 
 
 def task_command(*args: str) -> list[str]:
-    """``python -m breastus_cli --quiet ARGS``: the interpreter of this very installation, so
-    compute nodes run the same environment as the login node that submitted."""
-    return [sys.executable, "-m", "breastus_cli", "--quiet", *args]
+    """``python -m breastus_cli ARGS``: the interpreter of this very installation, so compute
+    nodes run the same environment as the login node that submitted. Not quiet: the output goes
+    to the task's log, where "finished already" and "resuming" are worth reading."""
+    return [sys.executable, "-m", "breastus_cli", *args]
 
 
 def write_array(folder: Path, name: str, n_tasks: int, command: list[str],
@@ -50,7 +51,7 @@ def write_array(folder: Path, name: str, n_tasks: int, command: list[str],
     lines += [f"#SBATCH {arg}" for arg in options.extra]
     lines += ["set -euo pipefail",
               "# each task takes its share of the node's cores",
-              'export BREASTUS_THREADS="${SLURM_CPUS_PER_TASK:-}"',
+              'export BREASTUS_THREADS="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-}}"',
               "# a re-submitted task resumes its work; a finished one returns at once",
               shlex.join(command) + ' "$SLURM_ARRAY_TASK_ID"', ""]
     (folder / "logs").mkdir(parents=True, exist_ok=True)

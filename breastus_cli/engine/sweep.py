@@ -143,7 +143,7 @@ def _load_or_write_plan(settings: SweepSettings) -> dict[str, Any]:
 def trial_settings(plan: dict[str, Any], trial: dict[str, Any], out: Path) -> TrainSettings:
     settings = SETTINGS_TYPES[plan["task"]].from_dict(plan["train"])
     settings.lr, settings.epochs = float(trial["lr"]), int(trial["epochs"])
-    settings.run_dir = out / "trials" / trial["name"]
+    settings.run_dir = Path(out).resolve() / "trials" / trial["name"]
     settings.checkpoint_epochs = list(trial["grid_epochs"])
     return settings
 
@@ -272,7 +272,7 @@ def collect(out: Path, trainings_this_run: int = 0, allow_empty: bool = False) -
     import pandas as pd
 
     start = time.perf_counter()
-    out = Path(out)
+    out = Path(out).resolve()  # the same paths in results.csv however the folder was typed
     if not (out / PLAN).is_file():
         raise InputError(f"{out} is not a sweep folder (no {PLAN})")
     plan = json.loads((out / PLAN).read_text())

@@ -152,8 +152,19 @@ class ClassificationTask(Task):
 
     def dataset(self, frame: Any, settings: TrainSettings, *, training: bool,
                 cache: bool | str = True) -> Any:
+        assert isinstance(settings, ClsSettings)
+        images = list(frame["image_path"])
+        if settings.roi == "mask":
+            # lesion-centred training: crops around the ground-truth masks, made once
+            from breastus_cli.data.roi import write_roi_crops
+
+            if (frame["mask_path"] == "").any():
+                raise InputError("--roi mask needs a lesion mask for every case; "
+                                 f"{int((frame['mask_path'] == '').sum())} have none")
+            folder = Path(settings.run_dir or ".") / "roi"
+            images = write_roi_crops(frame, folder, settings.roi_margin)
         return make_dataset(
-            list(frame["image_path"]), settings.img_size, settings.batch_size,
+            images, settings.img_size, settings.batch_size,
             labels=self.targets(frame), shuffle=training,
             augment=self.augment(settings) if training else None,
             seed=settings.seed, cache=cache)
@@ -192,6 +203,7 @@ class ClassificationTask(Task):
 
         assert isinstance(settings, ClsSettings)
         return {"labels": list(LABELS), "positive_label": "malignant", "threshold": 0.5,
+                "roi": {"source": settings.roi, "margin": settings.roi_margin},
                 "input": {"size": settings.img_size, "channels": 1, "range": [0, 255],
                           "preprocessing": backbone_spec(settings.model).preprocessing,
                           "resize": "bilinear, antialiased, aspect not kept"}}

@@ -48,6 +48,13 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
 
         files.append(plots.history_png(pd.read_csv(history), out / "history.png"))
     rows = [(label, _value(m, key, ci)) for label, key, ci in CLS_ROWS]
+    gt = m.get("ground_truth_roi")
+    if gt:
+        rows += [(f"{label}, ground-truth crops", _value(gt, key, ci))
+                 for label, key, ci in CLS_ROWS[:5]]
+    if m.get("roi"):
+        rows.append(("Lesion crops from", f"{m['roi']['crops_from']} "
+                     f"({m['roi']['lesion_found']}/{m['roi']['n']} found)"))
     rows += [("Threshold", f"{m['threshold']:.4f} ({result.threshold_source})"),
              ("Cases", f"{m['n']} ({m['n_malignant']} malignant, {m['n_benign']} benign)")]
     cm = m["confusion_matrix"]
@@ -87,6 +94,13 @@ def cls_table(result: EvalResult) -> Table:
     for label, key, ci in CLS_ROWS:
         table.add_row(label, _value(m, key, ci))
     table.add_row("threshold", f"{m['threshold']:.4f} ({result.threshold_source})")
+    if m.get("roi"):
+        table.add_row("lesion crops from", f"{m['roi']['crops_from']} "
+                      f"({m['roi']['lesion_found']}/{m['roi']['n']} found)")
+    gt = m.get("ground_truth_roi")
+    if gt:
+        for label, key, ci in CLS_ROWS[:5]:
+            table.add_row(f"{label}, ground-truth crops", _value(gt, key, ci))
     table.caption = f"written to {result.out_dir}"
     return table
 

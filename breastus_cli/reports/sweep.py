@@ -18,6 +18,16 @@ def write_sweep_plots(result: SweepResult) -> None:
 
 
 def sweep_table(result: SweepResult) -> Table:
+    if not result.rows:
+        table = Table(title=f"Sweep {result.out}: {result.trainings} trainings planned, none "
+                      "finished yet", title_justify="left", show_header=False)
+        table.add_column("what")
+        if result.submitted_job:
+            table.add_row(f"submitted Slurm job {result.submitted_job}; when it finishes: "
+                          f"breastus sweep collect {result.out}")
+        elif result.sbatch:
+            table.add_row(f"wrote {result.sbatch} (submit it with sbatch)")
+        return table
     lrs = sorted({r["lr"] for r in result.rows})
     epochs = sorted({r["epochs"] for r in result.rows})
     table = Table(title=f"Sweep {result.out}: {result.metric} (rows: epochs, columns: lr)",
