@@ -224,6 +224,8 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
         "output": output,
         "labels": labels,
         "positive_label": positive,
+        # lesion-centred classifier: feed crops around the lesion (predict reads this)
+        "roi": config.get("roi") if task == "cls" else None,
         "threshold": threshold,
         "threshold_source": threshold_source,
         "source_run": str(run_dir.resolve()),
@@ -249,18 +251,53 @@ def _cases(config: dict[str, Any], role: str) -> Any:
                         val_fraction=float(settings.get("val_fraction", 0.1)))
 
 
-def sample_images(config: dict[str, Any], img_size: int,
-                  n: int = SAMPLE_IMAGES) -> tuple[np.ndarray, str]:
-    """Up to ``n`` images of the run's test split (float32 0..255), or synthetic scans when the
-    dataset is not reachable; returns (images, where they came from)."""
+def _roi_margin(config: dict[str, Any]) -> float | None:
+    """The crop margin of a lesion-centred classifier (``train-cls --roi mask``), else None."""
+    roi = config.get("roi") or {}
+    if config.get("task") == "cls" and roi.get("source") == "mask":
+        return float(roi.get("margin", 0.2))
+    return None
+
+
+def _model_inputs(config: dict[str, Any], role: str, n: int | None, seed: int | None,
+                  img_size: int) -> np.ndarray:
+    """(n, S, S, 1) float32 inputs the run's model saw in ``role``: the task's usable cases
+    (cls: benign/malignant; seg: with a mask), lesion crops for a ``--roi mask`` classifier;
+    the first ``n`` (seed None) or a seeded draw of ``n``."""
     from breastus_cli.data.pipeline import load_arrays
 
+    frame = _cases(config, role)
+    margin = _roi_margin(config)
+    if config.get("task") == "seg" or margin is not None:
+        frame = frame[frame["mask_path"] != ""]
+    if config.get("task") == "cls":
+        frame = frame[frame["label"].isin(["benign", "malignant"])]
+    frame = frame.reset_index(drop=True)
+    if n is not None and len(frame) > n:
+        rows = (np.arange(n) if seed is None else
+                np.sort(np.random.default_rng(seed).choice(len(frame), size=n, replace=False)))
+        frame = frame.iloc[rows].reset_index(drop=True)
+    if len(frame) == 0:
+        return np.zeros((0, img_size, img_size, 1), np.float32)
+    if margin is None:
+        return load_arrays(list(frame["image_path"]), img_size).astype(np.float32)
+    from breastus_cli.data.roi import write_roi_crops
+
+    with tempfile.TemporaryDirectory(prefix="breastus-roi-") as folder:
+        paths = write_roi_crops(frame, Path(folder), margin)
+        return load_arrays(paths, img_size).astype(np.float32)
+
+
+def sample_images(config: dict[str, Any], img_size: int,
+                  n: int = SAMPLE_IMAGES) -> tuple[np.ndarray, str]:
+    """Up to ``n`` images of the run's test split (float32 0..255; lesion crops for a
+    ``--roi mask`` classifier), or synthetic scans when the dataset is not reachable; returns
+    (images, where they came from)."""
     try:
-        frame = _cases(config, "test")
-        paths = list(frame["image_path"])[:n]
-        if paths:
-            images = load_arrays(paths, img_size).astype(np.float32)
-            return images, f"test split ({len(paths)} images)"
+        images = _model_inputs(config, "test", n, None, img_size)
+        if len(images):
+            crops = " lesion crops" if _roi_margin(config) is not None else " images"
+            return images, f"test split ({len(images)}{crops})"
     except Exception:  # no dataset here (a run copied elsewhere): fall back to synthetic
         pass
     return synthetic_images(n, img_size), f"synthetic ({n} images)"
@@ -283,25 +320,19 @@ def synthetic_images(n: int, img_size: int, seed: int = 0) -> np.ndarray:
 
 def representative_images(config: dict[str, Any], img_size: int,
                           n: int) -> Callable[[], Iterator[list[np.ndarray]]]:
-    """The int8 calibration set: up to ``n`` images of the run's TRAINING split (seeded draw),
-    as the converter wants it (a callable yielding ``[batch of 1]``)."""
-    from breastus_cli.data.pipeline import make_dataset
-
+    """The int8 calibration set: up to ``n`` images of the run's TRAINING split (seeded draw;
+    lesion crops for a ``--roi mask`` classifier), as the converter wants it (a callable
+    yielding ``[batch of 1]``)."""
+    seed = int(config.get("settings", {}).get("seed", 42))
     try:
-        frame = _cases(config, "train")
+        # decoded once, kept in memory (n * S * S * 4 bytes), replayed on each converter attempt
+        images = _model_inputs(config, "train", n, seed, img_size)
     except InputError as exc:
         raise InputError(f"--quantize int8 calibrates on the run's training images: {exc.message}",
                          hint="export on a machine where the dataset is at the recorded path, "
                               "or use --quantize float16") from None
-    paths = list(frame["image_path"])
-    if not paths:
+    if not len(images):
         raise InputError("--quantize int8: the run's training split has no image to calibrate on")
-    if len(paths) > n:
-        rng = np.random.default_rng(int(config.get("settings", {}).get("seed", 42)))
-        paths = [paths[i] for i in sorted(rng.choice(len(paths), size=n, replace=False))]
-    # decoded once, kept in memory (n * S * S bytes), replayed on each converter attempt
-    images = np.concatenate([b[0].numpy() for b in make_dataset(paths, img_size, 1, cache=False)],
-                            axis=0).astype(np.float32)
 
     def dataset() -> Iterator[list[np.ndarray]]:
         for image in images:
