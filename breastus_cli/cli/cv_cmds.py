@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from breastus_cli.cli.app import app
+from breastus_cli.cli.slurm_options import pop_slurm, slurm_options
 from breastus_cli.cli.sweep_cmds import _with_engine
 from breastus_cli.cli.train_cmds import (
     CLS_DEFAULTS, SEG_DEFAULTS, _param, _shared_options, cls_options, seg_options,
@@ -23,14 +24,9 @@ cv_app = typer.Typer(
 app.add_typer(cv_app, name="cv")
 
 _NOT_IN_CV = {"fold", "run_dir", "resume"}
-_SLURM = ("slurm", "dry_run", "partition", "time", "cpus_per_task", "gpus", "mem", "account",
-          "sbatch_arg")
 
 
 def _cv_options() -> list[inspect.Parameter]:
-    from breastus_cli.cli.sweep_cmds import _sweep_options
-
-    slurm = [p for p in _sweep_options() if p.name in _SLURM]
     return [
         _param("out", Path, typer.Option(..., "--out", "-o", help="CV folder (resumable).")),
         _param("folds", int, typer.Option(5, "--folds", "-k",
@@ -39,29 +35,22 @@ def _cv_options() -> list[inspect.Parameter]:
             None, "--target-sensitivity", metavar="S",
             help="Per fold, the threshold reaching malignant sensitivity S on its validation.")),
         _param("bootstrap", int, typer.Option(2000, "--bootstrap", help="Bootstrap resamples.")),
-        *slurm,
     ]
 
 
 def _make_cv(kind: str, settings_type: str, defaults: dict[str, Any],
              own: list[inspect.Parameter]) -> None:
     params = [p for p in _shared_options(kind, defaults) + own if p.name not in _NOT_IN_CV]
-    params += _cv_options()
+    params += _cv_options() + slurm_options("cv")
 
     def command(**options: Any) -> None:
         from breastus_cli.engine import settings as settings_module
         from breastus_cli.engine.cv import CVSettings, cv
-        from breastus_cli.engine.slurm import SlurmOptions
 
+        slurm = pop_slurm(options)
         cv_keys = {p.name for p in _cv_options()}
         c = {k: options.pop(k) for k in list(options) if k in cv_keys}
         train = getattr(settings_module, settings_type)(**options)
-        slurm = None
-        if c["slurm"]:
-            slurm = SlurmOptions(partition=c["partition"], time=c["time"],
-                                 cpus_per_task=c["cpus_per_task"], gpus=c["gpus"], mem=c["mem"],
-                                 account=c["account"], extra=list(c["sbatch_arg"] or []),
-                                 dry_run=c["dry_run"])
         settings = CVSettings(task=kind, train=train, out=c["out"], folds=c["folds"],
                               target_sensitivity=c["target_sensitivity"],
                               n_bootstrap=c["bootstrap"], slurm=slurm)

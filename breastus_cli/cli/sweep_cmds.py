@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from breastus_cli.cli.app import app
+from breastus_cli.cli.slurm_options import pop_slurm, slurm_options
 from breastus_cli.cli.train_cmds import (
     CLS_DEFAULTS, SEG_DEFAULTS, _param, _shared_options, cls_options, seg_options,
 )
@@ -51,18 +52,7 @@ def _sweep_options() -> list[inspect.Parameter]:
             False, "--independent", help="Train every grid point from scratch (no prefixes).")),
         _param("jobs", int, typer.Option(1, "--jobs", "-j",
                                          help="Trials run at once here, cores divided.")),
-        _param("slurm", bool, typer.Option(False, "--slurm",
-                                           help="Write and submit an sbatch array job.")),
-        _param("dry_run", bool, typer.Option(False, "--dry-run",
-                                             help="With --slurm: only write sweep.sbatch.")),
-        _param("partition", str, typer.Option(None, "--partition", help="Slurm partition.")),
-        _param("time", str, typer.Option(None, "--time", help="Slurm wall time per task.")),
-        _param("cpus_per_task", int, typer.Option(None, "--cpus-per-task", help="Slurm CPUs.")),
-        _param("gpus", str, typer.Option(None, "--gpus", help="Slurm GPUs per task.")),
-        _param("mem", str, typer.Option(None, "--mem", help="Slurm memory per task.")),
-        _param("account", str, typer.Option(None, "--account", help="Slurm account.")),
-        _param("sbatch_arg", list[str], typer.Option(
-            None, "--sbatch-arg", help="Any other sbatch option, e.g. --sbatch-arg=--qos=short.")),
+        *slurm_options("sweep"),
     ]
 
 
@@ -73,20 +63,12 @@ def _make_sweep(kind: str, settings_type: str, defaults: dict[str, Any],
 
     def command(**options: Any) -> None:
         from breastus_cli.engine import settings as settings_module
-        from breastus_cli.engine.slurm import SlurmOptions
         from breastus_cli.engine.sweep import SweepSettings, sweep
 
+        slurm = pop_slurm(options)
         sweep_keys = {p.name for p in _sweep_options()}
         s = {k: options.pop(k) for k in list(options) if k in sweep_keys}
         train = getattr(settings_module, settings_type)(**options)
-        slurm = None
-        if s["slurm"]:
-            slurm = SlurmOptions(partition=s["partition"], time=s["time"],
-                                 cpus_per_task=s["cpus_per_task"], gpus=s["gpus"],
-                                 mem=s["mem"], account=s["account"],
-                                 extra=list(s["sbatch_arg"] or []), dry_run=s["dry_run"])
-        elif s["dry_run"]:
-            raise UsageError("--dry-run goes with --slurm")
         settings = SweepSettings(task=kind, train=train, out=s["out"],
                                  lrs=_numbers(s["lr_list"], float, "--lr"),
                                  epochs=_numbers(s["epochs_list"], int, "--epochs"),

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from breastus_cli.reports.sweep import slurm_caption
+
 if TYPE_CHECKING:
     from breastus_cli.engine.cv import CVResult
 
@@ -24,9 +26,5 @@ def cv_table(result: CVResult) -> Table:
     caption = f"summary.json, summary.md in {result.out}"
     if "majority_baseline_accuracy" in summary:
         caption += f"; majority-class accuracy {summary['majority_baseline_accuracy']:.3f}"
-    if result.submitted_job:
-        caption += f"; submitted Slurm job {result.submitted_job}"
-    elif result.sbatch:
-        caption += f"; wrote {result.sbatch}"
-    table.caption = caption
+    table.caption = caption + slurm_caption(result)
     return table

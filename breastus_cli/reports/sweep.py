@@ -52,9 +52,13 @@ def sweep_table(result: SweepResult) -> Table:
                     f"{result.best['lr']:g}, {result.best['epochs']} epochs")
     if result.missing:
         caption += f"; missing {len(result.missing)}: " + ", ".join(result.missing[:4])
-    if result.submitted_job:
-        caption += f"; submitted Slurm job {result.submitted_job}"
-    elif result.sbatch:
-        caption += f"; wrote {result.sbatch}"
-    table.caption = caption
+    table.caption = caption + slurm_caption(result)
     return table
+
+
+def slurm_caption(result: object) -> str:
+    """"; submitted Slurm job N" or "; wrote X.sbatch" for sweep and cv results."""
+    job, sbatch = getattr(result, "submitted_job", None), getattr(result, "sbatch", None)
+    if job:
+        return f"; submitted Slurm job {job}"
+    return f"; wrote {sbatch}" if sbatch else ""
