@@ -379,7 +379,7 @@ def convert_tflite(model: Any, img_size: int, quantize: str = "none",
     int8: full-integer (TFLITE_BUILTINS_INT8 only) with float32 input and output; if an op has
     no int8 kernel, int8 where possible with float ops left in ("mixed").
     """
-    tf = backend.tf()
+    backend.tf()  # configured and quiet before the converter loads
     if quantize == "int8" and representative is None:
         raise ValueError("int8 quantization needs a representative dataset")
     int8_modes = ("full-integer", "mixed") if quantize == "int8" else (None,)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from breastus_cli.atomic import atomic_path, write_json, write_text
+from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.engine.rundir import CONFIG, GRID, HISTORY, log
 from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array

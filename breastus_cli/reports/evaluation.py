@@ -113,12 +113,9 @@ def comparison_table(results: list[EvalResult]) -> Table:
         table.add_column(column, justify="left" if column in ("run", "model") else "right")
     for r in results:
         m = r.metrics
-
-        def f(key: str) -> str:
-            return "n/a" if m.get(key) is None else f"{m[key]:.3f}"
-
-        table.add_row(r.run_dir.name, str(m.get("model")), f("accuracy"), f("f1"), f("precision"),
-                      _value(m, "auc", True), _value(m, "sensitivity", True), f("specificity"))
+        plain = [_value(m, key, False) for key in ("accuracy", "f1", "precision")]
+        table.add_row(r.run_dir.name, str(m.get("model")), *plain, _value(m, "auc", True),
+                      _value(m, "sensitivity", True), _value(m, "specificity", False))
     return table
 
 
