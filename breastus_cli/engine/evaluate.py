@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.data.split import select_cases
-from breastus_cli.engine.rundir import read_config
+from breastus_cli.engine.rundir import read_config, run_cases
 from breastus_cli.errors import InputError, UsageError, WorkError
 
 
@@ -92,10 +91,7 @@ def _data_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
 
 
 def _cases(data: Path, split: str, config: dict[str, Any]) -> Any:
-    train_settings = config["settings"]
-    return select_cases(data, split, fold=train_settings.get("fold"),
-                        seed=int(train_settings.get("seed", 42)),
-                        val_fraction=float(train_settings.get("val_fraction", 0.1)))
+    return run_cases(config, split, data)
 
 
 def _p_malignant(model: Any, images: list[str], img_size: int, batch_size: int) -> np.ndarray:

@@ -22,7 +22,6 @@ uses it for ``--engine tflite``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -39,7 +38,8 @@ import numpy as np
 
 from breastus_cli import __version__, backend
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.engine.rundir import MODEL, read_config
+from breastus_cli.data.manifest import file_sha256
+from breastus_cli.engine.rundir import MODEL, read_config, run_cases
 from breastus_cli.errors import InputError, UsageError, WorkError
 
 FORMATS = ("tflite", "savedmodel")
@@ -186,7 +186,7 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
     img_size = int(config["settings"]["img_size"])
     threshold, threshold_source = _threshold(run_dir, config)
     described = config.get("input", {})
-    model_sha = _sha256(run_dir / MODEL)
+    model_sha = file_sha256(run_dir / MODEL)
     entry = {"format": settings.format, "quantize": settings.quantize,
              "file": target.name, "size_bytes": int(size), "conversion": conversion,
              "agreement": agreement, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -239,18 +239,6 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
 
 
 # ---- inputs: agreement samples and the int8 calibration set ---------------------------------
-def _cases(config: dict[str, Any], role: str) -> Any:
-    from breastus_cli.data.split import select_cases
-
-    settings = config.get("settings", {})
-    data = Path(config.get("data", {}).get("path") or settings.get("data") or "")
-    if not str(data) or not data.is_dir():
-        raise InputError(f"dataset {data} recorded in config.json not found")
-    return select_cases(data, role, fold=settings.get("fold"),
-                        seed=int(settings.get("seed", 42)),
-                        val_fraction=float(settings.get("val_fraction", 0.1)))
-
-
 def _roi_margin(config: dict[str, Any]) -> float | None:
     """The crop margin of a lesion-centred classifier (``train-cls --roi mask``), else None."""
     roi = config.get("roi") or {}
@@ -266,7 +254,7 @@ def _model_inputs(config: dict[str, Any], role: str, n: int | None, seed: int | 
     the first ``n`` (seed None) or a seeded draw of ``n``."""
     from breastus_cli.data.pipeline import load_arrays
 
-    frame = _cases(config, role)
+    frame = run_cases(config, role)
     margin = _roi_margin(config)
     if config.get("task") == "seg" or margin is not None:
         frame = frame[frame["mask_path"] != ""]
@@ -479,14 +467,6 @@ def _tree_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---- agreement -------------------------------------------------------------------------------

@@ -79,6 +79,21 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
         raise InputError(f"{path} is not valid JSON: {exc}") from None
 
 
+def run_cases(config: dict[str, Any], role: str, data: str | Path | None = None):  # -> DataFrame
+    """The cases of ``role`` (train/val/test/all) as the run saw them: its dataset (or ``data``),
+    its fold, and the validation it carved with its seed."""
+    from breastus_cli.data.split import select_cases
+
+    settings = config.get("settings", {})
+    folder = Path(data or config.get("data", {}).get("path") or settings.get("data") or "")
+    if not folder.is_dir():
+        raise InputError(f"dataset folder not found: {folder}" + (
+            "" if data else " (recorded in the run's config.json; give it with --data)"))
+    return select_cases(folder, role, fold=settings.get("fold"),
+                        seed=int(settings.get("seed", 42)),
+                        val_fraction=float(settings.get("val_fraction", 0.1)))
+
+
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     write_json(run_dir / CONFIG, config)
 
