@@ -9,7 +9,7 @@
 # ImageNet weights come from the Keras cache (~/.keras/models). Without network (compute
 # nodes), run `breastus weights download` on a machine with internet and copy the folder; or
 # set WEIGHTS=none to train from scratch.
-# Time on a 2-core CPU (measured on this project's machines: MobileNetV2 224 px trains ~30
+# Time on a 2-core CPU, estimated from the training throughput of MobileNetV2 at 224 px (~30
 # images/s): about 5 minutes for MobileNetV2 (30 epochs) and 20-25 minutes for ResNet50.
 set -euo pipefail
 breast=${1:?usage: $0 PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
