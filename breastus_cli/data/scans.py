@@ -10,9 +10,9 @@ from __future__ import annotations
 import glob
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ class Frame:
     frame: int | None
     image: np.ndarray  # (H, W) uint8 luminance
     pixel_size_mm: float | None = None
+    #: model inputs prepared in the decoding thread, by input size (see ``stream(prepare=...)``)
+    inputs: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,9 +85,13 @@ def decode(path: Path) -> list[Frame]:
     return [Frame(path, None, read_luminance(path))]
 
 
-def _decode_safely(path: Path) -> list[Frame] | Unreadable:
+def _decode_safely(path: Path,
+                   prepare: Callable[[Frame], None] | None = None) -> list[Frame] | Unreadable:
     try:
         frames = decode(path)
+        if prepare is not None:
+            for frame in frames:
+                prepare(frame)
     except RowError as err:
         return Unreadable(path, err.message)
     except Exception as exc:  # a decoder bug on one odd file must not stop a batch
@@ -95,19 +101,21 @@ def _decode_safely(path: Path) -> list[Frame] | Unreadable:
     return frames
 
 
-def stream(files: list[Path], workers: int = 2, ahead: int = 32) -> Iterator[list[Frame] | Unreadable]:
+def stream(files: list[Path], workers: int = 2, ahead: int = 32,
+           prepare: Callable[[Frame], None] | None = None) -> Iterator[list[Frame] | Unreadable]:
     """Decode ``files`` in order with ``workers`` threads, at most ``ahead`` files in flight, so
-    memory stays flat however many files there are."""
+    memory stays flat however many files there are. ``prepare(frame)`` runs in the same thread
+    right after decoding (predict resizes there, overlapping the model's forward pass)."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque[Future] = deque()
         iterator = iter(files)
         for path in iterator:
-            pending.append(pool.submit(_decode_safely, path))
+            pending.append(pool.submit(_decode_safely, path, prepare))
             if len(pending) >= ahead:
                 break
         while pending:
             result = pending.popleft().result()
             nxt = next(iterator, None)
             if nxt is not None:
-                pending.append(pool.submit(_decode_safely, nxt))
+                pending.append(pool.submit(_decode_safely, nxt, prepare))
             yield result

@@ -235,6 +235,12 @@ def _resized(image: np.ndarray, size: int, tf: Any) -> np.ndarray:
     return np.clip(np.rint(tensor.numpy()), 0, 255).astype(np.float32)
 
 
+def _input(frame: Frame, size: int, tf: Any) -> np.ndarray:
+    """The frame's model input at ``size``, prepared in the decoding thread when possible."""
+    ready = frame.inputs.get(size)
+    return ready if ready is not None else _resized(frame.image, size, tf)
+
+
 def _batches(items: Iterator[list[Frame] | Unreadable], batch_size: int,
              skip: set[tuple[str, str]]) -> Iterator[tuple[list[Frame], list[Unreadable]]]:
     frames: list[Frame] = []
@@ -309,7 +315,16 @@ def predict(settings: PredictSettings,
     processed = 0
     infer_start = time.perf_counter()
     try:
-        for frames, errors in _batches(stream(todo, settings.workers), settings.batch_size, skip):
+        # Whole-image inputs are resized in the decoding threads, overlapping the forward pass;
+        # lesion crops depend on the segmenter's output and are made in the batch.
+        sizes = {m.size for m in (cls, seg) if m is not None and m.roi_margin is None}
+
+        def prepare(frame: Frame) -> None:
+            for size in sizes:
+                frame.inputs[size] = _resized(frame.image, size, tf)
+
+        for frames, errors in _batches(stream(todo, settings.workers, prepare=prepare),
+                                       settings.batch_size, skip):
             errors_out.write([{"path": str(e.path), "reason": e.reason} for e in errors])
             n_errors += len(errors)
             error_examples += [(str(e.path), e.reason) for e in errors][: 5 - len(error_examples)]
@@ -349,7 +364,7 @@ def _predict_batch(frames: list[Frame], cls: _Model | None, seg: _Model | None,
     p_mal = probs = heat = None
     big_probs: list[np.ndarray] = []
     if seg is not None:
-        batch = np.stack([_resized(f.image, seg.size, tf) for f in frames])
+        batch = np.stack([_input(f, seg.size, tf) for f in frames])
         probs = seg.run(batch)[..., 0]
         for frame, prob in zip(frames, probs):
             height, width = frame.image.shape
@@ -363,7 +378,10 @@ def _predict_batch(frames: list[Frame], cls: _Model | None, seg: _Model | None,
 
             inputs = [crop(f.image, roi_box(p >= settings.seg_threshold, cls.roi_margin)[0])
                       for f, p in zip(frames, big_probs)]
-        batch = np.stack([_resized(image, cls.size, tf) for image in inputs])
+        if cls.roi_margin is None:
+            batch = np.stack([_input(f, cls.size, tf) for f in frames])
+        else:
+            batch = np.stack([_resized(image, cls.size, tf) for image in inputs])
         p_mal = cls.run(batch)[:, 1]
         if settings.explain:
             from breastus_cli.engine.gradcam import gradcam
