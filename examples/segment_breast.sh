@@ -8,8 +8,9 @@
 #
 # The encoder's ImageNet weights come from the Keras cache (~/.keras/models); without network
 # run `breastus weights download` elsewhere and copy the folder, or set WEIGHTS=none.
-# Time on a 2-core CPU at 256 px: roughly 1-2 minutes per epoch (201 training images), so
-# about half an hour for the 20 epochs; IMG_SIZE=128 is about 4x faster.
+# Time on a 2-core CPU: the U-Net trains ~12 images/s at 128 px (BENCHMARKS.md, seg pipeline),
+# about 17 s per epoch of 201 images; 256 px has 4x the pixels: roughly 1 minute per epoch,
+# 20-25 minutes for the 20 epochs. IMG_SIZE=128 takes about 6 minutes.
 set -euo pipefail
 breast=${1:?usage: $0 PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 work=${2:-work/breast}
