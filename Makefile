@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean help
+.PHONY: install demo test bench bench-all clean help
 
 help:
 	@echo "make demo   install into $(VENV), then run the main job on synthetic data in $(DEMO_DIR)/"
 	@echo "make test   install into $(VENV), then run the test suite"
-	@echo "make bench  run the benchmarks and rewrite BENCHMARKS.md sections"
+	@echo "make bench  the quick benchmark (start-up); make bench-all: every benchmark"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/startup.py
+
+# The long ones (tens of minutes on 2 cores; the pipelines use ../shared/data when present).
+bench-all: bench
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/input_pipeline.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/seg_pipeline.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/predict_throughput.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/sweep_cost.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
