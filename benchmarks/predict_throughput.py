@@ -97,13 +97,16 @@ def _setup(work: Path, args: argparse.Namespace) -> tuple[Path, list[Path]]:
     from breastus_cli.data.split import SplitSettings, split_dataset
     from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
 
-    synth, data, run = work / "synth", work / "data", work / "run"
+    synth, data = work / "synth", work / "data"
+    run = Path(args.run) if args.run is not None else work / "run"
     if not (data / "splits.csv").is_file():
         shutil.rmtree(synth, ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
         make_synthetic_breast(SynthSettings(synth, cases=args.cases, min_side=400, max_side=800))
         prepare(PrepareSettings(source=synth, out=data))
         split_dataset(SplitSettings(data))
+    if args.run is not None and not (run / "model.keras").is_file():
+        raise SystemExit(f"--run {run}: no model.keras there")
     if not (run / "model.keras").is_file():
         shutil.rmtree(run, ignore_errors=True)
         started = time.perf_counter()
@@ -342,6 +345,10 @@ def main() -> None:
                         help="predict runs per engine on N images (median kept)")
     parser.add_argument("--forward-repeat", type=int, default=5,
                         help="timed passes of each engine's forward on preloaded tensors")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="an existing classifier run directory to measure instead of "
+                             "training one (its img_size is used; missing TFLite exports are "
+                             "written into RUN/export, int8 needs the run's dataset)")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the run, exports and folders here (reused when present)")
     parser.add_argument("--note", default="", help="a line added under the table")
@@ -376,6 +383,10 @@ def _run(args: argparse.Namespace, work: Path) -> str:
 
     tf = backend.tf()
     run, scans = _setup(work, args)
+    if args.run is not None:
+        from breastus_cli.engine.rundir import read_config
+
+        args.img_size = int(read_config(run)["settings"]["img_size"])
     n, big = args.n, args.n * args.scale
     small_dir = _folder(work / f"scans-{n}", scans, n)
     big_dir = _folder(work / f"scans-{big}", scans, big)
@@ -522,11 +533,13 @@ def _run(args: argparse.Namespace, work: Path) -> str:
         "and forward one after the other (1 / max(that, forward + resize)): " + ", ".join(
             f"{e} {bound[e]:.0f} ({bound[e] / forward[e]['rate']:.0%})" for e in ENGINES) + ".",
         "",
-        f"- Run directory: MobileNetV2 from scratch (`breastus train-cls --weights none "
-        f"--epochs {args.epochs} --lr {args.lr:g} --bn-momentum {args.bn_momentum:g} "
-        f"--monitor val_loss`) on {args.cases} synthetic cases at {args.img_size} px (val AUC "
-        f"{{VAL_AUC}}), exported with `breastus export RUN --format tflite` (float32) and "
-        f"`--quantize int8` (calibrated on 100 training images). Keras p on the scans: "
+        (f"- Run directory: {run} (given with --run; {{VAL_AUC}}), its exports "
+         "`export/model.tflite` and `export/model-int8.tflite`. " if args.run is not None else
+         f"- Run directory: MobileNetV2 from scratch (`breastus train-cls --weights none "
+         f"--epochs {args.epochs} --lr {args.lr:g} --bn-momentum {args.bn_momentum:g} "
+         f"--monitor val_loss`) on {args.cases} synthetic cases at {args.img_size} px ("
+         f"{{VAL_AUC}}), exported with `breastus export RUN --format tflite` (float32) and "
+         f"`--quantize int8` (calibrated on 100 training images). ") + "Keras p on the scans: "
         f"{p_ref.min():.3f}-{p_ref.max():.3f}, {np.mean(p_ref >= 0.5):.0%} malignant, "
         f"{near:.0%} within 0.05 of the 0.5 threshold (where int8 noise can flip a label).",
         f"- Scans: {len(scans)} synthetic BrEaST-layout PNGs (`make_synthetic_breast`, "
@@ -553,10 +566,13 @@ def _run(args: argparse.Namespace, work: Path) -> str:
     ]
     if args.note:
         lines.append(f"- {args.note}")
-    history = list(csv.DictReader((run / "history.csv").read_text().splitlines()))
-    best = max(history, key=lambda row: -float(row["val_loss"]))
-    lines = [line.replace("{VAL_AUC}", f"{float(best['val_auc']):.2f} at the kept epoch "
-                          f"{best['epoch']}") for line in lines]
+    try:
+        history = list(csv.DictReader((run / "history.csv").read_text().splitlines()))
+        best = max(history, key=lambda row: -float(row["val_loss"]))
+        val_auc = f"val AUC {float(best['val_auc']):.2f} at epoch {best['epoch']}, least val loss"
+    except (OSError, KeyError, ValueError):
+        val_auc = "no history.csv with val_auc"
+    lines = [line.replace("{VAL_AUC}", val_auc) for line in lines]
     lines += ["", "Command: `{COMMAND}`."]
     return "\n".join(lines)
 
