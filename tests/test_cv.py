@@ -79,13 +79,62 @@ def test_cv_needs_matching_folds(learn_data, tmp_path):
     assert proc.returncode == 2 and "--folds 5" in proc.stderr
 
 
-def test_cv_seg_pools_dice(learn_data, tmp_path):
-    out = tmp_path / "seg"
+@pytest.fixture(scope="module")
+def cv_seg(learn_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cv") / "seg"
     proc = run_cli("cv", "seg", str(learn_data), "--folds", "3", *FAST_SEG, "--epochs", "1",
                    "--out", str(out), "--bootstrap", "200", "--batch-size", "16")
     assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_cv_seg_pools_dice(cv_seg):
+    out = cv_seg
     summary = json.loads((out / "summary.json").read_text())
     per_case = pd.read_csv(out / "oof_per_case.csv")
     assert summary["metrics"]["dice"]["pooled"] == pytest.approx(per_case["dice"].mean())
     assert summary["metrics"]["iou"]["pooled"] == pytest.approx(per_case["iou"].mean())
     assert per_case["case_id"].is_unique
+
+
+def test_lesion_centred_cv_takes_crops_from_the_same_folds_segmenter(learn_data, cv_seg,
+                                                                      tmp_path):
+    out = tmp_path / "roi"
+    proc = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "1",
+                   "--roi", "mask", "--seg-cv", str(cv_seg), "--out", str(out),
+                   "--bootstrap", "200")
+    assert proc.returncode == 0, proc.stderr
+    for k in range(3):
+        metrics = json.loads((out / f"fold-{k}/eval-test/metrics.json").read_text())
+        assert metrics["roi"]["crops_from"] == f"segmentation run {cv_seg / f'fold-{k}'}"
+    summary = json.loads((out / "summary.json").read_text())
+    oof = pd.read_csv(out / "oof_predictions.csv")
+    assert len(oof) == oof["case_id"].nunique() == summary["n"]
+    assert summary["crops_from"].endswith(str(cv_seg.resolve()))
+    assert summary["lesion_found"] == int(oof["lesion_found"].sum())
+    gt = summary["ground_truth_roi"]
+    assert gt["auc"]["pooled"] == pytest.approx(
+        skm.roc_auc_score(oof["y_true"], oof["p_malignant_gt_roi"]))
+    assert summary["metrics"]["auc"]["pooled"] == pytest.approx(
+        skm.roc_auc_score(oof["y_true"], oof["p_malignant"]))
+    assert gt["sensitivity"]["pooled"] == pytest.approx(
+        skm.recall_score(oof["y_true"], oof["y_pred_gt_roi"]))
+    assert "ground-truth crops" in (out / "summary.md").read_text()
+
+
+def test_seg_cv_is_checked_before_any_training(learn_data, cv_seg, cv_cls, tmp_path):
+    whole = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "1",
+                    "--seg-cv", str(cv_seg), "--out", str(tmp_path / "a"))
+    assert whole.returncode == 2 and "--roi mask" in whole.stderr
+    not_seg = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "1",
+                      "--roi", "mask", "--seg-cv", str(cv_cls), "--out", str(tmp_path / "b"))
+    assert not_seg.returncode == 2 and "'cls' cross-validation" in not_seg.stderr
+    other = tmp_path / "other"
+    shutil.copytree(cv_seg, other)
+    plan = json.loads((other / "cv.json").read_text())
+    plan["folds"] = 5
+    (other / "cv.json").write_text(json.dumps(plan))
+    mismatch = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "1",
+                       "--roi", "mask", "--seg-cv", str(other), "--out", str(tmp_path / "c"))
+    assert mismatch.returncode == 2 and "other data or folds" in mismatch.stderr
+    assert not (tmp_path / "c" / "fold-0").exists()

@@ -38,10 +38,17 @@ def _cv_options() -> list[inspect.Parameter]:
     ]
 
 
+def _seg_cv_option() -> list[inspect.Parameter]:
+    return [_param("seg_cv", Path, typer.Option(
+        None, "--seg-cv", metavar="SEG_CV_DIR",
+        help="With --roi mask: evaluate fold K on crops from fold K of this 'cv seg' folder "
+             "(no ground truth at test time); ground-truth-crop numbers are reported beside."))]
+
+
 def _make_cv(kind: str, settings_type: str, defaults: dict[str, Any],
              own: list[inspect.Parameter]) -> None:
     params = [p for p in _shared_options(kind, defaults) + own if p.name not in _NOT_IN_CV]
-    params += _cv_options() + slurm_options("cv")
+    params += _cv_options() + (_seg_cv_option() if kind == "cls" else []) + slurm_options("cv")
 
     def command(**options: Any) -> None:
         from breastus_cli.engine import settings as settings_module
@@ -50,10 +57,11 @@ def _make_cv(kind: str, settings_type: str, defaults: dict[str, Any],
         slurm = pop_slurm(options)
         cv_keys = {p.name for p in _cv_options()}
         c = {k: options.pop(k) for k in list(options) if k in cv_keys}
+        seg_cv = options.pop("seg_cv", None)
         train = getattr(settings_module, settings_type)(**options)
         settings = CVSettings(task=kind, train=train, out=c["out"], folds=c["folds"],
                               target_sensitivity=c["target_sensitivity"],
-                              n_bootstrap=c["bootstrap"], slurm=slurm)
+                              n_bootstrap=c["bootstrap"], slurm=slurm, seg_cv=seg_cv)
         settings.validate()
         _with_engine()
         _render(cv(settings))

@@ -44,6 +44,7 @@ class CVSettings:
     target_sensitivity: float | None = None
     n_bootstrap: int = 2000
     slurm: SlurmOptions | None = None
+    seg_cv: Path | None = None  # lesion-centred cls: fold K's crops from this seg CV's fold K
 
     def validate(self) -> None:
         if self.task not in SETTINGS_TYPES:
@@ -57,6 +58,8 @@ class CVSettings:
         if self.target_sensitivity is not None and self.task != "cls":
             raise UsageError("--target-sensitivity applies to classification")
         self.train.validate()
+        if self.seg_cv is not None:
+            self._check_seg_cv()
         from breastus_cli.data.split import read_splits
 
         splits = read_splits(self.train.data)
@@ -65,6 +68,23 @@ class CVSettings:
             raise InputError(
                 f"{self.train.data}/splits.csv has {found or 'no'} folds, not {self.folds}",
                 hint=f"run 'breastus split {self.train.data} --folds {self.folds}' first")
+
+
+    def _check_seg_cv(self) -> None:
+        if self.task != "cls" or getattr(self.train, "roi", "none") == "none":
+            raise UsageError("--seg-cv is for lesion-centred classification (cv cls --roi mask)")
+        plan_file = Path(self.seg_cv) / PLAN
+        if not plan_file.is_file():
+            raise InputError(f"--seg-cv {self.seg_cv}: not a cross-validation folder (no {PLAN})",
+                             hint="run 'breastus cv seg' first")
+        seg = json.loads(plan_file.read_text())
+        if seg.get("task") != "seg":
+            raise InputError(f"--seg-cv {self.seg_cv} is a '{seg.get('task')}' cross-validation")
+        if (seg.get("data") != str(Path(self.train.data).resolve())
+                or seg.get("folds") != self.folds):
+            raise InputError(f"--seg-cv {self.seg_cv} was run on other data or folds "
+                             f"({seg.get('data')}, {seg.get('folds')} folds): its fold K "
+                             "segmenter may have seen this fold's test cases")
 
 
 @dataclass
@@ -87,7 +107,8 @@ def _plan(settings: CVSettings) -> dict[str, Any]:
     return {"task": settings.task, "data": str(Path(settings.train.data).resolve()),
             "folds": settings.folds, "train": train,
             "target_sensitivity": settings.target_sensitivity,
-            "n_bootstrap": settings.n_bootstrap}
+            "n_bootstrap": settings.n_bootstrap,
+            "seg_cv": None if settings.seg_cv is None else str(Path(settings.seg_cv).resolve())}
 
 
 def _fold_dir(out: Path, k: int) -> Path:
@@ -115,6 +136,13 @@ def run_fold(out: Path, k: int) -> str:
     run = _fold_dir(out, k)
     settings = SETTINGS_TYPES[plan["task"]].from_dict(plan["train"])
     settings.fold, settings.run_dir = k, run
+    seg_run = None
+    if plan.get("seg_cv"):
+        # the segmenter of the same fold never saw this fold's test cases
+        if not fold_done(Path(plan["seg_cv"]), k):
+            raise InputError(f"fold {k} of --seg-cv {plan['seg_cv']} has not finished",
+                             hint=f"finish 'breastus cv seg' there first (fold-{k})")
+        seg_run = _fold_dir(Path(plan["seg_cv"]), k)
     config = run / "config.json"
     state = json.loads(config.read_text()).get("status") if config.is_file() else None
     if state != "finished":
@@ -124,7 +152,7 @@ def run_fold(out: Path, k: int) -> str:
             shutil.rmtree(run)  # killed before its first epoch
         task = tasks.ClassificationTask() if plan["task"] == "cls" else tasks.SegmentationTask()
         train(settings, task, resume=state is not None)
-    evaluate(EvalSettings(run_dir=run, split="test",
+    evaluate(EvalSettings(run_dir=run, split="test", seg_run=seg_run,
                           target_sensitivity=plan.get("target_sensitivity"),
                           n_bootstrap=0))  # fold CIs are not needed; the pooled one is
     return "trained"
@@ -138,6 +166,7 @@ def cv(settings: CVSettings) -> CVResult:
     plan = _plan(settings)
     if (out / PLAN).is_file():
         existing = json.loads((out / PLAN).read_text())
+        existing.setdefault("seg_cv", None)  # written before --seg-cv existed
         if existing != plan:
             raise InputError(f"{out} holds a different cross-validation",
                              hint="choose another --out, or repeat the first run's options")
@@ -223,6 +252,23 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
         for key in CLS_KEYS:
             summary["metrics"][key] = {"pooled": pooled[key], "mean": spread[key]["mean"],
                                        "sd": spread[key]["sd"], "ci": ci[key]}
+        if "p_malignant_gt_roi" in pooled_frame.columns and len(fold_metrics) == sum(
+                "ground_truth_roi" in m for m in fold_metrics):
+            # lesion-centred with crops from the fold's segmenter: the same classifiers on
+            # ground-truth crops, pooled the same way (the cost of imperfect segmentation)
+            gt_pooled, gt_ci = _pooled_cls(pooled_frame["y_true"].to_numpy(),
+                                           pooled_frame["p_malignant_gt_roi"].to_numpy(),
+                                           pooled_frame["y_pred_gt_roi"].to_numpy(),
+                                           plan["n_bootstrap"])
+            gt_spread = aggregate([m["ground_truth_roi"] for m in fold_metrics], CLS_KEYS)
+            summary["ground_truth_roi"] = {
+                key: {"pooled": gt_pooled[key], "mean": gt_spread[key]["mean"],
+                      "sd": gt_spread[key]["sd"], "ci": gt_ci[key]} for key in CLS_KEYS}
+            summary["crops_from"] = f"segmentation CV {plan.get('seg_cv')}"
+            if "lesion_found" in pooled_frame.columns:
+                summary["lesion_found"] = int(pooled_frame["lesion_found"].sum())
+        elif plan["train"].get("roi", "none") != "none":
+            summary["crops_from"] = "ground-truth masks"
         summary["n"] = int(len(pooled_frame))
         summary["n_malignant"] = int(pooled_frame["y_true"].sum())
         summary["thresholds"] = [m["threshold"] for m in fold_metrics]
@@ -262,13 +308,25 @@ def summary_markdown(summary: dict[str, Any], plan: dict[str, Any]) -> str:
              f"{len(summary['folds_done'])}/{plan['folds']}; img size {train.get('img_size')}, "
              f"lr {train.get('lr')}, epochs {train.get('epochs')}, weights {train.get('weights')}.",
              "", "| metric | pooled (95% CI) | mean ± sd over folds |", "|---|---:|---:|"]
-    for key, row in summary["metrics"].items():
-        pooled = "n/a" if row["pooled"] is None else f"{row['pooled']:.3f}"
-        if row["pooled"] is not None and row["ci"]:
-            pooled += f" ({row['ci'][0]:.3f}–{row['ci'][1]:.3f})"
-        spread = "n/a" if row["mean"] is None else f"{row['mean']:.3f} ± {row['sd']:.3f}"
-        lines.append(f"| {key} | {pooled} | {spread} |")
+    lines += [_row(key, row) for key, row in summary["metrics"].items()]
+    if "crops_from" in summary:
+        lines += ["", f"Lesion-centred: crops from {summary['crops_from']}"
+                      + (f" (a lesion found in {summary['lesion_found']} of {summary['n']} "
+                         "cases; the rest used the whole image)" if "lesion_found" in summary
+                         else "") + "."]
+    if "ground_truth_roi" in summary:
+        lines += ["", "The same classifiers on ground-truth crops:", "",
+                  "| metric | pooled (95% CI) | mean ± sd over folds |", "|---|---:|---:|"]
+        lines += [_row(key, row) for key, row in summary["ground_truth_roi"].items()]
     if "majority_baseline_accuracy" in summary:
         lines += ["", f"Majority-class baseline accuracy: "
                       f"{summary['majority_baseline_accuracy']:.3f}."]
     return "\n".join(lines) + "\n"
+
+
+def _row(key: str, row: dict[str, Any]) -> str:
+    pooled = "n/a" if row["pooled"] is None else f"{row['pooled']:.3f}"
+    if row["pooled"] is not None and row["ci"]:
+        pooled += f" ({row['ci'][0]:.3f}–{row['ci'][1]:.3f})"
+    spread = "n/a" if row["mean"] is None else f"{row['mean']:.3f} ± {row['sd']:.3f}"
+    return f"| {key} | {pooled} | {spread} |"

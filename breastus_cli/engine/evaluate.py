@@ -228,6 +228,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
 
     metrics = classification_metrics(y, p, threshold, n_bootstrap=settings.n_bootstrap,
                                      seed=settings.seed)
+    p_gt = None
     if roi and source == "seg":
         # the cost of imperfect segmentation: the same classifier on ground-truth crops
         gt_images, _ = _cls_images(frame, config, settings, out_dir, settings.split, "gt")
@@ -247,6 +248,9 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     })
     if found is not None:
         predictions["lesion_found"] = np.asarray(found, dtype=int)
+    if p_gt is not None:  # pooled by cv --seg-cv beside the predicted-crop numbers
+        predictions["p_malignant_gt_roi"] = np.round(p_gt, 6)
+        predictions["y_pred_gt_roi"] = (p_gt >= threshold).astype(int)
     with atomic_path(out_dir / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
     write_json(out_dir / "metrics.json", metrics)
