@@ -16,10 +16,12 @@ import platform
 import time
 from pathlib import Path
 
-REFERENCE = [
-    ("MobileNetV2 (reference study)", "0.630 (27 test images)", "n/r", "0.45 (both models)", "n/r"),
-    ("ResNet50 (reference study)", "0.667 (27 test images)", "n/r", "0.45 (both models)", "n/r"),
-    ("U-Net EfficientNetB2 (reference study)", "", "", "", "IoU 0.629 (test)"),
+REFERENCE = [  # name, accuracy, AUC, malignant sensitivity, specificity, segmentation
+    ("MobileNetV2 (reference study, ImageNet)", "0.630 (27 test images)", "n/r",
+     "0.45 (both models)", "n/r", ""),
+    ("ResNet50 (reference study, ImageNet)", "0.667 (27 test images)", "n/r",
+     "0.45 (both models)", "n/r", ""),
+    ("U-Net EfficientNetB2 (reference study)", "", "", "", "", "IoU 0.629 (test split)"),
 ]
 
 
@@ -32,6 +34,23 @@ def _fmt(row: dict | None, digits: int = 3) -> str:
     return text
 
 
+def _settings(folder: Path) -> dict:
+    plan_file = Path(folder) / "cv.json"
+    return json.loads(plan_file.read_text()) if plan_file.is_file() else {}
+
+
+def _spread(row: dict | None) -> str:
+    if not row or row.get("mean") is None:
+        return "n/a"
+    return f"{row['mean']:.3f} ± {row['sd']:.3f}"
+
+
+def _goal(value: float | None, target: float) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f} ({'met' if value >= target else 'not met'}: goal {target:g})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
@@ -40,36 +59,83 @@ def main() -> None:
     parser.add_argument("--commands", type=Path, default=None, help="file with the commands run")
     args = parser.parse_args()
 
+    runs = []
+    for item in args.runs:
+        label, folder = item.split("=", 1)
+        summary_file = Path(folder) / "summary.json"
+        if not summary_file.is_file():
+            raise SystemExit(f"{folder}: no summary.json (run 'breastus cv' there first)")
+        runs.append((label, Path(folder), json.loads(summary_file.read_text()),
+                     _settings(Path(folder))))
+
     lines = ["# Results on BrEaST-Lesions_USG", "",
              "Data: BrEaST-Lesions_USG (Pawłowska et al., Scientific Data 2024; TCIA, "
              "DOI 10.7937/9WKK-Q141; CC BY 4.0): the 252 cases with a tumor mask (154 benign, "
              "98 malignant). breastus numbers are pooled over the out-of-fold predictions of a "
              "case-level stratified 5-fold cross-validation (every case scored once, by a model "
              "that never saw it), with 95% percentile-bootstrap CIs over cases; the reference "
-             "numbers come from one 27-image test split.", "",
+             "numbers come from one 27-image test split. Every breastus model is trained from "
+             "scratch (`--weights none`): no pretrained weights.", "",
+             "Sensitivity and specificity are those of the malignant class at a threshold chosen "
+             "per fold on that fold's validation cases (carved from its training folds), to "
+             "reach the sensitivity given by `--target-sensitivity`; the test fold never "
+             "chooses anything. AUC needs no threshold.", "",
              "| model | accuracy | AUC | sensitivity | specificity | Dice / IoU |",
              "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {name} | {acc} | {auc} | {sens} | {spec} | {seg} |"
               for name, acc, auc, sens, spec, seg in REFERENCE]
     baseline = None
-    for item in args.runs:
-        label, folder = item.split("=", 1)
-        summary = json.loads((Path(folder) / "summary.json").read_text())
+    goals: list[str] = []
+    for label, _, summary, _plan in runs:
         m = summary["metrics"]
         if summary["task"] == "cls":
             baseline = summary.get("majority_baseline_accuracy", baseline)
-            lines.append(f"| {label} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('auc'))} | "
-                         f"{_fmt(m.get('sensitivity'))} | {_fmt(m.get('specificity'))} | |")
+            crops = " (crops from the fold's segmenter)" if "ground_truth_roi" in summary else ""
+            lines.append(f"| {label}{crops} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('auc'))} "
+                         f"| {_fmt(m.get('sensitivity'))} | {_fmt(m.get('specificity'))} | |")
+            if "ground_truth_roi" in summary:
+                g = summary["ground_truth_roi"]
+                lines.append(f"| {label} (ground-truth crops: upper bound, needs the mask) | "
+                             f"{_fmt(g.get('accuracy'))} | {_fmt(g.get('auc'))} | "
+                             f"{_fmt(g.get('sensitivity'))} | {_fmt(g.get('specificity'))} | |")
+            auc, sens = m.get("auc", {}).get("pooled"), m.get("sensitivity", {}).get("pooled")
+            goals.append(f"- {label}: AUC {_goal(auc, 0.85)}; sensitivity at the validation "
+                         f"threshold {_goal(sens, 0.85)}.")
         else:
             lines.append(f"| {label} | | | | | Dice {_fmt(m.get('dice'))}, "
                          f"IoU {_fmt(m.get('iou'))} |")
+            goals.append(f"- {label}: mean Dice {_goal(m.get('dice', {}).get('pooled'), 0.75)}.")
     if baseline is not None:
         lines.append(f"| always 'benign' (majority class) | {baseline:.3f} | 0.500 | 0.000 | "
                      "1.000 | |")
+
+    lines += ["", "## Goals (from scratch, 5-fold)", "", *goals, "",
+              "## Spread over folds and settings", "",
+              "Mean ± sd over the folds (each fold scored on its own held-out cases), and what each "
+              "cross-validation trained with.", "",
+              "| model | AUC / Dice, mean ± sd | input px | epochs | lr | batch | threshold target "
+              "| training time (5 folds) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, _, summary, plan in runs:
+        train = plan.get("train", {})
+        key = "auc" if summary["task"] == "cls" else "dice"
+        roi = " (lesion crops)" if train.get("roi", "none") != "none" else ""
+        target = plan.get("target_sensitivity")
+        lines.append(f"| {label} | {_spread(summary['metrics'].get(key))} | "
+                     f"{train.get('img_size')}{roi} | {train.get('epochs')} | {train.get('lr')} | "
+                     f"{train.get('batch_size')} | {'' if target is None else target} | "
+                     f"{summary.get('seconds_training', 0) / 60:.1f} min |")
+    for label, _, summary, _plan in runs:
+        if "lesion_found" in summary:
+            lines += ["", f"{label}: the fold's segmenter found a lesion in "
+                          f"{summary['lesion_found']} of {summary['n']} test images (the others "
+                          "were classified whole)."]
     lines += ["", f"Hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
               f"cores, no GPU; Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}."]
     if args.seconds is not None:
         lines.append(f"Wall time of the whole script: {args.seconds / 60:.1f} minutes.")
+    lines += ["", "Per-fold folders (run directories, `eval-test/` reports, out-of-fold "
+                  "predictions) stay in the work folder: "
+              + ", ".join(f"`{folder}`" for _, folder, _, _ in runs) + "."]
     if args.commands and args.commands.is_file():
         lines += ["", "## Commands", "", "```bash", args.commands.read_text().strip(), "```"]
     args.out.write_text("\n".join(lines) + "\n")

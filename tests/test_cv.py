@@ -138,3 +138,30 @@ def test_seg_cv_is_checked_before_any_training(learn_data, cv_seg, cv_cls, tmp_p
                        "--roi", "mask", "--seg-cv", str(other), "--out", str(tmp_path / "c"))
     assert mismatch.returncode == 2 and "other data or folds" in mismatch.stderr
     assert not (tmp_path / "c" / "fold-0").exists()
+
+
+def test_write_results_reports_the_pooled_numbers(cv_cls, cv_seg, tmp_path):
+    import subprocess
+    import sys
+
+    commands = tmp_path / "commands.sh"
+    commands.write_text("breastus cv cls data --folds 3\n")
+    out = tmp_path / "RESULTS.md"
+    script = Path(__file__).resolve().parents[1] / "examples" / "write_results.py"
+    proc = subprocess.run([sys.executable, str(script), str(out), "--seconds", "90",
+                           "--commands", str(commands), f"small CNN={cv_cls}",
+                           f"U-Net={cv_seg}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    cls = json.loads((cv_cls / "summary.json").read_text())
+    seg = json.loads((cv_seg / "summary.json").read_text())
+    auc = cls["metrics"]["auc"]
+    assert f"{auc['pooled']:.3f} ({auc['ci'][0]:.3f}–{auc['ci'][1]:.3f})" in text
+    assert f"Dice {seg['metrics']['dice']['pooled']:.3f}" in text
+    assert f"| always 'benign' (majority class) | {cls['majority_baseline_accuracy']:.3f}" in text
+    assert "Wall time of the whole script: 1.5 minutes." in text
+    assert "breastus cv cls data --folds 3" in text
+    assert "IoU 0.629" in text  # the reference study's number beside
+    missing = subprocess.run([sys.executable, str(script), str(out), f"x={tmp_path}"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "no summary.json" in missing.stderr
