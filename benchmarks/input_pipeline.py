@@ -23,8 +23,6 @@ Writes the result between the INPUT_PIPELINE markers of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,25 +32,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (EPOCH_TIME_NOTE, EpochTimer, add_load_options, command_line,  # noqa: E402
+                     describe_pngs, in_memory_dataset, prepare_data)
 from _record import record  # noqa: E402
 
-BREAST = Path("/work/shared/data/BrEaST-Lesions_USG")
 SECTION = "INPUT_PIPELINE"
-
-
-def _prepare_data(tmp: Path) -> tuple[Path, str]:
-    """Prepare the real BrEaST dataset when present, else a synthetic one of the same size."""
-    from breastus_cli.data.prepare import PrepareSettings, prepare
-
-    out = tmp / "data"
-    if BREAST.exists():
-        prepare(PrepareSettings(source=BREAST, out=out))
-        return out, f"BrEaST-Lesions_USG (real), prepared from {BREAST}"
-    from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
-
-    make_synthetic_breast(SynthSettings(tmp / "synth", cases=252, min_side=400, max_side=800))
-    prepare(PrepareSettings(source=tmp / "synth", out=out))
-    return out, "synthetic BrEaST layout (make_synthetic_breast, 252 cases, 400-800 px)"
 
 
 def _files(data: Path) -> tuple[list[str], np.ndarray, list[str]]:
@@ -67,43 +51,6 @@ def _files(data: Path) -> tuple[list[str], np.ndarray, list[str]]:
     return paths, np.asarray(labels, np.int32), classes
 
 
-def _describe(data: Path, paths: list[str]) -> str:
-    from PIL import Image
-
-    sizes = [Image.open(p).size for p in paths]
-    widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
-    return (f"{len(paths)} images, {min(widths)}-{max(widths)} x {min(heights)}-{max(heights)} px "
-            f"(w x h), {sum(os.path.getsize(p) for p in paths) / 1e6:.0f} MB of PNG")
-
-
-def _busy_seconds() -> float:
-    """CPU seconds all processes on this machine have used (``/proc/stat``), 0 if unknown."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_quiet(max_foreign: float, limit_s: float) -> float:
-    """Wait (at most ``limit_s``) until other processes use at most ``max_foreign`` cores over
-    a 1 s window; return the seconds waited."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < limit_s:
-        busy0, own0 = _busy_seconds(), _own_cpu_seconds()
-        time.sleep(1.0)
-        if (_busy_seconds() - busy0) - (_own_cpu_seconds() - own0) <= max_foreign:
-            break
-    return time.perf_counter() - start
-
-
-def _own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,32 +61,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="a prepared dataset (breastus prepare output) to reuse")
     parser.add_argument("--quick", action="store_true", help="image size 128, 2 epochs")
-    parser.add_argument("--max-foreign", type=float, default=0.25,
-                        help="re-run an epoch while other processes used more than this many "
-                             "cores during it (default 0.25; a shared machine)")
-    parser.add_argument("--retries", type=int, default=1,
-                        help="re-runs per epoch at most (then the quietest try is kept)")
-    parser.add_argument("--max-wait", type=float, default=30.0,
-                        help="seconds to wait at most, before each epoch, for the machine to "
-                             "be that quiet (default 30)")
+    add_load_options(parser)
     parser.add_argument("--no-record", action="store_true",
                         help="print the table only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     if args.quick:
         args.img_size, args.epochs = 128, 2
-    command = "python benchmarks/input_pipeline.py" + " ".join(
-        [""] + [a for a in sys.argv[1:] if a != "--no-record"])
+    command = command_line("input_pipeline.py")
 
     from breastus_cli import backend
 
     backend.configure()
     with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:
-        if args.data is not None:
-            data, source = args.data, f"prepared dataset {args.data}"
-        else:
-            started = time.perf_counter()
-            data, source = _prepare_data(Path(tmp))
-            print(f"prepared {data} in {time.perf_counter() - started:.1f} s", flush=True)
+        data, source = prepare_data(Path(tmp), args.data)
         paths, labels, classes = _files(data)
         body = "\n".join(_run(args, paths, labels, classes, data))
     body = body.replace("{SOURCE}", source).replace("{COMMAND}", command)
@@ -151,7 +85,7 @@ def main() -> None:
 def _run(args: argparse.Namespace, paths: list[str], labels: np.ndarray, classes: list[str],
          data: Path) -> list[str]:
     from breastus_cli import backend
-    from breastus_cli.data.pipeline import Augment, augment_fn, load_arrays, make_dataset
+    from breastus_cli.data.pipeline import Augment, load_arrays, make_dataset
     from breastus_cli.engine.settings import ClsSettings
     from breastus_cli.engine.tasks import ClassificationTask
     from breastus_cli.models.classifiers import build_classifier
@@ -161,7 +95,7 @@ def _run(args: argparse.Namespace, paths: list[str], labels: np.ndarray, classes
     from tf_keras.preprocessing.image import ImageDataGenerator
 
     size, batch, n = args.img_size, args.batch_size, len(paths)
-    described = _describe(data, paths)
+    described = describe_pngs(paths, "images")
     augment = Augment()
 
     started = time.perf_counter()
@@ -172,18 +106,8 @@ def _run(args: argparse.Namespace, paths: list[str], labels: np.ndarray, classes
 
     # --- the three pipelines, each without and with augmentation -------------------------
     def in_memory(aug: bool):
-        if not aug:
-            return (tf.data.Dataset.from_tensor_slices((x_float, labels))
-                    .shuffle(n, seed=0, reshuffle_each_iteration=True)
-                    .batch(batch).prefetch(tf.data.AUTOTUNE))
-        seeds = tf.data.Dataset.random(seed=0, rerandomize_each_iteration=True).batch(2)
-        apply = augment_fn(augment, tf)
-        dataset = tf.data.Dataset.from_tensor_slices((x_uint8, labels)).shuffle(
-            n, seed=0, reshuffle_each_iteration=True)
-        return (tf.data.Dataset.zip((dataset, seeds))
-                .map(lambda pair, s: apply(pair[0], pair[1], s),
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                .batch(batch).prefetch(tf.data.AUTOTUNE))
+        return in_memory_dataset((x_float, labels), (x_uint8, labels), batch,
+                                 augment if aug else None)
 
     def tfdata(aug: bool):
         return make_dataset(paths, size, batch, labels=labels, shuffle=True,
@@ -221,63 +145,14 @@ def _run(args: argparse.Namespace, paths: list[str], labels: np.ndarray, classes
     model.fit(idg(False), steps_per_epoch=2, epochs=1, verbose=0)
     traces = model.train_function.experimental_get_tracing_count()
 
-    class _TrainEnd(keras.callbacks.Callback):
-        def on_train_end(self, logs=None):
-            self.at = time.perf_counter()
-
-    def epoch(dataset) -> tuple[float, float, float]:
-        """Seconds of one training epoch (fit call to on_train_end: every step and every wait
-        for data), seconds fit then spent returning (tearing the iterator down), and the
-        cores other processes used meanwhile."""
-        busy0, own0, start = _busy_seconds(), _own_cpu_seconds(), time.perf_counter()
-        end = _TrainEnd()
-        model.fit(dataset, epochs=1, verbose=0, callbacks=[end])
-        returned = time.perf_counter()
-        foreign = (_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)
-        return end.at - start, returned - end.at, max(0.0, foreign / (returned - start))
-
-    datasets: list = [None] * len(configs)
-    kept_load: list[float] = []
-    reruns = 0
-    waited = [0.0]
-    teardowns: list[list[float]] = [[] for _ in configs]
-
-    def measure(i: int, label: str, *, fresh: bool) -> tuple[float, float]:
-        """One epoch of pipeline i (seconds, teardown seconds), re-run (a fresh dataset when
-        ``fresh``: the first epoch) while other processes kept more than --max-foreign cores
-        busy; the quietest try is kept."""
-        nonlocal reruns
-        name, aug, factory = configs[i]
-        tries = []
-        for attempt in range(args.retries + 1):
-            waited[0] += _wait_quiet(args.max_foreign, args.max_wait)
-            if fresh or datasets[i] is None:
-                datasets[i] = factory(aug)
-            wall, teardown, foreign = epoch(datasets[i])
-            tries.append((wall, teardown, foreign))
-            teardowns[i].append(teardown)
-            print(f"{label:11s} {name:42s} aug={aug!s:5s} {wall:7.2f} s + teardown "
-                  f"{teardown:5.2f} s (others: {foreign:.2f} cores)", flush=True)
-            if foreign <= args.max_foreign:
-                break
-            reruns += attempt < args.retries
-        wall, teardown, foreign = min(tries, key=lambda t: t[2])
-        kept_load.append(foreign)
-        return wall, teardown
-
     # first epochs (tf.data decodes and fills its cache), then timed rounds, order rotated
-    first = [measure(i, "first epoch", fresh=True) for i in range(len(configs))]
-    steady: list[list[tuple[float, float]]] = [[] for _ in configs]
-    for round_ in range(args.epochs):
-        order = list(range(len(configs)))
-        order = order[round_ % len(order):] + order[:round_ % len(order)]
-        for i in order:
-            steady[i].append(measure(i, f"round {round_ + 1}", fresh=False))
+    timer = EpochTimer(model, configs, args, width=42)
+    first, steady = timer.rounds(args.epochs)
 
     retraced = model.train_function.experimental_get_tracing_count() - traces
     first_s = [f[0] for f in first]
     steady_s = [[t[0] for t in row] for row in steady]
-    teardown = [statistics.mean(row) for row in teardowns]
+    teardown = [statistics.mean(row) for row in timer.teardowns]
     rate = [n / statistics.median(s) for s in steady_s]
     base = {aug: rate[i] for i, (_, aug, f) in enumerate(configs) if f is in_memory}
     rows = ["| pipeline | augmentation | first epoch images/s | steady images/s | "
@@ -289,8 +164,7 @@ def _run(args: argparse.Namespace, paths: list[str], labels: np.ndarray, classes
         rows.append(f"| {name} | {aug_name} | {n / first_s[i]:.1f} | {rate[i]:.1f} | "
                     f"{rate[i] / base[aug]:.2f} | {teardown[i]:.2f} |")
     aug_cost = 1 - base[True] / base[False]
-    spread = "; ".join(f"{configs[i][0].split()[0].strip('`')}{'+aug' if configs[i][1] else ''} "
-                       f"{min(row):.2f}-{max(row):.2f}" for i, row in enumerate(steady_s))
+    spread = timer.spread(steady_s)
     lines = rows + [
         "",
         f"- Data: {{SOURCE}}: {described}. Image size {size}, batch {batch}, all {n} images "
@@ -300,10 +174,7 @@ def _run(args: argparse.Namespace, paths: list[str], labels: np.ndarray, classes
         f"one `model.fit(epochs=1, verbose=0)` per epoch; its train function is traced before "
         f"any timing (traces during the timed epochs: {retraced}). "
         f"TensorFlow {tf.__version__}, CPU only.",
-        f"- Epoch time = from the `fit` call to `on_train_end` (every step and every wait for "
-        f"data). \"fit teardown wait\" is what `fit` then spent returning (mean over every "
-        f"epoch run): deleting the epoch's tf.data iterator waits for the tf.data autotuning "
-        f"thread's next wake-up; it is left out of the images/s.",
+        EPOCH_TIME_NOTE,
         f"- First epoch: a fresh dataset (tf.data decodes every PNG and fills its cache). "
         f"Steady: median of {args.epochs} epochs after it, interleaved round-robin across the "
         f"six rows, order rotated each round (min-max seconds: {spread}).",
@@ -318,12 +189,7 @@ def _run(args: argparse.Namespace, paths: list[str], labels: np.ndarray, classes
         f"zoom_range={augment.zoom:g}, width/height_shift_range={augment.shift:g}, "
         f"brightness_range=({1 - augment.brightness:g}, {1 + augment.brightness:g}) (it has no "
         f"contrast jitter).",
-        f"- Shared machine (others' load read from /proc/stat less this process's CPU time): "
-        f"before each epoch the script waited (at most {args.max_wait:g} s) for other "
-        f"processes to use at most {args.max_foreign:g} cores ({waited[0]:.0f} s waited in "
-        f"all), and an epoch during which they used more was re-run (at most {args.retries} "
-        f"times, then the quietest try kept): {reruns} re-runs; others' load over the kept "
-        f"epochs: median {statistics.median(kept_load):.2f}, max {max(kept_load):.2f} cores.",
+        timer.load_note(),
         "",
         "Command: `{COMMAND}`.",
     ]

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Load, command_line, own_cpu_seconds, rotated  # noqa: E402
 from _record import record  # noqa: E402
 
 SECTION = "PREDICT_THROUGHPUT"
@@ -53,37 +54,6 @@ FIRST = "model forward, first batch (tracing / tensor allocation)"
 TRAMPOLINE = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
               "open(sys.argv[1], 'w').write(str(resource.getrusage("
               "resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
-
-
-# ---- machine load ---------------------------------------------------------------------------
-def _busy_seconds() -> float:
-    """CPU seconds all processes on this machine have used (``/proc/stat``), 0 if unknown."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-class _Load:
-    """Cores used by other processes over a block (all CPU time less ours and our child's)."""
-
-    def __enter__(self) -> _Load:
-        self.busy0, self.own0, self.t0 = _busy_seconds(), _own_cpu_seconds(), time.perf_counter()
-        self.child = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall = max(time.perf_counter() - self.t0, 1e-9)
-        foreign = (_busy_seconds() - self.busy0) - (_own_cpu_seconds() - self.own0) - self.child
-        self.cores = max(0.0, foreign / wall)
 
 
 # ---- setup: data, run directory, exports, scan folders --------------------------------------
@@ -179,13 +149,12 @@ def _forward_rates(run: Path, images: np.ndarray, batch: int, repeat: int) -> di
     for fn in passes.values():
         fn()  # trace / allocate
     for r in range(repeat):
-        order = list(ENGINES)[r % 3:] + list(ENGINES)[:r % 3]
-        for name in order:
-            with _Load() as load:
-                start, cpu0 = time.perf_counter(), _own_cpu_seconds()
+        for name in rotated(ENGINES, r):
+            with Load() as load:
+                start, cpu0 = time.perf_counter(), own_cpu_seconds()
                 passes[name]()
                 samples[name].append(time.perf_counter() - start)
-                cpu[name].append(_own_cpu_seconds() - cpu0)
+                cpu[name].append(own_cpu_seconds() - cpu0)
             loads.append(load.cores)
     return {name: {"rate": len(images) / statistics.median(samples[name]),
                    "spread": (len(images) / max(samples[name]), len(images) / min(samples[name])),
@@ -214,7 +183,7 @@ def _predict(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dic
     env.pop("BREASTUS_THREADS", None)
     log = out.with_suffix(".log")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as fh, _Load() as load:
+    with open(log, "w") as fh, Load() as load:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-S", "-c", TRAMPOLINE, str(rss_file),
                                  *command], stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -295,7 +264,7 @@ def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dic
                                  batch_size=batch, overwrite=True)
     P._resized, P._open_model, P._batches, P._Appender.write = resized, open_model, batches, write
     try:
-        with _Load() as load:
+        with Load() as load:
             result = P.predict(settings)
     finally:
         P._resized, P._open_model, P._batches, P._Appender.write = originals
@@ -360,8 +329,7 @@ def main() -> None:
     if args.quick:
         args.cases, args.n, args.scale, args.img_size = 24, 32, 3, 96
         args.repeat, args.forward_repeat = 1, 2
-    command = "python benchmarks/predict_throughput.py" + " ".join(
-        [""] + [a for a in sys.argv[1:] if a not in ("--no-record",)])
+    command = command_line("predict_throughput.py")
 
     from breastus_cli import backend
 
@@ -407,8 +375,7 @@ def _run(args: argparse.Namespace, work: Path) -> str:
     for name in ENGINES:  # untimed: file cache (libraries, model, scans) warm for every engine
         _predict(small_dir, work / "out" / "warm-up", run, name, args.batch_size)
     for r in range(args.repeat):
-        order = list(ENGINES)[r % 3:] + list(ENGINES)[:r % 3]
-        for name in order:
+        for name in rotated(ENGINES, r):
             result = _predict(small_dir, work / "out" / f"{name.replace(' ', '-')}-{n}", run,
                               name, args.batch_size)
             runs[name].append(result)
