@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -208,6 +209,11 @@ def _probabilities(out: Path) -> dict[str, float]:
 
 
 # ---- where predict's time goes --------------------------------------------------------------
+RESIZE_MAIN = "resize (tf.image.resize) in the main thread"
+RESIZE_THREADS = ("resize (tf.image.resize) in the decoding threads: overlaps the rest, "
+                  "not counted in the loop")
+
+
 def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dict[str, float]:
     """An in-process predict() with timers around its parts; seconds per part and in all."""
     import breastus_cli.engine.predict as P
@@ -220,8 +226,9 @@ def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dic
         try:
             return originals[0](*a, **k)
         finally:
-            timers["resize (tf.image.resize, per image, main thread)"] += \
-                time.perf_counter() - start
+            key = (RESIZE_MAIN if threading.current_thread() is threading.main_thread()
+                   else RESIZE_THREADS)
+            timers[key] += time.perf_counter() - start
 
     def open_model(*a, **k):
         model = originals[1](*a, **k)
@@ -269,7 +276,8 @@ def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dic
     finally:
         P._resized, P._open_model, P._batches, P._Appender.write = originals
     loop = result.rows / result.images_per_second
-    timers["other (stacking, rows, progress)"] = loop - sum(timers.values())
+    timers["other (stacking, rows, progress)"] = loop - sum(
+        v for k, v in timers.items() if k != RESIZE_THREADS)
     timers["loop"] = loop
     timers["others_cores"] = load.cores
     return dict(timers)
@@ -482,9 +490,10 @@ def _run(args: argparse.Namespace, work: Path) -> str:
     cores = len(os.sched_getaffinity(0))
     side = serial["decode"] + serial["resize"]
     # any design: all CPU work shared by the cores; this design: also the main thread's serial
-    # resize + forward
+    # forward + whatever resizing it did itself (measured by the profile)
     ceiling = {e: cores / (forward[e]["cpu"] + side) for e in ENGINES}
-    bound = {e: 1.0 / max(1.0 / ceiling[e], 1.0 / forward[e]["rate"] + serial["resize"])
+    main_resize = {e: profiles[e].get(RESIZE_MAIN, 0.0) / n for e in ENGINES}
+    bound = {e: 1.0 / max(1.0 / ceiling[e], 1.0 / forward[e]["rate"] + main_resize[e])
              for e in ENGINES}
     lines.append("| CPU of the forward alone, core-ms per image | " + " | ".join(
         f"{1000 * forward[e]['cpu']:.1f}" for e in ENGINES) + " |")
@@ -496,8 +505,9 @@ def _run(args: argparse.Namespace, work: Path) -> str:
         f"{1000 * serial['resize']:.1f} ms. CPU ceiling on {cores} cores, any design "
         "(cores / (forward core-ms + decode + resize)): " + ", ".join(
             f"{e} {ceiling[e]:.0f} images/s ({ceiling[e] / forward[e]['rate']:.0%} of its "
-            f"forward)" for e in ENGINES) + "; with predict's main thread also running resize "
-        "and forward one after the other (1 / max(that, forward + resize)): " + ", ".join(
+            f"forward)" for e in ENGINES) + "; with predict's main thread running the forward "
+        "and the resizing it does itself (the profile's main-thread row) one after the other "
+        "(1 / max(that, forward + main-thread resize)): " + ", ".join(
             f"{e} {bound[e]:.0f} ({bound[e] / forward[e]['rate']:.0%})" for e in ENGINES) + ".",
         "",
         (f"- Run directory: {run} (given with --run; {{VAL_AUC}}), its exports "
