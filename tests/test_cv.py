@@ -165,3 +165,22 @@ def test_write_results_reports_the_pooled_numbers(cv_cls, cv_seg, tmp_path):
     missing = subprocess.run([sys.executable, str(script), str(out), f"x={tmp_path}"],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "no summary.json" in missing.stderr
+
+
+@pytest.mark.parametrize("kind,weights,lr,epochs", [
+    ("cls", "none", 1e-3, 40), ("cls", "imagenet", 1e-4, 20),
+    ("seg", "none", 1e-3, 30), ("seg", "imagenet", 0.005, 20)])
+def test_learning_rate_and_epochs_default_by_weights(learn_data, tmp_path, kind, weights, lr,
+                                                     epochs):
+    # --dry-run writes the plan (every training setting) and submits nothing
+    out = tmp_path / "cv"
+    proc = run_cli("cv", kind, str(learn_data), "--folds", "3", "--weights", weights,
+                   "--slurm", "--dry-run", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    train = json.loads((out / "cv.json").read_text())["train"]
+    assert (train["lr"], train["epochs"]) == (lr, epochs)
+    given = run_cli("cv", kind, str(learn_data), "--folds", "3", "--weights", weights, "--lr",
+                    "0.02", "--epochs", "3", "--slurm", "--dry-run", "--out", str(tmp_path / "g"))
+    assert given.returncode == 0, given.stderr
+    train = json.loads((tmp_path / "g" / "cv.json").read_text())["train"]
+    assert (train["lr"], train["epochs"]) == (0.02, 3)

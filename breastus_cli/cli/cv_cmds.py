@@ -12,7 +12,7 @@ from breastus_cli.cli.app import app
 from breastus_cli.cli.slurm_options import pop_slurm, slurm_options
 from breastus_cli.cli.sweep_cmds import _with_engine
 from breastus_cli.cli.train_cmds import (
-    CLS_DEFAULTS, SEG_DEFAULTS, _param, _shared_options, cls_options, seg_options,
+    CLS_DEFAULTS, SEG_DEFAULTS, _param, _shared_options, cls_options, seg_options, with_defaults,
 )
 from breastus_cli.reports import console
 
@@ -58,7 +58,7 @@ def _make_cv(kind: str, settings_type: str, defaults: dict[str, Any],
         cv_keys = {p.name for p in _cv_options()}
         c = {k: options.pop(k) for k in list(options) if k in cv_keys}
         seg_cv = options.pop("seg_cv", None)
-        train = getattr(settings_module, settings_type)(**options)
+        train = getattr(settings_module, settings_type)(**with_defaults(options, defaults))
         settings = CVSettings(task=kind, train=train, out=c["out"], folds=c["folds"],
                               target_sensitivity=c["target_sensitivity"],
                               n_bootstrap=c["bootstrap"], slurm=slurm, seg_cv=seg_cv)

@@ -35,8 +35,14 @@ def _shared_options(kind: str, defaults: dict[str, Any]) -> list[inspect.Paramet
                  "or a run directory / .keras model to start from.")),
         _param("offline", bool, typer.Option(False, "--offline",
                                              help="Never download (also BREASTUS_OFFLINE=1).")),
-        _param("lr", float, typer.Option(defaults["lr"], "--lr", help="Adam learning rate.")),
-        _param("epochs", int, typer.Option(defaults["epochs"], "--epochs", "-e", help="Epochs.")),
+        _param("lr", float, typer.Option(
+            None, "--lr", show_default=False,
+            help=f"Adam learning rate (default {defaults['lr']:g} with pretrained weights, "
+                 f"{defaults['lr_scratch']:g} with --weights none).")),
+        _param("epochs", int, typer.Option(
+            None, "--epochs", "-e", show_default=False,
+            help=f"Epochs (default {defaults['epochs']} with pretrained weights, "
+                 f"{defaults['epochs_scratch']} with --weights none).")),
         _param("batch_size", int, typer.Option(defaults["batch_size"], "--batch-size", "-b",
                                                help="Batch size (all devices together).")),
         _param("img_size", int, typer.Option(defaults["img_size"], "--img-size",
@@ -79,7 +85,7 @@ def _make_command(name: str, kind: str, settings_type: str, defaults: dict[str, 
         from breastus_cli.engine import settings as settings_module
 
         resume = options.pop("resume")
-        settings = getattr(settings_module, settings_type)(**options)
+        settings = getattr(settings_module, settings_type)(**with_defaults(options, defaults))
         if resume is None:
             settings.validate()  # bad options fail before TensorFlow loads
         run_training(settings, kind, resume)
@@ -89,6 +95,17 @@ def _make_command(name: str, kind: str, settings_type: str, defaults: dict[str, 
     command.__doc__ = re.sub(r"(?<!\n)\n(?!\n)", " ", inspect.cleandoc(doc))
     command.__name__ = name.replace("-", "_")
     app.command(name, epilog=epilog)(command)
+
+
+def with_defaults(options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Fill --lr and --epochs when not given: from-scratch training (--weights none) needs a
+    larger learning rate and more epochs than fine-tuning (chosen by 5-fold CV on BrEaST,
+    RESULTS.md)."""
+    scratch = str(options.get("weights")) == "none"
+    for key in ("lr", "epochs"):
+        if key in options and options[key] is None:
+            options[key] = defaults[f"{key}_scratch" if scratch else key]
+    return options
 
 
 def run_training(settings: Any, kind: str, resume: Path | None) -> None:
@@ -111,10 +128,14 @@ def run_training(settings: Any, kind: str, resume: Path | None) -> None:
         console.out().print(train_table(result))
 
 
-CLS_DEFAULTS = {"lr": 1e-4, "epochs": 20, "batch_size": 16, "img_size": 224,
+# pretrained: the reference study's settings; from scratch (--weights none): what 5-fold CV on
+# BrEaST showed learns (RESULTS.md)
+CLS_DEFAULTS = {"lr": 1e-4, "epochs": 20, "lr_scratch": 1e-3, "epochs_scratch": 40,
+                "batch_size": 16, "img_size": 224,
                 "monitor": "val_auc",
                 "monitor_help": "val_auc, val_accuracy or val_loss (best checkpoint, early stopping)."}
-SEG_DEFAULTS = {"lr": 0.005, "epochs": 20, "batch_size": 8, "img_size": 256, "monitor": "val_iou",
+SEG_DEFAULTS = {"lr": 0.005, "epochs": 20, "lr_scratch": 1e-3, "epochs_scratch": 30,
+                "batch_size": 8, "img_size": 256, "monitor": "val_iou",
                 "monitor_help": "val_iou, val_dice or val_loss (best checkpoint, early stopping)."}
 
 
