@@ -69,15 +69,10 @@ class CVSettings:
                 f"{self.train.data}/splits.csv has {found or 'no'} folds, not {self.folds}",
                 hint=f"run 'breastus split {self.train.data} --folds {self.folds}' first")
 
-
     def _check_seg_cv(self) -> None:
         if self.task != "cls" or getattr(self.train, "roi", "none") == "none":
             raise UsageError("--seg-cv is for lesion-centred classification (cv cls --roi mask)")
-        plan_file = Path(self.seg_cv) / PLAN
-        if not plan_file.is_file():
-            raise InputError(f"--seg-cv {self.seg_cv}: not a cross-validation folder (no {PLAN})",
-                             hint="run 'breastus cv seg' first")
-        seg = json.loads(plan_file.read_text())
+        seg = read_plan(Path(self.seg_cv), option="--seg-cv ", hint="run 'breastus cv seg' first")
         if seg.get("task") != "seg":
             raise InputError(f"--seg-cv {self.seg_cv} is a '{seg.get('task')}' cross-validation")
         if (seg.get("data") != str(Path(self.train.data).resolve())
@@ -85,6 +80,13 @@ class CVSettings:
             raise InputError(f"--seg-cv {self.seg_cv} was run on other data or folds "
                              f"({seg.get('data')}, {seg.get('folds')} folds): its fold K "
                              "segmenter may have seen this fold's test cases")
+
+
+def read_plan(out: Path, option: str = "", hint: str | None = None) -> dict[str, Any]:
+    """``out/cv.json``; exit 2 naming ``option`` when ``out`` is no cross-validation folder."""
+    if not (Path(out) / PLAN).is_file():
+        raise InputError(f"{option}{out} is not a cross-validation folder (no {PLAN})", hint=hint)
+    return json.loads((Path(out) / PLAN).read_text())
 
 
 @dataclass
@@ -128,7 +130,7 @@ def run_fold(out: Path, k: int) -> str:
     from breastus_cli.engine.evaluate import EvalSettings, evaluate
     from breastus_cli.engine.train import train
 
-    plan = json.loads((Path(out) / PLAN).read_text())
+    plan = read_plan(out)
     if not 0 <= k < plan["folds"]:
         raise UsageError(f"--index must lie in 0..{plan['folds'] - 1} (got {k})")
     if fold_done(out, k):
@@ -229,9 +231,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
 
     start = time.perf_counter()
     out = Path(out)
-    if not (out / PLAN).is_file():
-        raise InputError(f"{out} is not a cross-validation folder (no {PLAN})")
-    plan = json.loads((out / PLAN).read_text())
+    plan = read_plan(out)
     done = [k for k in range(plan["folds"]) if fold_done(out, k)]
     if not done and not allow_partial:
         raise WorkError(f"no finished fold in {out}")
@@ -252,7 +252,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
         for key in CLS_KEYS:
             summary["metrics"][key] = {"pooled": pooled[key], "mean": spread[key]["mean"],
                                        "sd": spread[key]["sd"], "ci": ci[key]}
-        if "p_malignant_gt_roi" in pooled_frame.columns and len(fold_metrics) == sum(
+        if "p_malignant_gt_roi" in pooled_frame.columns and all(
                 "ground_truth_roi" in m for m in fold_metrics):
             # lesion-centred with crops from the fold's segmenter: the same classifiers on
             # ground-truth crops, pooled the same way (the cost of imperfect segmentation)
@@ -307,8 +307,7 @@ def summary_markdown(summary: dict[str, Any], plan: dict[str, Any]) -> str:
              f"Data: `{plan['data']}`; {summary.get('n', 0)} cases out of fold, folds done: "
              f"{len(summary['folds_done'])}/{plan['folds']}; img size {train.get('img_size')}, "
              f"lr {train.get('lr')}, epochs {train.get('epochs')}, weights {train.get('weights')}.",
-             "", "| metric | pooled (95% CI) | mean ± sd over folds |", "|---|---:|---:|"]
-    lines += [_row(key, row) for key, row in summary["metrics"].items()]
+             "", *_table(summary["metrics"])]
     if "crops_from" in summary:
         lines += ["", f"Lesion-centred: crops from {summary['crops_from']}"
                       + (f" (a lesion found in {summary['lesion_found']} of {summary['n']} "
@@ -316,17 +315,20 @@ def summary_markdown(summary: dict[str, Any], plan: dict[str, Any]) -> str:
                          else "") + "."]
     if "ground_truth_roi" in summary:
         lines += ["", "The same classifiers on ground-truth crops:", "",
-                  "| metric | pooled (95% CI) | mean ± sd over folds |", "|---|---:|---:|"]
-        lines += [_row(key, row) for key, row in summary["ground_truth_roi"].items()]
+                  *_table(summary["ground_truth_roi"])]
     if "majority_baseline_accuracy" in summary:
         lines += ["", f"Majority-class baseline accuracy: "
                       f"{summary['majority_baseline_accuracy']:.3f}."]
     return "\n".join(lines) + "\n"
 
 
-def _row(key: str, row: dict[str, Any]) -> str:
-    pooled = "n/a" if row["pooled"] is None else f"{row['pooled']:.3f}"
-    if row["pooled"] is not None and row["ci"]:
-        pooled += f" ({row['ci'][0]:.3f}–{row['ci'][1]:.3f})"
-    spread = "n/a" if row["mean"] is None else f"{row['mean']:.3f} ± {row['sd']:.3f}"
-    return f"| {key} | {pooled} | {spread} |"
+def _table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown rows: metric | pooled (95% CI) | mean ± sd over folds."""
+    lines = ["| metric | pooled (95% CI) | mean ± sd over folds |", "|---|---:|---:|"]
+    for key, row in metrics.items():
+        pooled = "n/a" if row["pooled"] is None else f"{row['pooled']:.3f}"
+        if row["pooled"] is not None and row["ci"]:
+            pooled += f" ({row['ci'][0]:.3f}–{row['ci'][1]:.3f})"
+        spread = "n/a" if row["mean"] is None else f"{row['mean']:.3f} ± {row['sd']:.3f}"
+        lines.append(f"| {key} | {pooled} | {spread} |")
+    return lines

@@ -372,16 +372,14 @@ def _predict_batch(frames: list[Frame], cls: _Model | None, seg: _Model | None,
                 Image.fromarray(np.ascontiguousarray(prob, dtype=np.float32))
                 .resize((width, height), Image.BILINEAR)))
     if cls is not None:
-        inputs = [f.image for f in frames]
-        if cls.roi_margin is not None:  # lesion-centred: crop around the predicted lesion
-            from breastus_cli.data.roi import crop, roi_box
-
-            inputs = [crop(f.image, roi_box(p >= settings.seg_threshold, cls.roi_margin)[0])
-                      for f, p in zip(frames, big_probs)]
         if cls.roi_margin is None:
             batch = np.stack([_input(f, cls.size, tf) for f in frames])
-        else:
-            batch = np.stack([_resized(image, cls.size, tf) for image in inputs])
+        else:  # lesion-centred: crop around the predicted lesion
+            from breastus_cli.data.roi import crop, roi_box
+
+            batch = np.stack([
+                _resized(crop(f.image, roi_box(p >= settings.seg_threshold, cls.roi_margin)[0]),
+                         cls.size, tf) for f, p in zip(frames, big_probs)])
         p_mal = cls.run(batch)[:, 1]
         if settings.explain:
             from breastus_cli.engine.gradcam import gradcam
