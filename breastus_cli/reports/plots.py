@@ -188,15 +188,18 @@ def calibration_png(
     y, s = _binary_inputs(y_true, p)
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    from sklearn.calibration import calibration_curve
+
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # right-closed last bin so p == 1.0 lands in it
-    which = np.clip(np.digitize(s, edges[1:-1], right=False), 0, n_bins - 1)
-    counts = np.bincount(which, minlength=n_bins)
-    sum_p = np.bincount(which, weights=s, minlength=n_bins)
-    sum_y = np.bincount(which, weights=y, minlength=n_bins)
-    filled = counts > 0
-    mean_p = sum_p[filled] / counts[filled]
-    frac_y = sum_y[filled] / counts[filled]
+    # the same equal-width bins as calibration_curve(strategy="uniform"), for the count histogram
+    counts = np.histogram(s, bins=edges)[0]
+    if y.size and np.unique(y).size == 2:
+        frac_y, mean_p = calibration_curve(y, s, n_bins=n_bins, strategy="uniform")
+    else:  # calibration_curve needs both classes; one class: observed fraction is 0 or 1
+        filled = counts > 0
+        which = np.clip(np.digitize(s, edges[1:-1]), 0, n_bins - 1)
+        mean_p = (np.bincount(which, weights=s, minlength=n_bins)[filled] / counts[filled])
+        frac_y = np.full(mean_p.shape, float(y[0]) if y.size else 0.0)
     brier = float(np.mean((s - y) ** 2)) if y.size else float("nan")
 
     fig = _figure(5.6, 6.4)
