@@ -101,133 +101,36 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9rem; }
 """.strip()
 
-_SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+def _render_markdown(text: str) -> str:
+    """CommonMark + pipe tables with markdown-it-py; raw HTML in the text is escaped, never
+    passed through, so arbitrary report content cannot inject markup."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
 
 
-def _inline(text: str) -> str:
-    """Escape, then render `code` and **bold** (safe: the escaped text holds no markup)."""
-    escaped = html.escape(text, quote=False)
-    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
-
-
-def _split_row(line: str) -> list[str]:
-    inner = line.strip()
-    inner = inner[1:] if inner.startswith("|") else inner
-    inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
-    cells = re.split(r"(?<!\\)\|", inner)
-    return [c.strip().replace("\\|", "|") for c in cells]
-
-
-def _html_table(lines: list[str]) -> str:
-    header: list[str] | None = None
-    if len(lines) >= 2 and _SEPARATOR.match(lines[1].strip()):
-        header, lines = _split_row(lines[0]), lines[2:]
-    parts = ["<table>"]
-    if header is not None:
-        parts.append("<thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in header)
-                     + "</tr></thead>")
-    parts.append("<tbody>")
-    for line in lines:
-        parts.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in _split_row(line)) + "</tr>")
-    parts.append("</tbody></table>")
-    return "".join(parts)
-
-
-def _html_blocks(text: str) -> str:
-    """Render a markdown-ish block: fenced code, pipe tables, bullet lists, #-headings and
-    paragraphs. Anything else is escaped text, so arbitrary input cannot inject markup."""
-    out: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        if not stripped:
-            i += 1
-        elif stripped.startswith("```"):
-            fence = re.match(r"`+", stripped).group(0)  # type: ignore[union-attr]
-            body = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith(fence):
-                body.append(lines[i])
-                i += 1
-            i += 1  # the closing fence (or the end of the text)
-            out.append("<pre><code>" + html.escape("\n".join(body), quote=False) + "</code></pre>")
-        elif stripped.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].strip().startswith("|"):
-                block.append(lines[i])
-                i += 1
-            out.append(_html_table(block))
-        elif re.match(r"^[-*] ", stripped):
-            items = []
-            while i < len(lines) and re.match(r"^[-*] ", lines[i].strip()):
-                items.append(f"<li>{_inline(lines[i].strip()[2:])}</li>")
-                i += 1
-            out.append("<ul>" + "".join(items) + "</ul>")
-        elif re.match(r"^#{1,6} ", stripped):
-            hashes, heading = stripped.split(" ", 1)
-            level = min(6, len(hashes) + 2)  # a section is already an h2: nest below it
-            out.append(f"<h{level}>{_inline(heading)}</h{level}>")
-            i += 1
-        else:
-            para = []
-            while i < len(lines) and lines[i].strip() and not re.match(
-                r"^(\||```|[-*] |#{1,6} )", lines[i].strip()
-            ):
-                para.append(lines[i].strip())
-                i += 1
-            out.append("<p>" + _inline(" ".join(para)) + "</p>")
-    return "\n".join(out)
-
-
-def _html(
-    title: str,
-    summary_rows: Sequence[tuple[str, str]],
-    sections: Sequence[tuple[str, str]],
-    figures: Sequence[tuple[str, str]],
-    command: str | None,
-    notes: Sequence[str],
-) -> str:
-    e = html.escape
-    out = [
+def _html(title: str, markdown: str, has_summary: bool) -> str:
+    """A self-contained page (inline CSS, no scripts) around the rendered ``markdown``."""
+    body = _render_markdown(markdown)
+    if has_summary:  # the first table is the summary (metric, value): styled apart
+        body = body.replace("<table>", '<table class="summary">', 1)
+    body = body.replace("<p><em>Written by", '<p class="meta"><em>Written by', 1)
+    return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en">',
         "<head>",
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(title)}</title>",
+        f"<title>{html.escape(title)}</title>",
         f"<style>\n{_CSS}\n</style>",
         "</head>",
         "<body>",
         "<main>",
-        f"<h1>{e(title)}</h1>",
-        f'<p class="meta">Written by breastus {e(__version__)}.</p>',
-    ]
-    if summary_rows:
-        out.append('<table class="summary">')
-        out.append("<thead><tr><th>Metric</th><th>Value</th></tr></thead><tbody>")
-        out += [f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in summary_rows]
-        out.append("</tbody></table>")
-    for heading, body in sections:
-        out += ["<section>", f"<h2>{e(heading)}</h2>", _html_blocks(body), "</section>"]
-    if figures:
-        out += ["<section>", "<h2>Figures</h2>"]
-        for name, caption in figures:
-            out.append(
-                f'<figure><img src="{e(quote(name))}" alt="{e(caption)}">'
-                f"<figcaption>{e(caption)}</figcaption></figure>"
-            )
-        out.append("</section>")
-    if notes:
-        out += ["<section>", "<h2>Notes</h2>", "<ul>"]
-        out += [f"<li>{_inline(note)}</li>" for note in notes]
-        out += ["</ul>", "</section>"]
-    cmd = command if command else "# not recorded: this report was written without a command line"
-    out += ["<section>", "<h2>Reproduce</h2>", f"<pre><code>{e(cmd, quote=False)}</code></pre>",
-            "</section>", "</main>", "</body>", "</html>"]
-    return "\n".join(out) + "\n"
+        body.rstrip("\n"),
+        "</main>",
+        "</body>",
+        "</html>",
+    ]) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,8 +168,8 @@ def write_report(
     """Write ``out_dir/report.md`` and ``out_dir/report.html`` atomically; return both paths.
 
     - ``summary_rows``: (metric name, formatted value), e.g. ``("AUC", format_ci(auc, ci))``;
-    - ``sections``: (heading, markdown-ish text); the HTML renders paragraphs, pipe tables,
-      ``- `` bullet lists, fenced code and ``#`` sub-headings, and escapes everything else;
+    - ``sections``: (heading, markdown text); report.html is report.md rendered by
+      markdown-it-py (CommonMark and pipe tables; raw HTML is escaped);
     - ``figures``: (image file name relative to ``out_dir``, caption), e.g. ``("roc.png", "ROC")``;
     - ``notes``: bullet points (caveats: small test set, threshold chosen on validation, ...);
     - ``command``: the shell command that reproduces the report; both files end with it under a
@@ -277,6 +180,7 @@ def write_report(
     secs = [(str(h), str(b)) for h, b in sections]
     figs = _check_figures(figures)
     note_list = [str(n) for n in notes]
-    md_path = write_text(out / "report.md", _markdown(title, rows, secs, figs, command, note_list))
-    html_path = write_text(out / "report.html", _html(title, rows, secs, figs, command, note_list))
+    markdown = _markdown(title, rows, secs, figs, command, note_list)
+    md_path = write_text(out / "report.md", markdown)
+    html_path = write_text(out / "report.html", _html(title, markdown, bool(rows)))
     return md_path, html_path
