@@ -87,7 +87,7 @@ def test_ci_contains_estimate_and_shrinks_with_more_data() -> None:
         width_small = small["ci"][key][1] - small["ci"][key][0]
         width_large = large["ci"][key][1] - large["ci"][key][0]
         assert width_large < 0.6 * width_small, key
-    assert small["ci_method"] == "percentile bootstrap, 1000 case resamples, 95%"
+    assert small["ci_method"] == "percentile bootstrap, 1000 case resamples stratified by class, 95%"
 
 
 def test_bootstrap_is_seeded_and_confidence_matters() -> None:
@@ -114,15 +114,17 @@ def test_fast_auc_matches_sklearn_on_resamples() -> None:
     assert np.isnan(_weighted_auc(y, p, only_benign)[0])
 
 
-def test_resamples_lacking_a_class_are_skipped_and_counted() -> None:
-    # one malignant case in 12: about (11/12)^12 = 35% of resamples have no malignant case
+def test_resamples_are_stratified_by_class() -> None:
+    # one malignant case in 12: a plain bootstrap would lose it in about (11/12)^12 = 35% of
+    # resamples; resampling within each class keeps 11 benign + 1 malignant in every resample
     y = np.array([0] * 11 + [1])
     p = np.linspace(0.05, 0.95, 12)
     r = classification_metrics(y, p, n_bootstrap=1000, seed=0)
-    used = r["ci_resamples"]
-    assert used["accuracy"] == 1000 and used["specificity"] == 1000
-    assert 550 < used["sensitivity"] < 750
-    assert used["auc"] == used["sensitivity"] == used["balanced_accuracy"]
+    assert set(r["ci_resamples"].values()) == {1000}
+    assert "stratified by class" in r["ci_method"]
+    from breastus_cli.engine.bootstrap import resample_counts
+    for w in resample_counts(12, 500, np.random.default_rng(1), strata=y):
+        assert (w[:, 11] == 1).all() and (w[:, :11].sum(axis=1) == 11).all()
     json.dumps(r, allow_nan=False)
 
 
@@ -225,3 +227,20 @@ def test_aggregate() -> None:
     assert agg["f1"] == {"mean": None, "sd": None, "n": 0, "values": []}
     assert set(aggregate(runs, keys=("auc",))) == {"auc"}
     json.dumps(agg, allow_nan=False)
+
+
+def test_per_case_decisions_as_in_pooled_cross_validation() -> None:
+    # pooled CV: each fold has its own threshold, so decisions come per case, not from one cut
+    from breastus_cli.engine.cv import _pooled_cls
+
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    p = np.array([0.1, 0.6, 0.3, 0.4, 0.9, 0.7, 0.2, 0.8])
+    d = np.array([0, 1, 0, 1, 1, 0, 0, 1])  # not p >= any single threshold
+    r = classification_metrics(y, p, y_pred=d, n_bootstrap=200, seed=0)
+    assert r["threshold"] is None
+    assert r["sensitivity"] == 3 / 4 and r["specificity"] == 3 / 4
+    assert r["auc"] == pytest.approx(skm.roc_auc_score(y, p))
+    pooled, ci = _pooled_cls(y, p, d, 200)
+    assert pooled["sensitivity"] == 3 / 4 and ci["auc"] == r["ci"]["auc"]
+    with pytest.raises(ValueError, match="one 0/1 decision per case"):
+        classification_metrics(y, p, y_pred=d[:-1])

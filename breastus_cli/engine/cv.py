@@ -195,32 +195,12 @@ def cv(settings: CVSettings) -> CVResult:
 
 def _pooled_cls(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, n_bootstrap: int,
                 seed: int = 0) -> tuple[dict[str, float | None], dict[str, list[float] | None]]:
-    """Pooled metrics from out-of-fold labels, scores and per-fold decisions, with percentile
-    bootstrap CIs over cases."""
-    from sklearn.metrics import roc_auc_score
+    """Pooled metrics from out-of-fold labels, scores and per-fold decisions, with the same
+    class-stratified percentile bootstrap over cases as every other evaluation."""
+    from breastus_cli.engine.metrics import classification_metrics
 
-    def point(idx: np.ndarray) -> dict[str, float | None]:
-        yy, pp, dd = y[idx], p[idx], y_pred[idx]
-        pos, neg = yy == 1, yy == 0
-        sens = float((dd[pos] == 1).mean()) if pos.any() else None
-        spec = float((dd[neg] == 0).mean()) if neg.any() else None
-        return {"auc": float(roc_auc_score(yy, pp)) if pos.any() and neg.any() else None,
-                "sensitivity": sens, "specificity": spec,
-                "accuracy": float((dd == yy).mean()),
-                "balanced_accuracy": (sens + spec) / 2 if sens is not None and spec is not None
-                else None}
-
-    everything = point(np.arange(len(y)))
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {k: [] for k in CLS_KEYS}
-    for _ in range(n_bootstrap):
-        values = point(rng.integers(0, len(y), len(y)))
-        for key in CLS_KEYS:
-            if values[key] is not None:
-                samples[key].append(values[key])
-    ci = {k: ([float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None)
-          for k, v in samples.items()}
-    return everything, ci
+    result = classification_metrics(y, p, y_pred=y_pred, n_bootstrap=n_bootstrap, seed=seed)
+    return {k: result[k] for k in CLS_KEYS}, {k: result["ci"][k] for k in CLS_KEYS}
 
 
 def summarize(out: Path, allow_partial: bool = False) -> CVResult:

@@ -8,25 +8,24 @@ Conventions used everywhere in breastus:
 - a metric that is undefined on the given cases (for example sensitivity when there is no
   malignant case, or AUC when only one class is present) is ``None``, never NaN, so the result
   can be written with ``json.dumps(..., allow_nan=False)``;
-- confidence intervals are percentile bootstraps over *cases* (resampled with replacement).
+- confidence intervals are percentile bootstraps over *cases*, resampled with replacement within
+  each class (stratified: every resample keeps the data's numbers of malignant and benign
+  cases; see :mod:`breastus_cli.engine.bootstrap`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from breastus_cli.engine.bootstrap import percentile_ci, resample_counts
+
 LABELS = ("benign", "malignant")  # index = class id; 1 = malignant = positive
 
 CI_KEYS = ("accuracy", "auc", "sensitivity", "specificity", "balanced_accuracy")
-
-# Upper bound on the number of cells of one (resamples x cases) weight matrix, so memory stays
-# bounded (about 64 MB of int64) however many cases an evaluation has.
-_MAX_BOOTSTRAP_CELLS = 8_000_000
-
 
 # --------------------------------------------------------------------------------------------
 # input validation
@@ -118,29 +117,6 @@ def _weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarr
         return np.where(defined, numerator / np.where(defined, denominator, 1.0), np.nan)
 
 
-def _bootstrap_weights(n: int, n_bootstrap: int, rng: np.random.Generator) -> Iterable[np.ndarray]:
-    """Yield (b, n) multiplicity matrices for ``n_bootstrap`` case resamples, in memory-bounded
-    blocks. Each row comes from one draw of n case indices with replacement."""
-    block = max(1, min(n_bootstrap, _MAX_BOOTSTRAP_CELLS // max(n, 1)))
-    done = 0
-    while done < n_bootstrap:
-        b = min(block, n_bootstrap - done)
-        idx = rng.integers(0, n, size=(b, n))
-        # Row r's indices are offset by r*n so one bincount counts every row at once.
-        flat = (idx + (np.arange(b) * n)[:, None]).ravel()
-        yield np.bincount(flat, minlength=b * n).reshape(b, n)
-        done += b
-
-
-def _percentile_ci(values: np.ndarray, confidence: float) -> list[float] | None:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return None
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return [float(lo), float(hi)]
-
-
 # --------------------------------------------------------------------------------------------
 # public API
 
@@ -150,13 +126,16 @@ def classification_metrics(
     p_malignant: Sequence[float] | np.ndarray,
     threshold: float = 0.5,
     *,
+    y_pred: Sequence[int] | np.ndarray | None = None,
     n_bootstrap: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """Binary benign/malignant metrics at ``threshold`` with percentile-bootstrap CIs.
 
-    A case is predicted malignant iff ``p_malignant >= threshold``.
+    A case is predicted malignant iff ``p_malignant >= threshold``, unless ``y_pred`` gives each
+    case's decision (pooled cross-validation, where each fold has its own threshold; the
+    reported ``threshold`` is then None).
 
     Returns a JSON-ready dict (Python floats/ints/lists, ``None`` where undefined, never NaN):
 
@@ -173,8 +152,8 @@ def classification_metrics(
       ``sklearn.metrics.classification_report(output_dict=True, zero_division=0)`` gives them
       (so there an undefined precision reads 0.0, unlike the top-level ``precision``);
     - ``ci``: ``{"accuracy", "auc", "sensitivity", "specificity", "balanced_accuracy"}`` ->
-      ``[lo, hi]`` or None; ``ci_resamples``: how many resamples each interval used (a resample
-      lacking a class is skipped for the metrics that need that class); ``ci_method``.
+      ``[lo, hi]`` or None; ``ci_resamples``: how many resamples each interval used (resamples
+      are stratified by class, so with both classes present every resample counts); ``ci_method``.
 
     Raises ValueError on unequal lengths, labels other than 0/1, or probabilities that are not
     finite values in [0, 1].
@@ -189,7 +168,13 @@ def classification_metrics(
 
     n = int(y.size)
     pos = y == 1
-    pred = p >= threshold  # ">=": a score equal to the threshold is called malignant
+    if y_pred is None:
+        pred = p >= threshold  # ">=": a score equal to the threshold is called malignant
+    else:
+        pred = np.asarray(y_pred).astype(np.int64).ravel()
+        if pred.shape != y.shape or not np.isin(pred, (0, 1)).all():
+            raise ValueError("y_pred must hold one 0/1 decision per case")
+        pred = pred.astype(bool)
     tp = int(np.sum(pos & pred))
     fn = int(np.sum(pos & ~pred))
     fp = int(np.sum(~pos & pred))
@@ -203,7 +188,7 @@ def classification_metrics(
         "n": n,
         "n_malignant": n_mal,
         "n_benign": n_ben,
-        "threshold": threshold,
+        "threshold": threshold if y_pred is None else None,
         "accuracy": (tp + tn) / n,
         "balanced_accuracy": (sensitivity + specificity) / 2.0 if both_classes else None,
         "auc": float(roc_auc_score(y, p)) if both_classes else None,
@@ -234,7 +219,8 @@ def classification_metrics(
     result["ci"] = {k: (ci[k] if result[k] is not None else None) for k in CI_KEYS}
     result["ci_resamples"] = {k: (used[k] if result[k] is not None else 0) for k in CI_KEYS}
     result["ci_method"] = (
-        f"percentile bootstrap, {n_bootstrap} case resamples, {confidence * 100:g}%"
+        f"percentile bootstrap, {n_bootstrap} case resamples stratified by class, "
+        f"{confidence * 100:g}%"
         if n_bootstrap else "none (n_bootstrap=0)"
     )
     return result
@@ -254,7 +240,7 @@ def _bootstrap_classification(
         [pos & pred, pos & ~pred, ~pos & pred, ~pos & ~pred], axis=1
     ).astype(np.float64)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in CI_KEYS}
-    for w in _bootstrap_weights(n, n_bootstrap, rng):
+    for w in resample_counts(n, n_bootstrap, rng, strata=y):
         counts = w @ indicators  # (b, 4): TP, FN, FP, TN
         tp, fn, fp, tn = counts.T
         n_mal, n_ben = tp + fn, tn + fp
@@ -271,7 +257,7 @@ def _bootstrap_classification(
     for key in CI_KEYS:
         values = np.concatenate(parts[key])
         used[key] = int(np.isfinite(values).sum())
-        ci[key] = _percentile_ci(values, confidence)
+        ci[key] = percentile_ci(values, confidence)
     return ci, used
 
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-_MAX_BOOTSTRAP_CELLS = 8_000_000  # bound on one (resamples x cases) index block
+from breastus_cli.engine.bootstrap import mean_ci
+
 
 
 def _as_mask(name: str, mask: Any) -> np.ndarray:
@@ -156,29 +157,6 @@ def _defined(per_case: list[dict[str, Any]], key: str) -> list[float]:
     return out
 
 
-def _bootstrap_mean_ci(
-    values: np.ndarray, n_bootstrap: int, seed: int, confidence: float
-) -> list[list[float] | None]:
-    """Percentile bootstrap CIs of the column means of ``values`` (cases x metrics).
-
-    All columns share the same case resamples (vectorised, in memory-bounded blocks).
-    """
-    n, k = values.shape
-    if n == 0 or n_bootstrap == 0:
-        return [None] * k
-    rng = np.random.default_rng(seed)
-    block = max(1, min(n_bootstrap, _MAX_BOOTSTRAP_CELLS // n))
-    means = []
-    done = 0
-    while done < n_bootstrap:
-        b = min(block, n_bootstrap - done)
-        means.append(values[rng.integers(0, n, size=(b, n))].mean(axis=1))  # (b, k)
-        done += b
-    alpha = 1.0 - confidence
-    bounds = np.quantile(np.concatenate(means), [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
-    return [[float(bounds[0, j]), float(bounds[1, j])] for j in range(k)]
-
-
 def dataset_metrics(
     per_case: list[dict[str, Any]],
     *,
@@ -235,7 +213,7 @@ def dataset_metrics(
         inter_sum = sum(int(c["intersection_px"]) for c in per_case)
         dataset_dice = 2.0 * inter_sum / area_total if area_total else 1.0
 
-    ci_iou, ci_dice = _bootstrap_mean_ci(
+    ci_iou, ci_dice = mean_ci(
         np.stack([iou, dice], axis=1), n_bootstrap, seed, confidence
     )
     hd95_mm = _defined(per_case, "hd95_mm")
