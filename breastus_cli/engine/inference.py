@@ -14,22 +14,20 @@ from breastus_cli.errors import InputError
 
 
 def load_model(run_dir_or_file: str | Path) -> Any:
-    """Load a run's best ``model.keras`` (or a .keras file) for inference, without compiling."""
-    keras = backend.keras()
+    """Load a run's best ``model.keras`` (or a .keras file) for inference, without compiling.
+
+    Only a native zip ``.keras`` file whose config names nothing but Keras's, breastus's and the
+    encoders' objects is loaded (:mod:`breastus_cli.models.safe_load`): no code from the file runs.
+    """
     path = Path(run_dir_or_file)
     if path.is_dir():
         path = path / MODEL
     if not path.is_file():
         raise InputError(f"no model at {path}: has the run finished at least one epoch?")
     from breastus_cli.engine import tasks  # noqa: F401  (registers custom metrics/losses)
-    from breastus_cli.models import seg_objectives  # noqa: F401
+    from breastus_cli.models.safe_load import load_keras_model
 
-    backend.sm()  # registers the encoders' custom objects (swish, FixedDropout) with Keras
-
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:
-        raise InputError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
+    return load_keras_model(path)
 
 
 def forward(model: Any, dataset: Any) -> np.ndarray:

@@ -20,6 +20,7 @@ from breastus_cli.engine.rundir import MODEL, read_config
 from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.errors import InputError, UsageError
 from breastus_cli.models import weights as weight_files
+from breastus_cli.models.safe_load import check_model_file, load_keras_model
 
 keras = backend.keras()
 
@@ -105,9 +106,11 @@ class Task(ABC):
             read_config(path)  # a clear error when it is not a run directory
             if not (path / MODEL).is_file():
                 raise InputError(f"--weights {path}: the run has no {MODEL} (did it finish an epoch?)")
+            check_model_file(path / MODEL)  # refused before the new run directory is made
             return None, path / MODEL
         if path.is_file():
             if path.suffix == ".keras":
+                check_model_file(path)
                 return None, path
             return path, None
         raise UsageError(f"--weights must be imagenet, none, a weights file or a run directory "
@@ -116,7 +119,7 @@ class Task(ABC):
 
 def copy_backbone(model: Any, source_model_file: Path, layer: str = "backbone") -> int:
     """Copy the weights of the nested model ``layer`` from a saved model; returns the count."""
-    source = keras.models.load_model(source_model_file, compile=False)
+    source = load_keras_model(source_model_file)  # refuses files that could run code
     try:
         src, dst = source.get_layer(layer), model.get_layer(layer)
     except ValueError:
