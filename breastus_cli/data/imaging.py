@@ -11,6 +11,9 @@ The rules (design.md, "Data rules") live here and nowhere else:
   rarely use the full 16-bit range).
 * EXIF orientation is honoured.
 * Masks: each listed file is read as luminance and binarized at > 127; several files are united.
+* Size first: an image's width x height is read from its header and checked against
+  ``max_pixels`` (``--max-pixels``, default :data:`DEFAULT_MAX_PIXELS`) before any pixel is
+  decoded; a larger one is a :class:`RowError` naming its size and the cap.
 """
 
 from __future__ import annotations
@@ -27,12 +30,29 @@ from breastus_cli.errors import RowError
 #: File suffixes treated as images when scanning folders.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-# Ultrasound frames are small; anything beyond this is a decompression bomb, not a scan.
-Image.MAX_IMAGE_PIXELS = 20000 * 20000
+#: Most pixels an image (a DICOM frame) may have before it is refused, unread: ultrasound frames
+#: are around 1 MP, so anything beyond is a decompression bomb, not a scan. ``--max-pixels``.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+# Every image breastus decodes goes through open_image, whose size check runs right after the
+# header is read. PIL's own bomb check runs earlier, inside Image.open, and would answer first
+# (with its own message, whatever --max-pixels says) for any image over twice its limit: it is
+# off, so that there is one check and one message. open_image still catches its error.
+Image.MAX_IMAGE_PIXELS = None
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully load an image file, turning every decoder failure into :class:`RowError`."""
+def too_large(width: int, height: int, max_pixels: int) -> str | None:
+    """The refusal reason for a ``width`` x ``height`` image over ``max_pixels``, else None."""
+    pixels = int(width) * int(height)
+    if pixels <= max_pixels:
+        return None
+    return (f"image too large: {width}x{height} = {pixels:,} pixels, over the cap of "
+            f"{max_pixels:,} (--max-pixels)")
+
+
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully load an image file, turning every decoder failure into :class:`RowError`;
+    an image over ``max_pixels`` is refused from its header, before it is decoded."""
     path = Path(path)
     if not path.exists():
         raise RowError("file not found", hint=path.name)
@@ -43,11 +63,17 @@ def open_image(path: str | Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(path)
+            image = Image.open(path)  # reads the header only
+            reason = too_large(image.width, image.height, max_pixels)
+            if reason is not None:
+                image.close()
+                raise RowError(reason, hint=path.name)
             image.load()
     except UnidentifiedImageError:
         raise RowError("not an image (unrecognised format)", hint=path.name) from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # only if someone turned PIL's check back on
+        raise RowError(f"image too large: {exc}", hint=path.name) from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise RowError(f"corrupt image ({exc})", hint=path.name) from None
     return image
 
@@ -79,27 +105,29 @@ def to_luminance(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def read_luminance(path: str | Path) -> np.ndarray:
-    """Decode an image file to a ``uint8`` (H, W) luminance array.
+def read_luminance(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to a ``uint8`` (H, W) luminance array (:class:`RowError` if it has
+    more than ``max_pixels`` pixels, before decoding).
 
     >>> read_luminance("case001.png").shape  # doctest: +SKIP
     (433, 599)
     """
-    return to_luminance(open_image(path))
+    return to_luminance(open_image(path, max_pixels))
 
 
-def read_mask(paths: Sequence[str | Path], shape: tuple[int, int] | None = None) -> np.ndarray:
+def read_mask(paths: Sequence[str | Path], shape: tuple[int, int] | None = None,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read one or several mask files and return their union as a boolean (H, W) array.
 
     Each file is converted to luminance (alpha ignored, as BrEaST's masks are 255/255 on 0)
     and binarized at > 127. With ``shape``, every mask must have that (H, W) size, else
-    :class:`RowError` ("mask size differs from image").
+    :class:`RowError` ("mask size differs from image"); none may exceed ``max_pixels``.
     """
     if not paths:
         raise RowError("no mask file")
     union: np.ndarray | None = None
     for path in paths:
-        image = open_image(path)
+        image = open_image(path, max_pixels)
         image = ImageOps.exif_transpose(image) or image
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             array = np.asarray(image, dtype=np.float64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from breastus_cli.data.dicom import is_dicom, read_dicom
-from breastus_cli.data.imaging import read_luminance
+from breastus_cli.data.imaging import DEFAULT_MAX_PIXELS, read_luminance
 from breastus_cli.errors import InputError, RowError, UsageError
 
 
@@ -75,20 +76,21 @@ def shard(files: list[Path], num_parts: int, part_id: int) -> list[Path]:
     return [f for i, f in enumerate(files) if i % num_parts == part_id - 1]
 
 
-def decode(path: Path) -> list[Frame]:
-    """Decode one file into frames (RowError when it cannot be read)."""
+def decode(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Frame]:
+    """Decode one file into frames (RowError when it cannot be read, or is over ``max_pixels``
+    per frame, checked before decoding)."""
     if is_dicom(path):
-        frames, pixel = read_dicom(path)
+        frames, pixel = read_dicom(path, max_pixels)
         if len(frames) == 1:
             return [Frame(path, None, frames[0], pixel)]
         return [Frame(path, i, f, pixel) for i, f in enumerate(frames)]
-    return [Frame(path, None, read_luminance(path))]
+    return [Frame(path, None, read_luminance(path, max_pixels))]
 
 
-def _decode_safely(path: Path,
-                   prepare: Callable[[Frame], None] | None = None) -> list[Frame] | Unreadable:
+def _decode_safely(path: Path, prepare: Callable[[Frame], None] | None = None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Frame] | Unreadable:
     try:
-        frames = decode(path)
+        frames = decode(path, max_pixels)
         if prepare is not None:
             for frame in frames:
                 prepare(frame)
@@ -101,21 +103,69 @@ def _decode_safely(path: Path,
     return frames
 
 
+#: Decoded pixels (and model inputs) that may wait in the stream before it stops starting files.
+WAITING_BYTES = 512 << 20
+
+
+def _nbytes(result: list[Frame] | Unreadable) -> int:
+    """Bytes of decoded pixels and model inputs a decoding result holds."""
+    if not isinstance(result, list):
+        return 0
+    return sum(f.image.nbytes + sum(a.nbytes for a in f.inputs.values()) for f in result)
+
+
 def stream(files: list[Path], workers: int = 2, ahead: int = 32,
-           prepare: Callable[[Frame], None] | None = None) -> Iterator[list[Frame] | Unreadable]:
+           prepare: Callable[[Frame], None] | None = None,
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[list[Frame] | Unreadable]:
     """Decode ``files`` in order with ``workers`` threads, at most ``ahead`` files in flight, so
     memory stays flat however many files there are. ``prepare(frame)`` runs in the same thread
-    right after decoding (predict resizes there, overlapping the model's forward pass)."""
+    right after decoding (predict resizes there, overlapping the model's forward pass).
+
+    Files over ``max_pixels`` (per frame; DICOMs also in all) come back :class:`Unreadable`,
+    undecoded. At most two files per worker wait to be decoded, and none is started while the
+    decoded ones waiting to be consumed hold more than :data:`WAITING_BYTES`: a run of huge
+    (but allowed) files never piles up ``ahead`` of them in memory."""
+    lock = threading.RLock()  # a done-callback may run at once, in the thread that adds it
+    pending: deque[Future] = deque()
+    iterator = iter(files)
+    state = {"held": 0, "queued": 0, "exhausted": False, "closed": False}
+    queue_limit = 2 * max(1, workers)
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: deque[Future] = deque()
-        iterator = iter(files)
-        for path in iterator:
-            pending.append(pool.submit(_decode_safely, path, prepare))
-            if len(pending) >= ahead:
-                break
-        while pending:
-            result = pending.popleft().result()
-            nxt = next(iterator, None)
-            if nxt is not None:
-                pending.append(pool.submit(_decode_safely, nxt, prepare))
-            yield result
+
+        def finished(future: Future) -> None:
+            with lock:
+                state["queued"] -= 1
+                if not future.cancelled() and future.exception() is None:
+                    state["held"] += _nbytes(future.result())
+                fill()
+
+        def fill() -> None:  # with the lock held
+            while not state["exhausted"] and not state["closed"] and len(pending) < ahead and (
+                    not pending or (state["queued"] < queue_limit
+                                    and state["held"] < WAITING_BYTES)):
+                nxt = next(iterator, None)
+                if nxt is None:
+                    state["exhausted"] = True
+                    return
+                future = pool.submit(_decode_safely, nxt, prepare, max_pixels)
+                state["queued"] += 1
+                pending.append(future)
+                future.add_done_callback(finished)
+
+        try:
+            with lock:
+                fill()
+            while True:
+                with lock:
+                    if not pending:
+                        break
+                    future = pending.popleft()
+                result = future.result()
+                with lock:
+                    state["held"] -= _nbytes(result)
+                    fill()
+                yield result
+        finally:
+            with lock:
+                state["closed"] = True
