@@ -24,13 +24,17 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="test, val, train or all."),
     target_sensitivity: float = typer.Option(
         None, "--target-sensitivity", metavar="S",
-        help="Pick the threshold on the validation split that reaches malignant sensitivity S."),
+        help="Pick the threshold on the validation split that reaches malignant sensitivity S "
+             "(with --split test or train; the run keeps it in threshold.json for predict, "
+             "export and later evaluations). Default threshold: threshold.json, else 0.5."),
     threshold: float = typer.Option(None, "--threshold", help="Fixed decision threshold."),
     bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples for the CIs."),
     batch_size: int = typer.Option(32, "--batch-size", help="Inference batch size."),
     seg_run: Path = typer.Option(
         None, "--seg-run", help="Lesion-centred classifiers: take the crops from this "
-                                "segmenter (no ground truth needed); both are reported."),
+                                "segmenter (no ground truth needed); both are reported. "
+                                "Without it the crops come from the ground-truth masks: "
+                                "oracle numbers (an upper bound), labelled so."),
 ) -> None:
     """Metrics with 95% bootstrap CIs, plots and a report for runs on a split.
 
@@ -71,5 +75,7 @@ def evaluate_cmd(
                 "accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity",
                 "precision", "f1")
             summary = aggregate([r.metrics for r in results], keys)
+            oracle = any(evaluation.is_oracle(r.metrics) for r in results)
             console.out().print(evaluation.folds_table(
-                summary, f"Across {len(results)} folds ({models.pop()}, {split})"))
+                summary, f"Across {len(results)} folds ({models.pop()}, {split})"
+                + (f" [{evaluation.ORACLE_LABEL}]" if oracle else "")))

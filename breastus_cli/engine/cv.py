@@ -31,6 +31,8 @@ SUMMARY = "summary.json"
 CLS_KEYS = ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
 SEG_KEYS = ("dice", "iou")
 SETTINGS_TYPES: dict[str, type[TrainSettings]] = {"cls": ClsSettings, "seg": SegSettings}
+#: cv.json's record of the folds it ran on (SHA-256 of splits.csv and of its fold column)
+SPLIT_KEYS = ("splits_sha256", "split_sha256")
 
 
 @dataclass
@@ -80,6 +82,8 @@ class CVSettings:
             raise InputError(f"--seg-cv {self.seg_cv} was run on other data or folds "
                              f"({seg.get('data')}, {seg.get('folds')} folds): its fold K "
                              "segmenter may have seen this fold's test cases")
+        # the same folder re-split since: its fold K segmenter trained on other cases
+        check_plan_split(f"--seg-cv {self.seg_cv}", seg, Path(self.train.data))
 
 
 def read_plan(out: Path, option: str = "", hint: str | None = None) -> dict[str, Any]:
@@ -105,12 +109,29 @@ class CVResult:
 
 
 def _plan(settings: CVSettings) -> dict[str, Any]:
+    from breastus_cli.engine.rundir import data_record
+
     train = settings.train.to_dict()
+    record = data_record(Path(settings.train.data), 0)  # the folds' fingerprint
     return {"task": settings.task, "data": str(Path(settings.train.data).resolve()),
             "folds": settings.folds, "train": train,
             "target_sensitivity": settings.target_sensitivity,
             "n_bootstrap": settings.n_bootstrap,
-            "seg_cv": None if settings.seg_cv is None else str(Path(settings.seg_cv).resolve())}
+            "seg_cv": None if settings.seg_cv is None else str(Path(settings.seg_cv).resolve()),
+            **{key: record[key] for key in SPLIT_KEYS}}
+
+
+def check_plan_split(name: str, plan: dict[str, Any], data: Path | None = None) -> None:
+    """Refuse (exit 2) a cross-validation whose dataset has other folds than when it began
+    (re-split since): its finished folds and the new ones would overlap."""
+    from breastus_cli.engine.rundir import split_changed
+
+    data = Path(data or plan.get("data") or "")
+    message = split_changed(name, plan, data, by_fold=True, what="run",
+                            advice="restore the splits.csv it ran on, or cross-validate "
+                                   "again into another --out") if data.is_dir() else None
+    if message:
+        raise InputError(message)
 
 
 def _fold_dir(out: Path, k: int) -> Path:
@@ -133,6 +154,7 @@ def run_fold(out: Path, k: int) -> str:
     plan = read_plan(out)
     if not 0 <= k < plan["folds"]:
         raise UsageError(f"--index must lie in 0..{plan['folds'] - 1} (got {k})")
+    check_plan_split(str(out), plan)  # the folds are still the ones it began on
     if fold_done(out, k):
         return "skipped"
     run = _fold_dir(out, k)
@@ -169,9 +191,12 @@ def cv(settings: CVSettings) -> CVResult:
     if (out / PLAN).is_file():
         existing = json.loads((out / PLAN).read_text())
         existing.setdefault("seg_cv", None)  # written before --seg-cv existed
-        if existing != plan:
+        # the folds are compared apart (cv.json has them since issue 11)
+        recorded = {key: existing.pop(key, None) for key in SPLIT_KEYS}
+        if existing != {k: v for k, v in plan.items() if k not in SPLIT_KEYS}:
             raise InputError(f"{out} holds a different cross-validation",
                              hint="choose another --out, or repeat the first run's options")
+        check_plan_split(str(out), recorded, Path(settings.train.data))
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / PLAN, plan)
@@ -249,9 +274,12 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
                 summary["lesion_found"] = int(pooled_frame["lesion_found"].sum())
         elif plan["train"].get("roi", "none") != "none":
             summary["crops_from"] = "ground-truth masks"
+            summary["roi_source"] = "ground-truth masks (oracle: upper bound)"
         summary["n"] = int(len(pooled_frame))
         summary["n_malignant"] = int(pooled_frame["y_true"].sum())
         summary["thresholds"] = [m["threshold"] for m in fold_metrics]
+        summary["threshold_sources"] = sorted({str(m.get("threshold_source"))
+                                               for m in fold_metrics})
         summary["majority_baseline_accuracy"] = float(max(pooled_frame["y_true"].mean(),
                                                           1 - pooled_frame["y_true"].mean()))
     elif done:
@@ -283,7 +311,9 @@ def summary_markdown(summary: dict[str, Any], plan: dict[str, Any]) -> str:
     """A small markdown table: pooled (95% CI), mean +- sd over folds."""
     train = plan["train"]
     name = train.get("model") or f"U-Net {train.get('backbone')}"
-    lines = [f"# {plan['folds']}-fold cross-validation: {name}", "",
+    oracle = " [oracle: ground-truth lesion crops, an upper bound]" \
+        if "roi_source" in summary else ""
+    lines = [f"# {plan['folds']}-fold cross-validation: {name}{oracle}", "",
              f"Data: `{plan['data']}`; {summary.get('n', 0)} cases out of fold, folds done: "
              f"{len(summary['folds_done'])}/{plan['folds']}; img size {train.get('img_size')}, "
              f"lr {train.get('lr')}, epochs {train.get('epochs')}, weights {train.get('weights')}.",
@@ -293,8 +323,16 @@ def summary_markdown(summary: dict[str, Any], plan: dict[str, Any]) -> str:
                       + (f" (a lesion found in {summary['lesion_found']} of {summary['n']} "
                          "cases; the rest used the whole image)" if "lesion_found" in summary
                          else "") + "."]
+    if oracle:
+        lines += ["", "Oracle numbers: each image was cropped around its ground-truth lesion "
+                      "mask, which new scans do not have; an upper bound. Cross-validate with "
+                      "--seg-cv for crops from a segmenter."]
+    if summary.get("threshold_sources"):
+        lines += ["", "Decision threshold per fold: "
+                      + "; ".join(summary["threshold_sources"]) + "."]
     if "ground_truth_roi" in summary:
-        lines += ["", "The same classifiers on ground-truth crops:", "",
+        lines += ["", "The same classifiers on ground-truth crops (oracle, an upper bound):",
+                  "",
                   *_table(summary["ground_truth_roi"])]
     if "majority_baseline_accuracy" in summary:
         lines += ["", f"Majority-class baseline accuracy: "

@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.engine.rundir import read_config, run_cases
+from breastus_cli.engine.rundir import (
+    THRESHOLD, THRESHOLD_RULE, check_same_split, read_config, read_threshold, run_cases,
+    split_fingerprint,
+)
 from breastus_cli.errors import InputError, UsageError, WorkError
 
 
@@ -44,6 +47,10 @@ class EvalSettings:
             raise UsageError(f"--threshold must lie in [0, 1] (got {self.threshold})")
         if self.threshold is not None and self.target_sensitivity is not None:
             raise UsageError("--threshold and --target-sensitivity exclude each other")
+        if self.target_sensitivity is not None and self.split in ("val", "all"):
+            raise UsageError(f"--target-sensitivity chooses the threshold on the validation "
+                             f"cases, which --split {self.split} would then report on: the "
+                             "threshold must come from validation: use --split test")
         if self.n_bootstrap < 0:
             raise UsageError(f"--bootstrap must be >= 0 (got {self.n_bootstrap})")
 
@@ -82,11 +89,17 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
+#: metrics.json's ``roi_source`` of a lesion-centred classifier scored on ground-truth crops
+ORACLE_ROI = "ground-truth masks (oracle: upper bound)"
+
+
 def _data_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
     data = settings.data or Path(config["data"]["path"])
     if not Path(data).is_dir():
         raise InputError(f"dataset {data} recorded in {settings.run_dir}/config.json not found; "
                          "give it with --data")
+    if settings.split != "all":  # --split all scores every case: no split question
+        check_same_split(settings.run_dir, config, data)
     return Path(data)
 
 
@@ -192,6 +205,8 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     source = "seg" if roi and settings.seg_run is not None else "gt"
     if settings.seg_run is not None and not roi:
         raise UsageError("--seg-run is for lesion-centred classifiers (trained with --roi mask)")
+    if settings.seg_run is not None and settings.split != "all":
+        check_same_split(settings.seg_run, read_config(settings.seg_run), data)
     images, found = _cls_images(frame, config, settings, out_dir, settings.split, source)
     p = _p_malignant(model, images, img_size, settings.batch_size)
     if not np.isfinite(p).all():
@@ -201,8 +216,11 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
 
     extra: dict[str, Any] = {}
     if roi:
-        extra["roi"] = {"crops_from": "segmentation run " + str(settings.seg_run)
-                        if source == "seg" else "ground-truth masks",
+        # ground-truth crops need the answer (the lesion mask) at test time: an oracle
+        crops_from = ("segmentation run " + str(settings.seg_run) if source == "seg"
+                      else "ground-truth masks")
+        extra["roi_source"] = crops_from if source == "seg" else ORACLE_ROI
+        extra["roi"] = {"crops_from": crops_from, "oracle": source == "gt",
                         "lesion_found": int(sum(found or [])), "n": int(len(frame))}
     if settings.target_sensitivity is not None:
         val = _cases(data, "val", config)
@@ -213,18 +231,28 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         val_images, _ = _cls_images(val, config, settings, out_dir, "val", source)
         p_val = _p_malignant(model, val_images, img_size, settings.batch_size)
         threshold = threshold_for_sensitivity(y_val, p_val, settings.target_sensitivity)
-        source_text = f"validation split, target sensitivity {settings.target_sensitivity:g}"
+        source_text = ("chosen on validation cases for target sensitivity "
+                       f"{settings.target_sensitivity:g}")
         extra["validation_sensitivity"] = float(((p_val >= threshold) & (y_val == 1)).sum()
                                                 / y_val.sum())
         extra["validation_n"] = int(len(y_val))
         # predict uses this threshold for the run from now on (its label column)
-        write_json(Path(settings.run_dir) / "threshold.json", {
+        write_json(Path(settings.run_dir) / THRESHOLD, {
             "threshold": threshold, "source": source_text,
-            "validation_sensitivity": extra["validation_sensitivity"]})
+            "target_sensitivity": settings.target_sensitivity, "chosen_on": "validation",
+            "validation_sensitivity": extra["validation_sensitivity"],
+            "validation_n": extra["validation_n"], "data": str(data),
+            "split_sha256": split_fingerprint(data, config["settings"].get("fold") is not None)})
     elif settings.threshold is not None:
-        threshold, source_text = float(settings.threshold), "--threshold"
-    else:
-        threshold, source_text = float(config.get("threshold", 0.5)), "run default"
+        threshold = float(settings.threshold)
+        source_text = f"given with --threshold {threshold:g}"
+    else:  # the one rule: the run's threshold.json (chosen on validation), else 0.5
+        chosen = read_threshold(settings.run_dir, config)
+        threshold, source_text = chosen.value, chosen.source
+        if settings.split in ("val", "all") and source_text.startswith("chosen on validation"):
+            extra["threshold_note"] = (f"the threshold was chosen on the validation cases, "
+                                       f"which split '{settings.split}' reports on: its "
+                                       "sensitivity and specificity are optimistic")
 
     metrics = classification_metrics(y, p, threshold, n_bootstrap=settings.n_bootstrap,
                                      seed=settings.seed)
@@ -239,6 +267,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
                                                      seed=settings.seed).items()
             if k in ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "ci")}
     metrics.update({"split": settings.split, "threshold_source": source_text,
+                    "threshold_rule": THRESHOLD_RULE,
                     "run_dir": str(settings.run_dir), "model": config["settings"].get("model"),
                     "fold": config["settings"].get("fold"), **extra})
     predictions = pd.DataFrame({
@@ -278,8 +307,12 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     if len(frame) == 0:
         raise InputError(f"no case with a lesion mask in split '{settings.split}' of {data}")
     img_size = int(config["settings"]["img_size"])
-    threshold = float(settings.threshold if settings.threshold is not None
-                      else config.get("threshold", 0.5))
+    if settings.threshold is not None:
+        threshold = float(settings.threshold)
+        threshold_source = f"given with --threshold {threshold:g}"
+    else:
+        chosen = read_threshold(settings.run_dir, config)
+        threshold, threshold_source = chosen.value, chosen.source
     include_other = bool(config["settings"].get("include_other_masks"))
     model = load_model(settings.run_dir)
     probabilities = forward(model, make_dataset(list(frame["image_path"]), img_size,
@@ -310,6 +343,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     per_case = pd.DataFrame(rows)
     metrics = dataset_metrics(rows, n_bootstrap=settings.n_bootstrap, seed=settings.seed)
     metrics.update({"split": settings.split, "threshold": threshold,
+                    "threshold_source": threshold_source, "threshold_rule": THRESHOLD_RULE,
                     "run_dir": str(settings.run_dir),
                     "backbone": config["settings"].get("backbone"),
                     "fold": config["settings"].get("fold"),
@@ -319,5 +353,5 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     write_json(out_dir / "metrics.json", metrics)
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="seg",
                       split=settings.split, metrics=metrics, frame=per_case, config=config,
-                      command=_command(settings), threshold_source="run default",
+                      command=_command(settings), threshold_source=threshold_source,
                       seconds=round(time.perf_counter() - start, 2))

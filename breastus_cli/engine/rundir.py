@@ -1,7 +1,10 @@
 """The run directory: everything a run needs to be re-evaluated, resumed, exported or used by
 ``predict`` from the folder alone.
 
-    RUN/config.json     every setting, seed, versions, data fingerprint, host, Slurm job, command
+    RUN/config.json     every setting, seed, versions, host, Slurm job, command; the data it
+                        trained on (SHA-256 of manifest.csv and splits.csv, fold)
+    RUN/threshold.json  the decision threshold 'evaluate --target-sensitivity' chose on the
+                        validation cases (evaluate, predict, export use it; else 0.5)
     RUN/history.csv     one row per epoch
     RUN/model.keras     best checkpoint by the monitored validation metric
     RUN/best.json       which epoch that was, and its metrics
@@ -16,10 +19,12 @@ import json
 import logging
 import os
 import platform
+import re
 import shlex
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,10 @@ BEST = "best.json"
 CHECKPOINTS = "checkpoints"
 LOG = "train.log"
 GRID = "grid"  # models saved at chosen epochs (sweeps): grid/epoch-010.keras
+THRESHOLD = "threshold.json"  # the decision threshold evaluate --target-sensitivity chose
+#: The one decision-threshold rule of evaluate, predict, export and cv (written in metrics.json).
+THRESHOLD_RULE = ("the run's threshold.json (chosen on validation cases by 'evaluate "
+                  "--target-sensitivity') when present, else 0.5")
 
 log = logging.getLogger("breastus")
 
@@ -74,9 +83,12 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{run_dir} is not a breastus run directory (no {CONFIG})")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path} is not a breastus run configuration (not a JSON object)")
+    return config
 
 
 def run_cases(config: dict[str, Any], role: str, data: str | Path | None = None):  # -> DataFrame
@@ -89,9 +101,122 @@ def run_cases(config: dict[str, Any], role: str, data: str | Path | None = None)
     if not folder.is_dir():
         raise InputError(f"dataset folder not found: {folder}" + (
             "" if data else " (recorded in the run's config.json; give it with --data)"))
-    return select_cases(folder, role, fold=settings.get("fold"),
+    # every case of the dataset: no fold, no splits.csv needed (another dataset may have none)
+    return select_cases(folder, role, fold=settings.get("fold") if role != "all" else None,
                         seed=int(settings.get("seed", 42)),
                         val_fraction=float(settings.get("val_fraction", 0.1)))
+
+
+def split_fingerprint(data: str | Path, by_fold: bool) -> str | None:
+    """SHA-256 of the assignment a run's cases come from: each case's patient and split
+    (``by_fold``: its fold) in ``DATA/splits.csv``; None without that file or column. Unlike
+    the file's hash it survives re-writing the same split (adding folds with the same seed)."""
+    import hashlib
+
+    from breastus_cli.data.split import read_splits
+
+    if not (Path(data) / "splits.csv").is_file():
+        return None
+    splits = read_splits(data)
+    column = "fold" if by_fold else "split"
+    if column not in splits.columns:
+        return None
+    splits = splits.sort_values("case_id")
+    text = "\n".join(f"{c},{p},{v}" for c, p, v in zip(
+        splits["case_id"], splits.get("patient_id", splits["case_id"]), splits[column]))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def data_record(data: Path, fold: int | None) -> dict[str, Any]:
+    """What config.json records about the dataset a run trains on: its path, the manifest's
+    and splits.csv's SHA-256, the run's fold, and the :func:`split_fingerprint` it used."""
+    from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash
+
+    splits = Path(data) / SPLITS
+    return {"path": str(Path(data).resolve()), "manifest_sha256": manifest_hash(data),
+            "splits_sha256": file_sha256(splits) if splits.is_file() else None,
+            "split_sha256": split_fingerprint(data, fold is not None), "fold": fold}
+
+
+def _same_dataset(folder: Path, recorded: dict[str, Any]) -> bool:
+    """Is ``folder`` the dataset the run recorded (the same path, or the same manifest)?"""
+    from breastus_cli.data.manifest import manifest_hash, manifest_path
+
+    if recorded.get("path") and folder.resolve() == Path(recorded["path"]).resolve():
+        return True
+    return (manifest_path(folder).is_file()
+            and manifest_hash(folder) == recorded.get("manifest_sha256"))
+
+
+def split_changed(name: str | Path, recorded: dict[str, Any], folder: Path, by_fold: bool,
+                  what: str = "trained",
+                  advice: str = "evaluate on the split it trained on or retrain") -> str | None:
+    """The one-line refusal when ``folder/splits.csv`` no longer holds the split recorded in
+    ``recorded`` (splits_sha256, split_sha256), else None."""
+    from breastus_cli.data.manifest import SPLITS, file_sha256
+
+    want = recorded.get("splits_sha256")
+    path = Path(folder) / SPLITS
+    now = file_sha256(path) if path.is_file() else None
+    if not want or now == want:
+        return None
+    if recorded.get("split_sha256") and \
+            split_fingerprint(folder, by_fold) == recorded["split_sha256"]:
+        return None  # the file was re-written, the run's cases are where they were
+    return (f"{name} was {what} on splits.csv sha256 {want[:12]}…, {path} is now "
+            + (f"{now[:12]}…" if now else "missing")
+            + f": re-split since? {advice}")
+
+
+def check_same_split(run_dir: str | Path, config: dict[str, Any],
+                     data: str | Path | None = None) -> None:
+    """Refuse (:class:`InputError`, exit 2) when the run's own dataset (``data`` or the recorded
+    one: same path or same manifest) has been re-split since the run trained: its "test" cases
+    could be training cases. Another dataset, and runs that predate the record, pass."""
+    recorded = config.get("data") or {}
+    folder = Path(data or recorded.get("path") or config.get("settings", {}).get("data") or "")
+    if not recorded.get("splits_sha256") or not folder.is_dir() \
+            or not _same_dataset(folder, recorded):
+        return
+    fold = recorded.get("fold", config.get("settings", {}).get("fold"))
+    message = split_changed(run_dir, recorded, folder, fold is not None)
+    if message:
+        raise InputError(message)
+
+
+@dataclass
+class Threshold:
+    """A run's decision threshold: ``value``, why (``source``), and the rule that chose it."""
+
+    value: float
+    source: str
+    rule: str = THRESHOLD_RULE
+
+
+def read_threshold(run_dir: str | Path, config: dict[str, Any] | None = None) -> Threshold:
+    """The run's decision threshold by the one rule: ``RUN/threshold.json`` (chosen on
+    validation cases by ``evaluate --target-sensitivity``) when present, else config.json's
+    (0.5). A malformed threshold.json is an :class:`InputError` naming it."""
+    path = Path(run_dir) / THRESHOLD
+    if not path.is_file():
+        value = float((config if config is not None else read_config(run_dir))
+                      .get("threshold", 0.5))
+        return Threshold(value, f"default {value:g}")
+    try:
+        chosen = json.loads(path.read_text())
+        value = float(chosen["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path} is not a threshold file ({type(exc).__name__}: {exc}); "
+                         "delete it or choose it again with 'evaluate --target-sensitivity'") \
+            from None
+    if not 0 <= value <= 1:
+        raise InputError(f"{path}: threshold {value} does not lie in [0, 1]")
+    target = chosen.get("target_sensitivity")
+    if target is None:  # written before the target was recorded: "..., target sensitivity 0.9"
+        found = re.search(r"target sensitivity ([0-9.]+)", str(chosen.get("source", "")))
+        target = float(found.group(1)) if found else None
+    return Threshold(value, "chosen on validation cases"
+                     + (f" for target sensitivity {float(target):g}" if target else ""))
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:

@@ -25,6 +25,22 @@ def _value(metrics: dict[str, Any], key: str, with_ci: bool) -> str:
     return format_ci(metrics.get(key), metrics.get("ci", {}).get(key) if with_ci else None)
 
 
+ORACLE_LABEL = "oracle: ground-truth lesion crops, an upper bound"
+ORACLE_NOTE = ("Oracle numbers: each image was cropped around its ground-truth lesion mask, "
+               "which new scans do not have; they are an upper bound, not the expected "
+               "performance. Evaluate with --seg-run SEG_RUN for crops from a segmenter.")
+
+
+def is_oracle(metrics: dict[str, Any]) -> bool:
+    """A lesion-centred classifier scored on crops around the ground-truth masks."""
+    return bool((metrics.get("roi") or {}).get("oracle"))
+
+
+def _threshold_note(m: dict[str, Any], source: str) -> str:
+    return (f"Decision threshold {m['threshold']:.4f}: {source}. Rule: "
+            f"{m.get('threshold_rule', 'threshold.json when present, else 0.5')}.")
+
+
 def write_cls_artifacts(result: EvalResult) -> list[Path]:
     """Confusion matrix, ROC, PR, calibration and the report for one classification eval."""
     from breastus_cli.reports import plots
@@ -50,10 +66,10 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
     rows = [(label, _value(m, key, ci)) for label, key, ci in CLS_ROWS]
     gt = m.get("ground_truth_roi")
     if gt:
-        rows += [(f"{label}, ground-truth crops", _value(gt, key, ci))
+        rows += [(f"{label}, ground-truth crops (oracle)", _value(gt, key, ci))
                  for label, key, ci in CLS_ROWS[:5]]
     if m.get("roi"):
-        rows.append(("Lesion crops from", f"{m['roi']['crops_from']} "
+        rows.append(("Lesion crops from", f"{m.get('roi_source', m['roi']['crops_from'])} "
                      f"({m['roi']['lesion_found']}/{m['roi']['n']} found)"))
     rows += [("Threshold", f"{m['threshold']:.4f} ({result.threshold_source})"),
              ("Cases", f"{m['n']} ({m['n_malignant']} malignant, {m['n_benign']} benign)")]
@@ -67,11 +83,23 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
     notes = [f"Run: {result.run_dir} (model {settings.get('model')}, img size "
              f"{settings.get('img_size')}, weights {settings.get('weights')}"
              + (f", fold {settings.get('fold')}" if settings.get("fold") is not None else "") + ").",
-             f"Split: {result.split}. Confidence intervals: {m['ci_method']}."]
+             f"Split: {result.split}. Confidence intervals: {m['ci_method']}.",
+             _threshold_note(m, result.threshold_source)]
+    if m.get("threshold_note"):
+        notes.append(f"Note: {m['threshold_note']}.")
+    if result.split == "all":
+        notes.append("Split all: every case of the dataset, including any the run trained on.")
+    if is_oracle(m):
+        notes.insert(0, ORACLE_NOTE)
+    elif gt:
+        notes.append("The ground-truth-crop rows are an oracle (an upper bound): the headline "
+                     "numbers use the segmenter's crops.")
     figures = [(f.name, name) for name, f in zip(
         ["Confusion matrix", "ROC", "Precision-recall", "Calibration", "Training history"], files)]
-    md, html = write_report(out, title=f"Classification evaluation: {result.run_dir.name} "
-                            f"({result.split})", summary_rows=rows, sections=sections,
+    title = f"Classification evaluation: {result.run_dir.name} ({result.split})"
+    if is_oracle(m):
+        title += f" [{ORACLE_LABEL}]"
+    md, html = write_report(out, title=title, summary_rows=rows, sections=sections,
                             figures=figures, command=result.command, notes=notes)
     return files + [md, html]
 
@@ -88,19 +116,20 @@ def _per_class_table(m: dict[str, Any]) -> str:
 def cls_table(result: EvalResult) -> Table:
     m = result.metrics
     table = Table(title=f"{result.run_dir} on {result.split} ({m['n']} cases, "
-                  f"{m['n_malignant']} malignant)", title_justify="left")
+                  f"{m['n_malignant']} malignant)"
+                  + (f" [{ORACLE_LABEL}]" if is_oracle(m) else ""), title_justify="left")
     table.add_column("metric")
     table.add_column("value (95% CI)", justify="right")
     for label, key, ci in CLS_ROWS:
         table.add_row(label, _value(m, key, ci))
     table.add_row("threshold", f"{m['threshold']:.4f} ({result.threshold_source})")
     if m.get("roi"):
-        table.add_row("lesion crops from", f"{m['roi']['crops_from']} "
+        table.add_row("lesion crops from", f"{m.get('roi_source', m['roi']['crops_from'])} "
                       f"({m['roi']['lesion_found']}/{m['roi']['n']} found)")
     gt = m.get("ground_truth_roi")
     if gt:
         for label, key, ci in CLS_ROWS[:5]:
-            table.add_row(f"{label}, ground-truth crops", _value(gt, key, ci))
+            table.add_row(f"{label}, ground-truth crops (oracle)", _value(gt, key, ci))
     table.caption = f"written to {result.out_dir}"
     return table
 
@@ -114,8 +143,11 @@ def comparison_table(results: list[EvalResult]) -> Table:
     for r in results:
         m = r.metrics
         plain = [_value(m, key, False) for key in ("accuracy", "f1", "precision")]
-        table.add_row(r.run_dir.name, str(m.get("model")), *plain, _value(m, "auc", True),
+        name = r.run_dir.name + (" (oracle: ground-truth crops)" if is_oracle(m) else "")
+        table.add_row(name, str(m.get("model")), *plain, _value(m, "auc", True),
                       _value(m, "sensitivity", True), _value(m, "specificity", False))
+    if any(is_oracle(r.metrics) for r in results):
+        table.caption = ORACLE_NOTE
     return table
 
 
@@ -172,7 +204,7 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
         figures.append(("history.png", "Training history"))
     rows = [(label, _value(m, key, ci)) for label, key, ci in SEG_ROWS]
     rows += [("Cases", str(m["n"])), ("Empty predictions", str(m["empty_predictions"])),
-             ("Threshold", f"{m['threshold']:.2f}")]
+             ("Threshold", f"{m['threshold']:.2f} ({result.threshold_source})")]
     settings = result.config.get("settings", {})
     worst = ranked.head(5)[["case_id", "iou", "dice"]]
     sections = [("Lowest IoU", "| case | IoU | Dice |\n|---|---:|---:|\n" + "\n".join(
