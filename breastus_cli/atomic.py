@@ -44,6 +44,36 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
         raise
 
 
+_critical = 0
+_pending: list[int] = []
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A block that SIGINT/SIGTERM must not cut in two (replacing a folder by its new version:
+    remove, then rename). The CLI's signal handler defers a signal that arrives inside it; it
+    is raised as :class:`~breastus_cli.errors.Interrupted` when the block ends."""
+    global _critical
+    _critical += 1
+    try:
+        yield
+    finally:
+        _critical -= 1
+    if not _critical and _pending:
+        from breastus_cli.errors import Interrupted
+
+        raise Interrupted(_pending.pop())
+
+
+def defer_signal(signum: int) -> bool:
+    """For the signal handler: True when an :func:`uninterrupted` block runs (the signal is
+    kept and raised at its end), False when it may interrupt now."""
+    if _critical:
+        _pending.append(signum)
+        return True
+    return False
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

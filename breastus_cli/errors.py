@@ -41,3 +41,16 @@ class WorkError(BreastusError):
     """The work itself failed (training diverged, nothing could be predicted, ...)."""
 
     exit_code = 1
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: raised by the CLI's signal handler so that every ``finally``
+    and ``except BaseException`` cleans up; not an :class:`Exception`, so nothing swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them

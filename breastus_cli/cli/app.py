@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
-from breastus_cli import __version__
-from breastus_cli.errors import BreastusError
+from breastus_cli import __version__, atomic
+from breastus_cli.errors import BreastusError, Interrupted
 from breastus_cli.reports import console
 
 app = typer.Typer(
@@ -74,17 +79,57 @@ def _register() -> None:
 _register()
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread, so every ``finally``
+    and ``except BaseException`` cleans up (temporary folders, run status, child processes).
+    During that cleanup further signals are ignored, except a second SIGINT (Ctrl-C twice),
+    which ends the process at once. Returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers (an embedding application's thread)
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if received:
+            if signum == signal.SIGINT and received[-1] == signal.SIGINT:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            return
+        received.append(signum)
+        if atomic.defer_signal(signum):
+            return  # a folder is being swapped: raised when that is done
+        raise Interrupted(signum)
+
+    for sig in SIGNALS:
+        signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Callable[..., Any] | int | None]) -> None:
+    for sig, old in previous.items():
+        if old is not None:
+            signal.signal(sig, old)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map errors to one line and an exit code."""
     args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     command = typer.main.get_command(app)
+    previous = _install_signal_handlers()
     try:
         # Standalone mode: Typer handles --help, usage errors (exit 2) and typer.Exit itself and
         # ends with sys.exit; what escapes is ours to report.
         command.main(args=args, prog_name="breastus", standalone_mode=True)
-    except KeyboardInterrupt:
-        console.error("interrupted")
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if console.state.debug:
+            traceback.print_exc()
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        name = signal.Signals(signum).name
+        console.error(f"interrupted ({name})")
+        sys.exit(128 + signum)
     except BreastusError as exc:
         if console.state.debug:
             traceback.print_exc()
@@ -96,3 +141,5 @@ def main(argv: list[str] | None = None) -> None:
         console.error(f"internal error: {type(exc).__name__}: {exc}",
                       None if console.state.debug else "run again with --debug for the traceback")
         sys.exit(1)
+    finally:
+        _restore_signal_handlers(previous)

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from breastus_cli.atomic import atomic_path
+from breastus_cli.atomic import atomic_path, uninterrupted, write_json
 from breastus_cli.data.manifest import SPLITS, read_manifest
+from breastus_cli.data.sources.base import LABELS
 from breastus_cli.errors import InputError, UsageError
+from breastus_cli.ownership import SPLIT_FORMAT, ensure_replaceable, marker_name
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -65,6 +67,7 @@ class SplitResult:
     fold_source: str | None = None
     materialized: Path | None = None
     groups: str = "case"
+    warnings: list[str] = field(default_factory=list)  # shares left empty (shown by the CLI)
 
 
 def largest_remainder(total: int, ratio: Sequence[float]) -> list[int]:
@@ -148,6 +151,48 @@ def _published_folds(frame, k: int) -> dict[str, int] | None:
     return dict(zip(frame["case_id"].astype(str), numbers.astype(int)))
 
 
+def _counts(labels) -> str:
+    counts = labels.value_counts()
+    names = list(LABELS) + sorted(set(counts.index) - set(LABELS))
+    return ", ".join(f"{name} {int(counts.get(name, 0))}" for name in names)
+
+
+def _check_classes(frame, data: Path) -> None:
+    """Refuse a dataset with one class: train-cls, cv and evaluate need benign and malignant."""
+    present = [label for label in LABELS if (frame["label"] == label).any()]
+    if len(present) < len(LABELS):
+        raise InputError(f"{data} holds one class only ({_counts(frame['label'])}): a split "
+                         "for benign/malignant training needs cases of both",
+                         hint="prepare a source with both classes")
+
+
+_USE = {"val": "training needs it (validation metric, best checkpoint)",
+        "test": "evaluate has nothing to score"}
+
+
+def _empty_shares(frame, assignment: dict[str, str], ratio: Sequence[float]) -> list[str]:
+    """Warnings for a val or test share (when asked for) left with no case, or with no case
+    of one class: the split is written, but training (val) or evaluation (test) cannot use it."""
+    splits = frame["patient_id"].astype(str).map(assignment)
+    shown = " ".join(f"{r:g}" for r in ratio)
+    warnings = []
+    for name, share in zip(SPLIT_NAMES[1:], tuple(ratio)[1:]):
+        if share <= 0:
+            continue
+        part = frame[splits == name]
+        if part.empty:
+            warnings.append(f"{name} holds no case ({_counts(frame['label'])} cases in all, "
+                            f"--ratio {shown}): {_USE[name]}; add cases or raise the {name} share")
+            continue
+        for label in LABELS:
+            if not (part["label"] == label).any():
+                total = int((frame["label"] == label).sum())
+                warnings.append(f"{name} holds no {label} case ({label}: {total} cases in all, "
+                                f"--ratio {shown}): its AUC, sensitivity or specificity cannot "
+                                f"be measured; add {label} cases or raise the {name} share")
+    return warnings
+
+
 def split_dataset(settings: SplitSettings) -> SplitResult:
     """Write ``DATA/splits.csv`` (and with ``materialize`` the split folders).
 
@@ -158,10 +203,14 @@ def split_dataset(settings: SplitSettings) -> SplitResult:
     settings.validate()
     data = Path(settings.data)
     frame = read_manifest(data)
+    if settings.materialize:  # refuse before splits.csv changes
+        ensure_replaceable(data / "split", "split", legacy=_legacy_split)
     patients = frame["patient_id"].nunique()
     groups = "patient" if patients < len(frame) else "case"
 
+    _check_classes(frame, data)
     assignment = assign_splits(frame, settings.ratio, settings.seed)
+    warnings = _empty_shares(frame, assignment, settings.ratio)
     out = pd.DataFrame({
         "case_id": frame["case_id"],
         "patient_id": frame["patient_id"],
@@ -190,7 +239,8 @@ def split_dataset(settings: SplitSettings) -> SplitResult:
         if name in set(out["split"]) or name != "test"
     }
     materialized = _materialize(data, frame, out) if settings.materialize else None
-    return SplitResult(splits_csv, table, fold_table, fold_source, materialized, groups)
+    return SplitResult(splits_csv, table, fold_table, fold_source, materialized, groups,
+                       warnings)
 
 
 def read_splits(data_dir: str | Path):  # -> pandas.DataFrame
@@ -203,6 +253,13 @@ def read_splits(data_dir: str | Path):  # -> pandas.DataFrame
     return pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "label": str, "split": str})
 
 
+def _legacy_split(folder: Path) -> bool:
+    """A DATA/split/ written before split.json existed: nothing but cls/ and seg/ folders."""
+    children = list(folder.iterdir())
+    return bool(children) and all(c.name in ("cls", "seg") and c.is_dir() and not c.is_symlink()
+                                  for c in children)
+
+
 def _materialize(data: Path, manifest, splits) -> Path:
     """Write DATA/split/cls/{split}/{label}/ and DATA/split/seg/{split}/{images,masks}/.
 
@@ -212,6 +269,8 @@ def _materialize(data: Path, manifest, splits) -> Path:
     from splitfolders.split import copy_files, copy_sibling_files
 
     target = data / "split"
+    # Replaced only when split wrote it (split.json; older ones hold just cls/ and seg/).
+    ensure_replaceable(target, "split", legacy=_legacy_split)
     tmp = Path(tempfile.mkdtemp(prefix=".split.tmp-", dir=data))
     try:
         merged = manifest.merge(splits[["case_id", "split"]], on="case_id")
@@ -228,9 +287,11 @@ def _materialize(data: Path, manifest, splits) -> Path:
             for name in SPLIT_NAMES
         ]
         copy_sibling_files(pairs, ["images", "masks"], tmp / "seg", None, False)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        write_json(tmp / marker_name("split"), {"format": SPLIT_FORMAT, "splits": SPLITS})
+        with uninterrupted():  # a signal never leaves the old folders gone and no new ones
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -37,6 +37,21 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def backed_up_epochs(backup_dir: Path) -> int:
+    """Epochs complete in ``BackupAndRestore``'s state under ``backup_dir``: the epoch count
+    ``fit`` continues after on a resume (0 when there is no readable backup)."""
+    tf = backend.tf()
+    try:
+        latest = tf.train.latest_checkpoint(str(Path(backup_dir) / "chief"))
+        if latest is None:
+            return 0
+        # the callback stores the 0-based index of the epoch it backed up at that epoch's end
+        saved = tf.train.load_variable(latest, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")
+        return max(0, int(saved) + 1)
+    except (tf.errors.OpError, ValueError):
+        return 0
+
+
 def _float(value: Any) -> float:
     try:
         return float(value)

@@ -19,7 +19,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -217,21 +219,64 @@ def run_local(settings: SweepSettings, plan: dict[str, Any]) -> int:
     logs = settings.out / "logs"
     logs.mkdir(exist_ok=True)
 
+    children = _Children()
+
     def launch(trial: dict[str, Any]) -> tuple[str, int]:
         log.info("trial %d/%d: lr %g, %d epochs", trial["index"] + 1, len(plan["trials"]),
                  trial["lr"], trial["epochs"])
         with open(logs / f"{trial['name']}.log", "a") as fh:
-            code = subprocess.run(_trial_command(settings.out, trial["index"]), env=env,
-                                  stdout=fh, stderr=subprocess.STDOUT).returncode
+            proc = children.start(_trial_command(settings.out, trial["index"]), env=env,
+                                  stdout=fh, stderr=subprocess.STDOUT)
+            code = -1 if proc is None else proc.wait()
         return trial["name"], code
 
-    with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=settings.jobs)
+    try:
         outcomes = list(pool.map(launch, todo))
+    except BaseException:  # interrupted (SIGTERM/SIGINT): the trials stop with this process
+        children.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     failed = [name for name, code in outcomes if code != 0]
     if failed:
         raise WorkError(f"{len(failed)} trial(s) failed: {', '.join(failed)}; see "
                         f"{logs}/<trial>.log (rerun the same command to retry them)")
     return len(todo)
+
+
+class _Children:
+    """The trial processes started here; ``stop`` ends them and refuses new ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: list[subprocess.Popen] = []
+        self._stopping = False
+
+    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen | None:
+        with self._lock:
+            if self._stopping:
+                return None
+            proc = subprocess.Popen(command, **kwargs)
+            self._procs.append(proc)
+            return proc
+
+    def stop(self, grace: float = 60.0) -> None:
+        """SIGTERM to every running trial (each marks its run interrupted), SIGKILL after
+        ``grace`` seconds."""
+        with self._lock:
+            self._stopping = True
+            procs = list(self._procs)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def write_sbatch(settings: SweepSettings, plan: dict[str, Any]) -> Path:

@@ -8,6 +8,7 @@ Everything task-specific comes from the :class:`~breastus_cli.engine.tasks.Task`
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -16,16 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from breastus_cli import backend
-from breastus_cli.data.manifest import manifest_hash
 from breastus_cli.data.split import select_cases
 from breastus_cli.engine import callbacks as cb
 from breastus_cli.engine.rundir import (
-    BEST, CHECKPOINTS, CONFIG, GRID, MODEL, attach_log, default_run_dir, detach_log, environment, log,
-    read_config, write_config,
+    BEST, CHECKPOINTS, CONFIG, GRID, MODEL, attach_log, check_same_split, data_record,
+    default_run_dir, detach_log, environment, log, read_config, write_config,
 )
-from breastus_cli.engine.settings import TrainSettings
+from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.engine.tasks import Task, copy_backbone
-from breastus_cli.errors import InputError, UsageError, WorkError
+from breastus_cli.errors import BreastusError, InputError, Interrupted, UsageError, WorkError
 
 EpochCallback = Callable[[int, int, dict[str, float], float], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -82,17 +82,69 @@ def _precision(settings: TrainSettings, tf: Any, keras: Any) -> str:
     return "mixed_float16"
 
 
-def _prepare_run_dir(settings: TrainSettings, task: Task, resume: bool) -> Path:
+def _prepare_run_dir(settings: TrainSettings, task: Task, resume: bool) -> tuple[Path, bool]:
+    """The run directory, and whether this call made it (False: resumed or found empty)."""
     if resume:
         assert settings.run_dir is not None
-        return Path(settings.run_dir)
+        return Path(settings.run_dir), False
     run_dir = Path(settings.run_dir) if settings.run_dir else default_run_dir(
         task.kind, task.run_name(settings))
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"run directory {run_dir} exists and is not empty",
                          hint=f"continue it with --resume {run_dir}, or choose another --run-dir")
+    made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return run_dir, made
+
+
+def _check_files(frames: list[Any], task: Task, settings: TrainSettings, data: Path) -> None:
+    """Every file the pipelines will read exists; else one line naming the first missing."""
+    columns = ["image_path"]
+    if task.kind == "seg" or getattr(settings, "roi", "none") == "mask":
+        columns.append("mask_path")
+    if getattr(settings, "include_other_masks", False):
+        columns.append("other_mask_path")
+    paths = [p for frame in frames for c in columns if c in frame.columns for p in frame[c] if p]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} of the {len(paths)} files the training reads are "
+                         f"missing, first: {missing[0]}",
+                         hint=f"deleted or moved since 'breastus prepare'? prepare {data} again")
+
+
+def _check_classes(frame: Any, role: str, data: Path) -> None:
+    """A classifier needs both classes in training and validation."""
+    from breastus_cli.data.sources.base import LABELS
+
+    counts = {label: int((frame["label"] == label).sum()) for label in LABELS}
+    if min(counts.values()) == 0:
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        raise InputError(f"the {role} cases of {data} hold one class only ({shown}): a "
+                         "classifier needs benign and malignant cases in both train and val",
+                         hint=f"split again: breastus split {data}")
+
+
+def _tf_reason(exc: BaseException) -> str:
+    """The one informative line of a TensorFlow op error (not its graph dump)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(
+        ("[[", "Detected at node", "<stack traces", "Graph execution error"))]
+    text = lines[-1] if lines else type(exc).__name__
+    return re.sub(r"^Error in user-defined function passed to .*? transformation with "
+                  r"iterator: \S+: ", "", text)
+
+
+def _failure(exc: BaseException, tf: Any) -> BaseException:
+    """The error to report for ``exc``: TensorFlow's file and op errors become one line."""
+    if isinstance(exc, tf.errors.NotFoundError):
+        reason = _tf_reason(exc)
+        found = re.search(r"(\S+); No such file or directory", reason)
+        what = found.group(1) if found else reason
+        return InputError(f"a file the training reads is not found: {what}",
+                          hint="deleted or moved while training? restore it and resume")
+    if isinstance(exc, tf.errors.OpError):
+        return WorkError(f"training failed: {_tf_reason(exc)}")
+    return exc
 
 
 def train(
@@ -112,6 +164,9 @@ def train(
     start = time.perf_counter()
     assert settings.data is not None
     data = Path(settings.data)
+    if resume and settings.run_dir is not None and (Path(settings.run_dir) / CONFIG).is_file():
+        # its training cases must still be the training cases (not re-split since)
+        check_same_split(settings.run_dir, read_config(settings.run_dir), data)
     train_frame = task.usable(select_cases(data, "train", fold=settings.fold, seed=settings.seed,
                                            val_fraction=settings.val_fraction))
     val_frame = task.usable(select_cases(data, "val", fold=settings.fold, seed=settings.seed,
@@ -121,13 +176,18 @@ def train(
     if len(val_frame) == 0:
         raise InputError(f"no validation case in {data}: split with a validation share "
                          "(breastus split DATA --ratio 0.8 0.1 0.1)")
+    if task.kind == "cls":
+        _check_classes(train_frame, "training", data)
+        _check_classes(val_frame, "validation", data)
+    _check_files([train_frame, val_frame], task, settings, data)
     backbone_file, copy_from = task.resolve_weights(settings)  # fails fast when offline
     tf, keras = backend.tf(), backend.keras()
     strategy = _strategy(settings, tf)  # before any op: logical devices must come first
 
-    run_dir = _prepare_run_dir(settings, task, resume)
+    run_dir, made = _prepare_run_dir(settings, task, resume)
     settings.run_dir = run_dir
     handler = attach_log(run_dir)
+    recorded: dict[str, Any] | None = None  # the run's record, once config.json is written
     try:
         keras.utils.set_random_seed(settings.seed)
         if settings.deterministic:
@@ -155,9 +215,9 @@ def train(
                 "settings": settings.to_dict(),
                 "environment": environment(),
                 "versions": backend.versions(),
-                "data": {"path": str(data.resolve()), "manifest_sha256": manifest_hash(data),
-                         "n_train": len(train_frame), "n_val": len(val_frame),
-                         "fold": settings.fold},
+                # manifest and splits.csv hashes: evaluate/resume/export refuse a re-split
+                "data": {**data_record(data, settings.fold),
+                         "n_train": len(train_frame), "n_val": len(val_frame)},
                 "weights": {"choice": str(settings.weights),
                             "backbone_file": str(backbone_file) if backbone_file else None,
                             "copied_from": str(copy_from) if copy_from else None,
@@ -170,6 +230,7 @@ def train(
                 "status": "running",
             }
         write_config(run_dir, config)
+        recorded = config
 
         # model.keras holds an optimizer-free copy: the .keras format would otherwise store
         # Adam's two slots per weight (3x the size; a U-Net EfficientNetB2 took 94 s to load
@@ -193,9 +254,15 @@ def train(
             callbacks.append(cb.EpochCheckpoints(run_dir / GRID, settings.checkpoint_epochs,
                                                  save_best))
         callbacks.append(backup)
-        resumed_from = len(cb.read_history(run_dir)) if resume else 0
+        # fit continues after the last epoch BackupAndRestore saved; history.csv may hold one
+        # more (killed between its row and the backup): that epoch runs again
+        resumed_from = cb.backed_up_epochs(run_dir / CHECKPOINTS) if resume else 0
         if resume:
             log.info("resuming %s after epoch %d of %d", run_dir, resumed_from, settings.epochs)
+            redone = len(cb.read_history(run_dir)) - resumed_from
+            if redone > 0:
+                log.info("epoch(s) %d-%d in history.csv had no checkpoint yet: they run again",
+                         resumed_from + 1, resumed_from + redone)
         else:
             log.info("training %s: %d train / %d val cases, %s, run %s", task.kind,
                      len(train_frame), len(val_frame), task.run_name(settings), run_dir)
@@ -223,16 +290,61 @@ def train(
                            epochs_planned=settings.epochs, seconds=seconds,
                            resumed_from=resumed_from, stopped_early_at=best.stopped_early_at,
                            history=rows, n_train=len(train_frame), n_val=len(val_frame))
+    except BaseException as exc:
+        detach_log(handler)
+        failure = _failure(exc, tf) if isinstance(exc, Exception) else exc
+        if recorded is not None:  # the run started: say how it ended, keep it resumable
+            if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+                recorded["status"] = "interrupted"
+            elif not str(recorded.get("status", "")).startswith("failed"):
+                reason = failure.message if isinstance(failure, BreastusError) else (
+                    f"internal error: {type(exc).__name__}: {exc}")
+                recorded["status"] = f"failed: {reason}"
+            write_config(run_dir, recorded)
+        elif not resume:  # nothing started: remove what this call made
+            _remove_unstarted(run_dir, made)
+        if failure is exc:
+            raise
+        raise failure from exc
     finally:
         detach_log(handler)
 
 
+def _remove_unstarted(run_dir: Path, made: bool) -> None:
+    """Undo a run directory whose training never started: the folder when this call made it,
+    else (it was empty) what this call put in it."""
+    if made:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for child in run_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainSettings:
     """Settings of an interrupted run, read back from its config.json."""
+    path = Path(run_dir) / CONFIG
     config = read_config(run_dir)
-    settings = settings_type.from_dict(config["settings"])
-    settings.run_dir = Path(run_dir)
+    if not isinstance(config, dict) or not isinstance(config.get("settings"), dict):
+        raise InputError(f"{path} is not a breastus run configuration (no settings object)",
+                         hint="only a run directory that train-cls/train-seg wrote can resume")
+    kind = {ClsSettings: "cls", SegSettings: "seg"}.get(settings_type)
+    if kind is not None and config.get("task") != kind:
+        other = config.get("task")
+        raise InputError(f"{path} records a '{other}' run, not a '{kind}' one",
+                         hint=f"resume it with breastus train-{other} --resume {run_dir}"
+                         if other in ("cls", "seg") else None)
+    try:
+        settings = settings_type.from_dict(config["settings"])
+        settings.run_dir = Path(run_dir)
+        settings.validate()
+    except BreastusError as exc:
+        raise InputError(f"{path}: its settings cannot be used: {exc.message}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path}: its settings cannot be used: {exc}") from None
     if config.get("status") == "finished":
-        raise InputError(f"{run_dir} finished already ({config['result']['epochs_run']} epochs); "
-                         "nothing to resume")
+        epochs = (config.get("result") or {}).get("epochs_run", "?")
+        raise InputError(f"{run_dir} finished already ({epochs} epochs); nothing to resume")
     return settings

@@ -105,6 +105,26 @@ def _case_id(row, image_names: list[str]) -> str:
     raise RowError("invalid CaseID", hint=str(raw))
 
 
+def _refuse_duplicates(frame, workbook: Path) -> None:
+    """Two rows with one CaseID: which one is the case? Refuse rather than keep the first
+    (a lesion case once vanished behind a normal case that shared its id)."""
+    rows: dict[str, list[int]] = {}
+    for index, row in enumerate(frame.to_dict("records")):
+        try:
+            case_id = _case_id(row, split_names(row.get("Image_filename")))
+        except RowError:
+            continue  # skipped later as "invalid CaseID"
+        rows.setdefault(case_id, []).append(index + 2)  # spreadsheet row (row 1: the header)
+    duplicates = {case_id: found for case_id, found in rows.items() if len(found) > 1}
+    if duplicates:
+        shown = "; ".join(
+            f"{_cell_text(frame.iloc[found[0] - 2]['CaseID']) or case_id} "
+            f"(rows {', '.join(map(str, found))})"
+            for case_id, found in sorted(duplicates.items()))
+        raise InputError(f"workbook {workbook.name}: duplicate CaseID(s): {shown}",
+                         hint="give every row its own CaseID, then prepare again")
+
+
 def _cell_text(value: object) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
@@ -129,10 +149,10 @@ def read(root: Path, *, include_other_masks: bool = False) -> SourceScan:
     if image_dir is None:
         raise InputError(f"image folder '{IMAGE_FOLDER}' not found in {root}")
     frame = _read_sheet(workbook)
+    _refuse_duplicates(frame, workbook)
 
     cases: list[SourceCase] = []
     skipped: list[SkippedRow] = []
-    seen: set[str] = set()
     for index, row in enumerate(frame.to_dict("records")):
         image_names = split_names(row.get("Image_filename"))
         try:
@@ -141,10 +161,6 @@ def read(root: Path, *, include_other_masks: bool = False) -> SourceScan:
             skipped.append(SkippedRow(f"row{index + 2}", err.message, err.hint or ""))
             continue
         label = normalize_label(row.get("Classification"))
-        if case_id in seen:
-            skipped.append(SkippedRow(case_id, "duplicate case id", str(row.get("CaseID"))))
-            continue
-        seen.add(case_id)
         tumor_names = split_names(row.get("Mask_tumor_filename"))
         if not tumor_names:
             skipped.append(SkippedRow(case_id, "no tumor mask", label))

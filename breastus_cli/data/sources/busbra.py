@@ -211,7 +211,7 @@ def read(root: Path, *, include_other_masks: bool = False) -> SourceScan:
 
     proposed: list[tuple[str, SourceCase]] = []
     skipped: list[SkippedRow] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # ID -> its Pathology on the first row
     for number, row in records:
         image_id = _cell(row, columns, "ID")
         if not image_id:
@@ -219,12 +219,17 @@ def read(root: Path, *, include_other_masks: bool = False) -> SourceScan:
             continue
         # The ID comes from a file the user may have edited: never trust it as a file name.
         case_id = safe_case_id(image_id)
+        pathology = _cell(row, columns, "Pathology")
         if image_id in seen:
+            if normalize_label(pathology) != normalize_label(seen[image_id]):
+                # one image, two classes: which is right is not ours to guess
+                raise InputError(f"{table.name}: ID {image_id} is listed twice with different "
+                                 f"Pathology ({seen[image_id]}, {pathology})",
+                                 hint="keep one row per ID, then prepare again")
             skipped.append(SkippedRow(case_id, REASON_DUPLICATE_ID, image_id))
             continue
-        seen.add(image_id)
+        seen[image_id] = pathology
 
-        pathology = _cell(row, columns, "Pathology")
         label = normalize_label(pathology)
         if label not in LABELS:
             skipped.append(SkippedRow(case_id, REASON_UNKNOWN_CLASS, pathology))
