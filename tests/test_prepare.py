@@ -193,6 +193,13 @@ def test_existing_output_is_refused_unless_overwrite_and_kept_on_failure(tmp_pat
     proc = run_cli("prepare", str(src), "--out", str(data))
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert (data / "precious.txt").read_text() == "finished work"
+    # --overwrite replaces only a dataset prepare wrote (issue 11)
+    with pytest.raises(InputError, match="not written by breastus"):
+        _prep(src, data, overwrite=True)
+    assert (data / "precious.txt").read_text() == "finished work"
+    (data / "precious.txt").unlink()
+    assert _prep(src, data).kept == 2
+    (data / "precious.txt").write_text("finished work")
     # a failing overwrite (no usable case) leaves the old folder as it was
     write_breast(src, [breast_row(1, Image_filename="gone.png")], files=False)
     with pytest.raises(InputError, match="no usable case"):

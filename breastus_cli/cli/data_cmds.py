@@ -66,7 +66,12 @@ def prepare_cmd(
                                 help="Fail (exit 2) on any unusable row instead of skipping it."),
     include_other_masks: bool = typer.Option(False, "--include-other-masks",
                                              help="Unite 'other' masks with the tumor mask."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a dataset prepare wrote (prepare.json) at --out; "
+                                        "other folders are never touched."),
+    max_pixels: int = typer.Option(50_000_000, "--max-pixels", metavar="N",
+                                   help="Skip (and list) any image with more than N pixels, read "
+                                        "from its header before decoding."),
 ) -> None:
     """Read a source layout, validate and decode every case, write a normalized dataset.
 
@@ -79,7 +84,8 @@ def prepare_cmd(
     from breastus_cli.reports.tables import prepare_tables
 
     settings = PrepareSettings(source=source, out=out, format=format, strict=strict,
-                               include_other_masks=include_other_masks, overwrite=overwrite)
+                               include_other_masks=include_other_masks, overwrite=overwrite,
+                               max_pixels=max_pixels)
     with progress("decoding cases") as update:
         result = prepare(settings, on_progress=update)
     _show(*prepare_tables(result))
@@ -117,3 +123,5 @@ def split_cmd(
                              published_folds=published_folds)
     result = split_dataset(settings)
     _show(*split_tables(result))
+    for message in result.warnings:
+        console.warn(message)

@@ -37,10 +37,16 @@ def predict_cmd(
     explain: bool = typer.Option(False, "--explain", help="Grad-CAM heat maps in OUT/explain/."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Images per forward pass."),
     resume: bool = typer.Option(False, "--resume", help="Skip images already in predictions.csv."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT's results."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace the results of an OUT predict wrote "
+                                        "(predict.json); other folders are never touched."),
     num_parts: int = typer.Option(1, "--num-parts", help="Split the inputs into N parts..."),
     part_id: int = typer.Option(1, "--part-id", help="...and predict part I (1-based)."),
     merge: bool = typer.Option(False, "--merge", help="Join part folders (INPUTS) into --out."),
+    max_pixels: int = typer.Option(50_000_000, "--max-pixels", metavar="N",
+                                   help="List in errors.csv, undecoded, any image with more than "
+                                        "N pixels per frame, and any DICOM whose frames decode to "
+                                        "more than 8 x N bytes in all (read from the header)."),
 ) -> None:
     """Batch-predict scans: p(malignant) and label, lesion mask and area, per image.
 
@@ -55,13 +61,15 @@ def predict_cmd(
         result = merge_parts([Path(p) for p in inputs], out, overwrite=overwrite)
         if not console.state.quiet:
             console.out().print(predict_table(result, merged=len(inputs)))
+        if result.errors:
+            console.warn(f"{result.errors} error row(s): see {out / 'errors.csv'}")
         return
     settings = PredictSettings(
         inputs=[Path(i) for i in inputs], out=out, cls_run=cls_run, seg_run=seg_run,
         engine=engine, threshold=threshold, seg_threshold=seg_threshold, pixel_size=pixel_size,
         manifest=manifest, save_masks=save_masks, save_overlays=save_overlays, explain=explain,
         batch_size=batch_size, resume=resume, overwrite=overwrite, num_parts=num_parts,
-        part_id=part_id)
+        part_id=part_id, max_pixels=max_pixels)
     settings.validate()
     from breastus_cli import backend
 

@@ -22,12 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from breastus_cli import __version__
-from breastus_cli.atomic import write_json
-from breastus_cli.data.imaging import read_luminance, read_mask, save_png
+from breastus_cli.atomic import uninterrupted, write_json
+from breastus_cli.data.imaging import DEFAULT_MAX_PIXELS, read_luminance, read_mask, save_png
 from breastus_cli.data.manifest import CORE_COLUMNS, MANIFEST, PREPARE_JSON, file_sha256
 from breastus_cli.data.sources import FORMATS, detect_format, reader
 from breastus_cli.data.sources.base import LABELS, SkippedRow, SourceCase
 from breastus_cli.errors import InputError, RowError, UsageError
+from breastus_cli.ownership import check_out_not_in, ensure_replaceable
 
 #: Reasons that are a policy (what the dataset is for), not a defect: ``--strict`` ignores them.
 POLICY_REASONS = frozenset({"no tumor mask", "no lesion (normal class)", "class not used"})
@@ -45,15 +46,16 @@ class PrepareSettings:
     overwrite: bool = False
     labels: tuple[str, ...] = LABELS
     workers: int = 0  # 0: one per CPU core
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped, read from their header
 
     def validate(self) -> None:
         if self.format != "auto" and self.format not in FORMATS:
             raise UsageError(f"--format must be one of auto, {', '.join(FORMATS)} (got '{self.format}')")
-        source, out = Path(self.source).resolve(), Path(self.out).resolve()
-        if out == source or source in out.parents:
-            raise UsageError(f"--out {self.out} must not be inside the source folder {self.source}")
-        if out in source.parents:
-            raise UsageError(f"--out {self.out} must not contain the source folder")
+        if self.max_pixels < 1:
+            raise UsageError(f"--max-pixels must be at least 1 (got {self.max_pixels})")
+        # A workbook's folder is the source folder (its image folder sits beside it).
+        source = Path(self.source)
+        check_out_not_in(self.out, [source.parent if source.is_file() else source])
 
 
 @dataclass
@@ -86,20 +88,21 @@ class _Decoded:
     other: object | None = None  # np.ndarray (H, W) bool: 'other' masks kept apart
 
 
-def _decode(case: SourceCase, include_other: bool) -> _Decoded:
-    image = read_luminance(case.image_path)
+def _decode(case: SourceCase, include_other: bool,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> _Decoded:
+    image = read_luminance(case.image_path, max_pixels)
     mask = None
     other = None
     paths = list(case.mask_paths) + (list(case.other_mask_paths) if include_other else [])
     if paths:
-        mask = read_mask(paths, shape=image.shape)
+        mask = read_mask(paths, shape=image.shape, max_pixels=max_pixels)
         if case.mask_paths and not mask.any():
             raise RowError("tumor mask is empty", hint=case.mask_paths[0].name)
     if case.other_mask_paths and not include_other:
         # Kept beside the lesion mask so training can still add them (train-seg
         # --include-other-masks); a bad 'other' file costs the case nothing.
         try:
-            other = read_mask(case.other_mask_paths, shape=image.shape)
+            other = read_mask(case.other_mask_paths, shape=image.shape, max_pixels=max_pixels)
         except RowError:
             other = None
     return _Decoded(case, image, mask, other)
@@ -114,11 +117,24 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
+    if out.is_symlink():
+        raise InputError(f"--out {out} is a symbolic link: give the folder it points to")
     if out.exists():
         if not out.is_dir():
             raise InputError(f"--out {out} exists and is not a folder")
         if any(out.iterdir()) and not overwrite:
             raise InputError(f"--out {out} exists and is not empty; use --overwrite to replace it")
+        ensure_replaceable(out, "dataset")  # --overwrite replaces only a dataset prepare wrote
+
+
+def _folders_read(source: Path, scan_root: Path, cases: list[SourceCase]) -> list[Path]:
+    """Every folder prepare reads from, as real paths (symbolic links followed)."""
+    folders = {source.resolve().parent if source.is_file() else source.resolve(),
+               Path(scan_root).resolve()}
+    for case in cases:
+        for path in (case.image_path, *case.mask_paths, *case.other_mask_paths):
+            folders.add(Path(path).resolve().parent)
+    return sorted(folders)
 
 
 def prepare(
@@ -136,9 +152,12 @@ def prepare(
     source, out = Path(settings.source), Path(settings.out)
     if not source.exists():
         raise InputError(f"source not found: {source}")
-    _check_out(out, settings.overwrite)
     fmt = detect_format(source) if settings.format == "auto" else settings.format
     scan = reader(fmt).read(source, include_other_masks=settings.include_other_masks)
+    # Before anything is written or replaced: --out is none of the folders read, holds none
+    # of them and lies in none of them, and it is free or a dataset prepare wrote.
+    check_out_not_in(out, _folders_read(source, scan.root, scan.cases))
+    _check_out(out, settings.overwrite)
 
     skipped: list[SkippedRow] = list(scan.skipped)
     candidates: list[SourceCase] = []
@@ -188,9 +207,10 @@ def prepare(
         )
         result.seconds = round(time.perf_counter() - start, 3)
         write_json(tmp / PREPARE_JSON, _report(result, settings, source))
-        if out.exists():
-            shutil.rmtree(out)  # only reached with --overwrite or an empty folder
-        os.replace(tmp, out)
+        with uninterrupted():  # a signal never leaves the old dataset gone and no new one
+            if out.exists():
+                shutil.rmtree(out)  # only reached with --overwrite or an empty folder
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -209,13 +229,14 @@ def _write_cases(
 
     def work(case: SourceCase) -> dict[str, object] | SkippedRow:
         try:
-            decoded = _decode(case, settings.include_other_masks)
+            decoded = _decode(case, settings.include_other_masks, settings.max_pixels)
         except RowError as err:
             return SkippedRow(case.case_id, err.message, err.hint or "")
         return _write_one(decoded, tmp)
 
     total = len(cases)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         for done, outcome in enumerate(pool.map(work, cases), start=1):
             if isinstance(outcome, SkippedRow):
                 problems.append(outcome)
@@ -223,6 +244,12 @@ def _write_cases(
                 rows.append(outcome)
             if on_progress is not None:
                 on_progress(done, total)
+    except BaseException:
+        # interrupted or failed: drop the cases not begun, let the running ones finish, so
+        # nothing writes into the temporary folder after the caller removes it
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return rows, problems
 
 

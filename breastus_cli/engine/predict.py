@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -26,12 +25,19 @@ from typing import Any
 
 import numpy as np
 
+from breastus_cli.data.imaging import DEFAULT_MAX_PIXELS
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, shard, stream
 from breastus_cli.errors import InputError, UsageError, WorkError
+from breastus_cli.atomic import write_json
+from breastus_cli.ownership import PREDICT_FORMAT, is_owned, read_marker
 
 PREDICTIONS = "predictions.csv"
 ERRORS = "errors.csv"
-THRESHOLD_FILE = "threshold.json"
+PREDICT_JSON = "predict.json"  # which models, threshold and settings wrote OUT (ownership.py)
+#: What predict writes in OUT; --overwrite removes these and nothing else.
+OWN_FILES = (PREDICTIONS, ERRORS, PREDICT_JSON)
+OWN_FOLDERS = {"mask": "masks", "overlay": "overlays", "explain": "explain"}
+EXPORT_FILES = ("model.tflite", "model-float16.tflite", "model-int8.tflite")
 COLUMNS = ["path", "frame", "width", "height", "pixel_size_mm", "p_malignant", "label",
            "threshold", "lesion_area_px", "lesion_area_mm2", "mask", "overlay", "explain",
            "seconds"]
@@ -60,6 +66,7 @@ class PredictSettings:
     num_parts: int = 1
     part_id: int = 1
     workers: int = 2
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger files go to errors.csv, undecoded
 
     def validate(self) -> None:
         if self.cls_run is None and self.seg_run is None:
@@ -74,6 +81,8 @@ class PredictSettings:
             raise UsageError(f"--pixel-size must be positive mm per pixel (got {self.pixel_size})")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.max_pixels < 1:
+            raise UsageError(f"--max-pixels must be at least 1 (got {self.max_pixels})")
         if self.explain and self.cls_run is None:
             raise UsageError("--explain needs a classifier (--cls-run)")
         if self.resume and self.overwrite:
@@ -110,10 +119,10 @@ class _Model:
 
 
 def _run_threshold(run_dir: Path, config: dict[str, Any]) -> float:
-    chosen = run_dir / THRESHOLD_FILE
-    if chosen.is_file():
-        return float(json.loads(chosen.read_text())["threshold"])
-    return float(config.get("threshold", 0.5))
+    """The one rule (evaluate, export and cv too): threshold.json when present, else 0.5."""
+    from breastus_cli.engine.rundir import read_threshold
+
+    return read_threshold(run_dir, config).value
 
 
 def _open_model(source: Path, expected: str, engine: str, need_keras: bool) -> _Model:
@@ -160,7 +169,7 @@ def _open_model(source: Path, expected: str, engine: str, need_keras: bool) -> _
         from breastus_cli.engine.export import TFLiteModel
 
         export = source / "export"
-        files = [export / n for n in ("model.tflite", "model-float16.tflite", "model-int8.tflite")]
+        files = [export / n for n in EXPORT_FILES]
         found = next((f for f in files if f.is_file()), None)
         if found is None:
             raise InputError(f"no TFLite export in {export}",
@@ -172,11 +181,149 @@ def _open_model(source: Path, expected: str, engine: str, need_keras: bool) -> _
 
 
 # ---- output files ---------------------------------------------------------------------------
-def _read_rows(path: Path) -> list[dict[str, str]]:
+def _intact_rows(path: Path) -> tuple[list[dict[str, str]], int]:
+    """The complete rows of an appended CSV and the bytes they take: a last row cut off by a
+    kill (no newline at its end, or too few fields) and anything after it are left out."""
     if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+        return [], 0
+    data = path.read_bytes()
+    data = data[:data.rfind(b"\n") + 1]
+    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
+    consumed = [0]
+
+    def feed() -> Iterator[str]:
+        for line in lines:
+            consumed[0] += len(line.encode("utf-8", errors="replace"))
+            yield line
+
+    header: list[str] = []
+    rows: list[dict[str, str]] = []
+    end = 0
+    for record in csv.reader(feed()):
+        if not header:
+            header, end = record, consumed[0]
+            continue
+        if len(record) != len(header):
+            break
+        rows.append(dict(zip(header, record)))
+        end = consumed[0]
+    return rows, end
+
+
+def _cut_to(path: Path, length: int) -> None:
+    """Drop a cut-off tail (see :func:`_intact_rows`) so appended rows start on a fresh line."""
+    if path.is_file() and path.stat().st_size != length:
+        with open(path, "r+b") as fh:
+            fh.truncate(length)
+
+
+def _legacy_output(folder: Path) -> bool:
+    """A predict output written before predict.json existed (its predictions.csv header)."""
+    try:
+        with open(folder / PREDICTIONS, newline="") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return header[:8] == COLUMNS[:8]
+
+
+def _check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """OUT is a folder predict may write into: new, empty, or a predict output (predict.json).
+
+    Nothing is written or deleted here; a folder predict did not make is never touched.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    owned = is_owned(out, "predict")
+    present = [n for n in (*OWN_FILES, *OWN_FOLDERS.values()) if (out / n).exists()]
+    if not owned and present:
+        legacy = _legacy_output(out)
+        if not legacy or resume:
+            raise InputError(
+                f"{out} was not written by breastus (no {PREDICT_JSON}): refusing to write "
+                f"into or replace its {present[0]}",
+                hint="choose another --out" if not legacy else
+                "it was written by an older breastus: replace it with --overwrite")
+    if (out / PREDICTIONS).exists() and not (resume or overwrite):
+        raise InputError(f"{out / PREDICTIONS} exists", hint="continue it with --resume, or "
+                                                             "replace it with --overwrite")
+
+
+def _clear_out(out: Path) -> None:
+    """--overwrite: remove predict's own files from OUT (checked by :func:`_check_out`)."""
+    for name in OWN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for folder in OWN_FOLDERS.values():
+        if (out / folder).is_dir() and not (out / folder).is_symlink():
+            shutil.rmtree(out / folder)
+        else:
+            (out / folder).unlink(missing_ok=True)
+
+
+def _own_output(path: Path, out: Path, owners: dict[Path, bool]) -> bool:
+    """True for a file predict wrote (OUT's or another predict folder's): never an input."""
+    real = path.resolve()
+    if real.name in OWN_FILES:
+        folder = real.parent
+    elif real.parent.name in OWN_FOLDERS.values():
+        folder = real.parent.parent
+    else:
+        return False
+    if folder not in owners:
+        owners[folder] = folder == out.resolve() or is_owned(folder, "predict")
+    return owners[folder]
+
+
+def _model_record(source: Path | None, engine: str) -> dict[str, Any] | None:
+    """Which model file a run directory (or .tflite) gave, with its SHA-256."""
+    from breastus_cli.data.manifest import file_sha256
+
+    if source is None:
+        return None
+    source = Path(source)
+    if source.suffix == ".tflite":
+        used = source
+    elif engine == "tflite":
+        used = next((source / "export" / n for n in EXPORT_FILES
+                     if (source / "export" / n).is_file()), source / "export" / EXPORT_FILES[0])
+    else:
+        used = source / "model.keras"
+    return {"path": str(source.resolve()), "file": str(used.resolve()),
+            "sha256": file_sha256(used) if used.is_file() else None}
+
+
+def _record(settings: PredictSettings, threshold: float | None) -> dict[str, Any]:
+    """predict.json: what wrote OUT (checked by --resume and --merge)."""
+    from breastus_cli import __version__
+
+    return {"format": PREDICT_FORMAT, "breastus_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "models": {"cls": _model_record(settings.cls_run, settings.engine),
+                       "seg": _model_record(settings.seg_run, settings.engine)},
+            "threshold": threshold, "seg_threshold": settings.seg_threshold,
+            "engine": settings.engine, "num_parts": settings.num_parts,
+            "part_id": settings.part_id,
+            "inputs": [str(Path(i).expanduser().resolve()) if Path(i).expanduser().exists()
+                       else str(i) for i in settings.inputs]}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], part: bool) -> list[str]:
+    """What differs between two predict.json records (models, thresholds, engine, shard)."""
+    found = []
+    for task, option in (("cls", "--cls-run"), ("seg", "--seg-run")):
+        a, b = (old.get("models") or {}).get(task), (new.get("models") or {}).get(task)
+        if (a or {}).get("sha256") != (b or {}).get("sha256"):
+            found.append(f"{option} {(a or {}).get('path') or 'none'} -> "
+                         f"{(b or {}).get('path') or 'none'}")
+    for key, option in (("threshold", "--threshold"), ("seg_threshold", "--seg-threshold"),
+                        ("engine", "--engine")) + ((("num_parts", "--num-parts"),
+                                                     ("part_id", "--part-id")) if part else ()):
+        a, b = old.get(key), new.get(key)
+        same = (a == b if not (isinstance(a, (int, float)) and isinstance(b, (int, float)))
+                else abs(float(a) - float(b)) < 1e-9)
+        if not same:
+            found.append(f"{option} {a} -> {b}")
+    return found
 
 
 class _Appender:
@@ -268,21 +415,16 @@ def predict(settings: PredictSettings,
     """
     settings.validate()
     start = time.perf_counter()
-    files = shard(expand_inputs(settings.inputs), settings.num_parts, settings.part_id)
     out = Path(settings.out)
-    existing = out / PREDICTIONS
-    if existing.exists() and not settings.resume:
-        if not settings.overwrite:
-            raise InputError(f"{existing} exists", hint="continue it with --resume, or replace "
-                                                        "it with --overwrite")
-        for name in (PREDICTIONS, ERRORS):
-            (out / name).unlink(missing_ok=True)
-        for folder in ("masks", "overlays", "explain"):
-            shutil.rmtree(out / folder, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out, resume=settings.resume, overwrite=settings.overwrite)
+    owners: dict[Path, bool] = {}
+    # predict never reads what it wrote (OUT's or another predict folder's files) as a scan
+    files = shard([f for f in expand_inputs(settings.inputs) if not _own_output(f, out, owners)],
+                  settings.num_parts, settings.part_id)
 
-    done_rows = _read_rows(out / PREDICTIONS) if settings.resume else []
-    failed = {r["path"] for r in _read_rows(out / ERRORS)} if settings.resume else set()
+    done_rows, done_length = (_intact_rows(out / PREDICTIONS) if settings.resume else ([], 0))
+    failed_rows, failed_length = (_intact_rows(out / ERRORS) if settings.resume else ([], 0))
+    failed = {r.get("path", "") for r in failed_rows}
     skip = {(r["path"], r["frame"]) for r in done_rows}
     done_paths = {r["path"] for r in done_rows}
     # A plain image already in predictions.csv is not decoded again; a DICOM may have frames
@@ -303,6 +445,24 @@ def predict(settings: PredictSettings,
     threshold = settings.threshold if settings.threshold is not None else (
         cls.threshold if cls else None)
     pixel_sizes = _manifest_pixel_sizes(settings.manifest)
+    record = _record(settings, threshold)
+    previous = read_marker(out, "predict")
+    if settings.resume and previous is not None:
+        changed = _differences(previous, record, part=True)
+        if changed:
+            raise InputError(f"--resume: {out} was written with other settings ("
+                             f"{'; '.join(changed)})",
+                             hint="resume with the first run's options, or start again with "
+                                  "--overwrite")
+    # Every check passed: only now is OUT changed.
+    if settings.overwrite:
+        _clear_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if settings.resume and previous is not None:
+        _cut_to(out / PREDICTIONS, done_length)  # a row cut off by a kill is done again
+        _cut_to(out / ERRORS, failed_length)
+    else:
+        write_json(out / PREDICT_JSON, record)
     for folder, wanted in (("masks", settings.save_masks), ("overlays", settings.save_overlays),
                            ("explain", settings.explain)):
         if wanted:
@@ -323,7 +483,8 @@ def predict(settings: PredictSettings,
             for size in sizes:
                 frame.inputs[size] = _resized(frame.image, size, tf)
 
-        for frames, errors in _batches(stream(todo, settings.workers, prepare=prepare),
+        for frames, errors in _batches(stream(todo, settings.workers, prepare=prepare,
+                                              max_pixels=settings.max_pixels),
                                        settings.batch_size, skip):
             errors_out.write([{"path": str(e.path), "reason": e.reason} for e in errors])
             n_errors += len(errors)
@@ -419,29 +580,113 @@ def _predict_batch(frames: list[Frame], cls: _Model | None, seg: _Model | None,
     return rows
 
 
+def _check_parts(parts: list[Path], records: list[dict[str, Any]]) -> None:
+    """The parts come from one sharded run: same models and settings, each part once."""
+    first = records[0]
+    for part, record in zip(parts[1:], records[1:]):
+        changed = _differences(first, record, part=False)
+        if record.get("num_parts") != first.get("num_parts"):
+            changed.append(f"--num-parts {first.get('num_parts')} -> {record.get('num_parts')}")
+        if changed:
+            raise InputError(f"{part} was not predicted like {parts[0]} ({'; '.join(changed)}): "
+                             "parts must come from one run split with --num-parts")
+    total = int(first.get("num_parts") or 1)
+    seen: dict[int, Path] = {}
+    for part, record in zip(parts, records):
+        k = int(record.get("part_id") or 1)
+        if k in seen:
+            raise InputError(f"part {k} of {total} is given twice ({seen[k]} and {part})")
+        seen[k] = part
+    missing = [str(k) for k in range(1, total + 1) if k not in seen]
+    if missing:
+        raise InputError(f"part {', '.join(missing)} of {total} "
+                         f"{'is' if len(missing) == 1 else 'are'} missing: give all {total} "
+                         "part folders")
+
+
+def _part_file(part: Path, value: str, folder: str) -> Path | str:
+    """A mask/overlay/explain file named by a part's predictions.csv, relative to the part, or
+    why it is not taken: only files inside the part's own ``folder`` are."""
+    root = part.resolve()
+    try:
+        rel = (part / value).resolve().relative_to(root)
+    except (ValueError, OSError):
+        return f"{value} lies outside the part folder {part}"
+    if len(rel.parts) != 2 or rel.parts[0] != folder:
+        return f"{value} is not in the part's {folder}/ folder ({part})"
+    if not (root / rel).is_file():
+        return f"{value} is missing in {part}"
+    return rel
+
+
+def _frame_key(row: dict[str, str]) -> tuple[str, int]:
+    frame = str(row.get("frame") or "")
+    return str(row.get("path", "")), int(frame) if frame.isdigit() else -1
+
+
 def merge(parts: list[Path], out: Path, overwrite: bool = False) -> PredictResult:
-    """Join the outputs of ``--num-parts`` runs into one folder (rows sorted by path, frame)."""
+    """Join the outputs of ``--num-parts`` runs into one folder (rows sorted by path, frame).
+
+    Every check runs before --out is touched: each part is a predict folder (predict.json),
+    the parts come from one run and are all there, no row appears twice. Files are taken only
+    from inside each part's masks/, overlays/, explain/; any other path is an error row.
+    """
     start = time.perf_counter()
     out = Path(out)
-    if (out / PREDICTIONS).exists() and not overwrite:
-        raise InputError(f"{out / PREDICTIONS} exists", hint="use --overwrite to replace it")
+    parts = [Path(p) for p in parts]
+    records = []
+    for part in parts:
+        if not (part / PREDICTIONS).is_file():
+            raise InputError(f"{part} holds no {PREDICTIONS}: not a predict output folder")
+        record = read_marker(part, "predict")
+        if record is None:
+            raise InputError(f"{part} holds no {PREDICT_JSON}: cannot check that it belongs "
+                             "with the other parts", hint="predict the parts again with this "
+                                                          "version of breastus")
+        records.append(record)
+    _check_parts(parts, records)
+    for part in parts:
+        real, target = part.resolve(), out.resolve()
+        if target == real or real in target.parents:
+            raise UsageError(f"--out {out} lies in the part folder {part}: choose another folder")
+    _check_out(out, resume=False, overwrite=overwrite)
+
     rows: list[dict[str, str]] = []
     errors: list[dict[str, str]] = []
+    copies: list[tuple[Path, Path]] = []
+    seen: dict[tuple[str, str], Path] = {}
     for part in parts:
-        if not (Path(part) / PREDICTIONS).is_file():
-            raise InputError(f"{part} holds no {PREDICTIONS}: not a predict output folder")
-        for row in _read_rows(Path(part) / PREDICTIONS):
-            for column in ("mask", "overlay", "explain"):
-                if row.get(column):
-                    target = out / row[column]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if Path(part).resolve() != out.resolve():
-                        shutil.copyfile(Path(part) / row[column], target)
+        for row in _intact_rows(part / PREDICTIONS)[0]:
+            key = (row.get("path", ""), row.get("frame", ""))
+            if key in seen:
+                raise InputError(f"{key[0]}" + (f" frame {key[1]}" if key[1] else "") +
+                                 f" appears twice ({seen[key]} and {part}): the parts overlap")
+            seen[key] = part
+            for column, folder in OWN_FOLDERS.items():
+                if not row.get(column):
+                    continue
+                found = _part_file(part, row[column], folder)
+                if isinstance(found, str):
+                    errors.append({"path": row.get("path", ""), "reason": f"{column}: {found}"})
+                    row[column] = ""
+                else:
+                    copies.append((part.resolve() / found, found))
+                    row[column] = found.as_posix()
             rows.append(row)
-        errors.extend(_read_rows(Path(part) / ERRORS))
-    rows.sort(key=lambda r: (r["path"], int(r["frame"]) if r["frame"] else -1))
-    errors.sort(key=lambda r: r["path"])
+        errors.extend(_intact_rows(part / ERRORS)[0])
+    rows.sort(key=_frame_key)
+    errors.sort(key=lambda r: str(r.get("path", "")))
+
+    # Every check passed: only now is --out written.
+    if overwrite:
+        _clear_out(out)
     out.mkdir(parents=True, exist_ok=True)
+    merged = dict(records[0], created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), num_parts=1,
+                  part_id=1, merged_from=[str(p.resolve()) for p in parts])
+    write_json(out / PREDICT_JSON, merged)
+    for source, rel in copies:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, out / rel)
     from breastus_cli.atomic import atomic_path
 
     for name, columns, data in ((PREDICTIONS, COLUMNS, rows), (ERRORS, ERROR_COLUMNS, errors)):
