@@ -133,3 +133,16 @@ def check_out_not_in(out: str | os.PathLike[str], sources: Iterable[str | os.Pat
         if target in source.parents:
             raise UsageError(f"{option} {out} contains the source folder {source}: choose a "
                              "folder outside it")
+
+
+def ensure_own_or_empty(folder: str | os.PathLike[str], kind: str, option: str = "--out") -> None:
+    """Refuse (exit 2) to write into a non-empty ``folder`` that holds no marker of ``kind``:
+    commands that resume into their output folder (cv, sweep) never mix their files with
+    someone else's."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {folder} exists and is not a folder")
+    if is_empty(path) or is_owned(path, kind):
+        return
+    raise InputError(f"{option} {folder} is not empty and is not a breastus {kind} folder "
+                     f"(no {marker_name(kind)}): choose an empty or new folder")

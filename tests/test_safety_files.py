@@ -403,3 +403,18 @@ def test_materialize_replaces_only_its_own_split_folder(breast_src, tmp_path, ca
                          "--materialize")
         assert code == 0, err
     assert (data / "split" / "cls").is_dir() and (data / "split" / "split.json").is_file()
+
+
+# ---- cv and sweep output folders ---------------------------------------------------------------
+@pytest.mark.parametrize("command", [["cv", "cls", "--folds", "3"], ["sweep", "cls"]])
+def test_cv_and_sweep_never_write_into_a_folder_that_is_not_theirs(command, learn_data,
+                                                                    tmp_path, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("my notes")
+    before = _files(notes)
+    code, err = _cli(capsys, *command, str(learn_data), "--out", str(notes), "--model",
+                     "smallcnn", "--weights", "none")
+    assert code == 2
+    assert "is not a breastus" in _error_line(err) and str(notes) in err
+    assert _files(notes) == before

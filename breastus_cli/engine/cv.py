@@ -187,6 +187,9 @@ def cv(settings: CVSettings) -> CVResult:
     settings.validate()
     start = time.perf_counter()
     out = Path(settings.out)
+    from breastus_cli.ownership import ensure_own_or_empty
+
+    ensure_own_or_empty(out, "cv")
     plan = _plan(settings)
     if (out / PLAN).is_file():
         existing = json.loads((out / PLAN).read_text())
