@@ -16,7 +16,7 @@ import pytest
 from sklearn import metrics as skm
 
 from conftest import FAST_CLS as FAST
-from conftest import require_shared_breast, run_cli
+from conftest import copy_run, require_shared_breast, run_cli
 
 
 
@@ -41,10 +41,11 @@ def test_train_writes_a_complete_run_directory(cls_run, learn_data):
     assert "epoch 10/10" in (cls_run / "train.log").read_text()
 
 
-def test_evaluate_writes_every_artifact_and_the_model_learned(cls_run):
-    proc = run_cli("evaluate", str(cls_run))
+def test_evaluate_writes_every_artifact_and_the_model_learned(cls_run, tmp_path):
+    run = copy_run(cls_run, tmp_path / "run")
+    proc = run_cli("evaluate", str(run))
     assert proc.returncode == 0, proc.stderr
-    out = cls_run / "eval-test"
+    out = run / "eval-test"
     for name in ("predictions.csv", "metrics.json", "report.md", "report.html",
                  "confusion_matrix.png", "roc.png", "pr.png", "calibration.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -56,11 +57,9 @@ def test_evaluate_writes_every_artifact_and_the_model_learned(cls_run):
     assert "breastus evaluate" in (out / "report.md").read_text().rsplit("Reproduce", 1)[1]
 
 
-def test_metrics_json_agrees_with_sklearn_on_predictions_csv(cls_run):
-    if not (cls_run / "eval-test/metrics.json").exists():
-        run_cli("evaluate", str(cls_run))
-    metrics = json.loads((cls_run / "eval-test/metrics.json").read_text())
-    pred = pd.read_csv(cls_run / "eval-test/predictions.csv")
+def test_metrics_json_agrees_with_sklearn_on_predictions_csv(cls_evaluated):
+    metrics = json.loads((cls_evaluated / "eval-test/metrics.json").read_text())
+    pred = pd.read_csv(cls_evaluated / "eval-test/predictions.csv")
     y, p = pred["y_true"].to_numpy(), pred["p_malignant"].to_numpy()
     y_hat = (p >= metrics["threshold"]).astype(int)
     assert (y_hat == pred["y_pred"]).all()
@@ -79,9 +78,10 @@ def test_metrics_json_agrees_with_sklearn_on_predictions_csv(cls_run):
     assert lo <= metrics["auc"] <= hi
 
 
-def test_target_sensitivity_picks_the_threshold_on_validation(cls_run):
+def test_target_sensitivity_picks_the_threshold_on_validation(cls_run, tmp_path):
     from breastus_cli.engine.metrics import threshold_for_sensitivity
 
+    cls_run = copy_run(cls_run, tmp_path / "run")  # writes threshold.json: a private copy
     proc = run_cli("evaluate", str(cls_run), "--split", "val")
     assert proc.returncode == 0, proc.stderr
     val = pd.read_csv(cls_run / "eval-val/predictions.csv")
@@ -264,3 +264,14 @@ def test_real_breast_one_epoch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "run/eval-test/metrics.json").read_text())
     assert metrics["n"] == 26 and metrics["n_malignant"] == 10
+
+
+def test_tensorboard_logs_epoch_curves_into_the_run(learn_data, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train-cls", str(learn_data), *FAST, "--img-size", "32", "--epochs", "2",
+                   "--tensorboard", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    events = sorted((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert {p.parent.name for p in events} >= {"train", "validation"}
+    assert all(p.stat().st_size > 0 for p in events)
+    assert json.loads((run / "config.json").read_text())["settings"]["tensorboard"] is True

@@ -76,6 +76,8 @@ def _shared_options(kind: str, defaults: dict[str, Any]) -> list[inspect.Paramet
                                           help="Decoded-image cache: memory, disk or none.")),
         _param("bn_momentum", float, typer.Option(
             None, "--bn-momentum", help="Batch-norm momentum (default 0.9 from scratch).")),
+        _param("tensorboard", bool, typer.Option(
+            False, "--tensorboard", help="Also log curves to RUN/tensorboard/ (tensorboard --logdir).")),
     ]
 
 

@@ -42,6 +42,7 @@ class TrainSettings:
     bn_momentum: float | None = None  # None: 0.9 from scratch, the backbone's own when pretrained
     cache_dir: str | None = None  # with cache="disk": a folder shared by runs (a sweep's)
     checkpoint_epochs: list[int] | None = None  # also save the model at these epochs (sweeps)
+    tensorboard: bool = False  # also log epoch metrics to RUN/tensorboard/ (Keras callback)
 
     def validate(self) -> None:
         if self.data is None:
@@ -57,6 +58,12 @@ class TrainSettings:
             raise UsageError(f"--seed must be >= 0 (got {self.seed})")
         if self.early_stopping < 0:
             raise UsageError(f"--early-stopping must be >= 0 epochs (got {self.early_stopping})")
+        if self.tensorboard:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise UsageError("--tensorboard needs the tensorboard package: "
+                                 "pip install 'breastus[tensorboard]'")
         if not 0 <= self.augment_strength <= 3:
             raise UsageError(f"--augment-strength must lie in [0, 3] (got {self.augment_strength})")
         if not 0 < self.val_fraction < 0.5:

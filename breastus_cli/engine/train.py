@@ -253,6 +253,9 @@ def train(
         if settings.checkpoint_epochs:
             callbacks.append(cb.EpochCheckpoints(run_dir / GRID, settings.checkpoint_epochs,
                                                  save_best))
+        if settings.tensorboard:  # the standard Keras callback: epoch curves, no graph dump
+            callbacks.append(keras.callbacks.TensorBoard(
+                log_dir=str(run_dir / "tensorboard"), write_graph=False, update_freq="epoch"))
         callbacks.append(backup)
         # fit continues after the last epoch BackupAndRestore saved; history.csv may hold one
         # more (killed between its row and the backup): that epoch runs again
