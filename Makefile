@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench bench-all clean help
+.PHONY: install demo test test-fast bench bench-all clean help
 
 help:
 	@echo "make demo   install into $(VENV), then run the main job on synthetic data in $(DEMO_DIR)/"
 	@echo "make test   install into $(VENV), then run the test suite"
+	@echo "make test-fast   the edit loop: every test not marked slow or slurm (< 3 minutes)"
 	@echo "make bench  the quick benchmark (start-up); make bench-all: every benchmark"
 
 $(STAMP): pyproject.toml
@@ -28,6 +29,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/startup.py

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
+import subprocess as _subprocess
 import sys
 from pathlib import Path
 
@@ -69,16 +69,77 @@ def breast_row(n: int, label: str = "benign", **over) -> dict:
     return row
 
 
+#: ``run_cli`` runs the command in this process (Typer app, captured stdout/stderr) unless
+#: BREASTUS_TEST_SUBPROCESS=1 or a test asks for ``subprocess=True``: importing TensorFlow in a
+#: fresh process costs about 3.4 s a call. The true end-to-end tests (the installed entry
+#: point, signals, kill and resume, Slurm) pass ``subprocess=True``.
+IN_PROCESS = os.environ.get("BREASTUS_TEST_SUBPROCESS", "0") != "1"
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real ``breastus`` console script (the one installed in this venv)."""
+            timeout: int = 600, subprocess: bool = False) -> _subprocess.CompletedProcess:
+    """Run ``breastus ARGS``: the real console script in a child process, or in-process."""
+    if IN_PROCESS and not subprocess:
+        return _run_in_process([str(a) for a in args], cwd, env)
     exe = Path(sys.executable).with_name("breastus")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "breastus_cli"]
     full_env = dict(os.environ)
     full_env.pop("SLURM_JOB_ID", None)
     full_env.update(env or {})
-    return subprocess.run(command + list(args), cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return _subprocess.run(command + list(args), cwd=cwd, env=full_env, capture_output=True,
+                           text=True, timeout=timeout)
+
+
+def _run_in_process(args: list[str], cwd: Path | None,
+                    env: dict | None) -> _subprocess.CompletedProcess:
+    """``breastus_cli.cli.app.main(args)`` with the process state a child would have: its own
+    argv, cwd, environment, output streams, signal handlers and console flags, all restored."""
+    import contextlib
+    import io
+    import signal
+
+    from breastus_cli.cli import app as cli_app
+    from breastus_cli.reports import console
+
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        os.environ.pop("SLURM_JOB_ID", None)
+        os.environ.update({k: str(v) for k, v in (env or {}).items()})
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.argv = ["breastus", *args]
+        _reset_console(console.state)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli_app.main(args)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+        _reset_console(console.state)
+        _reset_keras()
+    return _subprocess.CompletedProcess(["breastus", *args], code, out.getvalue(),
+                                        err.getvalue())
+
+
+def _reset_console(state) -> None:
+    state.quiet = state.verbose = state.debug = False
+
+
+def _reset_keras() -> None:
+    """Drop the models and graphs an in-process command left behind (memory stays flat)."""
+    if "tf_keras" in sys.modules:
+        keras = sys.modules["tf_keras"]
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture(scope="session")
@@ -130,18 +191,49 @@ FAST_CLS = ["--model", "smallcnn", "--weights", "none", "--img-size", "64", "--b
 FAST_SEG = ["--weights", "none", "--img-size", "64", "--batch-size", "8"]
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _read_only(folder: Path):
+    """Yield ``folder`` to the tests and fail the session if any test changed it: shared trained
+    runs are read-only (tests that evaluate, export or write a threshold take ``copy_run``)."""
+    before = _snapshot(folder)
+    yield folder
+    after = _snapshot(folder)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the shared run {folder.name}: {changed[:10]}"
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A private, writable copy of a shared trained run."""
+    import shutil
+
+    return Path(shutil.copytree(run, dest))
+
+
 @pytest.fixture(scope="session")
-def cls_run(learn_data, tmp_path_factory) -> Path:
+def cls_run(learn_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "smallcnn"
     proc = run_cli("train-cls", str(learn_data), *FAST_CLS, "--epochs", "10", "--lr", "1e-3",
                    "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr
-    return run
+    yield from _read_only(run)
 
 
 @pytest.fixture(scope="session")
-def seg_run(learn_data, tmp_path_factory) -> Path:
+def seg_run(learn_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("segruns") / "unet"
     proc = run_cli("train-seg", str(learn_data), *FAST_SEG, "--epochs", "6", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    yield from _read_only(run)
+
+
+@pytest.fixture(scope="session")
+def cls_evaluated(cls_run, tmp_path_factory) -> Path:
+    """A copy of ``cls_run`` evaluated once on its test split (eval-test/ written)."""
+    run = copy_run(cls_run, tmp_path_factory.mktemp("evaluated") / "smallcnn")
+    proc = run_cli("evaluate", str(run))
     assert proc.returncode == 0, proc.stderr
     return run

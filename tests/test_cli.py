@@ -33,7 +33,7 @@ def _probe(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_help_lists_every_command_of_the_design():
-    proc = run_cli("--help")
+    proc = run_cli("--help", subprocess=True)  # the installed entry point itself
     assert proc.returncode == 0
     for name in COMMANDS:
         assert name in proc.stdout
@@ -42,7 +42,7 @@ def test_help_lists_every_command_of_the_design():
 def test_version():
     from breastus_cli import __version__
 
-    proc = run_cli("--version")
+    proc = run_cli("--version", subprocess=True)
     assert proc.returncode == 0 and proc.stdout.strip() == f"breastus {__version__}"
     proc = subprocess.run([sys.executable, "-m", "breastus_cli", "--version"],
                           capture_output=True, text=True)
@@ -75,10 +75,10 @@ def test_usage_errors_exit_2_with_one_clear_line(tmp_path):
 
 
 def test_debug_shows_the_traceback_anywhere_on_the_line(tmp_path):
-    proc = run_cli("split", str(tmp_path / "nope"), "--debug")
+    proc = run_cli("split", str(tmp_path / "nope"), "--debug", subprocess=True)
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "dataset folder not found" in proc.stderr
-    proc = run_cli("split", str(tmp_path / "nope"))
+    proc = run_cli("split", str(tmp_path / "nope"), subprocess=True)
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[0].startswith("error: dataset folder not found")
 

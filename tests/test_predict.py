@@ -126,14 +126,12 @@ def test_dicom_pixel_size_gives_areas_in_mm2(full_run):
     assert grey["pixel_size_mm"] == "" and grey["lesion_area_mm2"] == ""
 
 
-def test_predict_agrees_with_evaluate_on_the_same_images(cls_run, learn_data, tmp_path):
+def test_predict_agrees_with_evaluate_on_the_same_images(cls_evaluated, learn_data, tmp_path):
     """The streaming predictor and the training pipeline resize and score identically."""
-    if not (cls_run / "eval-test/predictions.csv").is_file():
-        assert run_cli("evaluate", str(cls_run)).returncode == 0
-    evaluated = pd.read_csv(cls_run / "eval-test/predictions.csv")
+    evaluated = pd.read_csv(cls_evaluated / "eval-test/predictions.csv")
     files = [str(learn_data / p) for p in evaluated["image"]]
     out = tmp_path / "out"
-    proc = run_cli("predict", *files, "--cls-run", str(cls_run), "--out", str(out))
+    proc = run_cli("predict", *files, "--cls-run", str(cls_evaluated), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     pred = pd.read_csv(out / "predictions.csv")
     pred["image"] = [str(Path(p).relative_to(learn_data)) for p in pred["path"]]

@@ -13,16 +13,17 @@ import pytest
 from PIL import Image
 
 from conftest import FAST_SEG as FAST
-from conftest import run_cli
+from conftest import copy_run, run_cli
 
 
 
 @pytest.fixture(scope="session")
-def seg_eval(seg_run) -> Path:
-    proc = run_cli("evaluate", str(seg_run))
+def seg_eval(seg_run, tmp_path_factory) -> Path:
+    run = copy_run(seg_run, tmp_path_factory.mktemp("seg-evaluated") / "unet")
+    proc = run_cli("evaluate", str(run))
     assert proc.returncode == 0, proc.stderr
     assert "Mean IoU" in proc.stdout
-    return seg_run / "eval-test"
+    return run / "eval-test"
 
 
 def test_train_seg_uses_the_shared_run_directory(seg_run):
