@@ -1,6 +1,8 @@
 """Ultrasound DICOM: frames as luminance arrays, and the physical pixel size.
 
-* MONOCHROME2 as is, MONOCHROME1 inverted; RGB and YBR_* converted to RGB, then luminance.
+* MONOCHROME1/2: pydicom's Modality LUT (or rescale) then VOI (LUT or window) when present,
+  mapped to 0..255 from their declared output range, one scale per file (never the frame's
+  own min/max); MONOCHROME1 inverted. RGB and YBR_* converted to RGB, then luminance.
 * Multi-frame files give one array per frame.
 * Pixel size in mm from the Sequence of Ultrasound Regions (PhysicalDeltaX/Y, in cm when
   PhysicalUnitsX/YDirection is 3) or else Pixel Spacing (mm); None when neither is there.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -66,9 +69,90 @@ def pixel_size_mm(dataset: object) -> float | None:
     return None
 
 
-def _to_luminance(frame: np.ndarray, photometric: str, bits: int) -> np.ndarray:
+def _given(value: Any) -> bool:
+    """An element value that is there and not empty (0 counts)."""
+    if value is None:
+        return False
+    try:
+        return len(value) > 0
+    except TypeError:  # a number
+        return True
+
+
+def _voi_kind(dataset: Any) -> str | None:
+    """'lut' (a usable VOI LUT Sequence, preferred), 'window' (Window Center and Width) or None,
+    the choice pydicom's ``apply_voi_lut(prefer_lut=True)`` makes."""
+    sequence = dataset.get("VOILUTSequence")
+    if sequence and _given(sequence[0].get("LUTDescriptor")) and \
+            _given(sequence[0].get("LUTData")):
+        return "lut"
+    if _given(dataset.get("WindowCenter")) and _given(dataset.get("WindowWidth")):
+        return "window"
+    return None
+
+
+def _output_range(dataset: Any, windowing: bool, modality: bool = True) -> tuple[float, float]:
+    """The values the Modality LUT (or rescale) step can output, as pydicom 3's
+    ``apply_windowing`` computes them: the Modality LUT's entry depth, else the stored range
+    (BitsStored, signed by PixelRepresentation) times RescaleSlope plus RescaleIntercept.
+    (pydicom also rescales a Modality LUT's range when windowing; without a window the LUT's
+    own range is kept, as ``apply_modality_lut`` ignores rescale when there is a LUT.)
+    ``modality=False``: the stored range alone."""
+    lut = dataset.get("ModalityLUTSequence") if modality else None
+    bits = _number(dataset, "BitsStored", 8)
+    if lut:
+        low, high = 0.0, float(2 ** int(lut[0].LUTDescriptor[2]) - 1)
+    elif _number(dataset, "PixelRepresentation", 0) == 0:
+        low, high = 0.0, float(2 ** bits - 1)
+    else:
+        low, high = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    slope, intercept = dataset.get("RescaleSlope"), dataset.get("RescaleIntercept")
+    if modality and slope is not None and intercept is not None and (windowing or not lut):
+        low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)
+    return float(low), float(high)
+
+
+def _grey_scale(dataset: Any, photometric: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a block of stored monochrome values to float grey levels 0..255.
+
+    pydicom's ``apply_modality_lut`` (Modality LUT, or RescaleSlope/Intercept), then its
+    ``apply_voi_lut`` when the file has a VOI (the VOI LUT Sequence preferred, else the first
+    Window Center/Width), mapped to 0..255 from that step's declared output range: the LUT's
+    entry depth, or for windowing the range pydicom writes (:func:`_output_range`). Without a
+    VOI the whole stored range (after the Modality LUT or rescale) maps to 0..255: an 8-bit
+    unsigned file stays as it is, and deeper files get one fixed scale, the same for every
+    frame and every file of that depth, so one tissue keeps one grey level across the frames
+    of a cine loop and across files (a per-frame min-max stretch would give it a different
+    grey in each frame, depending on what else is in view). Other one-sample photometrics get
+    the stored range alone."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    monochrome = photometric in ("MONOCHROME1", "MONOCHROME2")
+    kind = _voi_kind(dataset) if monochrome else None
+    if kind == "lut":
+        low, high = 0.0, float(2 ** int(dataset.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    else:
+        low, high = _output_range(dataset, windowing=kind == "window", modality=monochrome)
+
+    def scale(block: np.ndarray) -> np.ndarray:
+        values = apply_modality_lut(block, dataset) if monochrome else block
+        if kind == "lut" and not np.issubdtype(values.dtype, np.integer):
+            values = np.rint(values).astype(np.int64)  # a LUT is indexed by whole numbers
+        if kind is not None:
+            values = apply_voi_lut(values, dataset, index=0, prefer_lut=True)
+        values = np.asarray(values, dtype=np.float64)
+        if high == low:
+            return np.zeros_like(values)
+        return (values - low) * (255.0 / (high - low))
+
+    return scale
+
+
+def _to_luminance(frame: np.ndarray, photometric: str, dataset: Any) -> np.ndarray:
     """Luminance of one frame, computed in float64 on blocks of rows (same numbers as on the
-    whole frame, without whole-frame float64 copies)."""
+    whole frame, without whole-frame float64 copies). Monochrome grey levels come from the
+    file's own intensity transforms (:func:`_grey_scale`), never from the frame's min/max;
+    MONOCHROME1 is inverted after them."""
     frame = np.asarray(frame)
     rgb_frame = frame.ndim == 3 and frame.shape[-1] == 3
     out = np.empty(frame.shape[:-1] if rgb_frame else frame.shape, dtype=np.uint8)
@@ -82,11 +166,9 @@ def _to_luminance(frame: np.ndarray, photometric: str, bits: int) -> np.ndarray:
             lum = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
             out[start:start + step] = np.clip(np.rint(lum), 0, 255).astype(np.uint8)
         return out
-    low, high = float(frame.min()), float(frame.max())
+    scale = _grey_scale(dataset, photometric)
     for start in range(0, frame.shape[0], step):
-        values = frame[start:start + step].astype(np.float64)
-        if bits > 8 or high > 255 or low < 0:
-            values = (values - low) / (high - low) * 255.0 if high > low else values * 0.0
+        values = scale(frame[start:start + step])
         if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
             values = 255.0 - values
         out[start:start + step] = np.clip(np.rint(values), 0, 255).astype(np.uint8)
@@ -215,5 +297,10 @@ def read_dicom(path: str | Path,
         pixels = convert_color_space(pixels, photometric, "RGB")
         photometric = "RGB"
     frames = list(pixels) if frames_count > 1 else [pixels]
-    bits = int(getattr(dataset, "BitsStored", 8) or 8)
-    return [_to_luminance(f, photometric, bits) for f in frames], pixel_size_mm(dataset)
+    try:
+        grey = [_to_luminance(f, photometric, dataset) for f in frames]
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError,
+            NotImplementedError) as exc:  # a bad window, LUT or rescale in the header
+        raise RowError(f"invalid DICOM intensity transform ({type(exc).__name__}: {exc})",
+                       hint=path.name) from None
+    return grey, pixel_size_mm(dataset)
