@@ -1,0 +1,301 @@
+"""The Python API: the CLI's workflow as functions, for notebooks and scripts.
+
+Each function builds the settings dataclass the matching command builds, calls the same engine
+function, writes the same files, and returns the results in memory as well::
+
+    from breastus_cli import api
+    api.prepare("BrEaST-Lesions_USG", "data/breast"); api.split("data/breast", seed=42)
+    cls_run = api.train("cls", "data/breast", model="mobilenetv2", epochs=30).run_dir
+    seg_run = api.train("seg", "data/breast").run_dir
+    api.evaluate(cls_run, target_sensitivity=0.9).metrics["auc"]
+    res = api.predict("new_scans/", cls_run=cls_run, seg_run=seg_run); res.predictions.head()
+
+Options are the settings' field names (the command's long options with ``_`` for ``-``, e.g.
+``img_size=64``; ``evaluate``'s ``--bootstrap`` is ``n_bootstrap``); an unknown one raises
+:class:`OptionError` (a ``TypeError`` and a :class:`~breastus_cli.errors.UsageError`) before
+any work. Errors are the toolkit's own (``UsageError``, ``InputError``, ``WorkError``).
+Importing this module is cheap: TensorFlow loads on the first call that needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from breastus_cli.errors import UsageError
+
+if TYPE_CHECKING:  # heavy imports for type checkers only
+    import numpy as np
+    import pandas as pd
+
+    from breastus_cli.data.prepare import PrepareResult
+    from breastus_cli.data.split import SplitResult
+    from breastus_cli.engine.evaluate import EvalResult
+    from breastus_cli.engine.predict import PredictResult
+    from breastus_cli.engine.train import TrainResult
+
+__all__ = ["Evaluation", "MaskFiles", "OptionError", "Predictions", "evaluate", "predict",
+           "prepare", "split", "train", "train_cls", "train_seg"]
+
+PathLike = str | Path
+
+
+class OptionError(UsageError, TypeError):
+    """An API function was given a keyword argument its settings do not have."""
+
+
+# ---- settings -------------------------------------------------------------------------------
+def _build(function: str, settings_type: type, given: dict[str, Any],
+           options: dict[str, Any]) -> Any:
+    """``settings_type(**given, **options)``, refusing unknown names and turning strings into
+    paths where the field holds a path (as Typer does for the CLI)."""
+    fields = {f.name: f for f in dataclasses.fields(settings_type)}
+    unknown = [name for name in options if name not in fields or name in given]
+    if unknown:
+        hints = [f"'{n}'" + (f" (did you mean '{close[0]}'?)" if (close := difflib.get_close_matches(
+            n, [f for f in fields if f not in given], n=1)) else "") for n in unknown]
+        raise OptionError(f"{function}() got unknown option{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(hints)}; see help(breastus_cli.api.{function})")
+    values = {**given, **options}
+    for name, value in values.items():
+        if isinstance(value, str) and "Path" in str(fields[name].type):
+            values[name] = Path(value)
+    return settings_type(**values)
+
+
+def _configure() -> None:
+    """TensorFlow's environment, as the CLI sets it (quiet start-up logs)."""
+    from breastus_cli import backend
+
+    backend.configure(verbose=False)
+
+
+# ---- data -----------------------------------------------------------------------------------
+def prepare(source: PathLike, out: PathLike, *,
+            on_progress: Callable[[int, int], None] | None = None,
+            **options: Any) -> PrepareResult:
+    """``breastus prepare``: read a source layout, write a normalized dataset at ``out``.
+
+    Options: format, strict, include_other_masks, overwrite, max_pixels, workers.
+
+    >>> api.prepare("BrEaST-Lesions_USG", "data/breast").counts  # doctest: +SKIP
+    {'benign': 154, 'malignant': 98}
+    """
+    from breastus_cli.data.prepare import PrepareSettings
+    from breastus_cli.data.prepare import prepare as run
+
+    settings = _build("prepare", PrepareSettings,
+                      {"source": Path(source), "out": Path(out)}, options)
+    return run(settings, on_progress=on_progress)
+
+
+def split(data: PathLike, **options: Any) -> SplitResult:
+    """``breastus split``: write ``DATA/splits.csv`` (case/patient level, stratified, seeded).
+
+    Options: ratio, seed, folds (0 or None: no folds), materialize, published_folds.
+
+    >>> api.split("data/breast", seed=42, folds=5).table["test"]  # doctest: +SKIP
+    {'benign': 16, 'malignant': 10}
+    """
+    from breastus_cli.data.split import SplitSettings, split_dataset
+
+    if "ratio" in options:
+        options["ratio"] = tuple(options["ratio"])
+    if options.get("folds") == 0:
+        options["folds"] = None
+    return split_dataset(_build("split", SplitSettings, {"data": Path(data)}, options))
+
+
+# ---- training -------------------------------------------------------------------------------
+def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = None,
+          on_epoch: Callable[..., None] | None = None, **options: Any) -> TrainResult:
+    """``breastus train-cls`` (``task="cls"``) or ``train-seg`` (``"seg"``) into a run directory.
+
+    Options are :class:`~breastus_cli.engine.settings.ClsSettings` /
+    :class:`~breastus_cli.engine.settings.SegSettings` fields (model, weights, epochs, lr,
+    img_size, run_dir, ...). ``resume=RUN_DIR`` continues an interrupted run with its own
+    settings. Returns the result (``run_dir``, ``best_epoch``, ``history``, ...).
+
+    >>> api.train("cls", "data/breast", model="smallcnn", weights="none", epochs=2).run_dir  # doctest: +SKIP
+    """
+    from breastus_cli.engine.settings import ClsSettings, SegSettings
+
+    types = {"cls": ClsSettings, "seg": SegSettings}
+    if task not in types:
+        raise UsageError(f"train() task must be 'cls' or 'seg' (got {task!r})")
+    settings = _build("train", types[task],
+                      {"data": None if data is None else Path(data)}, options)
+    if resume is None:
+        settings.validate()  # bad options fail before TensorFlow loads
+    _configure()
+    from breastus_cli.engine import tasks
+    from breastus_cli.engine.train import resume_settings
+    from breastus_cli.engine.train import train as run
+
+    if resume is not None:
+        settings = resume_settings(Path(resume), types[task])
+    task_object = tasks.ClassificationTask() if task == "cls" else tasks.SegmentationTask()
+    return run(settings, task_object, resume=resume is not None, on_epoch=on_epoch)
+
+
+def train_cls(data: PathLike | None = None, **options: Any) -> TrainResult:
+    """``train("cls", data, **options)``.
+
+    >>> api.train_cls("data/breast", model="resnet50", epochs=30).best_value  # doctest: +SKIP
+    """
+    return train("cls", data, **options)
+
+
+def train_seg(data: PathLike | None = None, **options: Any) -> TrainResult:
+    """``train("seg", data, **options)``.
+
+    >>> api.train_seg("data/breast", img_size=96).run_dir  # doctest: +SKIP
+    """
+    return train("seg", data, **options)
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """One run evaluated on one split: ``metrics`` (as in metrics.json) and ``cases`` (one
+    row per case: predictions.csv of a classifier, per_case.csv of a segmenter)."""
+
+    metrics: dict[str, Any]
+    cases: pd.DataFrame
+    out_dir: Path
+    task: str
+    split: str
+    files: list[Path] = field(default_factory=list)  # plots and reports written
+    result: EvalResult | None = field(default=None, repr=False)
+
+
+def evaluate(run: PathLike, **options: Any) -> Evaluation:
+    """``breastus evaluate RUN``: metrics with bootstrap CIs, plots and a report written to
+    ``RUN/eval-<split>/``; returned in memory as well.
+
+    Options: data, split, target_sensitivity, threshold, n_bootstrap, batch_size, seed,
+    seg_run.
+
+    >>> api.evaluate("runs/cls/mnv2", split="test").metrics["auc"]  # doctest: +SKIP
+    0.83
+    """
+    from breastus_cli.atomic import _json_safe
+    from breastus_cli.engine.evaluate import EvalSettings, find_runs
+
+    runs = find_runs([Path(run)])
+    if len(runs) > 1:
+        raise UsageError(f"{run} is a folder of {len(runs)} runs: evaluate them one at a time")
+    settings = _build("evaluate", EvalSettings, {"run_dir": runs[0]}, options)
+    settings.validate()
+    _configure()
+    from breastus_cli.engine.evaluate import evaluate as run_evaluation
+    from breastus_cli.reports import evaluation
+
+    result = run_evaluation(settings)
+    files = evaluation.write_artifacts(result)
+    return Evaluation(metrics=_json_safe(result.metrics), cases=result.frame,
+                      out_dir=result.out_dir, task=result.task, split=result.split,
+                      files=list(files), result=result)
+
+
+# ---- prediction -----------------------------------------------------------------------------
+def _read_mask(path: Path) -> np.ndarray:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L")) > 127
+
+
+class MaskFiles(Mapping):
+    """Predicted masks read on access from the files predict wrote: ``masks[i]`` is the
+    boolean (height, width) mask of ``predictions.iloc[i]``."""
+
+    def __init__(self, out: Path, files: dict[int, str]) -> None:
+        self.out, self.files = out, files
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return _read_mask(self.out / self.files[i])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return f"MaskFiles({len(self)} masks in {self.out / 'masks'})"
+
+
+@dataclass
+class Predictions:
+    """What ``predict`` returns: ``predictions`` (predictions.csv as a DataFrame; empty
+    cells are NaN), ``errors`` (errors.csv), ``masks`` (row position in ``predictions`` ->
+    boolean (height, width) array at the image's original size, for rows with a mask) and
+    ``out`` (None when the files went to a temporary folder)."""
+
+    predictions: pd.DataFrame
+    errors: pd.DataFrame
+    masks: Mapping[int, np.ndarray]
+    out: Path | None
+    result: PredictResult | None = field(default=None, repr=False)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    # only empty cells are missing values: a file named "NA" stays a name
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def predict(inputs: PathLike | Sequence[PathLike], out: PathLike | None = None,
+            cls_run: PathLike | None = None, seg_run: PathLike | None = None, *,
+            on_progress: Callable[[int, int], None] | None = None,
+            **options: Any) -> Predictions:
+    """``breastus predict``: p(malignant) and label, lesion mask and area for each image.
+
+    ``inputs`` are files, folders (recursive) or globs. The files are written to ``out``
+    (predictions.csv, errors.csv, masks/, ...); with ``out=None`` they go to a temporary
+    folder that is deleted on return, and everything (masks included) is returned in memory.
+    With a ``seg_run`` the masks are saved (``save_masks`` defaults to True here) and
+    ``masks`` reads them from ``out`` on access. Options: engine, threshold, seg_threshold,
+    pixel_size, manifest, save_masks, save_overlays, explain, batch_size, resume, overwrite,
+    num_parts, part_id, max_pixels.
+
+    >>> res = api.predict("scans/", cls_run="runs/cls/mnv2", seg_run="runs/seg/unet")  # doctest: +SKIP
+    >>> res.predictions[["path", "p_malignant", "label"]], res.masks[0].shape  # doctest: +SKIP
+    """
+    from breastus_cli.engine.predict import ERRORS, PREDICTIONS, PredictSettings
+
+    paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(i) for i in inputs]
+    if options.get("save_masks") is None:
+        options["save_masks"] = seg_run is not None
+    temporary = tempfile.TemporaryDirectory(prefix="breastus-predict-") if out is None else None
+    try:
+        target = Path(temporary.name) / "out" if temporary is not None else Path(out)
+        settings = _build("predict", PredictSettings, {
+            "inputs": paths, "out": target,
+            "cls_run": None if cls_run is None else Path(cls_run),
+            "seg_run": None if seg_run is None else Path(seg_run)}, options)
+        settings.validate()
+        _configure()
+        from breastus_cli.engine.predict import predict as run
+
+        result = run(settings, on_progress=on_progress)
+        table, errors = _read_csv(target / PREDICTIONS), _read_csv(target / ERRORS)
+        files = ({i: str(m) for i, m in enumerate(table["mask"])
+                  if isinstance(m, str) and m and (target / m).is_file()}
+                 if "mask" in table else {})
+        masks: Mapping[int, np.ndarray] = MaskFiles(target, files)
+        if temporary is not None:
+            masks = {i: masks[i] for i in files}  # read before the folder goes
+        return Predictions(predictions=table, errors=errors, masks=masks,
+                           out=None if temporary is not None else target, result=result)
+    finally:
+        if temporary is not None:
+            temporary.cleanup()
