@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from conftest import FAST_CLS, FAST_SEG, run_cli
+from conftest import FAST_CLS, LIGHT_SEG, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_cv_needs_matching_folds(learn_data, tmp_path):
 @pytest.fixture(scope="module")
 def cv_seg(learn_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cv") / "seg"
-    proc = run_cli("cv", "seg", str(learn_data), "--folds", "3", *FAST_SEG, "--epochs", "1",
+    proc = run_cli("cv", "seg", str(learn_data), "--folds", "3", *LIGHT_SEG, "--epochs", "1",
                    "--out", str(out), "--bootstrap", "200", "--batch-size", "16")
     assert proc.returncode == 0, proc.stderr
     return out

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import FAST_SEG as FAST
+from conftest import LIGHT_SEG
 from conftest import copy_run, run_cli
 
 
@@ -86,8 +87,8 @@ def test_other_masks_are_united_on_request(learn_data, tmp_path):
     with_other = manifest.loc[manifest["other_mask"] != "", "case_id"].tolist()
     assert with_other, "the synthetic set must have cases with 'other' masks"
     run = tmp_path / "other"
-    proc = run_cli("train-seg", str(learn_data), *FAST, "--epochs", "1", "--include-other-masks",
-                   "--run-dir", str(run))
+    proc = run_cli("train-seg", str(learn_data), *LIGHT_SEG, "--epochs", "1",
+                   "--include-other-masks", "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "config.json").read_text())["include_other_masks"] is True
     splits = pd.read_csv(learn_data / "splits.csv").set_index("case_id")["split"]
