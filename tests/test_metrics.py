@@ -244,3 +244,17 @@ def test_per_case_decisions_as_in_pooled_cross_validation() -> None:
     assert pooled["sensitivity"] == 3 / 4 and ci["auc"] == r["ci"]["auc"]
     with pytest.raises(ValueError, match="one 0/1 decision per case"):
         classification_metrics(y, p, y_pred=d[:-1])
+
+
+def test_fold_summary_means_folds_of_one_model_only() -> None:
+    from breastus_cli.engine.metrics import fold_summary
+
+    folds = [{"task": "cls", "model": "resnet50", "fold": k, "auc": auc, "accuracy": 0.7}
+             for k, auc in enumerate((0.70, 0.80, 0.90))]
+    summary = fold_summary(folds)
+    assert summary["folds"] == 3 and summary["model"] == "resnet50"
+    assert summary["metrics"]["auc"]["mean"] == pytest.approx(0.8)
+    assert summary["metrics"]["auc"]["sd"] == pytest.approx(0.1)
+    assert fold_summary(folds[:1]) is None  # one run is no spread
+    assert fold_summary([*folds[:2], {**folds[2], "model": "mobilenetv2"}]) is None
+    assert fold_summary([*folds[:2], {**folds[2], "fold": None}]) is None

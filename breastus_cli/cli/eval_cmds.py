@@ -54,7 +54,7 @@ def evaluate_cmd(
     backend.configure(verbose=console.state.verbose)
     console.route_engine_logs()
     from breastus_cli.engine.evaluate import evaluate
-    from breastus_cli.engine.metrics import aggregate
+    from breastus_cli.engine.metrics import fold_summary
     from breastus_cli.reports import evaluation
 
     results = []
@@ -68,14 +68,9 @@ def evaluate_cmd(
         tasks = {r.task for r in results}
         if tasks == {"cls"}:
             console.out().print(evaluation.comparison_table(results))
-        folds = [r for r in results if r.metrics.get("fold") is not None]
-        models = {r.metrics.get("model") or r.metrics.get("backbone") for r in folds}
-        if len(folds) == len(results) and len(models) == 1 and len(tasks) == 1:
-            keys = ("iou", "dice", "precision", "recall") if tasks == {"seg"} else (
-                "accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity",
-                "precision", "f1")
-            summary = aggregate([r.metrics for r in results], keys)
+        across = fold_summary([{**r.metrics, "task": r.task} for r in results])
+        if across is not None:
             oracle = any(evaluation.is_oracle(r.metrics) for r in results)
             console.out().print(evaluation.folds_table(
-                summary, f"Across {len(results)} folds ({models.pop()}, {split})"
+                across["metrics"], f"Across {across['folds']} folds ({across['model']}, {split})"
                 + (f" [{evaluation.ORACLE_LABEL}]" if oracle else "")))

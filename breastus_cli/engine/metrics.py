@@ -312,3 +312,26 @@ def aggregate(
             mean = sd = None
         out[key] = {"mean": mean, "sd": sd, "n": len(values), "values": values}
     return out
+
+
+FOLD_KEYS = {
+    "cls": ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "precision",
+            "f1"),
+    "seg": ("iou", "dice", "precision", "recall"),
+}
+
+
+def fold_summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean ± sd across the folds of one model, from each fold's ``metrics.json`` dict; None
+    unless every run is a fold (has ``fold``), all of one task and one model or backbone.
+
+    Returns ``{"task", "model", "folds", "metrics": aggregate(...)}``.
+    """
+    tasks = {r.get("task") for r in runs}
+    models = {r.get("model") or r.get("backbone") for r in runs}
+    if (len(runs) < 2 or any(r.get("fold") is None for r in runs) or len(tasks) != 1
+            or len(models) != 1 or next(iter(tasks)) not in FOLD_KEYS):
+        return None
+    task = tasks.pop()
+    return {"task": task, "model": models.pop(), "folds": len(runs),
+            "metrics": aggregate(runs, FOLD_KEYS[task])}
