@@ -123,9 +123,8 @@ def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = 
 
     >>> api.train("cls", "data/breast", model="smallcnn", weights="none", epochs=2).run_dir  # doctest: +SKIP
     """
-    from breastus_cli.engine.settings import ClsSettings, SegSettings
+    from breastus_cli.engine.settings import SETTINGS_TYPES as types
 
-    types = {"cls": ClsSettings, "seg": SegSettings}
     if task not in types:
         raise UsageError(f"train() task must be 'cls' or 'seg' (got {task!r})")
     settings = _build("train", types[task],
@@ -139,8 +138,7 @@ def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = 
 
     if resume is not None:
         settings = resume_settings(Path(resume), types[task])
-    task_object = tasks.ClassificationTask() if task == "cls" else tasks.SegmentationTask()
-    return run(settings, task_object, resume=resume is not None, on_epoch=on_epoch)
+    return run(settings, tasks.task_for(task), resume=resume is not None, on_epoch=on_epoch)
 
 
 def train_cls(data: PathLike | None = None, **options: Any) -> TrainResult:

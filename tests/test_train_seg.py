@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import FAST_SEG as FAST
 from conftest import LIGHT_SEG
 from conftest import copy_run, run_cli
 

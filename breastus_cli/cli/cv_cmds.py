@@ -11,9 +11,9 @@ import typer
 from breastus_cli.cli.app import app
 from breastus_cli.cli.slurm_options import pop_slurm, slurm_options
 from breastus_cli.cli.sweep_cmds import _with_engine
-from breastus_cli.cli.train_cmds import (
-    CLS_DEFAULTS, SEG_DEFAULTS, _param, _shared_options, cls_options, seg_options, with_defaults,
-)
+from breastus_cli.cli.train_cmds import _param, apply_config, config_options, settings_options
+from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.errors import UsageError
 from breastus_cli.reports import console
 
 cv_app = typer.Typer(
@@ -28,7 +28,8 @@ _NOT_IN_CV = {"fold", "run_dir", "resume"}
 
 def _cv_options() -> list[inspect.Parameter]:
     return [
-        _param("out", Path, typer.Option(..., "--out", "-o", help="CV folder (resumable).")),
+        _param("out", Path, typer.Option(None, "--out", "-o", show_default=False,
+                                         help="CV folder (resumable); required.")),
         _param("folds", int, typer.Option(5, "--folds", "-k",
                                           help="Folds (the dataset must be split with them).")),
         _param("target_sensitivity", float, typer.Option(
@@ -45,20 +46,24 @@ def _seg_cv_option() -> list[inspect.Parameter]:
              "(no ground truth at test time); ground-truth-crop numbers are reported beside."))]
 
 
-def _make_cv(kind: str, settings_type: str, defaults: dict[str, Any],
-             own: list[inspect.Parameter]) -> None:
-    params = [p for p in _shared_options(kind, defaults) + own if p.name not in _NOT_IN_CV]
+def _make_cv(settings_type: type[TrainSettings]) -> None:
+    kind = settings_type.KIND
+    params = settings_options(settings_type, skip=_NOT_IN_CV)
     params += _cv_options() + (_seg_cv_option() if kind == "cls" else []) + slurm_options("cv")
+    params += config_options()
 
     def command(**options: Any) -> None:
-        from breastus_cli.engine import settings as settings_module
         from breastus_cli.engine.cv import CVSettings, cv
 
+        ctx, config = options.pop("ctx"), options.pop("config")
+        extras = apply_config(ctx, options, config, settings_type, not_from_run=_NOT_IN_CV)
         slurm = pop_slurm(options)
         cv_keys = {p.name for p in _cv_options()}
         c = {k: options.pop(k) for k in list(options) if k in cv_keys}
         seg_cv = options.pop("seg_cv", None)
-        train = getattr(settings_module, settings_type)(**with_defaults(options, defaults))
+        if c["out"] is None:
+            raise UsageError("--out is required (or 'out' in the --config file)")
+        train = settings_type(**options, **extras)
         settings = CVSettings(task=kind, train=train, out=c["out"], folds=c["folds"],
                               target_sensitivity=c["target_sensitivity"],
                               n_bootstrap=c["bootstrap"], slurm=slurm, seg_cv=seg_cv)
@@ -82,8 +87,8 @@ def _render(result: Any) -> None:
         console.out().print(cv_table(result))
 
 
-_make_cv("cls", "ClsSettings", CLS_DEFAULTS, cls_options())
-_make_cv("seg", "SegSettings", SEG_DEFAULTS, seg_options())
+_make_cv(ClsSettings)
+_make_cv(SegSettings)
 
 
 @cv_app.command("fold")

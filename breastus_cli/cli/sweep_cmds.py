@@ -15,8 +15,13 @@ import typer
 
 from breastus_cli.cli.app import app
 from breastus_cli.cli.slurm_options import pop_slurm, slurm_options
-from breastus_cli.cli.train_cmds import (
-    CLS_DEFAULTS, SEG_DEFAULTS, _param, _shared_options, cls_options, seg_options,
+from breastus_cli.cli.train_cmds import _param, apply_config, config_options, settings_options
+from breastus_cli.engine.settings import (
+    PAPER_EPOCHS,
+    PAPER_LRS,
+    ClsSettings,
+    SegSettings,
+    TrainSettings,
 )
 from breastus_cli.errors import UsageError
 from breastus_cli.reports import console
@@ -29,6 +34,12 @@ sweep_app = typer.Typer(
 app.add_typer(sweep_app, name="sweep")
 
 _NOT_SWEPT = {"lr", "epochs", "run_dir", "resume"}
+#: What a replayed run's config.json does not give a sweep (the grid and its checkpoints)
+_NOT_FROM_RUN = _NOT_SWEPT | {"checkpoint_epochs"}
+
+
+def _listed(values: tuple[Any, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _numbers(text: str, kind: type, option: str) -> tuple[Any, ...]:
@@ -43,11 +54,14 @@ def _numbers(text: str, kind: type, option: str) -> tuple[Any, ...]:
 
 def _sweep_options() -> list[inspect.Parameter]:
     return [
-        _param("out", Path, typer.Option(..., "--out", "-o", help="Sweep folder (resumable).")),
-        _param("lr_list", str, typer.Option("1e-6,1e-5,1e-4,1e-3,5e-3,1e-2,5e-2", "--lr",
-                                            help="Learning rates, comma-separated.")),
-        _param("epochs_list", str, typer.Option("10,20,30,40,50", "--epochs",
-                                                help="Epoch counts, comma-separated.")),
+        _param("out", Path, typer.Option(None, "--out", "-o", show_default=False,
+                                         help="Sweep folder (resumable); required.")),
+        _param("lr_list", str, typer.Option(
+            None, "--lr", show_default=False,
+            help=f"Learning rates, comma-separated (default {_listed(PAPER_LRS)}).")),
+        _param("epochs_list", str, typer.Option(
+            None, "--epochs", show_default=False,
+            help=f"Epoch counts, comma-separated (default {_listed(PAPER_EPOCHS)}).")),
         _param("independent", bool, typer.Option(
             False, "--independent", help="Train every grid point from scratch (no prefixes).")),
         _param("jobs", int, typer.Option(1, "--jobs", "-j",
@@ -56,22 +70,26 @@ def _sweep_options() -> list[inspect.Parameter]:
     ]
 
 
-def _make_sweep(kind: str, settings_type: str, defaults: dict[str, Any],
-                own: list[inspect.Parameter]) -> None:
-    params = [p for p in _shared_options(kind, defaults) + own if p.name not in _NOT_SWEPT]
-    params += _sweep_options()
+def _make_sweep(settings_type: type[TrainSettings]) -> None:
+    kind = settings_type.KIND
+    params = settings_options(settings_type, skip=_NOT_SWEPT) + _sweep_options()
+    params += config_options()
 
     def command(**options: Any) -> None:
-        from breastus_cli.engine import settings as settings_module
         from breastus_cli.engine.sweep import SweepSettings, sweep
 
+        ctx, config = options.pop("ctx"), options.pop("config")
+        extras = apply_config(ctx, options, config, settings_type, not_from_run=_NOT_FROM_RUN)
         slurm = pop_slurm(options)
         sweep_keys = {p.name for p in _sweep_options()}
         s = {k: options.pop(k) for k in list(options) if k in sweep_keys}
-        train = getattr(settings_module, settings_type)(**options)
-        settings = SweepSettings(task=kind, train=train, out=s["out"],
-                                 lrs=_numbers(s["lr_list"], float, "--lr"),
-                                 epochs=_numbers(s["epochs_list"], int, "--epochs"),
+        if s["out"] is None:
+            raise UsageError("--out is required (or 'out' in the --config file)")
+        train = settings_type(**options, **extras)
+        lrs = PAPER_LRS if s["lr_list"] is None else _numbers(s["lr_list"], float, "--lr")
+        epochs = (PAPER_EPOCHS if s["epochs_list"] is None
+                  else _numbers(s["epochs_list"], int, "--epochs"))
+        settings = SweepSettings(task=kind, train=train, out=s["out"], lrs=lrs, epochs=epochs,
                                  independent=s["independent"], jobs=s["jobs"], slurm=slurm)
         settings.validate()
         _with_engine()
@@ -104,8 +122,8 @@ def _render(result: Any) -> None:
         console.out().print(sweep_table(result))
 
 
-_make_sweep("cls", "ClsSettings", CLS_DEFAULTS, cls_options())
-_make_sweep("seg", "SegSettings", SEG_DEFAULTS, seg_options())
+_make_sweep(ClsSettings)
+_make_sweep(SegSettings)
 
 
 @sweep_app.command("collect")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json, write_text
-from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.engine.settings import SETTINGS_TYPES, TrainSettings
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 
@@ -30,7 +30,6 @@ PLAN = "cv.json"
 SUMMARY = "summary.json"
 CLS_KEYS = ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
 SEG_KEYS = ("dice", "iou")
-SETTINGS_TYPES: dict[str, type[TrainSettings]] = {"cls": ClsSettings, "seg": SegSettings}
 #: cv.json's record of the folds it ran on (SHA-256 of splits.csv and of its fold column)
 SPLIT_KEYS = ("splits_sha256", "split_sha256")
 
@@ -174,8 +173,7 @@ def run_fold(out: Path, k: int) -> str:
             import shutil
 
             shutil.rmtree(run)  # killed before its first epoch
-        task = tasks.ClassificationTask() if plan["task"] == "cls" else tasks.SegmentationTask()
-        train(settings, task, resume=state is not None)
+        train(settings, tasks.task_for(plan["task"]), resume=state is not None)
     evaluate(EvalSettings(run_dir=run, split="test", seg_run=seg_run,
                           target_sensitivity=plan.get("target_sensitivity"),
                           n_bootstrap=0))  # fold CIs are not needed; the pooled one is

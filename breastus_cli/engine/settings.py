@@ -1,14 +1,27 @@
 """Settings of the training commands: plain dataclasses, validated before any work, stored in
-config.json. The CLI builds them; the engine never reads the command line."""
+config.json. The CLI builds them; the engine never reads the command line.
+
+The dataclasses are the one owner of every default, of each option's help text and of the
+learning-rate/epochs policy: ``train-cls``, ``train-seg``, ``cv`` and ``sweep`` build their
+options from the fields (``metadata``: flags, help), and Python callers get the same numbers:
+
+>>> ClsSettings(data=Path("data/breast"), weights="none").lr
+0.001
+"""
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from breastus_cli.errors import UsageError
+from breastus_cli.errors import InputError, UsageError
+
+#: The reference study's sweep grid: 7 learning rates x 5 epoch counts.
+PAPER_LRS = (1e-6, 1e-5, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2)
+PAPER_EPOCHS = (10, 20, 30, 40, 50)
 
 
 def check_img_size(img_size: int, option: str = "--img-size") -> None:
@@ -16,33 +29,80 @@ def check_img_size(img_size: int, option: str = "--img-size") -> None:
         raise UsageError(f"{option} must be a multiple of 32 between 32 and 1024 (got {img_size})")
 
 
+def _opt(default: Any, help: str, *flags: str, cli: bool = True, **extra: Any) -> Any:
+    """A settings field with its command-line option: ``flags`` (default ``--name``), the help
+    text, and Typer extras (``metavar``, ``show_default``); ``cli=False``: no option (set by
+    the engine or a config file)."""
+    return field(default=default,
+                 metadata={"help": help, "flags": flags, "cli": cli, "extra": extra})
+
+
 @dataclass
 class TrainSettings:
-    """What every training shares (classification and segmentation)."""
+    """What every training shares (classification and segmentation).
 
-    data: Path | None = None
-    run_dir: Path | None = None
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-4
-    img_size: int = 224
-    seed: int = 42
-    augment: bool = True
-    augment_strength: float = 1.0
-    early_stopping: int = 0
-    monitor: str = ""
-    fold: int | None = None
-    val_fraction: float = 0.1
-    deterministic: bool = False
-    mixed_precision: bool = False
-    devices: str = "1"
-    weights: str = "imagenet"
-    offline: bool = False
-    cache: str = "memory"
-    bn_momentum: float | None = None  # None: 0.9 from scratch, the backbone's own when pretrained
-    cache_dir: str | None = None  # with cache="disk": a folder shared by runs (a sweep's)
-    checkpoint_epochs: list[int] | None = None  # also save the model at these epochs (sweeps)
-    tensorboard: bool = False  # also log epoch metrics to RUN/tensorboard/ (Keras callback)
+    ``lr`` and ``epochs`` left at None follow the policy by ``weights``: pretrained weights use
+    :attr:`PRETRAINED` (the reference study's settings), ``weights="none"`` (from scratch) uses
+    :attr:`SCRATCH` (a larger learning rate and more epochs: what 5-fold CV on BrEaST showed
+    learns, RESULTS.md). Explicit values always win.
+    """
+
+    KIND: ClassVar[str] = ""
+    PRETRAINED: ClassVar[dict[str, Any]] = {"lr": 1e-4, "epochs": 20}
+    SCRATCH: ClassVar[dict[str, Any]] = {"lr": 1e-3, "epochs": 40}
+
+    data: Path | None = _opt(None, "Prepared and split dataset.", argument=True)
+    weights: str = _opt(
+        "imagenet", "imagenet (Keras cache; downloaded only where allowed), none, a weights "
+        "file, or a run directory / .keras model to start from.", "--weights", "-w")
+    offline: bool = _opt(False, "Never download (also BREASTUS_OFFLINE=1).")
+    lr: float = _opt(None, "Adam learning rate (default {pretrained} with pretrained weights, "
+                           "{scratch} with --weights none).", show_default=False)
+    epochs: int = _opt(None, "Epochs (default {pretrained} with pretrained weights, {scratch} "
+                             "with --weights none).", "--epochs", "-e", show_default=False)
+    batch_size: int = _opt(16, "Batch size (all devices together).", "--batch-size", "-b")
+    img_size: int = _opt(224, "Input side in pixels (multiple of 32).")
+    seed: int = _opt(42, "Seed (weights, order, augmentation).")
+    augment: bool = _opt(True, "Horizontal flips, small rotations, zoom, shifts, "
+                               "brightness/contrast.", "--augment/--no-augment")
+    augment_strength: float = _opt(1.0, "Scale all augmentations (0-3).")
+    early_stopping: int = _opt(0, "Stop after PATIENCE epochs without improvement (0: off).",
+                               metavar="PATIENCE")
+    monitor: str = _opt("", "The metric of the best checkpoint and early stopping.")
+    fold: int | None = _opt(None, "Test on fold K, train on the others (split --folds).")
+    val_fraction: float = _opt(0.1, "With --fold: validation share carved from training folds.")
+    run_dir: Path | None = _opt(None, "Default: runs/{kind}/<time>-<model>.")
+    deterministic: bool = _opt(False, "Deterministic ops (slower; same seed, same numbers).")
+    mixed_precision: bool = _opt(False, "float16 compute on a GPU (ignored on a CPU).")
+    devices: str = _opt("1", "N or all: MirroredStrategy over N devices.")
+    cache: str = _opt("memory", "Decoded-image cache: memory, disk or none.")
+    bn_momentum: float | None = _opt(None, "Batch-norm momentum (default 0.9 from scratch, the "
+                                           "backbone's own when pretrained).")
+    tensorboard: bool = _opt(False, "Also log curves to RUN/tensorboard/ (tensorboard --logdir).")
+    cache_dir: str | None = _opt(None, "With cache='disk': a folder shared by runs (a sweep's).",
+                                 cli=False)
+    checkpoint_epochs: list[int] | None = _opt(
+        None, "Also save the model at these epochs (sweeps).", cli=False)
+
+    def __post_init__(self) -> None:
+        policy = self.policy()
+        if self.lr is None:
+            self.lr = policy["lr"]
+        if self.epochs is None:
+            self.epochs = policy["epochs"]
+
+    def policy(self) -> dict[str, Any]:
+        """The default lr and epochs for these weights (from scratch or pretrained)."""
+        return dict(self.SCRATCH if str(self.weights) == "none" else self.PRETRAINED)
+
+    @classmethod
+    def option_help(cls, name: str) -> str:
+        """The help text of field ``name``, with this task's policy numbers filled in."""
+        text = next(f for f in fields(cls) if f.name == name).metadata.get("help", "")
+        if name in cls.PRETRAINED:
+            return text.format(pretrained=f"{cls.PRETRAINED[name]:g}",
+                               scratch=f"{cls.SCRATCH[name]:g}")
+        return text.replace("{kind}", cls.KIND or "<task>")
 
     def validate(self) -> None:
         if self.data is None:
@@ -95,26 +155,45 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        """Settings from a dict (a run's config.json "settings", a config file); unknown keys
+        are an error (exit 2 naming them), never silently dropped."""
         names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UsageError(f"unknown {cls.KIND + ' ' if cls.KIND else ''}training setting(s): "
+                             f"{', '.join(unknown)}")
+        values = dict(data)
         for key in ("data", "run_dir"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> TrainSettings:
+        """Settings from a TOML/JSON (YAML with PyYAML) file or a run's config.json (replayed
+        without its run_dir and cache_dir): see :func:`read_config_file`."""
+        return cls.from_dict(read_config_file(path, cls.KIND)[0])
 
 
 @dataclass
 class ClsSettings(TrainSettings):
     """``breastus train-cls``."""
 
-    model: str = "mobilenetv2"
-    dropout: float = 0.2
-    class_weight: str = "balanced"
-    freeze_backbone: bool = False
-    fine_tune_from: str | None = None
-    monitor: str = "val_auc"
-    roi: str = "none"
-    roi_margin: float = 0.2
+    KIND: ClassVar[str] = "cls"
+    PRETRAINED: ClassVar[dict[str, Any]] = {"lr": 1e-4, "epochs": 20}
+    SCRATCH: ClassVar[dict[str, Any]] = {"lr": 1e-3, "epochs": 40}
+
+    monitor: str = _opt("val_auc", "val_auc, val_accuracy or val_loss (best checkpoint, early "
+                                   "stopping).")
+    model: str = _opt("mobilenetv2", "mobilenetv2, resnet50 or smallcnn.", "--model", "-m")
+    freeze_backbone: bool = _opt(False, "Train the head only.")
+    fine_tune_from: str | None = _opt(None, "Freeze the backbone layers before LAYER.",
+                                      metavar="LAYER")
+    class_weight: str = _opt("balanced", "balanced or none.")
+    dropout: float = _opt(0.2, "Dropout before the head.")
+    roi: str = _opt("none", "none (whole image) or mask: lesion-centred crops from the masks (at "
+                            "evaluate/predict time from a --seg-run).")
+    roi_margin: float = _opt(0.2, "Crop margin, a fraction of the lesion.")
 
     def validate(self) -> None:
         super().validate()
@@ -138,16 +217,21 @@ class ClsSettings(TrainSettings):
 
 @dataclass
 class SegSettings(TrainSettings):
-    """``breastus train-seg``: defaults are the reference study's best (lr 0.005, 20 epochs)."""
+    """``breastus train-seg``: pretrained defaults are the reference study's best (lr 0.005, 20
+    epochs)."""
 
-    backbone: str = "efficientnetb2"
-    loss: str = "bce_jaccard"
-    include_other_masks: bool = False
-    freeze_encoder: bool = False
-    lr: float = 0.005
-    img_size: int = 256
-    batch_size: int = 8
-    monitor: str = "val_iou"
+    KIND: ClassVar[str] = "seg"
+    PRETRAINED: ClassVar[dict[str, Any]] = {"lr": 0.005, "epochs": 20}
+    SCRATCH: ClassVar[dict[str, Any]] = {"lr": 1e-3, "epochs": 30}
+
+    batch_size: int = _opt(8, "Batch size (all devices together).", "--batch-size", "-b")
+    img_size: int = _opt(256, "Input side in pixels (multiple of 32).")
+    monitor: str = _opt("val_iou", "val_iou, val_dice or val_loss (best checkpoint, early "
+                                   "stopping).")
+    backbone: str = _opt("efficientnetb2", "U-Net encoder (segmentation-models).")
+    loss: str = _opt("bce_jaccard", "bce_jaccard, bce_dice, dice or focal_dice.")
+    include_other_masks: bool = _opt(False, "Unite 'other' masks with the lesion mask.")
+    freeze_encoder: bool = _opt(False, "Train the decoder only.")
 
     def validate(self) -> None:
         super().validate()
@@ -159,3 +243,55 @@ class SegSettings(TrainSettings):
                              f"(got {self.loss})")
         if self.monitor not in ("val_iou", "val_dice", "val_loss"):
             raise UsageError(f"--monitor must be val_iou, val_dice or val_loss (got {self.monitor})")
+
+
+#: One registry: the settings type of each task kind (the engine's Task carries the same type).
+SETTINGS_TYPES: dict[str, type[TrainSettings]] = {"cls": ClsSettings, "seg": SegSettings}
+
+#: A run's own paths: dropped when its config.json is replayed (a new run, a new cache).
+REPLAY_DROP = ("run_dir", "cache_dir")
+
+
+def read_config_file(path: Path | str, kind: str = "") -> tuple[dict[str, Any], bool]:
+    """The settings in a config file and whether it is a run's config.json.
+
+    TOML (``.toml``) or JSON (``.json``; YAML ``.yaml``/``.yml`` when PyYAML is installed): one
+    flat table of settings (``img_size`` or ``img-size``). A run's config.json (a "task" and a
+    "settings" object) gives its settings without :data:`REPLAY_DROP`; its task must be
+    ``kind``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--config {path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".toml":
+            import tomllib
+
+            data: Any = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml  # type: ignore[import-untyped]
+            except ImportError:
+                raise UsageError(f"--config {path}: YAML needs PyYAML (pip install pyyaml); "
+                                 "TOML and JSON work without it") from None
+            data = yaml.safe_load(text)
+        else:
+            raise UsageError(f"--config {path}: a .toml or .json file expected "
+                             "(.yaml with PyYAML)")
+    except (ValueError, UnicodeDecodeError) as exc:  # tomllib/json decode errors are ValueErrors
+        raise InputError(f"--config {path}: not valid {suffix.lstrip('.').upper()}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise InputError(f"--config {path}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"--config {path}: a table of settings expected")
+    if isinstance(data.get("settings"), dict) and "task" in data:  # a run's config.json
+        if kind and data["task"] != kind:
+            raise InputError(f"--config {path} records a '{data['task']}' run, not a "
+                             f"'{kind}' one")
+        return {k: v for k, v in data["settings"].items() if k not in REPLAY_DROP}, True
+    return {str(k).replace("-", "_"): v for k, v in data.items()}, False

@@ -30,15 +30,12 @@ from typing import Any
 
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.engine.rundir import CONFIG, GRID, HISTORY, log
-from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.engine.settings import PAPER_EPOCHS, PAPER_LRS, SETTINGS_TYPES, TrainSettings
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 
-PAPER_LRS = (1e-6, 1e-5, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2)
-PAPER_EPOCHS = (10, 20, 30, 40, 50)
 PLAN = "sweep.json"
 RESULTS = "results.csv"
-SETTINGS_TYPES: dict[str, type[TrainSettings]] = {"cls": ClsSettings, "seg": SegSettings}
 
 
 @dataclass
@@ -177,8 +174,7 @@ def run_trial(out: Path, index: int) -> str:
         return "skipped"
     if state == "new" and Path(settings.run_dir).exists():
         shutil.rmtree(settings.run_dir)  # killed before its first epoch: start clean
-    task = tasks.ClassificationTask() if plan["task"] == "cls" else tasks.SegmentationTask()
-    train(settings, task, resume=state == "partial")
+    train(settings, tasks.task_for(plan["task"]), resume=state == "partial")
     return "trained"
 
 
@@ -190,7 +186,7 @@ def warm_cache(plan: dict[str, Any], out: Path) -> None:
     if plan["train"].get("cache") != "disk":
         return
     settings = trial_settings(plan, plan["trials"][0], out)
-    task = tasks.ClassificationTask() if plan["task"] == "cls" else tasks.SegmentationTask()
+    task = tasks.task_for(plan["task"])
     settings.run_dir = out  # united 'other' masks land in SWEEP/ when asked for
     Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
     for role in ("train", "val"):

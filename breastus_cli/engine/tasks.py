@@ -39,6 +39,8 @@ class Task(ABC):
     """Base of the tasks; see :class:`ClassificationTask` for a complete one."""
 
     kind = ""
+    #: The settings dataclass of this task (its defaults, options and policy).
+    settings_type: type[TrainSettings] = TrainSettings
     #: The nested model whose weights ``--weights RUN_DIR`` copies.
     transfer_layer = "backbone"
 
@@ -137,6 +139,7 @@ class ClassificationTask(Task):
     """Benign (0) vs malignant (1) from the whole image (or a lesion crop, later)."""
 
     kind = "cls"
+    settings_type = ClsSettings
 
     def run_name(self, settings: TrainSettings) -> str:
         assert isinstance(settings, ClsSettings)
@@ -216,6 +219,7 @@ class SegmentationTask(Task):
     """Lesion mask (1) vs background (0), per pixel, with a U-Net."""
 
     kind = "seg"
+    settings_type = SegSettings
     transfer_layer = "unet"
 
     def run_name(self, settings: TrainSettings) -> str:
@@ -283,3 +287,14 @@ def united_masks(frame: Any, folder: Path) -> list[str]:
             save_png(read_mask([mask, other]), target)
         paths.append(str(target))
     return paths
+
+
+#: One registry of the tasks, by kind ("cls", "seg"): each carries its settings type.
+TASKS: dict[str, type[Task]] = {"cls": ClassificationTask, "seg": SegmentationTask}
+
+
+def task_for(kind: str) -> Task:
+    """The task of ``kind`` ("cls" or "seg")."""
+    if kind not in TASKS:
+        raise UsageError(f"task must be one of {', '.join(TASKS)} (got '{kind}')")
+    return TASKS[kind]()

@@ -23,7 +23,7 @@ from breastus_cli.engine.rundir import (
     BEST, CHECKPOINTS, CONFIG, GRID, MODEL, attach_log, check_same_split, data_record,
     default_run_dir, detach_log, environment, log, read_config, write_config,
 )
-from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.engine.settings import TrainSettings
 from breastus_cli.engine.tasks import Task, copy_backbone
 from breastus_cli.errors import BreastusError, InputError, Interrupted, UsageError, WorkError
 
@@ -333,7 +333,7 @@ def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainS
     if not isinstance(config, dict) or not isinstance(config.get("settings"), dict):
         raise InputError(f"{path} is not a breastus run configuration (no settings object)",
                          hint="only a run directory that train-cls/train-seg wrote can resume")
-    kind = {ClsSettings: "cls", SegSettings: "seg"}.get(settings_type)
+    kind = getattr(settings_type, "KIND", "") or None
     if kind is not None and config.get("task") != kind:
         other = config.get("task")
         raise InputError(f"{path} records a '{other}' run, not a '{kind}' one",
