@@ -320,7 +320,11 @@ def test_cv_summary_of_ground_truth_crops_is_labelled_an_oracle(tmp_path):
         (fold / "eval-test" / "metrics.json").write_text(json.dumps({
             "auc": 1.0, "sensitivity": 1.0, "specificity": 1.0, "accuracy": 1.0,
             "balanced_accuracy": 1.0, "threshold": 0.5, "threshold_source": "default 0.5"}))
-    summary = summarize(out).summary
+    result = summarize(out)
+    summary = result.summary
+    from breastus_cli.reports.cv import write_summary
+
+    write_summary(result)
     assert summary["roi_source"] == "ground-truth masks (oracle: upper bound)"
     assert summary["threshold_sources"] == ["default 0.5"]
     text = (out / "summary.md").read_text()

@@ -81,8 +81,9 @@ def _make_cv(settings_type: type[TrainSettings]) -> None:
 
 
 def _render(result: Any) -> None:
-    from breastus_cli.reports.cv import cv_table
+    from breastus_cli.reports.cv import cv_table, write_summary
 
+    write_summary(result)
     if not console.state.quiet:
         console.out().print(cv_table(result))
 

@@ -6,6 +6,7 @@ fold; then the out-of-fold predictions of all folds are pooled:
     CV_DIR/cv.json                  the plan (task, data, folds, training settings)
     CV_DIR/fold-K/                  a run directory; fold-K/eval-test/ as evaluate writes it
     CV_DIR/summary.json, summary.md per metric: pooled value, mean and sd over folds, and a
+                                    (summary.md written by reports.cv from summary.json)
                                     95% bootstrap CI on the pooled out-of-fold predictions
 
 Every case is scored exactly once, by the one model that never saw it.
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli.atomic import atomic_path, write_json, write_text
+from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.engine.settings import SETTINGS_TYPES, TrainSettings
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
@@ -230,7 +231,7 @@ def _pooled_cls(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, n_bootstrap: i
 
 
 def summarize(out: Path, allow_partial: bool = False) -> CVResult:
-    """summary.json and summary.md from the folds that finished."""
+    """summary.json from the folds that finished (summary.md is written by reports.cv)."""
     import pandas as pd
 
     from breastus_cli.engine.metrics import aggregate
@@ -301,53 +302,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
     summary["seconds_training"] = round(sum(
         float(json.loads((_fold_dir(out, k) / "config.json").read_text())
               .get("result", {}).get("seconds_this_process", 0.0)) for k in done), 1)
-    write_json(out / SUMMARY, summary)
-    write_text(out / "summary.md", summary_markdown(summary, plan))
+    write_json(out / SUMMARY, summary)  # summary.md: reports.cv.write_summary
     return CVResult(out=out, task=plan["task"], summary=summary, folds_done=len(done),
                     folds=plan["folds"], trained_this_run=0,
                     seconds=round(time.perf_counter() - start, 2))
-
-
-def summary_markdown(summary: dict[str, Any], plan: dict[str, Any]) -> str:
-    """A small markdown table: pooled (95% CI), mean +- sd over folds."""
-    train = plan["train"]
-    name = train.get("model") or f"U-Net {train.get('backbone')}"
-    oracle = " [oracle: ground-truth lesion crops, an upper bound]" \
-        if "roi_source" in summary else ""
-    lines = [f"# {plan['folds']}-fold cross-validation: {name}{oracle}", "",
-             f"Data: `{plan['data']}`; {summary.get('n', 0)} cases out of fold, folds done: "
-             f"{len(summary['folds_done'])}/{plan['folds']}; img size {train.get('img_size')}, "
-             f"lr {train.get('lr')}, epochs {train.get('epochs')}, weights {train.get('weights')}.",
-             "", *_table(summary["metrics"])]
-    if "crops_from" in summary:
-        lines += ["", f"Lesion-centred: crops from {summary['crops_from']}"
-                      + (f" (a lesion found in {summary['lesion_found']} of {summary['n']} "
-                         "cases; the rest used the whole image)" if "lesion_found" in summary
-                         else "") + "."]
-    if oracle:
-        lines += ["", "Oracle numbers: each image was cropped around its ground-truth lesion "
-                      "mask, which new scans do not have; an upper bound. Cross-validate with "
-                      "--seg-cv for crops from a segmenter."]
-    if summary.get("threshold_sources"):
-        lines += ["", "Decision threshold per fold: "
-                      + "; ".join(summary["threshold_sources"]) + "."]
-    if "ground_truth_roi" in summary:
-        lines += ["", "The same classifiers on ground-truth crops (oracle, an upper bound):",
-                  "",
-                  *_table(summary["ground_truth_roi"])]
-    if "majority_baseline_accuracy" in summary:
-        lines += ["", f"Majority-class baseline accuracy: "
-                      f"{summary['majority_baseline_accuracy']:.3f}."]
-    return "\n".join(lines) + "\n"
-
-
-def _table(metrics: dict[str, dict[str, Any]]) -> list[str]:
-    """Markdown rows: metric | pooled (95% CI) | mean ± sd over folds."""
-    lines = ["| metric | pooled (95% CI) | mean ± sd over folds |", "|---|---:|---:|"]
-    for key, row in metrics.items():
-        pooled = "n/a" if row["pooled"] is None else f"{row['pooled']:.3f}"
-        if row["pooled"] is not None and row["ci"]:
-            pooled += f" ({row['ci'][0]:.3f}–{row['ci'][1]:.3f})"
-        spread = "n/a" if row["mean"] is None else f"{row['mean']:.3f} ± {row['sd']:.3f}"
-        lines.append(f"| {key} | {pooled} | {spread} |")
-    return lines
