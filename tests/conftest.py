@@ -164,6 +164,67 @@ def synth_data(tmp_path_factory, synth_source) -> Path:
     return data
 
 
+def make_dataset(root: Path, *, cases: int, seed: int, sides: tuple[int, int],
+                 ratio: tuple[float, float, float], split_seed: int, folds: int = 0) -> Path:
+    """A synthetic BrEaST source in ROOT/src, prepared and split into ROOT/data."""
+    from breastus_cli.data.prepare import PrepareSettings, prepare
+    from breastus_cli.data.split import SplitSettings, split_dataset
+    from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
+
+    make_synthetic_breast(SynthSettings(out=root / "src", cases=cases, seed=seed,
+                                        min_side=sides[0], max_side=sides[1]))
+    prepare(PrepareSettings(source=root / "src", out=root / "data"))
+    split_dataset(SplitSettings(data=root / "data", ratio=ratio, seed=split_seed, folds=folds))
+    return root / "data"
+
+
+def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 8,
+                signed: bool = False, region_cm: float | None = None,
+                spacing_mm: float | None = None, **elements) -> Path:
+    """Write an ultrasound DICOM with pydicom: ``frames`` (n, rows, columns[, 3]) stored in
+    ``bits`` bits (8 -> 8 allocated, else 16); pixel size from an ultrasound region (cm) or
+    Pixel Spacing (mm); ``elements`` are extra keywords (WindowCenter, ...)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    rgb = photometric not in ("MONOCHROME1", "MONOCHROME2")
+    ds.Rows, ds.Columns = frames.shape[1], frames.shape[2]
+    ds.SamplesPerPixel = 3 if rgb else 1
+    ds.PhotometricInterpretation = photometric
+    if rgb:
+        ds.PlanarConfiguration = 0
+    allocated = 8 if bits <= 8 else 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = allocated, bits, bits - 1
+    ds.PixelRepresentation = int(signed)
+    if len(frames) > 1:
+        ds.NumberOfFrames = len(frames)
+    if region_cm is not None:
+        region = Dataset()
+        region.PhysicalUnitsXDirection = 3
+        region.PhysicalUnitsYDirection = 3
+        region.PhysicalDeltaX = region_cm
+        region.PhysicalDeltaY = region_cm
+        ds.SequenceOfUltrasoundRegions = [region]
+    if spacing_mm is not None:
+        ds.PixelSpacing = [spacing_mm, spacing_mm]
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    dtype = f"{'i' if signed else 'u'}{allocated // 8}"
+    data = frames if len(frames) > 1 else frames[0]
+    ds.PixelData = np.ascontiguousarray(data, dtype=dtype).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def require_shared_breast() -> Path:
     if not (SHARED_BREAST / "BrEaST-Lesions_USG-images_and_masks").is_dir():
         pytest.skip(f"real BrEaST data not present at {SHARED_BREAST} (a fresh clone has no ../shared)")
@@ -175,16 +236,8 @@ def learn_data(tmp_path_factory) -> Path:
     """160 synthetic cases split 60/15/25 (and 3 folds): a large test share, so learning
     checks on cases the model never saw are not luck. Shared by the classification and
     segmentation tests; read-only."""
-    from breastus_cli.data.prepare import PrepareSettings, prepare
-    from breastus_cli.data.split import SplitSettings, split_dataset
-    from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
-
-    root = tmp_path_factory.mktemp("learn")
-    make_synthetic_breast(SynthSettings(out=root / "src", cases=160, seed=11, min_side=96,
-                                        max_side=160))
-    prepare(PrepareSettings(source=root / "src", out=root / "data"))
-    split_dataset(SplitSettings(data=root / "data", ratio=(0.6, 0.15, 0.25), seed=42, folds=3))
-    return root / "data"
+    return make_dataset(tmp_path_factory.mktemp("learn"), cases=160, seed=11, sides=(96, 160),
+                        ratio=(0.6, 0.15, 0.25), split_seed=42, folds=3)
 
 
 FAST_CLS = ["--model", "smallcnn", "--weights", "none", "--img-size", "64", "--batch-size", "16"]

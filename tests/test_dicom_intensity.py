@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import write_dicom
 
 from breastus_cli.data import dicom
 from breastus_cli.data.dicom import read_dicom
@@ -15,35 +16,8 @@ from breastus_cli.errors import RowError
 
 def _dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12,
            signed: bool = False, **elements: Any) -> Path:
-    """Write a monochrome DICOM with pydicom: ``frames`` (n, rows, columns) stored in ``bits``
-    bits (8 -> 8 allocated, else 16); ``elements`` are extra keywords (WindowCenter, ...)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
-    ds.Rows, ds.Columns = frames.shape[1], frames.shape[2]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    allocated = 8 if bits <= 8 else 16
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = allocated, bits, bits - 1
-    ds.PixelRepresentation = int(signed)
-    if len(frames) > 1:
-        ds.NumberOfFrames = len(frames)
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    dtype = f"{'i' if signed else 'u'}{allocated // 8}"
-    data = frames if len(frames) > 1 else frames[0]
-    ds.PixelData = np.ascontiguousarray(data, dtype=dtype).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """A monochrome DICOM stored in ``bits`` bits; ``elements``: WindowCenter, ..."""
+    return write_dicom(path, frames, photometric, bits=bits, signed=signed, **elements)
 
 
 def _grey(path: Path, **kwargs: Any) -> list[np.ndarray]:

@@ -9,48 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli, write_dicom
 from PIL import Image
-
-from conftest import run_cli
 
 
 def _dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2",
            region_cm: float | None = None, spacing_mm: float | None = None) -> Path:
-    """Write an ultrasound DICOM with pydicom (8-bit, grey or RGB, one or several frames)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
-    rgb = photometric != "MONOCHROME2"
-    ds.Rows, ds.Columns = frames.shape[1], frames.shape[2]
-    ds.SamplesPerPixel = 3 if rgb else 1
-    ds.PhotometricInterpretation = photometric
-    if rgb:
-        ds.PlanarConfiguration = 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    if len(frames) > 1:
-        ds.NumberOfFrames = len(frames)
-    if region_cm is not None:
-        region = Dataset()
-        region.PhysicalUnitsXDirection = 3
-        region.PhysicalUnitsYDirection = 3
-        region.PhysicalDeltaX = region_cm
-        region.PhysicalDeltaY = region_cm
-        ds.SequenceOfUltrasoundRegions = [region]
-    if spacing_mm is not None:
-        ds.PixelSpacing = [spacing_mm, spacing_mm]
-    data = frames if len(frames) > 1 else frames[0]
-    ds.PixelData = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """An 8-bit ultrasound DICOM, grey or RGB, one or several frames."""
+    return write_dicom(path, frames, photometric, region_cm=region_cm, spacing_mm=spacing_mm)
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import breast_row, make_dataset, write_breast
 
 from breastus_cli.errors import InputError, Interrupted
-from conftest import breast_row, write_breast
 
 TINY = ["--model", "smallcnn", "--weights", "none", "--img-size", "32", "--batch-size", "8",
         "--cache", "none"]
@@ -56,16 +56,8 @@ def error_lines(stderr: str) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """30 small synthetic cases, prepared and split with 2 folds (read-only: copy it)."""
-    from breastus_cli.data.prepare import PrepareSettings, prepare
-    from breastus_cli.data.split import SplitSettings, split_dataset
-    from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
-
-    root = tmp_path_factory.mktemp("tiny")
-    make_synthetic_breast(SynthSettings(out=root / "src", cases=30, seed=5, min_side=40,
-                                        max_side=56))
-    prepare(PrepareSettings(source=root / "src", out=root / "data"))
-    split_dataset(SplitSettings(data=root / "data", ratio=(0.6, 0.2, 0.2), seed=1, folds=2))
-    return root / "data"
+    return make_dataset(tmp_path_factory.mktemp("tiny"), cases=30, seed=5, sides=(40, 56),
+                        ratio=(0.6, 0.2, 0.2), split_seed=1, folds=2)
 
 
 def _exe() -> list[str]:
@@ -349,8 +341,9 @@ def test_duplicate_caseids_in_the_workbook_exit_2_naming_them(tmp_path):
 
 
 def test_busbra_id_listed_twice_with_two_classes_is_refused(tmp_path):
-    from breastus_cli.data.sources import busbra
     from test_sources import BUSBRA_HEADER, _busbra_row, _make_busbra, _write_csv
+
+    from breastus_cli.data.sources import busbra
 
     root = _make_busbra(tmp_path / "BUSBRA")
     _write_csv(root / "bus_data.csv", BUSBRA_HEADER,
