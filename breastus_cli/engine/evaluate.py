@@ -107,35 +107,20 @@ def _cases(data: Path, split: str, config: dict[str, Any]) -> Any:
     return run_cases(config, split, data)
 
 
-def _p_malignant(model: Any, images: list[str], img_size: int, batch_size: int) -> np.ndarray:
-    from breastus_cli.data.pipeline import make_dataset
-    from breastus_cli.engine.inference import forward
-
-    dataset = make_dataset(images, img_size, batch_size, cache=False)
-    return forward(model, dataset)[:, 1].astype(np.float64)
+def _p_malignant(loaded: Any, images: list[str], batch_size: int) -> np.ndarray:
+    """p(malignant) of each prepared image through the one inference path."""
+    return loaded.run_files(images, batch_size)[:, 1].astype(np.float64)
 
 
 def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
                     threshold: float = 0.5) -> list[np.ndarray]:
     """Lesion masks at each image's original size from a segmentation run."""
-    from PIL import Image
-
     from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.data.pipeline import make_dataset
-    from breastus_cli.engine.inference import forward, load_model
+    from breastus_cli.engine.inference import open_run, to_original_size
 
-    config = read_config(seg_run)
-    if config.get("task") != "seg":
-        raise UsageError(f"--seg-run {seg_run} is a '{config.get('task')}' run, not 'seg'")
-    size = int(config["settings"]["img_size"])
-    probabilities = forward(load_model(seg_run),
-                            make_dataset(image_paths, size, batch_size, cache=False))
-    masks = []
-    for path, prob in zip(image_paths, probabilities):
-        height, width = read_luminance(path).shape
-        big = Image.fromarray(np.ascontiguousarray(prob[..., 0], dtype=np.float32))
-        masks.append(np.asarray(big.resize((width, height), Image.BILINEAR)) >= threshold)
-    return masks
+    probabilities = open_run(seg_run, "seg").run_files(image_paths, batch_size)
+    return [to_original_size(prob, read_luminance(path).shape, threshold)[1]
+            for path, prob in zip(image_paths, probabilities)]
 
 
 def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_dir: Path,
@@ -147,7 +132,8 @@ def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_
     if roi.get("source", "none") == "none":
         return list(frame["image_path"]), None
     from breastus_cli.data.imaging import read_luminance, save_png
-    from breastus_cli.data.roi import crop, roi_box, write_roi_crops
+    from breastus_cli.data.roi import write_roi_crops
+    from breastus_cli.engine.inference import lesion_crop
 
     margin = float(roi.get("margin", 0.2))
     if source == "gt":
@@ -160,9 +146,9 @@ def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_
     masks = predicted_masks(Path(settings.seg_run), list(frame["image_path"]),
                             settings.batch_size)
     for case_id, image_path, mask in zip(frame["case_id"], frame["image_path"], masks):
-        box, hit = roi_box(mask, margin)
+        image, _, hit = lesion_crop(read_luminance(image_path), mask, margin)
         target = folder / f"{case_id}.png"
-        save_png(crop(read_luminance(image_path), box), target)
+        save_png(image, target)
         paths.append(str(target))
         found.append(hit)
     return paths, found
@@ -189,7 +175,7 @@ def _command(settings: EvalSettings) -> str:
 def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
     import pandas as pd
 
-    from breastus_cli.engine.inference import load_model
+    from breastus_cli.engine.inference import open_run
     from breastus_cli.engine.metrics import classification_metrics, threshold_for_sensitivity
 
     data = _data_dir(settings, config)
@@ -197,8 +183,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     frame = frame[frame["label"].isin(["benign", "malignant"])].reset_index(drop=True)
     if len(frame) == 0:
         raise InputError(f"no case in split '{settings.split}' of {data}")
-    img_size = int(config["settings"]["img_size"])
-    model = load_model(settings.run_dir)
+    loaded = open_run(settings.run_dir, "cls", config=config)
     out_dir = Path(settings.run_dir) / f"eval-{settings.split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     roi = config.get("roi", {}).get("source", "none") != "none"
@@ -208,7 +193,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     if settings.seg_run is not None and settings.split != "all":
         check_same_split(settings.seg_run, read_config(settings.seg_run), data)
     images, found = _cls_images(frame, config, settings, out_dir, settings.split, source)
-    p = _p_malignant(model, images, img_size, settings.batch_size)
+    p = _p_malignant(loaded, images, settings.batch_size)
     if not np.isfinite(p).all():
         raise WorkError(f"{settings.run_dir}: the model outputs non-finite probabilities "
                         f"for {int((~np.isfinite(p)).sum())} case(s); the training diverged")
@@ -229,7 +214,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         if y_val.sum() == 0:
             raise InputError("--target-sensitivity needs malignant cases in the validation split")
         val_images, _ = _cls_images(val, config, settings, out_dir, "val", source)
-        p_val = _p_malignant(model, val_images, img_size, settings.batch_size)
+        p_val = _p_malignant(loaded, val_images, settings.batch_size)
         threshold = threshold_for_sensitivity(y_val, p_val, settings.target_sensitivity)
         source_text = ("chosen on validation cases for target sensitivity "
                        f"{settings.target_sensitivity:g}")
@@ -260,7 +245,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     if roi and source == "seg":
         # the cost of imperfect segmentation: the same classifier on ground-truth crops
         gt_images, _ = _cls_images(frame, config, settings, out_dir, settings.split, "gt")
-        p_gt = _p_malignant(model, gt_images, img_size, settings.batch_size)
+        p_gt = _p_malignant(loaded, gt_images, settings.batch_size)
         extra["ground_truth_roi"] = {
             k: v for k, v in classification_metrics(y, p_gt, threshold,
                                                      n_bootstrap=settings.n_bootstrap,
@@ -294,11 +279,9 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     """Per-case IoU, Dice, precision, recall, HD95 and areas, scored at each image's original
     size (the predicted probability map is resized back before thresholding)."""
     import pandas as pd
-    from PIL import Image
 
     from breastus_cli.data.imaging import read_mask, save_png
-    from breastus_cli.data.pipeline import make_dataset
-    from breastus_cli.engine.inference import forward, load_model
+    from breastus_cli.engine.inference import open_run, to_original_size
     from breastus_cli.engine.seg_metrics import case_metrics, dataset_metrics
 
     data = _data_dir(settings, config)
@@ -306,7 +289,6 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     frame = frame[frame["mask_path"] != ""].reset_index(drop=True)
     if len(frame) == 0:
         raise InputError(f"no case with a lesion mask in split '{settings.split}' of {data}")
-    img_size = int(config["settings"]["img_size"])
     if settings.threshold is not None:
         threshold = float(settings.threshold)
         threshold_source = f"given with --threshold {threshold:g}"
@@ -314,9 +296,8 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
         chosen = read_threshold(settings.run_dir, config)
         threshold, threshold_source = chosen.value, chosen.source
     include_other = bool(config["settings"].get("include_other_masks"))
-    model = load_model(settings.run_dir)
-    probabilities = forward(model, make_dataset(list(frame["image_path"]), img_size,
-                                                settings.batch_size, cache=False))
+    loaded = open_run(settings.run_dir, "seg", config=config)
+    probabilities = loaded.run_files(list(frame["image_path"]), settings.batch_size)
     if not np.isfinite(probabilities).all():
         raise WorkError(f"{settings.run_dir}: the model outputs non-finite values; the training "
                         "diverged")
@@ -330,8 +311,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
             paths.append(case["other_mask_path"])
         truth = read_mask(paths)
         height, width = truth.shape
-        prob = Image.fromarray(np.ascontiguousarray(probabilities[i, ..., 0], dtype=np.float32))
-        pred = np.asarray(prob.resize((width, height), Image.BILINEAR)) >= threshold
+        pred = to_original_size(probabilities[i], truth.shape, threshold)[1]
         save_png(pred, mask_dir / f"{case['case_id']}.png")
         pixel = case.get("pixel_size_mm")
         pixel = float(pixel) if pixel is not None and np.isfinite(float(pixel)) else None

@@ -15,8 +15,9 @@ preprocessing is inside the model. Conversion goes through an inference-only Sav
 ``tf.function`` concrete function with a dynamic batch also work with tf-keras 2.21 on TF 2.21
 (classifiers and the segmentation-models U-Net) and are the fallbacks, in that order.
 
-:class:`TFLiteModel` runs an exported file (float or int8) with the XNNPACK delegate; ``predict``
-uses it for ``--engine tflite``.
+The agreement check applies the run and the exported file through engine/inference.py (the
+one inference path of evaluate and predict), which also owns :class:`TFLiteModel`, the runtime
+of an exported file (float or int8, XNNPACK); it is re-exported here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ import numpy as np
 from breastus_cli import __version__, backend
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.data.manifest import file_sha256
+from breastus_cli.engine.inference import (  # noqa: F401  (the runtime, re-exported)
+    EXPORT_DIR, MAX_BATCH, METADATA, TFLiteModel, open_run, read_export_metadata, roi_margin,
+)
 from breastus_cli.engine.rundir import (
     MODEL, THRESHOLD_RULE, check_same_split, read_config, read_threshold, run_cases,
 )
@@ -49,8 +53,6 @@ QUANTIZE = ("none", "float16", "int8")
 TFLITE_FILES = {"none": "model.tflite", "float16": "model-float16.tflite",
                 "int8": "model-int8.tflite"}
 SAVEDMODEL_DIR = "savedmodel"
-EXPORT_DIR = "export"
-METADATA = "metadata.json"
 #: Images of the run's test split used to measure agreement with the Keras model.
 SAMPLE_IMAGES = 32
 #: Largest output difference (probabilities) accepted as "the same model", per export kind;
@@ -64,8 +66,6 @@ TOLERANCE = {"savedmodel": 1e-5, "none": 1e-3, "float16": 1e-2, "int8": None}
 INT8_MIN_LABEL_AGREEMENT = 0.95
 INT8_MIN_PIXEL_AGREEMENT = 0.95
 INT8_CLOSE = 0.02
-#: TFLiteModel.predict runs at most this many images per invoke (memory stays bounded).
-MAX_BATCH = 32
 
 
 @dataclass
@@ -135,17 +135,16 @@ def export_run(settings: ExportSettings) -> ExportResult:
     task = config["task"]
     img_size = int(config["settings"]["img_size"])
 
-    from breastus_cli.engine.inference import load_model
-
-    model = load_model(run_dir)
+    loaded = open_run(run_dir, task, config=config)  # the model as evaluate/predict apply it
+    model = loaded.keras_model
     shape = tuple(model.input_shape)
     if len(shape) != 4 or shape[1:] != (img_size, img_size, 1):
         raise InputError(f"{run_dir}/{MODEL} takes input {shape[1:]}, config.json says "
                          f"({img_size}, {img_size}, 1)")
     samples, sample_source = sample_images(config, img_size)
-    reference = _keras_forward(model, samples)
+    reference = loaded.run(samples)
 
-    threshold = _threshold(run_dir, config)[0]
+    threshold = loaded.threshold
     out_dir = settings.out_dir()  # created when the first file is in place
     target = out_dir / settings.file_name()
     made_out_dir = not out_dir.exists()
@@ -283,14 +282,6 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
 
 
 # ---- inputs: agreement samples and the int8 calibration set ---------------------------------
-def _roi_margin(config: dict[str, Any]) -> float | None:
-    """The crop margin of a lesion-centred classifier (``train-cls --roi mask``), else None."""
-    roi = config.get("roi") or {}
-    if config.get("task") == "cls" and roi.get("source") == "mask":
-        return float(roi.get("margin", 0.2))
-    return None
-
-
 def _model_inputs(config: dict[str, Any], role: str, n: int | None, seed: int | None,
                   img_size: int) -> np.ndarray:
     """(n, S, S, 1) float32 inputs the run's model saw in ``role``: the task's usable cases
@@ -299,7 +290,7 @@ def _model_inputs(config: dict[str, Any], role: str, n: int | None, seed: int | 
     from breastus_cli.data.pipeline import load_arrays
 
     frame = run_cases(config, role)
-    margin = _roi_margin(config)
+    margin = roi_margin(config)
     if config.get("task") == "seg" or margin is not None:
         frame = frame[frame["mask_path"] != ""]
     if config.get("task") == "cls":
@@ -328,7 +319,7 @@ def sample_images(config: dict[str, Any], img_size: int,
     try:
         images = _model_inputs(config, "test", n, None, img_size)
         if len(images):
-            crops = " lesion crops" if _roi_margin(config) is not None else " images"
+            crops = " lesion crops" if roi_margin(config) is not None else " images"
             return images, f"test split ({len(images)}{crops})"
     except Exception:  # no dataset here (a run copied elsewhere): fall back to synthetic
         pass
@@ -514,13 +505,6 @@ def _tree_size(path: Path) -> int:
 
 
 # ---- agreement -------------------------------------------------------------------------------
-def _keras_forward(model: Any, images: np.ndarray, batch: int = 16) -> np.ndarray:
-    tf = backend.tf()
-    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return np.concatenate([step(tf.constant(images[i:i + batch])).numpy()
-                           for i in range(0, len(images), batch)], axis=0)
-
-
 def _savedmodel_forward(path: Path, images: np.ndarray) -> np.ndarray:
     tf = backend.tf()
     with _quiet():
@@ -580,152 +564,3 @@ def measure_agreement(reference: np.ndarray, outputs: np.ndarray, task: str, thr
         within = False
     result["within_tolerance"] = bool(within)
     return result
-
-
-# ---- running a .tflite file ------------------------------------------------------------------
-def _cpu_count() -> int:
-    """Cores this process may use: BREASTUS_THREADS when set (parallel sweep trials, Slurm
-    tasks sharing a node), else the CPU affinity (Slurm and taskset limit it below
-    os.cpu_count())."""
-    threads = os.environ.get("BREASTUS_THREADS", "").strip()
-    if threads.isdigit() and int(threads) > 0:
-        return int(threads)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def read_export_metadata(path: Path) -> dict:
-    """``metadata.json`` of an export: give the export folder, the metadata file, or an exported
-    model (a .tflite file or the savedmodel folder) to read the one beside it."""
-    path = Path(path)
-    if path.is_dir() and (path / METADATA).is_file():
-        file = path / METADATA
-    elif path.name == METADATA:
-        file = path
-    else:
-        file = path.parent / METADATA
-    if not file.is_file():
-        raise InputError(f"no {METADATA} for {path}: export it with 'breastus export RUN'")
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{file} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{file} is not an export's metadata (not a JSON object)")
-    return data
-
-
-class TFLiteModel:
-    """A .tflite file run with the XNNPACK delegate on num_threads (default: all cores)."""
-
-    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(f"TFLite file not found: {self.path}")
-        if num_threads is not None and num_threads < 1:
-            raise UsageError(f"num_threads must be at least 1 (got {num_threads})")
-        self.num_threads = int(num_threads or _cpu_count())
-        tf = backend.tf()
-        try:
-            with warnings.catch_warnings(), backend._quiet_native_stderr():
-                warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-                # OpResolverType.AUTO (the default) applies XNNPACK to float and int8 graphs.
-                self._interpreter = tf.lite.Interpreter(model_path=str(self.path),
-                                                        num_threads=self.num_threads)
-        except (ValueError, RuntimeError) as exc:
-            raise InputError(f"cannot read TFLite model {self.path}: {exc}") from None
-        inputs = self._interpreter.get_input_details()
-        outputs = self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise InputError(f"{self.path}: expected one input and one output, found "
-                             f"{len(inputs)} and {len(outputs)}")
-        self._input, self._output = inputs[0], outputs[0]
-        shape = [int(s) for s in self._input["shape"]]
-        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:
-            raise InputError(f"{self.path}: input shape {shape} is not (N, S, S, 1)")
-        self.input_size: int = shape[1]
-        signature = [int(s) for s in self._input.get("shape_signature", shape)]
-        self._dynamic = signature[0] == -1
-        self._fixed_batch = shape[0]
-        self._batch = shape[0]
-        self._allocated = False
-        self.metadata: dict = self._read_metadata()
-        self.task: str | None = self.metadata.get("task")
-
-    def _read_metadata(self) -> dict:
-        if not (self.path.parent / METADATA).is_file():
-            return {}
-        try:
-            data = read_export_metadata(self.path)
-        except InputError:
-            return {}
-        entry = data.get("exports", {}).get(self.path.name)
-        if isinstance(entry, dict):  # this file's own quantize / agreement / size
-            data = {**data, **entry}
-        return data
-
-    @property
-    def input_dtype(self) -> Any:
-        return self._input["dtype"]
-
-    def _resize(self, n: int) -> None:
-        if n != self._batch or not self._allocated:
-            if n != self._batch:
-                self._interpreter.resize_tensor_input(self._input["index"],
-                                                      [n, self.input_size, self.input_size, 1],
-                                                      strict=False)
-            with backend._quiet_native_stderr():  # "INFO: Created ... XNNPACK delegate"
-                self._interpreter.allocate_tensors()
-            self._batch, self._allocated = n, True
-
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        dtype = self._input["dtype"]
-        if dtype != np.float32:  # integer input: quantize with the model's own parameters
-            scale, zero = self._input["quantization"]
-            info = np.iinfo(dtype)
-            batch = np.clip(np.round(batch / scale + zero), info.min, info.max).astype(dtype)
-        self._interpreter.set_tensor(self._input["index"], batch)
-        self._interpreter.invoke()
-        out = self._interpreter.get_tensor(self._output["index"]).copy()
-        if out.dtype != np.float32:
-            scale, zero = self._output["quantization"]
-            out = (out.astype(np.float32) - zero) * (scale or 1.0)
-        return out.astype(np.float32, copy=False)
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 1) float32 pixels 0..255 -> (N, 2) or (N, S, S, 1) float32."""
-        x = np.asarray(images, dtype=np.float32)
-        size = self.input_size
-        if x.ndim == 3 and x.shape[1:] == (size, size):
-            x = x[..., np.newaxis]
-        if x.ndim != 4 or x.shape[1:] != (size, size, 1):
-            raise InputError(f"{self.path.name} takes images of shape (N, {size}, {size}, 1); "
-                             f"got {tuple(np.shape(images))}")
-        n = len(x)
-        if n == 0:
-            shape = [int(s) for s in self._output["shape"][1:]]
-            return np.zeros([0, *shape], np.float32)
-        x = np.ascontiguousarray(x)
-        results = []
-        if self._dynamic:
-            for i in range(0, n, MAX_BATCH):
-                chunk = x[i:i + MAX_BATCH]
-                self._resize(len(chunk))
-                results.append(self._invoke(chunk))
-        else:  # a fixed batch: pad the last chunk
-            self._resize(self._fixed_batch)
-            step = self._fixed_batch
-            for i in range(0, n, step):
-                chunk = x[i:i + step]
-                pad = step - len(chunk)
-                if pad:
-                    chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-                results.append(self._invoke(chunk)[:step - pad])
-        return np.concatenate(results, axis=0)
-
-    def __repr__(self) -> str:
-        return (f"TFLiteModel({str(self.path)!r}, input_size={self.input_size}, "
-                f"task={self.task!r}, "
-                f"num_threads={self.num_threads})")

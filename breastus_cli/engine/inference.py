@@ -1,16 +1,40 @@
-"""Forward passes for evaluation and prediction: a compiled function over a tf.data stream
-(faster than ``model.predict`` on small CPUs, and the same code for every task)."""
+"""Applying a trained run to images, in one place: evaluate, predict and export's agreement
+check all go through it.
+
+    open_run(RUN or FILE.tflite)  -> LoadedRun: task, input size, threshold, roi, forward pass
+    LoadedRun.run(batch)          (N, S, S, 1) float32 0..255 -> (N, 2) or (N, S, S, 1)
+    LoadedRun.run_files(paths)    the training pipeline's decode + resize, then run
+    resize_input(image, S)        the training pipeline's resize for an in-memory image
+    to_original_size(prob, shape, threshold)  a probability map back at the image's size, masked
+    lesion_crop(image, mask, margin)          a lesion-centred classifier's input
+
+The forward pass is a compiled function (Keras: faster than ``model.predict`` on small CPUs, the
+same code for every task) or a TFLite interpreter with XNNPACK (:class:`TFLiteModel`).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from breastus_cli import backend
-from breastus_cli.engine.rundir import MODEL
-from breastus_cli.errors import InputError
+from breastus_cli.engine.rundir import MODEL, Threshold, read_config, read_threshold
+from breastus_cli.errors import InputError, UsageError
+
+EXPORT_DIR = "export"
+#: TFLite files of ``breastus export`` in RUN/export/, in the order predict looks for them.
+TFLITE_EXPORTS = ("model.tflite", "model-float16.tflite", "model-int8.tflite")
+METADATA = "metadata.json"
+#: A forward pass runs at most this many images per call (memory stays bounded).
+MAX_BATCH = 32
 
 
 def load_model(run_dir_or_file: str | Path) -> Any:
@@ -30,15 +54,297 @@ def load_model(run_dir_or_file: str | Path) -> Any:
     return load_keras_model(path)
 
 
-def forward(model: Any, dataset: Any) -> np.ndarray:
-    """Run ``model`` over every batch of ``dataset`` ((image, target) pairs) in a tf.function."""
+def keras_runner(model: Any, size: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The compiled forward pass of a Keras model: (N, S, S, 1) float32 -> numpy outputs, at
+    most :data:`MAX_BATCH` images per call."""
     tf = backend.tf()
+    if size is None:
+        size = int(model.input_shape[1])
+    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                       input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)])
 
-    @tf.function(reduce_retracing=True)
-    def step(images: Any) -> Any:
-        return model(images, training=False)
+    def run(images: Any) -> np.ndarray:
+        x = np.asarray(images, dtype=np.float32)
+        if len(x) == 0:
+            return np.zeros((0,) + tuple(model.output_shape[1:]), dtype=np.float32)
+        return np.concatenate([step(x[i:i + MAX_BATCH]).numpy()
+                               for i in range(0, len(x), MAX_BATCH)], axis=0)
 
-    outputs = [step(images).numpy() for images, _ in dataset]
-    if not outputs:
-        return np.zeros((0,) + tuple(model.output_shape[1:]), dtype=np.float32)
-    return np.concatenate(outputs, axis=0)
+    return run
+
+
+@dataclass
+class LoadedRun:
+    """A trained run (or an exported .tflite file) ready to apply to images."""
+
+    task: str  # cls | seg
+    size: int  # square input side S
+    run: Callable[[np.ndarray], np.ndarray]  # (N, S, S, 1) float32 0..255 -> outputs
+    source: Path
+    config: dict[str, Any] = field(default_factory=dict)  # config.json ({} for a .tflite)
+    keras_model: Any = None  # None for the TFLite engine (unless asked for, e.g. Grad-CAM)
+    roi_margin: float | None = None  # lesion-centred classifier: crop around the lesion
+    exported_threshold: Threshold | None = None  # a .tflite file's, from its metadata.json
+
+    @cached_property
+    def decision(self) -> Threshold:
+        """The decision threshold by :func:`rundir.read_threshold`'s rule, read when first
+        asked (a caller with its own threshold never needs a readable threshold.json)."""
+        if self.exported_threshold is not None:
+            return self.exported_threshold
+        return read_threshold(self.source, self.config)
+
+    @property
+    def threshold(self) -> float:
+        return self.decision.value
+
+    def run_files(self, paths: list[str], batch_size: int = 16) -> np.ndarray:
+        """Outputs for prepared image files, decoded and resized by the training pipeline."""
+        from breastus_cli.data.pipeline import make_dataset
+
+        outputs = [self.run(images.numpy())
+                   for images, _ in make_dataset(paths, self.size, batch_size, cache=False)]
+        if not outputs:
+            return self.run(np.zeros((0, self.size, self.size, 1), np.float32))
+        return np.concatenate(outputs, axis=0)
+
+
+def roi_margin(config: dict[str, Any]) -> float | None:
+    """The crop margin of a lesion-centred classifier (``train-cls --roi mask``; config.json
+    or an export's metadata.json), else None."""
+    roi = config.get("roi") or {}
+    if config.get("task") == "cls" and roi.get("source") == "mask":
+        return float(roi.get("margin", 0.2))
+    return None
+
+
+def open_run(source: str | Path, expected: str | None = None, engine: str = "keras",
+             need_keras: bool = False, config: dict[str, Any] | None = None) -> LoadedRun:
+    """A run directory (its Keras model or, ``engine='tflite'``, its TFLite export) or an
+    exported .tflite file, with the task, input size, threshold and roi settings it was
+    trained with. ``expected``: the task the caller needs (else a one-line UsageError)."""
+    source = Path(source)
+    if source.suffix == ".tflite":
+        lite = TFLiteModel(source)
+        task = lite.task or expected or "cls"
+        if expected is not None and task != expected:
+            raise UsageError(f"{source} is a {task} model, not a {expected} model")
+        if need_keras:
+            raise UsageError("--explain needs the run directory (Keras model), not a .tflite file")
+        chosen = Threshold(float(lite.metadata.get("threshold", 0.5)),
+                           str(lite.metadata.get("threshold_source", "export metadata")))
+        return LoadedRun(task, lite.input_size, lite.predict, source,
+                         roi_margin=roi_margin({**lite.metadata, "task": task}),
+                         exported_threshold=chosen)
+    config = read_config(source) if config is None else config
+    task = config.get("task")
+    if expected is not None and task != expected:
+        option = "--cls-run" if expected == "cls" else "--seg-run"
+        raise UsageError(f"{option} {source} is a '{task}' run, not '{expected}'")
+    size = int(config["settings"]["img_size"])
+    keras_model = None
+    runner: Callable[[np.ndarray], np.ndarray] | None = None
+    if engine == "keras" or need_keras:
+        keras_model = load_model(source)
+        runner = keras_runner(keras_model, size)
+    if engine == "tflite":
+        export = source / EXPORT_DIR
+        found = next((export / n for n in TFLITE_EXPORTS if (export / n).is_file()), None)
+        if found is None:
+            raise InputError(f"no TFLite export in {export}",
+                             hint=f"run 'breastus export {source} --format tflite' first")
+        runner = TFLiteModel(found).predict
+    if runner is None:
+        raise UsageError(f"engine must be keras or tflite (got '{engine}')")
+    return LoadedRun(str(task), size, runner, source, config, keras_model, roi_margin(config))
+
+
+# ---- images in, outputs back at the original size --------------------------------------------
+def resize_input(image: np.ndarray, size: int, tf: Any = None) -> np.ndarray:
+    """The training pipeline's resize of a (H, W) image to the model's (S, S, 1) float32 input
+    (bilinear, antialiased, rounded to uint8 values, as data/pipeline.py's decoder)."""
+    tf = tf or backend.tf()
+    tensor = tf.image.resize(tf.cast(image[..., None], tf.float32), [size, size],
+                             method="bilinear", antialias=True)
+    return np.clip(np.rint(tensor.numpy()), 0, 255).astype(np.float32)
+
+
+def upsample(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An (S, S) or (S, S, 1) map (probabilities, a heat map) at the image's original
+    (height, width): PIL bilinear on float32."""
+    from PIL import Image
+
+    height, width = shape
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.ndim == 3:
+        prob = prob[..., 0]
+    return np.asarray(Image.fromarray(np.ascontiguousarray(prob))
+                      .resize((int(width), int(height)), Image.BILINEAR))
+
+
+def to_original_size(prob: np.ndarray, shape: tuple[int, int],
+                     threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """A segmenter's probability map at the image's original (height, width) and the lesion
+    mask there (``p >= threshold`` after upsampling, as evaluate scores it)."""
+    big = upsample(prob, shape)
+    return big, big >= threshold
+
+
+def lesion_crop(image: np.ndarray, mask: np.ndarray,
+                margin: float) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+    """A lesion-centred classifier's view of ``image``: the crop around ``mask``'s lesion
+    (data/roi.py's square box plus margin), the box, and whether a lesion was found (an
+    empty mask gives the whole image)."""
+    from breastus_cli.data.roi import crop, roi_box
+
+    box, found = roi_box(mask, margin)
+    return crop(image, box), box, found
+
+
+# ---- running a .tflite file ------------------------------------------------------------------
+def _cpu_count() -> int:
+    """Cores this process may use: BREASTUS_THREADS when set (parallel sweep trials, Slurm
+    tasks sharing a node), else the CPU affinity (Slurm and taskset limit it below
+    os.cpu_count())."""
+    threads = os.environ.get("BREASTUS_THREADS", "").strip()
+    if threads.isdigit() and int(threads) > 0:
+        return int(threads)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def read_export_metadata(path: Path) -> dict:
+    """``metadata.json`` of an export: give the export folder, the metadata file, or an exported
+    model (a .tflite file or the savedmodel folder) to read the one beside it."""
+    path = Path(path)
+    if path.is_dir() and (path / METADATA).is_file():
+        file = path / METADATA
+    elif path.name == METADATA:
+        file = path
+    else:
+        file = path.parent / METADATA
+    if not file.is_file():
+        raise InputError(f"no {METADATA} for {path}: export it with 'breastus export RUN'")
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{file} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{file} is not an export's metadata (not a JSON object)")
+    return data
+
+
+class TFLiteModel:
+    """A .tflite file run with the XNNPACK delegate on num_threads (default: all cores)."""
+
+    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"TFLite file not found: {self.path}")
+        if num_threads is not None and num_threads < 1:
+            raise UsageError(f"num_threads must be at least 1 (got {num_threads})")
+        self.num_threads = int(num_threads or _cpu_count())
+        tf = backend.tf()
+        try:
+            with warnings.catch_warnings(), backend._quiet_native_stderr():
+                warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+                # OpResolverType.AUTO (the default) applies XNNPACK to float and int8 graphs.
+                self._interpreter = tf.lite.Interpreter(model_path=str(self.path),
+                                                        num_threads=self.num_threads)
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"cannot read TFLite model {self.path}: {exc}") from None
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise InputError(f"{self.path}: expected one input and one output, found "
+                             f"{len(inputs)} and {len(outputs)}")
+        self._input, self._output = inputs[0], outputs[0]
+        shape = [int(s) for s in self._input["shape"]]
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:
+            raise InputError(f"{self.path}: input shape {shape} is not (N, S, S, 1)")
+        self.input_size: int = shape[1]
+        signature = [int(s) for s in self._input.get("shape_signature", shape)]
+        self._dynamic = signature[0] == -1
+        self._fixed_batch = shape[0]
+        self._batch = shape[0]
+        self._allocated = False
+        self.metadata: dict = self._read_metadata()
+        self.task: str | None = self.metadata.get("task")
+
+    def _read_metadata(self) -> dict:
+        if not (self.path.parent / METADATA).is_file():
+            return {}
+        try:
+            data = read_export_metadata(self.path)
+        except InputError:
+            return {}
+        entry = data.get("exports", {}).get(self.path.name)
+        if isinstance(entry, dict):  # this file's own quantize / agreement / size
+            data = {**data, **entry}
+        return data
+
+    @property
+    def input_dtype(self) -> Any:
+        return self._input["dtype"]
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch or not self._allocated:
+            if n != self._batch:
+                self._interpreter.resize_tensor_input(self._input["index"],
+                                                      [n, self.input_size, self.input_size, 1],
+                                                      strict=False)
+            with backend._quiet_native_stderr():  # "INFO: Created ... XNNPACK delegate"
+                self._interpreter.allocate_tensors()
+            self._batch, self._allocated = n, True
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        dtype = self._input["dtype"]
+        if dtype != np.float32:  # integer input: quantize with the model's own parameters
+            scale, zero = self._input["quantization"]
+            info = np.iinfo(dtype)
+            batch = np.clip(np.round(batch / scale + zero), info.min, info.max).astype(dtype)
+        self._interpreter.set_tensor(self._input["index"], batch)
+        self._interpreter.invoke()
+        out = self._interpreter.get_tensor(self._output["index"]).copy()
+        if out.dtype != np.float32:
+            scale, zero = self._output["quantization"]
+            out = (out.astype(np.float32) - zero) * (scale or 1.0)
+        return out.astype(np.float32, copy=False)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 1) float32 pixels 0..255 -> (N, 2) or (N, S, S, 1) float32."""
+        x = np.asarray(images, dtype=np.float32)
+        size = self.input_size
+        if x.ndim == 3 and x.shape[1:] == (size, size):
+            x = x[..., np.newaxis]
+        if x.ndim != 4 or x.shape[1:] != (size, size, 1):
+            raise InputError(f"{self.path.name} takes images of shape (N, {size}, {size}, 1); "
+                             f"got {tuple(np.shape(images))}")
+        n = len(x)
+        if n == 0:
+            shape = [int(s) for s in self._output["shape"][1:]]
+            return np.zeros([0, *shape], np.float32)
+        x = np.ascontiguousarray(x)
+        results = []
+        if self._dynamic:
+            for i in range(0, n, MAX_BATCH):
+                chunk = x[i:i + MAX_BATCH]
+                self._resize(len(chunk))
+                results.append(self._invoke(chunk))
+        else:  # a fixed batch: pad the last chunk
+            self._resize(self._fixed_batch)
+            step = self._fixed_batch
+            for i in range(0, n, step):
+                chunk = x[i:i + step]
+                pad = step - len(chunk)
+                if pad:
+                    chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+                results.append(self._invoke(chunk)[:step - pad])
+        return np.concatenate(results, axis=0)
+
+    def __repr__(self) -> str:
+        return (f"TFLiteModel({str(self.path)!r}, input_size={self.input_size}, "
+                f"task={self.task!r}, "
+                f"num_threads={self.num_threads})")

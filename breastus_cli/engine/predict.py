@@ -7,8 +7,9 @@ segmenter, writing one row per image as soon as its batch is done.
     OUT/overlays/         probability + contour over the image (--save-overlays)
     OUT/explain/          Grad-CAM of the classifier (--explain)
 
-Decoding runs ahead in threads (bounded), resizing uses the same TensorFlow op as training,
-inference is a compiled function (Keras) or a TFLite interpreter with XNNPACK.
+Decoding runs ahead in threads (bounded); the models are applied through engine/inference.py
+(evaluate's path too): the training pipeline's resize, a compiled function (Keras) or a TFLite
+interpreter with XNNPACK, outputs back at the original size, lesion crops from the mask.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import numpy as np
 
 from breastus_cli.data.imaging import DEFAULT_MAX_PIXELS
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, shard, stream
+from breastus_cli.engine.inference import (
+    TFLITE_EXPORTS, LoadedRun, lesion_crop, open_run, resize_input, to_original_size, upsample,
+)
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.atomic import write_json
 from breastus_cli.ownership import PREDICT_FORMAT, is_owned, read_marker
@@ -37,7 +41,7 @@ PREDICT_JSON = "predict.json"  # which models, threshold and settings wrote OUT 
 #: What predict writes in OUT; --overwrite removes these and nothing else.
 OWN_FILES = (PREDICTIONS, ERRORS, PREDICT_JSON)
 OWN_FOLDERS = {"mask": "masks", "overlay": "overlays", "explain": "explain"}
-EXPORT_FILES = ("model.tflite", "model-float16.tflite", "model-int8.tflite")
+EXPORT_FILES = TFLITE_EXPORTS
 COLUMNS = ["path", "frame", "width", "height", "pixel_size_mm", "p_malignant", "label",
            "threshold", "lesion_area_px", "lesion_area_mm2", "mask", "overlay", "explain",
            "seconds"]
@@ -108,16 +112,6 @@ class PredictResult:
 
 
 # ---- models ---------------------------------------------------------------------------------
-@dataclass
-class _Model:
-    task: str
-    size: int
-    run: Callable[[np.ndarray], np.ndarray]
-    threshold: float
-    keras_model: Any = None
-    roi_margin: float | None = None  # lesion-centred classifier: crop around the seg mask
-
-
 def _run_threshold(run_dir: Path, config: dict[str, Any]) -> float:
     """The one rule (evaluate, export and cv too): threshold.json when present, else 0.5."""
     from breastus_cli.engine.rundir import read_threshold
@@ -125,59 +119,9 @@ def _run_threshold(run_dir: Path, config: dict[str, Any]) -> float:
     return read_threshold(run_dir, config).value
 
 
-def _open_model(source: Path, expected: str, engine: str, need_keras: bool) -> _Model:
+def _open_model(source: Path, expected: str, engine: str, need_keras: bool) -> LoadedRun:
     """A run directory (Keras or its TFLite export) or an exported .tflite file."""
-    from breastus_cli.engine.rundir import read_config
-
-    source = Path(source)
-    if source.suffix == ".tflite":
-        from breastus_cli.engine.export import TFLiteModel
-
-        if not source.is_file():
-            raise InputError(f"TFLite file not found: {source}")
-        lite = TFLiteModel(source)
-        task = lite.task or expected
-        if task != expected:
-            raise UsageError(f"{source} is a {task} model, not a {expected} model")
-        if need_keras:
-            raise UsageError("--explain needs the run directory (Keras model), not a .tflite file")
-        roi = lite.metadata.get("roi") or {}
-        return _Model(task, lite.input_size, lite.predict,
-                      float(lite.metadata.get("threshold", 0.5)),
-                      roi_margin=float(roi["margin"]) if roi.get("source") == "mask" else None)
-    config = read_config(source)
-    if config.get("task") != expected:
-        option = "--cls-run" if expected == "cls" else "--seg-run"
-        raise UsageError(f"{option} {source} is a '{config.get('task')}' run, not '{expected}'")
-    size = int(config["settings"]["img_size"])
-    threshold = _run_threshold(source, config)
-    keras_model = None
-    if engine == "keras" or need_keras:
-        from breastus_cli import backend
-        from breastus_cli.engine.inference import load_model
-
-        keras_model = load_model(source)
-        tf = backend.tf()
-        forward = tf.function(lambda x: keras_model(x, training=False), reduce_retracing=True,
-                              input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)])
-
-        def run_keras(batch: np.ndarray) -> np.ndarray:
-            return forward(batch).numpy()
-
-        runner: Callable[[np.ndarray], np.ndarray] = run_keras
-    if engine == "tflite":
-        from breastus_cli.engine.export import TFLiteModel
-
-        export = source / "export"
-        files = [export / n for n in EXPORT_FILES]
-        found = next((f for f in files if f.is_file()), None)
-        if found is None:
-            raise InputError(f"no TFLite export in {export}",
-                             hint=f"run 'breastus export {source} --format tflite' first")
-        runner = TFLiteModel(found).predict
-    roi = config.get("roi") or {}
-    return _Model(expected, size, runner, threshold, keras_model,
-                  float(roi["margin"]) if roi.get("source") == "mask" else None)
+    return open_run(source, expected, engine, need_keras)
 
 
 # ---- output files ---------------------------------------------------------------------------
@@ -375,11 +319,7 @@ def _manifest_pixel_sizes(path: Path | None) -> dict[str, float]:
 
 
 # ---- the run --------------------------------------------------------------------------------
-def _resized(image: np.ndarray, size: int, tf: Any) -> np.ndarray:
-    """The training pipeline's resize (bilinear, antialiased, rounded to uint8)."""
-    tensor = tf.image.resize(tf.cast(image[..., None], tf.float32), [size, size],
-                             method="bilinear", antialias=True)
-    return np.clip(np.rint(tensor.numpy()), 0, 255).astype(np.float32)
+_resized = resize_input  # the training pipeline's resize (a name the benchmarks time)
 
 
 def _input(frame: Frame, size: int, tf: Any) -> np.ndarray:
@@ -513,34 +453,26 @@ def predict(settings: PredictSettings,
                          images_per_second=round(rate, 2), error_examples=error_examples)
 
 
-def _predict_batch(frames: list[Frame], cls: _Model | None, seg: _Model | None,
+def _predict_batch(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | None,
                    threshold: float | None, settings: PredictSettings, out: Path,
                    pixel_sizes: dict[str, float], tf: Any) -> list[dict[str, Any]]:
-    from PIL import Image
-
     from breastus_cli.data.imaging import save_png
     from breastus_cli.engine import overlays
 
     rows: list[dict[str, Any]] = []
     p_mal = probs = heat = None
-    big_probs: list[np.ndarray] = []
+    big: list[tuple[np.ndarray, np.ndarray]] = []  # (probability map, mask) at the original size
     if seg is not None:
         batch = np.stack([_input(f, seg.size, tf) for f in frames])
-        probs = seg.run(batch)[..., 0]
-        for frame, prob in zip(frames, probs):
-            height, width = frame.image.shape
-            big_probs.append(np.asarray(
-                Image.fromarray(np.ascontiguousarray(prob, dtype=np.float32))
-                .resize((width, height), Image.BILINEAR)))
+        probs = seg.run(batch)
+        big = [to_original_size(prob, frame.image.shape, settings.seg_threshold)
+               for frame, prob in zip(frames, probs)]
     if cls is not None:
         if cls.roi_margin is None:
             batch = np.stack([_input(f, cls.size, tf) for f in frames])
         else:  # lesion-centred: crop around the predicted lesion
-            from breastus_cli.data.roi import crop, roi_box
-
-            batch = np.stack([
-                _resized(crop(f.image, roi_box(p >= settings.seg_threshold, cls.roi_margin)[0]),
-                         cls.size, tf) for f, p in zip(frames, big_probs)])
+            batch = np.stack([_resized(lesion_crop(f.image, mask, cls.roi_margin)[0], cls.size, tf)
+                              for f, (_, mask) in zip(frames, big)])
         p_mal = cls.run(batch)[:, 1]
         if settings.explain:
             from breastus_cli.engine.gradcam import gradcam
@@ -561,12 +493,11 @@ def _predict_batch(frames: list[Frame], cls: _Model | None, seg: _Model | None,
                         "label": "malignant" if p >= (0.5 if threshold is None else threshold)
                         else "benign"})
         if heat is not None and cls is not None and cls.roi_margin is None:
-            big = np.asarray(Image.fromarray(heat[i]).resize((width, height), Image.BILINEAR))
-            path = overlays.heatmap_overlay(frame.image, big, out / "explain" / f"{stem}.png")
+            path = overlays.heatmap_overlay(frame.image, upsample(heat[i], (height, width)),
+                                            out / "explain" / f"{stem}.png")
             row["explain"] = str(path.relative_to(out))
         if probs is not None:
-            prob = big_probs[i]
-            mask = prob >= settings.seg_threshold
+            prob, mask = big[i]
             area = int(mask.sum())
             row.update({"lesion_area_px": area,
                         "lesion_area_mm2": "" if pixel is None else round(area * pixel**2, 3)})
