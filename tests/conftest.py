@@ -12,6 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import breastus_cli.backend  # noqa: E402,F401  sets TF_USE_LEGACY_KERAS / SM_FRAMEWORK for this
+# process, as the CLI does, before any in-process command saves and restores the environment
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BREAST = REPO.parent / "shared" / "data" / "BrEaST-Lesions_USG"
 SHEET = "BrEaST-Lesions-USG clinical dat"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import copy_run, run_cli
 
 FLOAT_TOL = 1e-3     # float32 TFLite vs Keras, max |difference| of probabilities
 FLOAT16_TOL = 1e-2   # float16 weights
@@ -19,21 +19,15 @@ INT8_LABELS = 0.9    # int8: share of test images with the same label (cls)
 
 
 @pytest.fixture(scope="session")
-def cls_export_run(learn_data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("export-runs") / "cls"
-    proc = run_cli("train-cls", str(learn_data), "--model", "smallcnn", "--weights", "none",
-                   "--img-size", "64", "--epochs", "2", "--lr", "1e-3", "--run-dir", str(run))
-    assert proc.returncode == 0, proc.stderr
-    return run
+def cls_export_run(cls_run, tmp_path_factory) -> Path:
+    """A writable copy of the shared trained classifier (export writes RUN/export/)."""
+    return copy_run(cls_run, tmp_path_factory.mktemp("export-runs") / "cls")
 
 
 @pytest.fixture(scope="session")
-def seg_export_run(learn_data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("export-runs") / "seg"
-    proc = run_cli("train-seg", str(learn_data), "--weights", "none", "--img-size", "64",
-                   "--batch-size", "8", "--epochs", "1", "--run-dir", str(run))
-    assert proc.returncode == 0, proc.stderr
-    return run
+def seg_export_run(seg_run, tmp_path_factory) -> Path:
+    """A writable copy of the shared trained U-Net (EfficientNetB2 encoder)."""
+    return copy_run(seg_run, tmp_path_factory.mktemp("export-runs") / "seg")
 
 
 def _test_images(learn_data: Path, n: int = 32) -> np.ndarray:
