@@ -98,3 +98,29 @@ def test_evaluate_and_predict_give_the_same_masks(seg_run, learn_data, tmp_path)
         from_predict = np.asarray(Image.open(out / row["mask_pred"])) > 0
         np.testing.assert_array_equal(from_eval, from_predict)
         assert int(from_predict.sum()) == int(row["lesion_area_px"])
+
+
+def test_training_cache_and_serving_resize_identically(synth_data):
+    """One resize for training and serving: the tf.data cache (evaluate's path too) and
+    predict's in-memory resize give identical arrays for the same prepared image."""
+    import pandas as pd
+
+    from breastus_cli import backend
+    from breastus_cli.data.imaging import read_luminance
+    from breastus_cli.data.pipeline import load_arrays
+    from breastus_cli.engine.inference import resize_input
+
+    manifest = pd.read_csv(synth_data / "manifest.csv")
+    paths = [str(synth_data / p) for p in manifest["image"][:6]]
+    for size in (64, 100):
+        cached = load_arrays(paths, size)
+        served = np.stack([resize_input(read_luminance(p), size) for p in paths])
+        assert cached.shape == served.shape == (len(paths), size, size, 1)
+        assert np.array_equal(cached.astype(np.float32), served)
+        # and within a grey level of the former tf.image.resize(antialias=True)
+        tf = backend.tf()
+        old = np.stack([np.clip(np.rint(tf.image.resize(
+            read_luminance(p)[..., None].astype(np.float32), [size, size], method="bilinear",
+            antialias=True).numpy()), 0, 255) for p in paths])
+        difference = np.abs(old - served)
+        assert difference.mean() < 0.5 and np.percentile(difference, 99) <= 2

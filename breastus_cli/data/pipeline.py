@@ -40,13 +40,18 @@ class Augment:
 
 
 def _decode(path: Any, img_size: int, tf: Any, *, mask: bool = False) -> Any:
+    if not mask:  # images: the one resize that evaluate and predict use too (imaging.resize_grey)
+        from breastus_cli.data.imaging import read_resized
+
+        image = tf.numpy_function(lambda p: read_resized(p.decode(), img_size), [path], tf.uint8,
+                                  stateful=False)
+        image.set_shape([img_size, img_size, 1])
+        return image
     raw = tf.io.read_file(path)
-    image = tf.io.decode_png(raw, channels=1)  # prepared datasets store 8-bit luminance PNGs
-    image = tf.image.resize(tf.cast(image, tf.float32), [img_size, img_size],
-                            method="bilinear", antialias=not mask)
-    if mask:
-        return tf.cast(image >= 127.5, tf.uint8)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    image = tf.io.decode_png(raw, channels=1)  # prepared datasets store 8-bit PNGs
+    image = tf.image.resize(tf.cast(image, tf.float32), [img_size, img_size], method="bilinear",
+                            antialias=False)
+    return tf.cast(image >= 127.5, tf.uint8)
 
 
 def _affine(images: Any, seed: Any, augment: Augment, tf: Any) -> Any:

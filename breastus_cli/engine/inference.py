@@ -161,12 +161,12 @@ def open_run(source: str | Path, expected: str | None = None, engine: str = "ker
 
 # ---- images in, outputs back at the original size --------------------------------------------
 def resize_input(image: np.ndarray, size: int, tf: Any = None) -> np.ndarray:
-    """The training pipeline's resize of a (H, W) image to the model's (S, S, 1) float32 input
-    (bilinear, antialiased, rounded to uint8 values, as data/pipeline.py's decoder)."""
-    tf = tf or backend.tf()
-    tensor = tf.image.resize(tf.cast(image[..., None], tf.float32), [size, size],
-                             method="bilinear", antialias=True)
-    return np.clip(np.rint(tensor.numpy()), 0, 255).astype(np.float32)
+    """The training pipeline's resize of a (H, W) image to the model's (S, S, 1) float32 input:
+    :func:`breastus_cli.data.imaging.resize_grey`, the same function the training cache uses.
+    (``tf`` is accepted for callers that pass it; it is not needed.)"""
+    from breastus_cli.data.imaging import resize_grey
+
+    return resize_grey(image, size)[..., None].astype(np.float32)
 
 
 def upsample(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
