@@ -209,8 +209,8 @@ def _probabilities(out: Path) -> dict[str, float]:
 
 
 # ---- where predict's time goes --------------------------------------------------------------
-RESIZE_MAIN = "resize (tf.image.resize) in the main thread"
-RESIZE_THREADS = ("resize (tf.image.resize) in the decoding threads: overlaps the rest, "
+RESIZE_MAIN = "resize (imaging.resize_grey, PIL bilinear) in the main thread"
+RESIZE_THREADS = ("resize (imaging.resize_grey, PIL bilinear) in the decoding threads: overlaps the rest, "
                   "not counted in the loop")
 
 
