@@ -124,3 +124,16 @@ def test_training_cache_and_serving_resize_identically(synth_data):
             antialias=True).numpy()), 0, 255) for p in paths])
         difference = np.abs(old - served)
         assert difference.mean() < 0.5 and np.percentile(difference, 99) <= 2
+
+
+def test_a_loaded_model_is_reused_until_its_file_changes(cls_run, tmp_path):
+    import os
+
+    from breastus_cli.engine.inference import load_model
+
+    run = copy_run(cls_run, tmp_path / "run")
+    first = load_model(run)
+    assert load_model(run / "model.keras") is first  # same file: not rebuilt
+    stat = (run / "model.keras").stat()
+    os.utime(run / "model.keras", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert load_model(run) is not first  # changed (here: touched): checked and loaded again

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -51,7 +52,24 @@ def load_model(run_dir_or_file: str | Path) -> Any:
     from breastus_cli.engine import tasks  # noqa: F401  (registers custom metrics/losses)
     from breastus_cli.models.safe_load import load_keras_model
 
-    return load_keras_model(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _LOADED:  # the same unchanged file, already checked and loaded in this process
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
+    model = load_keras_model(path)
+    _LOADED[key] = model
+    while len(_LOADED) > MODEL_CACHE_SIZE:
+        _LOADED.popitem(last=False)
+    return model
+
+
+#: Models loaded in this process, by (real path, size, mtime): a notebook or a test session that
+#: applies the same run again does not rebuild it (a U-Net EfficientNetB2 takes ~10 s to load on
+#: 2 cores). A changed file has another key and is checked and loaded anew. Inference never
+#: changes a model, so sharing it is safe.
+MODEL_CACHE_SIZE = 4
+_LOADED: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
 
 
 def keras_runner(model: Any, size: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
