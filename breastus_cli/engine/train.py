@@ -136,14 +136,17 @@ def _tf_reason(exc: BaseException) -> str:
 
 def _failure(exc: BaseException, tf: Any) -> BaseException:
     """The error to report for ``exc``: TensorFlow's file and op errors become one line."""
-    if isinstance(exc, tf.errors.NotFoundError):
-        reason = _tf_reason(exc)
-        found = re.search(r"(\S+); No such file or directory", reason)
-        what = found.group(1) if found else reason
-        return InputError(f"a file the training reads is not found: {what}",
-                          hint="deleted or moved while training? restore it and resume")
     if isinstance(exc, tf.errors.OpError):
-        return WorkError(f"training failed: {_tf_reason(exc)}")
+        reason = _tf_reason(exc)
+        # TensorFlow's own reader ("PATH; No such file or directory") or the image decoder run
+        # inside the pipeline (FileNotFoundError: [Errno 2] No such file or directory: 'PATH')
+        found = (re.search(r"(\S+); No such file or directory", reason)
+                 or re.search(r"No such file or directory: '([^']+)'", reason))
+        if isinstance(exc, tf.errors.NotFoundError) or found:
+            return InputError(f"a file the training reads is not found: "
+                              f"{found.group(1) if found else reason}",
+                              hint="deleted or moved while training? restore it and resume")
+        return WorkError(f"training failed: {reason}")
     return exc
 
 
