@@ -1,0 +1,101 @@
+"""What an export is checked and calibrated on: the run's test images (agreement) and a seeded
+draw of its training images (int8 calibration), lesion crops for a ``--roi mask`` classifier;
+synthetic scans when the dataset is not reachable."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastus_cli.engine.inference import roi_margin
+from breastus_cli.engine.rundir import run_cases
+from breastus_cli.errors import InputError
+
+#: Images of the run's test split used to measure agreement with the Keras model.
+SAMPLE_IMAGES = 32
+
+def _model_inputs(config: dict[str, Any], role: str, n: int | None, seed: int | None,
+                  img_size: int) -> np.ndarray:
+    """(n, S, S, 1) float32 inputs the run's model saw in ``role``: the task's usable cases
+    (cls: benign/malignant; seg: with a mask), lesion crops for a ``--roi mask`` classifier;
+    the first ``n`` (seed None) or a seeded draw of ``n``."""
+    from breastus_cli.data.pipeline import load_arrays
+
+    frame = run_cases(config, role)
+    margin = roi_margin(config)
+    if config.get("task") == "seg" or margin is not None:
+        frame = frame[frame["mask_path"] != ""]
+    if config.get("task") == "cls":
+        frame = frame[frame["label"].isin(["benign", "malignant"])]
+    frame = frame.reset_index(drop=True)
+    if n is not None and len(frame) > n:
+        rows = (np.arange(n) if seed is None else
+                np.sort(np.random.default_rng(seed).choice(len(frame), size=n, replace=False)))
+        frame = frame.iloc[rows].reset_index(drop=True)
+    if len(frame) == 0:
+        return np.zeros((0, img_size, img_size, 1), np.float32)
+    if margin is None:
+        return load_arrays(list(frame["image_path"]), img_size).astype(np.float32)
+    from breastus_cli.data.roi import write_roi_crops
+
+    with tempfile.TemporaryDirectory(prefix="breastus-roi-") as folder:
+        paths = write_roi_crops(frame, Path(folder), margin)
+        return load_arrays(paths, img_size).astype(np.float32)
+
+
+def sample_images(config: dict[str, Any], img_size: int,
+                  n: int = SAMPLE_IMAGES) -> tuple[np.ndarray, str]:
+    """Up to ``n`` images of the run's test split (float32 0..255; lesion crops for a
+    ``--roi mask`` classifier), or synthetic scans when the dataset is not reachable; returns
+    (images, where they came from)."""
+    try:
+        images = _model_inputs(config, "test", n, None, img_size)
+        if len(images):
+            crops = " lesion crops" if roi_margin(config) is not None else " images"
+            return images, f"test split ({len(images)}{crops})"
+    except Exception:  # no dataset here (a run copied elsewhere): fall back to synthetic
+        pass
+    return synthetic_images(n, img_size), f"synthetic ({n} images)"
+
+
+def synthetic_images(n: int, img_size: int, seed: int = 0) -> np.ndarray:
+    """Speckled grey scans with one dark oval each: inputs in the models' range and look."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:img_size, 0:img_size].astype(np.float32) / img_size
+    images = np.empty((n, img_size, img_size, 1), np.float32)
+    for i in range(n):
+        base = 60 + 80 * yy[::-1] * rng.uniform(0.5, 1.0)
+        cx, cy, rx, ry = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), *rng.uniform(0.08, 0.25, 2)
+        inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
+        image = base * np.where(inside, rng.uniform(0.2, 0.5), 1.0)
+        image = image * rng.gamma(4.0, 0.25, size=image.shape)  # speckle
+        images[i, ..., 0] = np.clip(image, 0, 255)
+    return images
+
+
+def representative_images(config: dict[str, Any], img_size: int,
+                          n: int) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The int8 calibration set: up to ``n`` images of the run's TRAINING split (seeded draw;
+    lesion crops for a ``--roi mask`` classifier), as the converter wants it (a callable
+    yielding ``[batch of 1]``)."""
+    seed = int(config.get("settings", {}).get("seed", 42))
+    try:
+        # decoded once, kept in memory (n * S * S * 4 bytes), replayed on each converter attempt
+        images = _model_inputs(config, "train", n, seed, img_size)
+    except InputError as exc:
+        raise InputError(f"--quantize int8 calibrates on the run's training images: {exc.message}",
+                         hint="export on a machine where the dataset is at the recorded path, "
+                              "or use --quantize float16") from None
+    if not len(images):
+        raise InputError("--quantize int8: the run's training split has no image to calibrate on")
+
+    def dataset() -> Iterator[list[np.ndarray]]:
+        for image in images:
+            yield [image[np.newaxis]]
+
+    dataset.count = len(images)  # type: ignore[attr-defined]
+    return dataset
