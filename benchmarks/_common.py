@@ -9,7 +9,20 @@ import sys
 import time
 from pathlib import Path
 
-BREAST = Path("/work/shared/data/BrEaST-Lesions_USG")
+REPO = Path(__file__).resolve().parents[1]
+#: the real dataset beside the repository (../shared, as the tests find it)
+BREAST = REPO.parent / "shared" / "data" / "BrEaST-Lesions_USG"
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as written into BENCHMARKS.md: relative to the repository, never this machine's
+    absolute path (a folder outside it is named by its last part only)."""
+    absolute = Path(path).resolve()
+    try:
+        return os.path.relpath(absolute, REPO) if REPO.parent in absolute.parents else \
+            f"<{absolute.name}>"
+    except ValueError:
+        return f"<{absolute.name}>"
 
 EPOCH_TIME_NOTE = (
     "- Epoch time = from the `fit` call to `on_train_end` (every step and every wait for "
@@ -34,8 +47,9 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
 
 def command_line(script: str) -> str:
     """``python benchmarks/SCRIPT`` and this run's arguments, less --no-record."""
+    args = [a for a in sys.argv[1:] if a != "--no-record"]
     return f"python benchmarks/{script}" + " ".join(
-        [""] + [a for a in sys.argv[1:] if a != "--no-record"])
+        [""] + [shown(a) if os.path.isabs(a) else a for a in args])
 
 
 def rotated(items, shift: int) -> list:
@@ -95,14 +109,14 @@ def prepare_data(tmp: Path, given: Path | None, cases: int = 252) -> tuple[Path,
     """The dataset and a line naming it: ``given`` (prepared) if set, else the real BrEaST
     prepared under ``tmp`` when present, else a synthetic one of ``cases`` cases."""
     if given is not None:
-        return given, f"prepared dataset {given}"
+        return given, f"prepared dataset {shown(given)}"
     from breastus_cli.data.prepare import PrepareSettings, prepare
 
     started = time.perf_counter()
     out = tmp / "data"
     if BREAST.exists():
         prepare(PrepareSettings(source=BREAST, out=out))
-        source = f"BrEaST-Lesions_USG (real), prepared from {BREAST}"
+        source = f"BrEaST-Lesions_USG (real), prepared from {shown(BREAST)}"
     else:
         from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
 

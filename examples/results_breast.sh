@@ -56,6 +56,7 @@ run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img
 
 seconds=$(( $(date +%s) - start ))
 "$python" "$here/write_results.py" "$out" --seconds "$seconds" --commands "$commands" \
+  --data-dir "$breast" --work-dir "$work" \
   "MobileNetV2, whole image=$work/cv/mobilenetv2" \
   "ResNet50, whole image=$work/cv/resnet50" \
   "lesion-centred MobileNetV2=$work/cv/mobilenetv2-roi" \

@@ -1,10 +1,13 @@
 """Write RESULTS.md from cross-validation folders (used by examples/results_breast.sh).
 
-Usage: python examples/write_results.py OUT.md --seconds S --commands FILE LABEL=CV_DIR ...
+Usage: python examples/write_results.py OUT.md --seconds S --commands FILE
+           [--data-dir BREAST_DIR] [--work-dir WORK_DIR] LABEL=CV_DIR ...
 
 Each CV_DIR holds summary.json from `breastus cv`. The table puts the reference study's numbers
 (one 27-image test split) beside breastus's 5-fold pooled out-of-fold numbers with 95%
 bootstrap CIs, and the majority-class baseline that the reference test set could not rule out.
+Paths are written relative to the folders given (``$BREAST``, ``$WORK``), never as this
+machine's absolute paths.
 """
 
 from __future__ import annotations
@@ -51,13 +54,33 @@ def _goal(value: float | None, target: float) -> str:
     return f"{value:.3f} ({'met' if value >= target else 'not met'}: goal {target:g})"
 
 
+def _relative_to(names: dict[str, str | None]):
+    """A function writing each given folder (as given and as its absolute path) as its name."""
+    pairs = []
+    for name, folder in names.items():
+        if folder:
+            forms = {folder.rstrip("/"), str(Path(folder).resolve())}
+            pairs += [(form, name) for form in forms if form not in ("", ".")]
+    pairs.sort(key=lambda pair: -len(pair[0]))  # the longest first: a work folder inside data
+
+    def relative(text: str) -> str:
+        for form, name in pairs:
+            text = text.replace(form, name)
+        return text
+
+    return relative
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("runs", nargs="+", help="LABEL=CV_DIR")
     parser.add_argument("--seconds", type=float, default=None, help="wall time of the script")
     parser.add_argument("--commands", type=Path, default=None, help="file with the commands run")
+    parser.add_argument("--data-dir", default=None, help="the dataset folder given ($BREAST)")
+    parser.add_argument("--work-dir", default=None, help="the work folder given ($WORK)")
     args = parser.parse_args()
+    relative = _relative_to({"$BREAST": args.data_dir, "$WORK": args.work_dir})
 
     runs = []
     for item in args.runs:
@@ -150,9 +173,13 @@ def main() -> None:
         lines.append(f"Wall time of the whole script: {args.seconds / 60:.1f} minutes.")
     lines += ["", "Per-fold folders (run directories, `eval-test/` reports, out-of-fold "
                   "predictions) stay in the work folder: "
-              + ", ".join(f"`{folder}`" for _, folder, _, _ in runs) + "."]
+              + ", ".join(f"`{relative(str(folder))}`" for _, folder, _, _ in runs) + "."]
     if args.commands and args.commands.is_file():
-        lines += ["", "## Commands", "", "```bash", args.commands.read_text().strip(), "```"]
+        lines += ["", "## Commands", ""]
+        if args.data_dir or args.work_dir:
+            lines += ["`$BREAST` is the BrEaST-Lesions_USG folder and `$WORK` the work folder "
+                      "given to `examples/results_breast.sh BREAST [WORK]`.", ""]
+        lines += ["```bash", relative(args.commands.read_text().strip()), "```"]
     args.out.write_text("\n".join(lines) + "\n")
     print(args.out.read_text())
 

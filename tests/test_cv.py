@@ -145,11 +145,13 @@ def test_write_results_reports_the_pooled_numbers(cv_cls, cv_seg, tmp_path):
     import sys
 
     commands = tmp_path / "commands.sh"
-    commands.write_text("breastus cv cls data --folds 3\n")
+    commands.write_text("breastus cv cls data --folds 3\n"
+                        f"breastus prepare {tmp_path}/BrEaST --out {cv_cls.parent}/data\n")
     out = tmp_path / "RESULTS.md"
     script = Path(__file__).resolve().parents[1] / "examples" / "write_results.py"
     proc = subprocess.run([sys.executable, str(script), str(out), "--seconds", "90",
-                           "--commands", str(commands), f"small CNN={cv_cls}",
+                           "--commands", str(commands), "--data-dir", f"{tmp_path}/BrEaST",
+                           "--work-dir", str(cv_cls.parent), f"small CNN={cv_cls}",
                            f"U-Net={cv_seg}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
@@ -161,6 +163,9 @@ def test_write_results_reports_the_pooled_numbers(cv_cls, cv_seg, tmp_path):
     assert f"| always 'benign' (majority class) | {cls['majority_baseline_accuracy']:.3f}" in text
     assert "Wall time of the whole script: 1.5 minutes." in text
     assert "breastus cv cls data --folds 3" in text
+    # paths relative to the folders given, never this machine's absolute paths
+    assert "breastus prepare $BREAST --out $WORK/data" in text and "`$WORK/cls`" in text
+    assert str(tmp_path) not in text and str(cv_cls.parent) not in text
     assert "IoU 0.629" in text  # the reference study's number beside
     missing = subprocess.run([sys.executable, str(script), str(out), f"x={tmp_path}"],
                              capture_output=True, text=True, timeout=120)
