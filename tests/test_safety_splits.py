@@ -204,7 +204,8 @@ def test_read_threshold_one_rule(tmp_path):
 
 
 def test_evaluate_predict_and_export_share_the_run_threshold(tiny, tmp_path, capsys):
-    from breastus_cli.engine import export, predict
+    from breastus_cli.engine import export
+    from breastus_cli.engine.inference import open_run
 
     data, run = own_copy(tiny, tmp_path)
     code, _, err = cli(capsys, "evaluate", str(run), "--bootstrap", "0")
@@ -228,7 +229,7 @@ def test_evaluate_predict_and_export_share_the_run_threshold(tiny, tmp_path, cap
     assert "optimistic" in metrics["threshold_note"]
     assert rule in (run / "eval-val" / "report.html").read_text()
     config = json.loads((run / "config.json").read_text())
-    assert predict._run_threshold(run, config) == chosen["threshold"]
+    assert open_run(run, "cls").threshold == chosen["threshold"]  # what predict applies
     assert export._threshold(run, config) == (chosen["threshold"], rule)
 
 

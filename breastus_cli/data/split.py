@@ -151,7 +151,8 @@ def _published_folds(frame, k: int) -> dict[str, int] | None:
     return dict(zip(frame["case_id"].astype(str), numbers.astype(int)))
 
 
-def _counts(labels) -> str:
+def label_counts(labels) -> str:
+    """'benign 12, malignant 3' (then any other label) for a Series of labels."""
     counts = labels.value_counts()
     names = list(LABELS) + sorted(set(counts.index) - set(LABELS))
     return ", ".join(f"{name} {int(counts.get(name, 0))}" for name in names)
@@ -161,7 +162,7 @@ def _check_classes(frame, data: Path) -> None:
     """Refuse a dataset with one class: train-cls, cv and evaluate need benign and malignant."""
     present = [label for label in LABELS if (frame["label"] == label).any()]
     if len(present) < len(LABELS):
-        raise InputError(f"{data} holds one class only ({_counts(frame['label'])}): a split "
+        raise InputError(f"{data} holds one class only ({label_counts(frame['label'])}): a split "
                          "for benign/malignant training needs cases of both",
                          hint="prepare a source with both classes")
 
@@ -181,7 +182,7 @@ def _empty_shares(frame, assignment: dict[str, str], ratio: Sequence[float]) -> 
             continue
         part = frame[splits == name]
         if part.empty:
-            warnings.append(f"{name} holds no case ({_counts(frame['label'])} cases in all, "
+            warnings.append(f"{name} holds no case ({label_counts(frame['label'])} cases in all, "
                             f"--ratio {shown}): {_USE[name]}; add cases or raise the {name} share")
             continue
         for label in LABELS:

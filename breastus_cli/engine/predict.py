@@ -112,12 +112,6 @@ class PredictResult:
 
 
 # ---- models ---------------------------------------------------------------------------------
-def _run_threshold(run_dir: Path, config: dict[str, Any]) -> float:
-    """The one rule (evaluate, export and cv too): threshold.json when present, else 0.5."""
-    from breastus_cli.engine.rundir import read_threshold
-
-    return read_threshold(run_dir, config).value
-
 
 def _open_model(source: Path, expected: str, engine: str, need_keras: bool) -> LoadedRun:
     """A run directory (Keras or its TFLite export) or an exported .tflite file."""

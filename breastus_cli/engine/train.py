@@ -115,11 +115,11 @@ def _check_files(frames: list[Any], task: Task, settings: TrainSettings, data: P
 def _check_classes(frame: Any, role: str, data: Path) -> None:
     """A classifier needs both classes in training and validation."""
     from breastus_cli.data.sources.base import LABELS
+    from breastus_cli.data.split import label_counts
 
-    counts = {label: int((frame["label"] == label).sum()) for label in LABELS}
-    if min(counts.values()) == 0:
-        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
-        raise InputError(f"the {role} cases of {data} hold one class only ({shown}): a "
+    if not all((frame["label"] == label).any() for label in LABELS):
+        raise InputError(f"the {role} cases of {data} hold one class only "
+                         f"({label_counts(frame['label'])}): a "
                          "classifier needs benign and malignant cases in both train and val",
                          hint=f"split again: breastus split {data}")
 
