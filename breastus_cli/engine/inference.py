@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli import backend
+from breastus_cli.data.imaging import resize_grey
 from breastus_cli.engine.rundir import MODEL, Threshold, read_config, read_threshold
 from breastus_cli.errors import InputError, UsageError
 
@@ -182,8 +183,6 @@ def resize_input(image: np.ndarray, size: int, tf: Any = None) -> np.ndarray:
     """The training pipeline's resize of a (H, W) image to the model's (S, S, 1) float32 input:
     :func:`breastus_cli.data.imaging.resize_grey`, the same function the training cache uses.
     (``tf`` is accepted for callers that pass it; it is not needed.)"""
-    from breastus_cli.data.imaging import resize_grey
-
     return resize_grey(image, size)[..., None].astype(np.float32)
 
 
