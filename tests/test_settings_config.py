@@ -196,3 +196,16 @@ def test_sweep_grid_and_options_from_a_config_file(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     assert (seen[-1].lrs, seen[-1].epochs) == (settings_module.PAPER_LRS,
                                                settings_module.PAPER_EPOCHS)
+
+
+def test_a_task_refuses_the_other_tasks_settings(synth_data, tmp_path):
+    """Each task carries its settings type: segmentation settings given to the classification
+    task are refused before any run directory is made (no isinstance asserts deep inside)."""
+    from breastus_cli.engine.tasks import task_for
+    from breastus_cli.engine.train import train
+
+    settings = SegSettings(data=synth_data, weights="none", run_dir=tmp_path / "run")
+    with pytest.raises(UsageError, match="cls task trains with ClsSettings, not SegSettings"):
+        train(settings, task_for("cls"))
+    assert not (tmp_path / "run").exists()
+    assert task_for("seg").settings_type is SegSettings

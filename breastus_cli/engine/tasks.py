@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -35,8 +35,13 @@ class MalignantAUC(keras.metrics.AUC):
         return super().update_state(y_true, y_pred[:, 1], sample_weight=None)
 
 
-class Task(ABC):
-    """Base of the tasks; see :class:`ClassificationTask` for a complete one."""
+#: The settings dataclass a task works with (ClsSettings, SegSettings).
+S = TypeVar("S", bound=TrainSettings)
+
+
+class Task(ABC, Generic[S]):
+    """Base of the tasks; see :class:`ClassificationTask` for a complete one. A task is typed by
+    its settings dataclass, so its methods see that type's fields without casts."""
 
     kind = ""
     #: The settings dataclass of this task (its defaults, options and policy).
@@ -45,10 +50,10 @@ class Task(ABC):
     transfer_layer = "backbone"
 
     @abstractmethod
-    def run_name(self, settings: TrainSettings) -> str:
+    def run_name(self, settings: S) -> str:
         ...
 
-    def monitor(self, settings: TrainSettings) -> tuple[str, str]:
+    def monitor(self, settings: S) -> tuple[str, str]:
         name = settings.monitor
         return name, "min" if name.endswith("loss") else "max"
 
@@ -56,36 +61,36 @@ class Task(ABC):
         return frame
 
     @abstractmethod
-    def dataset(self, frame: Any, settings: TrainSettings, *, training: bool,
+    def dataset(self, frame: Any, settings: S, *, training: bool,
                 cache: bool | str = True) -> Any:
         """The tf.data pipeline of (image, target) batches for these cases."""
 
     @abstractmethod
-    def build(self, settings: TrainSettings, backbone_weights: Path | None) -> Any:
+    def build(self, settings: S, backbone_weights: Path | None) -> Any:
         ...
 
     @abstractmethod
-    def compile(self, model: Any, settings: TrainSettings) -> None:
+    def compile(self, model: Any, settings: S) -> None:
         ...
 
-    def class_weight(self, frame: Any, settings: TrainSettings) -> dict[int, float] | None:
+    def class_weight(self, frame: Any, settings: S) -> dict[int, float] | None:
         return None
 
     @abstractmethod
-    def backbone_architecture(self, settings: TrainSettings) -> str:
+    def backbone_architecture(self, settings: S) -> str:
         ...
 
-    def describe(self, settings: TrainSettings) -> dict[str, Any]:
+    def describe(self, settings: S) -> dict[str, Any]:
         """Task facts stored in config.json (labels, preprocessing, threshold)."""
         return {}
 
     # ---- shared pieces -------------------------------------------------------------------
-    def augment(self, settings: TrainSettings) -> Augment | None:
+    def augment(self, settings: S) -> Augment | None:
         if not settings.augment or settings.augment_strength == 0:
             return None
         return Augment().scaled(settings.augment_strength)
 
-    def cache(self, settings: TrainSettings, run_dir: Path, name: str) -> bool | str:
+    def cache(self, settings: S, run_dir: Path, name: str) -> bool | str:
         if settings.cache == "none":
             return False
         if settings.cache == "disk":
@@ -94,7 +99,7 @@ class Task(ABC):
             return str(folder / name)
         return True
 
-    def resolve_weights(self, settings: TrainSettings) -> tuple[Path | None, Path | None]:
+    def resolve_weights(self, settings: S) -> tuple[Path | None, Path | None]:
         """(backbone weights file, run/model file to copy the backbone from)."""
         choice = str(settings.weights)
         if choice == "none":
@@ -135,18 +140,16 @@ def copy_backbone(model: Any, source_model_file: Path, layer: str = "backbone") 
     return len(src_w)
 
 
-class ClassificationTask(Task):
+class ClassificationTask(Task[ClsSettings]):
     """Benign (0) vs malignant (1) from the whole image (or a lesion crop, later)."""
 
     kind = "cls"
     settings_type = ClsSettings
 
-    def run_name(self, settings: TrainSettings) -> str:
-        assert isinstance(settings, ClsSettings)
+    def run_name(self, settings: ClsSettings) -> str:
         return settings.model
 
-    def backbone_architecture(self, settings: TrainSettings) -> str:
-        assert isinstance(settings, ClsSettings)
+    def backbone_architecture(self, settings: ClsSettings) -> str:
         return settings.model
 
     def usable(self, frame: Any) -> Any:
@@ -156,9 +159,8 @@ class ClassificationTask(Task):
     def targets(frame: Any) -> np.ndarray:
         return (frame["label"] == "malignant").to_numpy().astype(np.int32)
 
-    def dataset(self, frame: Any, settings: TrainSettings, *, training: bool,
+    def dataset(self, frame: Any, settings: ClsSettings, *, training: bool,
                 cache: bool | str = True) -> Any:
-        assert isinstance(settings, ClsSettings)
         images = list(frame["image_path"])
         if settings.roi == "mask":
             # lesion-centred training: crops around the ground-truth masks, made once
@@ -175,17 +177,16 @@ class ClassificationTask(Task):
             augment=self.augment(settings) if training else None,
             seed=settings.seed, cache=cache)
 
-    def build(self, settings: TrainSettings, backbone_weights: Path | None) -> Any:
+    def build(self, settings: ClsSettings, backbone_weights: Path | None) -> Any:
         from breastus_cli.models.classifiers import build_classifier
 
-        assert isinstance(settings, ClsSettings)
         return build_classifier(settings.model, settings.img_size,
                                 backbone_weights=backbone_weights, dropout=settings.dropout,
                                 freeze_backbone=settings.freeze_backbone,
                                 fine_tune_from=settings.fine_tune_from,
                                 bn_momentum=settings.effective_bn_momentum())
 
-    def compile(self, model: Any, settings: TrainSettings) -> None:
+    def compile(self, model: Any, settings: ClsSettings) -> None:
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=settings.lr),
             loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -193,8 +194,7 @@ class ClassificationTask(Task):
                      MalignantAUC(name="auc")],
         )
 
-    def class_weight(self, frame: Any, settings: TrainSettings) -> dict[int, float] | None:
-        assert isinstance(settings, ClsSettings)
+    def class_weight(self, frame: Any, settings: ClsSettings) -> dict[int, float] | None:
         if settings.class_weight == "none":
             return None
         y = self.targets(frame)
@@ -204,10 +204,9 @@ class ClassificationTask(Task):
         # sklearn's "balanced": n_samples / (n_classes * count)
         return {i: float(len(y) / (2 * counts[i])) for i in range(2)}
 
-    def describe(self, settings: TrainSettings) -> dict[str, Any]:
+    def describe(self, settings: ClsSettings) -> dict[str, Any]:
         from breastus_cli.models.classifiers import backbone_spec
 
-        assert isinstance(settings, ClsSettings)
         return {"labels": list(LABELS), "positive_label": "malignant", "threshold": 0.5,
                 "roi": {"source": settings.roi, "margin": settings.roi_margin},
                 "input": {"size": settings.img_size, "channels": 1, "range": [0, 255],
@@ -215,27 +214,24 @@ class ClassificationTask(Task):
                           "resize": "bilinear, antialiased, aspect not kept"}}
 
 
-class SegmentationTask(Task):
+class SegmentationTask(Task[SegSettings]):
     """Lesion mask (1) vs background (0), per pixel, with a U-Net."""
 
     kind = "seg"
     settings_type = SegSettings
     transfer_layer = "unet"
 
-    def run_name(self, settings: TrainSettings) -> str:
-        assert isinstance(settings, SegSettings)
+    def run_name(self, settings: SegSettings) -> str:
         return f"unet-{settings.backbone}"
 
-    def backbone_architecture(self, settings: TrainSettings) -> str:
-        assert isinstance(settings, SegSettings)
+    def backbone_architecture(self, settings: SegSettings) -> str:
         return settings.backbone
 
     def usable(self, frame: Any) -> Any:
         return frame[frame["mask_path"] != ""]
 
-    def dataset(self, frame: Any, settings: TrainSettings, *, training: bool,
+    def dataset(self, frame: Any, settings: SegSettings, *, training: bool,
                 cache: bool | str = True) -> Any:
-        assert isinstance(settings, SegSettings)
         masks = list(frame["mask_path"])
         if settings.include_other_masks and settings.run_dir is not None:
             masks = united_masks(frame, Path(settings.run_dir) / "masks-with-other")
@@ -244,27 +240,24 @@ class SegmentationTask(Task):
             shuffle=training, augment=self.augment(settings) if training else None,
             seed=settings.seed, cache=cache)
 
-    def build(self, settings: TrainSettings, backbone_weights: Path | None) -> Any:
+    def build(self, settings: SegSettings, backbone_weights: Path | None) -> Any:
         from breastus_cli.models.segmenters import build_unet
 
-        assert isinstance(settings, SegSettings)
         return build_unet(settings.backbone, settings.img_size, encoder_weights=backbone_weights,
                           freeze_encoder=settings.freeze_encoder,
                           bn_momentum=settings.effective_bn_momentum())
 
-    def compile(self, model: Any, settings: TrainSettings) -> None:
+    def compile(self, model: Any, settings: SegSettings) -> None:
         from breastus_cli.models.seg_objectives import MeanOverlap, SegLoss
 
-        assert isinstance(settings, SegSettings)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.lr),
                       loss=SegLoss(settings.loss),
                       metrics=[MeanOverlap(0.5, dice=False, name="iou"),
                                MeanOverlap(0.5, dice=True, name="dice")])
 
-    def describe(self, settings: TrainSettings) -> dict[str, Any]:
+    def describe(self, settings: SegSettings) -> dict[str, Any]:
         from breastus_cli.models.segmenters import ENCODERS
 
-        assert isinstance(settings, SegSettings)
         return {"threshold": 0.5, "include_other_masks": settings.include_other_masks,
                 "input": {"size": settings.img_size, "channels": 1, "range": [0, 255],
                           "preprocessing": ENCODERS[settings.backbone] or "none",

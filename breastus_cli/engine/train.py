@@ -163,6 +163,9 @@ def train(
     >>> train(ClsSettings(data=Path("data/breast"), epochs=2, weights="none"),
     ...       ClassificationTask())  # doctest: +SKIP
     """
+    if not isinstance(settings, task.settings_type):
+        raise UsageError(f"a {task.kind} task trains with {task.settings_type.__name__}, "
+                         f"not {type(settings).__name__}")
     settings.validate()
     start = time.perf_counter()
     assert settings.data is not None
