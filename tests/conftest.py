@@ -145,14 +145,39 @@ def _reset_keras() -> None:
         keras.mixed_precision.set_global_policy("float32")
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(path)`` once for the whole test session, then ``path`` (read-only for tests).
+
+    ``make test`` runs pytest-xdist workers, each with its own session fixtures: the first
+    worker to ask builds ``name`` in the folder the workers share while the others wait on a
+    file lock, then every worker reuses it. A failed build leaves no ``.done`` mark, so the
+    next worker that asks builds it again (and fails the same way, with its message)."""
+    import shutil
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-of-USER/pytest-N: the same for every worker of a run
+    target = root / "built" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    done = root / "built" / f"{name.replace('/', '_')}.done"
+    with FileLock(str(done) + ".lock"):
+        if not done.is_file():
+            if target.exists():
+                shutil.rmtree(target)
+            build(target)
+            done.touch()
+    return target
+
+
 @pytest.fixture(scope="session")
 def synth_source(tmp_path_factory) -> Path:
     """A synthetic BrEaST source (60 cases), made once per test session."""
     from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
 
-    out = tmp_path_factory.mktemp("synth") / "src"
-    make_synthetic_breast(SynthSettings(out=out, cases=60, seed=7, min_side=96, max_side=160))
-    return out
+    return built_once(tmp_path_factory, "synth/src", lambda out: make_synthetic_breast(
+        SynthSettings(out=out, cases=60, seed=7, min_side=96, max_side=160)))
 
 
 @pytest.fixture(scope="session")
@@ -161,10 +186,11 @@ def synth_data(tmp_path_factory, synth_source) -> Path:
     from breastus_cli.data.prepare import PrepareSettings, prepare
     from breastus_cli.data.split import SplitSettings, split_dataset
 
-    data = tmp_path_factory.mktemp("prepared") / "data"
-    prepare(PrepareSettings(source=synth_source, out=data))
-    split_dataset(SplitSettings(data=data, seed=42))
-    return data
+    def build(data: Path) -> None:
+        prepare(PrepareSettings(source=synth_source, out=data))
+        split_dataset(SplitSettings(data=data, seed=42))
+
+    return built_once(tmp_path_factory, "prepared/data", build)
 
 
 def make_dataset(root: Path, *, cases: int, seed: int, sides: tuple[int, int],
@@ -239,8 +265,9 @@ def learn_data(tmp_path_factory) -> Path:
     """160 synthetic cases split 60/15/25 (and 3 folds): a large test share, so learning
     checks on cases the model never saw are not luck. Shared by the classification and
     segmentation tests; read-only."""
-    return make_dataset(tmp_path_factory.mktemp("learn"), cases=160, seed=11, sides=(96, 160),
-                        ratio=(0.6, 0.15, 0.25), split_seed=42, folds=3)
+    return built_once(tmp_path_factory, "learn", lambda root: make_dataset(
+        root, cases=160, seed=11, sides=(96, 160), ratio=(0.6, 0.15, 0.25), split_seed=42,
+        folds=3)) / "data"
 
 
 FAST_CLS = ["--model", "smallcnn", "--weights", "none", "--img-size", "64", "--batch-size", "16"]
@@ -274,28 +301,33 @@ def copy_run(run: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def cls_run(learn_data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "smallcnn"
-    proc = run_cli("train-cls", str(learn_data), *FAST_CLS, "--epochs", "10", "--lr", "1e-3",
-                   "--run-dir", str(run))
-    assert proc.returncode == 0, proc.stderr
-    yield from _read_only(run)
+    def build(run: Path) -> None:
+        proc = run_cli("train-cls", str(learn_data), *FAST_CLS, "--epochs", "10", "--lr", "1e-3",
+                       "--run-dir", str(run))
+        assert proc.returncode == 0, proc.stderr
+
+    yield from _read_only(built_once(tmp_path_factory, "runs/smallcnn", build))
 
 
 @pytest.fixture(scope="session")
 def seg_run(learn_data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("segruns") / "unet"
-    proc = run_cli("train-seg", str(learn_data), *FAST_SEG, "--epochs", "6", "--run-dir", str(run))
-    assert proc.returncode == 0, proc.stderr
-    yield from _read_only(run)
+    def build(run: Path) -> None:
+        proc = run_cli("train-seg", str(learn_data), *FAST_SEG, "--epochs", "6",
+                       "--run-dir", str(run))
+        assert proc.returncode == 0, proc.stderr
+
+    yield from _read_only(built_once(tmp_path_factory, "segruns/unet", build))
 
 
 @pytest.fixture(scope="session")
 def cls_evaluated(cls_run, tmp_path_factory) -> Path:
     """A copy of ``cls_run`` evaluated once on its test split (eval-test/ written)."""
-    run = copy_run(cls_run, tmp_path_factory.mktemp("evaluated") / "smallcnn")
-    proc = run_cli("evaluate", str(run))
-    assert proc.returncode == 0, proc.stderr
-    return run
+    def build(run: Path) -> None:
+        copy_run(cls_run, run)
+        proc = run_cli("evaluate", str(run))
+        assert proc.returncode == 0, proc.stderr
+
+    return built_once(tmp_path_factory, "evaluated/smallcnn", build)
 
 
 #: tests that train or need a trained run are ``slow``: ``make test-fast`` (-m "not slow")
