@@ -185,7 +185,7 @@ def evaluate(run: PathLike, **options: Any) -> Evaluation:
     from breastus_cli.atomic import _json_safe
     from breastus_cli.engine.evaluate import EvalSettings, find_runs
 
-    runs = find_runs([Path(run)])
+    runs = find_runs([Path(run)], ensemble=bool(options.get("ensemble")))  # a cv folder, whole
     if len(runs) > 1:
         raise UsageError(f"{run} is a folder of {len(runs)} runs: evaluate them one at a time")
     settings = _build("evaluate", EvalSettings, {"run_dir": runs[0]}, options)

@@ -189,3 +189,53 @@ def test_learning_rate_and_epochs_default_by_weights(learn_data, tmp_path, kind,
     assert given.returncode == 0, given.stderr
     train = json.loads((tmp_path / "g" / "cv.json").read_text())["train"]
     assert (train["lr"], train["epochs"]) == (0.02, 3)
+
+
+def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cls, cv_seg,
+                                                               tmp_path):
+    """--fusion descriptors on a finished cross-validation: each fold's CNN is kept (history
+    untouched), its fused model fitted (descriptors on training cases' ground-truth masks, the
+    combination on validation), and CNN / descriptors / fused pooled side by side."""
+    out = tmp_path / "cv"
+    shutil.copytree(cv_cls, out)
+    proc = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3",
+                   "--lr", "1e-3", "--out", str(out), "--bootstrap", "300",
+                   "--seg-cv", str(cv_seg), "--fusion", "descriptors")
+    assert proc.returncode == 0, proc.stderr
+    for k in range(3):
+        assert (out / f"fold-{k}/history.csv").read_text() == (
+            cv_cls / f"fold-{k}/history.csv").read_text()
+        fused = json.loads((out / f"fold-{k}/fusion.json").read_text())
+        assert "training cases" in fused["fitted_on"]["descriptor_model"]
+        assert "validation cases" in fused["fitted_on"]["combiner"]
+        assert set(fused["descriptor_weights"]) >= {"solidity", "circularity", "log_area_mm2"}
+        metrics = json.loads((out / f"fold-{k}/eval-test/metrics.json").read_text())
+        assert metrics["fusion"]["masks_from"] == f"segmentation run {cv_seg / f'fold-{k}'}"
+        assert (out / f"fold-{k}/eval-test/descriptors.csv").is_file()
+    oof = pd.read_csv(out / "oof_predictions.csv")
+    fusion = json.loads((out / "summary.json").read_text())["fusion"]
+    for name, column in (("cnn", "p_malignant"), ("descriptors", "p_descriptors"),
+                         ("fused", "p_fused"), ("fused_gt_mask", "p_fused_gt_mask")):
+        assert fusion[name]["auc"]["pooled"] == pytest.approx(
+            skm.roc_auc_score(oof["y_true"], oof[column]))
+    assert fusion["fused"]["sensitivity"]["pooled"] == pytest.approx(
+        skm.recall_score(oof["y_true"], oof["y_pred_fused"]))
+    text = (out / "summary.md").read_text()
+    assert "Fused classifier" in text and "oracle: upper bound" in text
+    assert "| solidity |" in text
+    # the plan now records the fusion: running it again trains and fits nothing
+    plan = json.loads((out / "cv.json").read_text())
+    assert plan["fusion"] == "descriptors" and plan["seg_cv"] == str(cv_seg.resolve())
+    stamps = [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
+    again = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3",
+                    "--lr", "1e-3", "--out", str(out), "--bootstrap", "300",
+                    "--seg-cv", str(cv_seg), "--fusion", "descriptors")
+    assert again.returncode == 0, again.stderr
+    assert stamps == [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
+
+
+def test_fusion_needs_a_segmenter(learn_data, tmp_path):
+    proc = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "1",
+                   "--fusion", "descriptors", "--out", str(tmp_path / "cv"))
+    assert proc.returncode == 2 and "--seg-cv" in proc.stderr
+    assert not (tmp_path / "cv").exists()

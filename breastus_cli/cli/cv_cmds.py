@@ -42,8 +42,15 @@ def _cv_options() -> list[inspect.Parameter]:
 def _seg_cv_option() -> list[inspect.Parameter]:
     return [_param("seg_cv", Path, typer.Option(
         None, "--seg-cv", metavar="SEG_CV_DIR",
-        help="With --roi mask: evaluate fold K on crops from fold K of this 'cv seg' folder "
-             "(no ground truth at test time); ground-truth-crop numbers are reported beside."))]
+        help="Fold K's segmenter (fold K of this 'cv seg' folder, which never saw fold K): "
+             "lesion crops with --roi mask, lesion descriptors with --fusion; no ground truth "
+             "at test time, ground-truth-mask numbers reported beside as the upper bound.")),
+        _param("fusion", str, typer.Option(
+            "none", "--fusion", metavar="none|descriptors",
+            help="descriptors: fuse the CNN's score with lesion descriptors (logistic "
+                 "regressions: descriptors on the training folds' ground-truth masks, the "
+                 "combination on validation); needs --seg-cv. Adding it to a finished CV "
+                 "fits it without retraining."))]
 
 
 def _make_cv(settings_type: type[TrainSettings]) -> None:
@@ -61,12 +68,14 @@ def _make_cv(settings_type: type[TrainSettings]) -> None:
         cv_keys = {p.name for p in _cv_options()}
         c = {k: options.pop(k) for k in list(options) if k in cv_keys}
         seg_cv = options.pop("seg_cv", None)
+        fusion = options.pop("fusion", "none")
         if c["out"] is None:
             raise UsageError("--out is required (or 'out' in the --config file)")
         train = settings_type(**options, **extras)
         settings = CVSettings(task=kind, train=train, out=c["out"], folds=c["folds"],
                               target_sensitivity=c["target_sensitivity"],
-                              n_bootstrap=c["bootstrap"], slurm=slurm, seg_cv=seg_cv)
+                              n_bootstrap=c["bootstrap"], slurm=slurm, seg_cv=seg_cv,
+                              fusion=fusion)
         settings.validate()
         _with_engine()
         _render(cv(settings))

@@ -15,7 +15,8 @@ from breastus_cli.reports import console
     epilog=(
         "Examples: breastus evaluate runs/cls/20261124-101500-mobilenetv2  |  "
         "breastus evaluate RUN --target-sensitivity 0.9  |  "
-        "breastus evaluate RUN_A RUN_B (comparison)  |  breastus evaluate runs/cv-parent/"
+        "breastus evaluate RUN_A RUN_B (comparison)  |  breastus evaluate runs/cv-parent/  |  "
+        "breastus evaluate CV_DIR --ensemble --data OTHER_DATA --split all --tta flip"
     ),
 )
 def evaluate_cmd(
@@ -34,7 +35,23 @@ def evaluate_cmd(
         None, "--seg-run", help="Lesion-centred classifiers: take the crops from this "
                                 "segmenter (no ground truth needed); both are reported. "
                                 "Without it the crops come from the ground-truth masks: "
-                                "oracle numbers (an upper bound), labelled so."),
+                                "oracle numbers (an upper bound), labelled so. Fused "
+                                "classifiers: the descriptors come from its masks."),
+    fusion: str = typer.Option(
+        "none", "--fusion", metavar="none|descriptors",
+        help="descriptors: fit the run's fused classifier (CNN score + lesion descriptors; "
+             "descriptors on its training cases' ground-truth masks, the combination and "
+             "threshold on its validation cases; RUN/fusion.json) and report CNN, descriptors "
+             "and fused side by side. Needs --seg-run. A run with fusion.json is scored fused "
+             "whenever --seg-run is given."),
+    ensemble: bool = typer.Option(
+        False, "--ensemble", help="Score each cross-validation folder as one model: the mean of "
+                                  "its fold models, threshold the median of theirs. Only on "
+                                  "another dataset (--data): its folds together saw every case "
+                                  "of their own. Writes CV_DIR/eval-ensemble-<data>-<split>/."),
+    tta: str = typer.Option("none", "--tta",
+                            help="Test-time augmentation: none, or flip (the mean of the outputs "
+                                 "on the image and on its horizontal mirror image)."),
 ) -> None:
     """Metrics with 95% bootstrap CIs, plots and a report for runs on a split.
 
@@ -47,8 +64,9 @@ def evaluate_cmd(
 
     settings = [EvalSettings(run_dir=r, data=data, split=split,
                              target_sensitivity=target_sensitivity, threshold=threshold,
-                             n_bootstrap=bootstrap, batch_size=batch_size, seg_run=seg_run)
-                for r in find_runs(list(runs))]
+                             n_bootstrap=bootstrap, batch_size=batch_size, seg_run=seg_run,
+                             ensemble=ensemble, tta=tta, fusion=fusion)
+                for r in find_runs(list(runs), ensemble=ensemble)]
     for s in settings:
         s.validate()
     backend.configure(verbose=console.state.verbose)
@@ -69,7 +87,7 @@ def evaluate_cmd(
         if tasks == {"cls"}:
             console.out().print(evaluation.comparison_table(results))
         across = fold_summary([{**r.metrics, "task": r.task} for r in results])
-        if across is not None:
+        if across is not None and not ensemble:  # ensembles are not folds of one model
             oracle = any(evaluation.is_oracle(r.metrics) for r in results)
             console.out().print(evaluation.folds_table(
                 across["metrics"], f"Across {across['folds']} folds ({across['model']}, {split})"

@@ -23,9 +23,16 @@ def predict_cmd(
     inputs: list[str] = typer.Argument(..., help="Files, folders (recursive) or globs; with "
                                                  "--merge: the part folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    cls_run: Path = typer.Option(None, "--cls-run", help="Classifier run directory (or .tflite)."),
-    seg_run: Path = typer.Option(None, "--seg-run", help="Segmenter run directory (or .tflite)."),
+    cls_run: Path = typer.Option(None, "--cls-run",
+                                 help="Classifier run directory (or .tflite), or a 'breastus cv' "
+                                      "folder: the mean of its fold models (an ensemble)."),
+    seg_run: Path = typer.Option(None, "--seg-run",
+                                 help="Segmenter run directory (or .tflite), or a 'breastus cv' "
+                                      "folder: the mean probability map of its fold models."),
     engine: str = typer.Option("keras", "--engine", help="keras, or tflite (the run's export)."),
+    tta: str = typer.Option("none", "--tta",
+                            help="Test-time augmentation: none, or flip (the mean of the outputs "
+                                 "on the image and on its horizontal mirror image)."),
     threshold: float = typer.Option(None, "--threshold",
                                     help="Malignant threshold (default: the run's chosen one)."),
     seg_threshold: float = typer.Option(0.5, "--seg-threshold", help="Lesion mask threshold."),
@@ -69,7 +76,7 @@ def predict_cmd(
         engine=engine, threshold=threshold, seg_threshold=seg_threshold, pixel_size=pixel_size,
         manifest=manifest, save_masks=save_masks, save_overlays=save_overlays, explain=explain,
         batch_size=batch_size, resume=resume, overwrite=overwrite, num_parts=num_parts,
-        part_id=part_id, max_pixels=max_pixels)
+        part_id=part_id, max_pixels=max_pixels, tta=tta)
     settings.validate()
     from breastus_cli import backend
 

@@ -46,7 +46,8 @@ class CVSettings:
     target_sensitivity: float | None = None
     n_bootstrap: int = 2000
     slurm: SlurmOptions | None = None
-    seg_cv: Path | None = None  # lesion-centred cls: fold K's crops from this seg CV's fold K
+    seg_cv: Path | None = None  # fold K's segmenter: lesion crops and/or descriptors
+    fusion: str = "none"  # "descriptors": CNN score + lesion descriptors (engine/fusion.py)
 
     def validate(self) -> None:
         if self.task not in SETTINGS_TYPES:
@@ -59,6 +60,11 @@ class CVSettings:
             raise UsageError("--target-sensitivity must lie in (0, 1]")
         if self.target_sensitivity is not None and self.task != "cls":
             raise UsageError("--target-sensitivity applies to classification")
+        if self.fusion not in ("none", "descriptors"):
+            raise UsageError(f"--fusion must be none or descriptors (got '{self.fusion}')")
+        if self.fusion != "none" and (self.task != "cls" or self.seg_cv is None):
+            raise UsageError("--fusion descriptors needs a classifier and --seg-cv SEG_CV_DIR "
+                             "(the fold's segmenter draws the lesions the descriptors describe)")
         self.train.validate()
         if self.seg_cv is not None:
             self._check_seg_cv()
@@ -72,8 +78,10 @@ class CVSettings:
                 hint=f"run 'breastus split {self.train.data} --folds {self.folds}' first")
 
     def _check_seg_cv(self) -> None:
-        if self.task != "cls" or getattr(self.train, "roi", "none") == "none":
-            raise UsageError("--seg-cv is for lesion-centred classification (cv cls --roi mask)")
+        if self.task != "cls" or (getattr(self.train, "roi", "none") == "none"
+                                  and self.fusion == "none"):
+            raise UsageError("--seg-cv is for lesion-centred classification (cv cls --roi mask) "
+                             "or the fused classifier (--fusion descriptors)")
         seg = read_plan(Path(self.seg_cv), option="--seg-cv ", hint="run 'breastus cv seg' first")
         if seg.get("task") != "seg":
             raise InputError(f"--seg-cv {self.seg_cv} is a '{seg.get('task')}' cross-validation")
@@ -118,6 +126,7 @@ def _plan(settings: CVSettings) -> dict[str, Any]:
             "target_sensitivity": settings.target_sensitivity,
             "n_bootstrap": settings.n_bootstrap,
             "seg_cv": None if settings.seg_cv is None else str(Path(settings.seg_cv).resolve()),
+            "fusion": settings.fusion,
             **{key: record[key] for key in SPLIT_KEYS}}
 
 
@@ -138,11 +147,26 @@ def _fold_dir(out: Path, k: int) -> Path:
     return Path(out) / f"fold-{k}"
 
 
-def fold_done(out: Path, k: int) -> bool:
+def fold_done(out: Path, k: int, fusion: str = "none") -> bool:
+    """Fold ``k`` trained and evaluated (with its fused classifier when ``fusion`` asks)."""
     run = _fold_dir(out, k)
     config = run / "config.json"
-    return (config.is_file() and json.loads(config.read_text()).get("status") == "finished"
-            and (run / "eval-test" / "metrics.json").is_file())
+    metrics = run / "eval-test" / "metrics.json"
+    if not (config.is_file() and json.loads(config.read_text()).get("status") == "finished"
+            and metrics.is_file()):
+        return False
+    return fusion == "none" or "fusion" in json.loads(metrics.read_text())
+
+
+def _adds_fusion(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether ``wanted`` is ``existing`` plus ``--fusion`` (and the ``--seg-cv`` it needs)."""
+    if existing.get("fusion", "none") != "none" or wanted.get("fusion", "none") == "none":
+        return False
+    if existing.get("seg_cv") not in (None, wanted.get("seg_cv")):
+        return False
+    ignore = ("fusion", "seg_cv")
+    return ({k: v for k, v in existing.items() if k not in ignore}
+            == {k: v for k, v in wanted.items() if k not in ignore})
 
 
 def run_fold(out: Path, k: int) -> str:
@@ -155,7 +179,8 @@ def run_fold(out: Path, k: int) -> str:
     if not 0 <= k < plan["folds"]:
         raise UsageError(f"--index must lie in 0..{plan['folds'] - 1} (got {k})")
     check_plan_split(str(out), plan)  # the folds are still the ones it began on
-    if fold_done(out, k):
+    fusion = plan.get("fusion", "none")
+    if fold_done(out, k, fusion):
         return "skipped"
     run = _fold_dir(out, k)
     settings = SETTINGS_TYPES[plan["task"]].from_dict(plan["train"])
@@ -169,16 +194,17 @@ def run_fold(out: Path, k: int) -> str:
         seg_run = _fold_dir(Path(plan["seg_cv"]), k)
     config = run / "config.json"
     state = json.loads(config.read_text()).get("status") if config.is_file() else None
-    if state != "finished":
+    trained = state != "finished"
+    if trained:
         if state is None and run.exists():
             import shutil
 
             shutil.rmtree(run)  # killed before its first epoch
         train(settings, tasks.task_for(plan["task"]), resume=state is not None)
     evaluate(EvalSettings(run_dir=run, split="test", seg_run=seg_run,
-                          target_sensitivity=plan.get("target_sensitivity"),
+                          target_sensitivity=plan.get("target_sensitivity"), fusion=fusion,
                           n_bootstrap=0))  # fold CIs are not needed; the pooled one is
-    return "trained"
+    return "trained" if trained else "evaluated"
 
 
 def cv(settings: CVSettings) -> CVResult:
@@ -193,9 +219,15 @@ def cv(settings: CVSettings) -> CVResult:
     if (out / PLAN).is_file():
         existing = json.loads((out / PLAN).read_text())
         existing.setdefault("seg_cv", None)  # written before --seg-cv existed
+        existing.setdefault("fusion", "none")  # written before --fusion existed
         # the folds are compared apart (cv.json has them since issue 11)
         recorded = {key: existing.pop(key, None) for key in SPLIT_KEYS}
-        if existing != {k: v for k, v in plan.items() if k not in SPLIT_KEYS}:
+        wanted = {k: v for k, v in plan.items() if k not in SPLIT_KEYS}
+        if _adds_fusion(existing, wanted):
+            # fusion is fitted after training: a finished cross-validation takes it on
+            # without retraining (each fold's CNN is re-scored with the fused model beside)
+            write_json(out / PLAN, {**plan, **recorded})
+        elif existing != wanted:
             raise InputError(f"{out} holds a different cross-validation",
                              hint="choose another --out, or repeat the first run's options")
         check_plan_split(str(out), recorded, Path(settings.train.data))
@@ -228,6 +260,35 @@ def _pooled_cls(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, n_bootstrap: i
 
     result = classification_metrics(y, p, y_pred=y_pred, n_bootstrap=n_bootstrap, seed=seed)
     return {k: result[k] for k in CLS_KEYS}, {k: result["ci"][k] for k in CLS_KEYS}
+
+
+#: the fused classifier's scores in a fold's predictions.csv: (score, decision) columns
+FUSION_COLUMNS = {
+    "cnn": ("p_malignant", "y_pred"),
+    "descriptors": ("p_descriptors", "y_pred_descriptors"),
+    "fused": ("p_fused", "y_pred_fused"),
+    "descriptors_gt_mask": ("p_descriptors_gt_mask", "y_pred_descriptors_gt_mask"),
+    "fused_gt_mask": ("p_fused_gt_mask", "y_pred_fused_gt_mask"),
+}
+
+
+def _pooled_fusion(frame: Any, folds: list[dict[str, Any]], n_bootstrap: int) -> dict[str, Any]:
+    """CNN alone, descriptors alone and fused, pooled over the folds' test cases (and the
+    ground-truth-mask upper bound), with each descriptor's weight averaged over the folds."""
+    result: dict[str, Any] = {}
+    y = frame["y_true"].to_numpy()
+    for name, (score, decision) in FUSION_COLUMNS.items():
+        if score in frame.columns and frame[score].notna().all():
+            pooled, ci = _pooled_cls(y, frame[score].to_numpy(), frame[decision].to_numpy(),
+                                     n_bootstrap)
+            result[name] = {key: {"pooled": pooled[key], "ci": ci[key]} for key in CLS_KEYS}
+    for key in ("descriptor_weights", "combiner_weights"):
+        names = list(folds[0].get(key, {}))
+        result[key] = {n: round(float(np.mean([f[key][n] for f in folds])), 4) for n in names}
+    result["lesion_found"] = int(sum(f.get("lesion_found", 0) for f in folds))
+    result["fitted_on"] = folds[0].get("fitted_on")
+    result["masks_from"] = "each fold's segmenter (the --seg-cv fold of the same index)"
+    return result
 
 
 def summarize(out: Path, allow_partial: bool = False) -> CVResult:
@@ -277,6 +338,10 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
         elif plan["train"].get("roi", "none") != "none":
             summary["crops_from"] = "ground-truth masks"
             summary["roi_source"] = "ground-truth masks (oracle: upper bound)"
+        if plan.get("fusion", "none") != "none" and "p_fused" in pooled_frame.columns and all(
+                "fusion" in m for m in fold_metrics):
+            summary["fusion"] = _pooled_fusion(pooled_frame, [m["fusion"] for m in fold_metrics],
+                                               plan["n_bootstrap"])
         summary["n"] = int(len(pooled_frame))
         summary["n_malignant"] = int(pooled_frame["y_true"].sum())
         summary["thresholds"] = [m["threshold"] for m in fold_metrics]

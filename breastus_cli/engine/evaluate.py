@@ -7,6 +7,7 @@ reaches ``--target-sensitivity`` on the validation split), metrics with bootstra
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 import time
@@ -37,10 +38,25 @@ class EvalSettings:
     n_bootstrap: int = 2000
     seed: int = 0
     seg_run: Path | None = None  # lesion-centred classifiers: crops from this segmenter
+    ensemble: bool = False  # run_dir is a cv folder scored as one model (its fold ensemble)
+    tta: str = "none"  # test-time augmentation: none or flip (inference.with_tta)
+    fusion: str = "none"  # "descriptors": fit the run's fused classifier (engine/fusion.py)
 
     def validate(self) -> None:
+        from breastus_cli.engine.inference import TTA_MODES
+
         if self.split not in ("train", "val", "test", "all"):
             raise UsageError(f"--split must be test, val, train or all (got '{self.split}')")
+        if self.tta not in TTA_MODES:
+            raise UsageError(f"--tta must be {' or '.join(TTA_MODES)} (got '{self.tta}')")
+        if self.ensemble and self.data is None:
+            raise UsageError("--ensemble scores a fold ensemble on another dataset: give it with "
+                             "--data (its fold models together saw every case of the "
+                             "cross-validation's own dataset)")
+        if self.ensemble and self.target_sensitivity is not None:
+            raise UsageError("--ensemble: the threshold is the median of the folds' thresholds "
+                             "(each chosen on its fold's validation cases); fix another with "
+                             "--threshold, not --target-sensitivity")
         if self.target_sensitivity is not None and not 0 < self.target_sensitivity <= 1:
             raise UsageError(f"--target-sensitivity must lie in (0, 1] (got {self.target_sensitivity})")
         if self.threshold is not None and not 0 <= self.threshold <= 1:
@@ -53,6 +69,23 @@ class EvalSettings:
                              "threshold must come from validation: use --split test")
         if self.n_bootstrap < 0:
             raise UsageError(f"--bootstrap must be >= 0 (got {self.n_bootstrap})")
+        if self.fusion not in ("none", "descriptors"):
+            raise UsageError(f"--fusion must be none or descriptors (got '{self.fusion}')")
+        if self.fusion != "none" and (self.seg_run is None or self.ensemble):
+            raise UsageError("--fusion descriptors fits one run's fused classifier: it needs "
+                             "--seg-run (the segmenter whose masks the descriptors describe)")
+        if self.fusion != "none" and self.split != "test":
+            raise UsageError("--fusion descriptors fits on the run's training and validation "
+                             "cases: report it on --split test")
+
+    def out_dir(self) -> Path:
+        """``RUN/eval-<split>/``; a fold ensemble's ``CV_DIR/eval-ensemble-<dataset>-<split>/``;
+        with test-time augmentation ``...-tta-flip/`` (the plain evaluation is kept)."""
+        suffix = "" if self.tta == "none" else f"-tta-{self.tta}"
+        if self.ensemble:
+            name = Path(self.data or "data").resolve().name
+            return Path(self.run_dir) / f"eval-ensemble-{name}-{self.split}{suffix}"
+        return Path(self.run_dir) / f"eval-{self.split}{suffix}"
 
 
 @dataclass
@@ -72,11 +105,20 @@ class EvalResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Expand each path: a run directory stays; a folder of runs (a CV parent) gives its runs."""
+def find_runs(paths: list[Path], ensemble: bool = False) -> list[Path]:
+    """Expand each path: a run directory stays; a folder of runs (a CV parent) gives its runs.
+    ``ensemble``: each path is a cross-validation folder, kept whole (its fold ensemble)."""
     runs: list[Path] = []
     for path in paths:
         path = Path(path)
+        if ensemble:
+            from breastus_cli.engine.inference import is_cv_dir
+
+            if not is_cv_dir(path):
+                raise InputError(f"--ensemble takes cross-validation folders ('breastus cv' "
+                                 f"output with cv.json): {path} is not one")
+            runs.append(path)
+            continue
         if (path / "config.json").is_file():
             runs.append(path)
             continue
@@ -113,12 +155,13 @@ def _p_malignant(loaded: Any, images: list[str], batch_size: int) -> np.ndarray:
 
 
 def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
-                    threshold: float = 0.5) -> list[np.ndarray]:
-    """Lesion masks at each image's original size from a segmentation run."""
+                    threshold: float = 0.5, tta: str = "none") -> list[np.ndarray]:
+    """Lesion masks at each image's original size from a segmentation run (or a cv folder:
+    its fold ensemble)."""
     from breastus_cli.data.imaging import read_luminance
     from breastus_cli.engine.inference import open_run, to_original_size
 
-    probabilities = open_run(seg_run, "seg").run_files(image_paths, batch_size)
+    probabilities = open_run(seg_run, "seg", tta=tta).run_files(image_paths, batch_size)
     return [to_original_size(prob, read_luminance(path).shape, threshold)[1]
             for path, prob in zip(image_paths, probabilities)]
 
@@ -144,7 +187,7 @@ def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_
     folder.mkdir(parents=True, exist_ok=True)
     paths, found = [], []
     masks = predicted_masks(Path(settings.seg_run), list(frame["image_path"]),
-                            settings.batch_size)
+                            settings.batch_size, tta=settings.tta)
     for case_id, image_path, mask in zip(frame["case_id"], frame["image_path"], masks):
         image, _, hit = lesion_crop(read_luminance(image_path), mask, margin)
         target = folder / f"{case_id}.png"
@@ -158,12 +201,66 @@ def evaluate(settings: EvalSettings) -> EvalResult:
     """Evaluate one run; writes ``RUN/eval-<split>/predictions.csv`` and ``metrics.json``."""
     settings.validate()
     start = time.perf_counter()
-    config = read_config(settings.run_dir)
+    config = (ensemble_config(settings.run_dir, Path(settings.data or "")) if settings.ensemble
+              else read_config(settings.run_dir))
     if config.get("task") == "seg":
-        return _evaluate_seg(settings, config, start)
-    if config.get("task") != "cls":
+        result = _evaluate_seg(settings, config, start)
+    elif config.get("task") != "cls":
         raise InputError(f"{settings.run_dir}: unknown task '{config.get('task')}' in config.json")
-    return _evaluate_cls(settings, config, start)
+    else:
+        result = _evaluate_cls(settings, config, start)
+    result.metrics["tta"] = settings.tta
+    if settings.ensemble:
+        result.metrics["ensemble"] = config["ensemble"]
+        if result.task == "seg" and settings.threshold is None:  # the median, said so
+            result.threshold_source = config["ensemble"]["threshold_source"]
+            result.metrics["threshold_source"] = result.threshold_source
+    write_json(result.out_dir / "metrics.json", result.metrics)
+    return result
+
+
+def check_not_own_data(cv_dir: Path, data: Path, option: str = "--ensemble") -> None:
+    """Refuse (exit 2) to score a fold ensemble on the dataset it was cross-validated on
+    (the same path, manifest.csv or splits.csv by SHA-256): each fold model trained on the
+    other folds' cases, so together they have seen every case."""
+    from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash, manifest_path
+    from breastus_cli.engine.inference import fold_runs
+
+    plan, members = fold_runs(cv_dir)
+    data = Path(data)
+    if not manifest_path(data).is_file():
+        raise InputError(f"--data {data} is not a prepared dataset (no manifest.csv)")
+    records = [read_config(run).get("data") or {} for run in members]
+    here = manifest_hash(data)
+    splits = file_sha256(data / SPLITS) if (data / SPLITS).is_file() else None
+    same = (bool(plan.get("data")) and data.resolve() == Path(plan["data"]).resolve()) or any(
+        r.get("manifest_sha256") == here or (splits and r.get("splits_sha256") == splits)
+        for r in records)
+    if same:
+        raise InputError(f"{option}: {data} is the dataset {cv_dir} was cross-validated on "
+                         f"(manifest.csv sha256 {here[:12]}…): each fold model trained on the "
+                         "other folds' cases, so the ensemble has seen every case; score it on "
+                         "another dataset")
+
+
+def ensemble_config(cv_dir: Path, data: Path) -> dict[str, Any]:
+    """The configuration a fold ensemble is evaluated with: fold-0's settings (the folds share
+    task, input size and roi), no fold, the evaluated dataset, and the folds it averages."""
+    from breastus_cli.engine.inference import ensemble_threshold, fold_runs
+
+    check_not_own_data(cv_dir, data)
+    plan, members = fold_runs(cv_dir)
+    config = read_config(members[0])
+    config["settings"]["fold"] = None
+    config["data"] = {"path": str(Path(data).resolve())}  # reports read its images from here
+    chosen = ensemble_threshold(members)
+    config["threshold"] = chosen.value  # read_threshold(CV_DIR) falls back to it
+    config["ensemble"] = {"cv": str(Path(cv_dir).resolve()), "task": plan.get("task"),
+                          "folds": [str(run.resolve()) for run in members],
+                          "fold_thresholds": [read_threshold(run).value for run in members],
+                          "threshold": chosen.value, "threshold_source": chosen.source,
+                          "data": str(Path(data).resolve())}
+    return config
 
 
 def _command(settings: EvalSettings) -> str:
@@ -175,7 +272,7 @@ def _command(settings: EvalSettings) -> str:
 def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
     import pandas as pd
 
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.inference import is_cv_dir, open_run
     from breastus_cli.engine.metrics import classification_metrics, threshold_for_sensitivity
 
     data = _data_dir(settings, config)
@@ -183,14 +280,20 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     frame = frame[frame["label"].isin(["benign", "malignant"])].reset_index(drop=True)
     if len(frame) == 0:
         raise InputError(f"no case in split '{settings.split}' of {data}")
-    loaded = open_run(settings.run_dir, "cls", config=config)
-    out_dir = Path(settings.run_dir) / f"eval-{settings.split}"
+    loaded = open_run(settings.run_dir, "cls", config=config, tta=settings.tta)
+    out_dir = settings.out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     roi = config.get("roi", {}).get("source", "none") != "none"
     source = "seg" if roi and settings.seg_run is not None else "gt"
-    if settings.seg_run is not None and not roi:
-        raise UsageError("--seg-run is for lesion-centred classifiers (trained with --roi mask)")
-    if settings.seg_run is not None and settings.split != "all":
+    from breastus_cli.engine import fusion
+
+    fused = None if settings.fusion != "none" else fusion.read(Path(settings.run_dir))
+    if settings.seg_run is not None and not roi and settings.fusion == "none" and fused is None:
+        raise UsageError("--seg-run is for lesion-centred classifiers (trained with --roi mask) "
+                         "and fused ones (--fusion descriptors)")
+    if settings.seg_run is not None and is_cv_dir(settings.seg_run):
+        check_not_own_data(settings.seg_run, data, "--seg-run")  # a segmenter fold ensemble
+    elif settings.seg_run is not None and settings.split != "all":
         check_same_split(settings.seg_run, read_config(settings.seg_run), data)
     images, found = _cls_images(frame, config, settings, out_dir, settings.split, source)
     p = _p_malignant(loaded, images, settings.batch_size)
@@ -207,32 +310,37 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         extra["roi_source"] = crops_from if source == "seg" else ORACLE_ROI
         extra["roi"] = {"crops_from": crops_from, "oracle": source == "gt",
                         "lesion_found": int(sum(found or [])), "n": int(len(frame))}
-    if settings.target_sensitivity is not None:
+    val = p_val = None
+    if settings.target_sensitivity is not None or settings.fusion != "none":
         val = _cases(data, "val", config)
         val = val[val["label"].isin(["benign", "malignant"])].reset_index(drop=True)
+        val_images, _ = _cls_images(val, config, settings, out_dir, "val", source)
+        p_val = _p_malignant(loaded, val_images, settings.batch_size)
+    if settings.target_sensitivity is not None:
         y_val = (val["label"] == "malignant").to_numpy().astype(int)
         if y_val.sum() == 0:
             raise InputError("--target-sensitivity needs malignant cases in the validation split")
-        val_images, _ = _cls_images(val, config, settings, out_dir, "val", source)
-        p_val = _p_malignant(loaded, val_images, settings.batch_size)
         threshold = threshold_for_sensitivity(y_val, p_val, settings.target_sensitivity)
         source_text = ("chosen on validation cases for target sensitivity "
                        f"{settings.target_sensitivity:g}")
         extra["validation_sensitivity"] = float(((p_val >= threshold) & (y_val == 1)).sum()
                                                 / y_val.sum())
         extra["validation_n"] = int(len(y_val))
-        # predict uses this threshold for the run from now on (its label column)
-        write_json(Path(settings.run_dir) / THRESHOLD, {
-            "threshold": threshold, "source": source_text,
-            "target_sensitivity": settings.target_sensitivity, "chosen_on": "validation",
-            "validation_sensitivity": extra["validation_sensitivity"],
-            "validation_n": extra["validation_n"], "data": str(data),
-            "split_sha256": split_fingerprint(data, config["settings"].get("fold") is not None)})
+        # predict uses this threshold for the run from now on (its label column); one chosen
+        # on test-time-augmented scores belongs to that evaluation only (metrics.json)
+        if settings.tta == "none":
+            write_json(Path(settings.run_dir) / THRESHOLD, {
+                "threshold": threshold, "source": source_text,
+                "target_sensitivity": settings.target_sensitivity, "chosen_on": "validation",
+                "validation_sensitivity": extra["validation_sensitivity"],
+                "validation_n": extra["validation_n"], "data": str(data),
+                "split_sha256": split_fingerprint(data,
+                                                  config["settings"].get("fold") is not None)})
     elif settings.threshold is not None:
         threshold = float(settings.threshold)
         source_text = f"given with --threshold {threshold:g}"
     else:  # the one rule: the run's threshold.json (chosen on validation), else 0.5
-        chosen = read_threshold(settings.run_dir, config)
+        chosen = loaded.decision  # a fold ensemble's: the median of its folds' thresholds
         threshold, source_text = chosen.value, chosen.source
         if settings.split in ("val", "all") and source_text.startswith("chosen on validation"):
             extra["threshold_note"] = (f"the threshold was chosen on the validation cases, "
@@ -251,6 +359,15 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
                                                      n_bootstrap=settings.n_bootstrap,
                                                      seed=settings.seed).items()
             if k in ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "ci")}
+    fusion_columns: dict[str, np.ndarray] = {}
+    if settings.fusion != "none":
+        # fitted on this run's training (descriptors) and validation (combination) cases
+        fused = fusion.fit_for_run(Path(settings.run_dir), config, data, Path(settings.seg_run),
+                                   val, p_val, settings.target_sensitivity, settings.batch_size)
+    if fused is not None and settings.seg_run is not None:
+        extra["fusion"], fusion_columns = fusion.score_run(
+            fused, frame, p, threshold, Path(settings.seg_run), out_dir, settings.batch_size,
+            settings.n_bootstrap, settings.seed)
     metrics.update({"split": settings.split, "threshold_source": source_text,
                     "threshold_rule": THRESHOLD_RULE,
                     "run_dir": str(settings.run_dir), "model": config["settings"].get("model"),
@@ -265,6 +382,8 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     if p_gt is not None:  # pooled by cv --seg-cv beside the predicted-crop numbers
         predictions["p_malignant_gt_roi"] = np.round(p_gt, 6)
         predictions["y_pred_gt_roi"] = (p_gt >= threshold).astype(int)
+    for name, values in fusion_columns.items():  # the fused classifier's, beside the CNN's
+        predictions[name] = values
     with atomic_path(out_dir / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
     write_json(out_dir / "metrics.json", metrics)
@@ -275,12 +394,38 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
                       seconds=round(time.perf_counter() - start, 2), extra=extra)
 
 
+def _descriptor_agreement(table: Any) -> dict[str, dict[str, Any]]:
+    """Per descriptor (and log_area): mean absolute error of the predicted mask's value against
+    the ground truth's, Spearman correlation, and n (cases where both are finite)."""
+    from scipy.stats import spearmanr
+
+    from breastus_cli.engine.descriptors import DESCRIPTORS
+
+    block: dict[str, dict[str, Any]] = {}
+    for name in (*DESCRIPTORS, "log_area"):
+        gt = table.get(f"gt_{name}")
+        pred = table.get(f"pred_{name}")
+        if gt is None or pred is None:
+            block[name] = {"mae": None, "spearman": None, "n": 0}
+            continue
+        gt, pred = gt.to_numpy(np.float64), pred.to_numpy(np.float64)
+        both = np.isfinite(gt) & np.isfinite(pred)
+        n = int(both.sum())
+        rho = math.nan
+        if n >= 3 and np.ptp(gt[both]) > 0 and np.ptp(pred[both]) > 0:
+            rho = float(spearmanr(gt[both], pred[both]).statistic)
+        block[name] = {"mae": float(np.abs(gt[both] - pred[both]).mean()) if n else math.nan,
+                       "spearman": rho, "n": n}
+    return block
+
+
 def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
     """Per-case IoU, Dice, precision, recall, HD95 and areas, scored at each image's original
     size (the predicted probability map is resized back before thresholding)."""
     import pandas as pd
 
-    from breastus_cli.data.imaging import read_mask, save_png
+    from breastus_cli.data.imaging import read_luminance, read_mask, save_png
+    from breastus_cli.engine.descriptors import describe
     from breastus_cli.engine.inference import open_run, to_original_size
     from breastus_cli.engine.seg_metrics import case_metrics, dataset_metrics
 
@@ -296,15 +441,15 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
         chosen = read_threshold(settings.run_dir, config)
         threshold, threshold_source = chosen.value, chosen.source
     include_other = bool(config["settings"].get("include_other_masks"))
-    loaded = open_run(settings.run_dir, "seg", config=config)
+    loaded = open_run(settings.run_dir, "seg", config=config, tta=settings.tta)
     probabilities = loaded.run_files(list(frame["image_path"]), settings.batch_size)
     if not np.isfinite(probabilities).all():
         raise WorkError(f"{settings.run_dir}: the model outputs non-finite values; the training "
                         "diverged")
-    out_dir = Path(settings.run_dir) / f"eval-{settings.split}"
+    out_dir = settings.out_dir()
     mask_dir = out_dir / "masks"
     mask_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, described = [], []
     for i, case in frame.iterrows():
         paths = [case["mask_path"]]
         if include_other and case.get("other_mask_path"):
@@ -316,6 +461,11 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
         pixel = case.get("pixel_size_mm")
         pixel = float(pixel) if pixel is not None and np.isfinite(float(pixel)) else None
         scores = case_metrics(truth, pred, pixel)
+        image = read_luminance(case["image_path"])
+        image = image if image.shape == truth.shape else None  # intensity descriptors: NaN
+        described.append({"case_id": case["case_id"], "label": case["label"],
+                          **{f"gt_{k}": v for k, v in describe(truth, image, pixel).items()},
+                          **{f"pred_{k}": v for k, v in describe(pred, image, pixel).items()}})
         rows.append({"case_id": case["case_id"], "label": case["label"],
                      "image": case["image"], "mask": case["mask"],
                      "pred_mask": f"masks/{case['case_id']}.png", "pixel_size_mm": pixel,
@@ -328,8 +478,12 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
                     "backbone": config["settings"].get("backbone"),
                     "fold": config["settings"].get("fold"),
                     "scored_at": "original image size"})
+    descriptors = pd.DataFrame(described)
+    metrics["descriptors"] = _descriptor_agreement(descriptors)
     with atomic_path(out_dir / "per_case.csv") as tmp:
         per_case.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "descriptors.csv") as tmp:
+        descriptors.to_csv(tmp, index=False)
     write_json(out_dir / "metrics.json", metrics)
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="seg",
                       split=settings.split, metrics=metrics, frame=per_case, config=config,

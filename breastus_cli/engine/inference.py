@@ -2,6 +2,8 @@
 check all go through it.
 
     open_run(RUN or FILE.tflite)  -> LoadedRun: task, input size, threshold, roi, forward pass
+    open_run(CV_DIR)              -> one LoadedRun: the mean of its fold models' outputs
+    with_tta(loaded, "flip")      the mean of the outputs on the image and its mirror image
     LoadedRun.run(batch)          (N, S, S, 1) float32 0..255 -> (N, 2) or (N, S, S, 1)
     LoadedRun.run_files(paths)    the training pipeline's decode + resize, then run
     resize_input(image, S)        the training pipeline's resize for an in-memory image
@@ -19,7 +21,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -104,13 +106,18 @@ class LoadedRun:
     keras_model: Any = None  # None for the TFLite engine (unless asked for, e.g. Grad-CAM)
     roi_margin: float | None = None  # lesion-centred classifier: crop around the lesion
     exported_threshold: Threshold | None = None  # a .tflite file's, from its metadata.json
+    members: list[Path] = field(default_factory=list)  # a fold ensemble's fold run directories
+    tta: str = "none"  # test-time augmentation applied by ``run`` (:func:`with_tta`)
 
     @cached_property
     def decision(self) -> Threshold:
         """The decision threshold by :func:`rundir.read_threshold`'s rule, read when first
-        asked (a caller with its own threshold never needs a readable threshold.json)."""
+        asked (a caller with its own threshold never needs a readable threshold.json); a fold
+        ensemble's is the median of its folds' thresholds."""
         if self.exported_threshold is not None:
             return self.exported_threshold
+        if self.members:
+            return ensemble_threshold(self.members)
         return read_threshold(self.source, self.config)
 
     @property
@@ -138,11 +145,24 @@ def roi_margin(config: dict[str, Any]) -> float | None:
 
 
 def open_run(source: str | Path, expected: str | None = None, engine: str = "keras",
-             need_keras: bool = False, config: dict[str, Any] | None = None) -> LoadedRun:
+             need_keras: bool = False, config: dict[str, Any] | None = None,
+             tta: str = "none") -> LoadedRun:
     """A run directory (its Keras model or, ``engine='tflite'``, its TFLite export) or an
     exported .tflite file, with the task, input size, threshold and roi settings it was
-    trained with. ``expected``: the task the caller needs (else a one-line UsageError)."""
+    trained with. ``expected``: the task the caller needs (else a one-line UsageError).
+    A cross-validation folder opens as its fold ensemble (:func:`open_ensemble`; ``config``
+    is not used then); ``tta``: see :func:`with_tta`."""
     source = Path(source)
+    if tta not in TTA_MODES:
+        raise UsageError(f"--tta must be {' or '.join(TTA_MODES)} (got '{tta}')")
+    if is_cv_dir(source):
+        return with_tta(open_ensemble(source, expected, engine, need_keras), tta)
+    return with_tta(_open_single(source, expected, engine, need_keras, config), tta)
+
+
+def _open_single(source: Path, expected: str | None, engine: str, need_keras: bool,
+                 config: dict[str, Any] | None) -> LoadedRun:
+    """:func:`open_run` for one run directory or .tflite file."""
     if source.suffix == ".tflite":
         lite = TFLiteModel(source)
         task = lite.task or expected or "cls"
@@ -176,6 +196,152 @@ def open_run(source: str | Path, expected: str | None = None, engine: str = "ker
     if runner is None:
         raise UsageError(f"engine must be keras or tflite (got '{engine}')")
     return LoadedRun(str(task), size, runner, source, config, keras_model, roi_margin(config))
+
+
+# ---- fold ensembles and test-time augmentation ------------------------------------------------
+#: ``--tta`` values: none, or the mean over the image and its horizontal mirror image
+TTA_MODES = ("none", "flip")
+
+
+def is_cv_dir(path: str | Path) -> bool:
+    """A ``breastus cv`` output folder (cv.json, fold-K/ runs), not a run directory."""
+    from breastus_cli.engine.cv import PLAN
+
+    path = Path(path)
+    return (path / PLAN).is_file() and not (path / "config.json").is_file()
+
+
+def tflite_export(run_dir: Path) -> Path | None:
+    """The run's TFLite export predict uses (the first of :data:`TFLITE_EXPORTS`), or None."""
+    export = Path(run_dir) / EXPORT_DIR
+    return next((export / n for n in TFLITE_EXPORTS if (export / n).is_file()), None)
+
+
+def fold_runs(cv_dir: str | Path) -> tuple[dict[str, Any], list[Path]]:
+    """A cross-validation's plan (cv.json) and its fold run directories, every one finished
+    (trained and evaluated on its held-out fold), else a one-line InputError naming the fold."""
+    from breastus_cli.engine.cv import _fold_dir, fold_done, read_plan
+
+    cv_dir = Path(cv_dir)
+    plan = read_plan(cv_dir)
+    folds = plan.get("folds")
+    if not isinstance(folds, int) or folds < 1:
+        raise InputError(f"{cv_dir}/cv.json names no folds (folds: {folds!r})")
+    for k in range(folds):
+        try:
+            done = fold_done(cv_dir, k)
+        except (OSError, ValueError):
+            done = False
+        if not done:
+            raise InputError(f"{cv_dir}: fold-{k} has not finished (trained and evaluated): a "
+                             f"fold ensemble needs all {folds} folds",
+                             hint=f"finish it with 'breastus cv {plan.get('task')} ... --out "
+                                  f"{cv_dir}' (it resumes), or give one finished fold")
+    return plan, [_fold_dir(cv_dir, k) for k in range(folds)]
+
+
+def ensemble_threshold(members: list[Path]) -> Threshold:
+    """A fold ensemble's decision threshold: the median of its folds' thresholds, each by
+    :func:`rundir.read_threshold`'s rule."""
+    chosen = [read_threshold(run) for run in members]
+    value = float(np.median([c.value for c in chosen]))
+    validation = "chosen on validation cases"
+    if all(c.source.startswith(validation) for c in chosen):
+        rest = {c.source[len(validation):] for c in chosen}
+        why = ", each chosen on its fold's validation cases" + (rest.pop() if len(rest) == 1
+                                                                  else "")
+    else:
+        why = f" ({'; '.join(sorted({c.source for c in chosen}))})"
+    return Threshold(value, f"median of {len(chosen)} fold thresholds{why}")
+
+
+def mean_runner(runners: list[Callable[[np.ndarray], np.ndarray]]
+                ) -> Callable[[np.ndarray], np.ndarray]:
+    """The mean of several forward passes' outputs (probabilities, probability maps)."""
+    def run(images: np.ndarray) -> np.ndarray:
+        total: np.ndarray | None = None
+        for runner in runners:
+            out = np.asarray(runner(images), dtype=np.float64)
+            total = out if total is None else total + out
+        assert total is not None
+        return (total / len(runners)).astype(np.float32)
+
+    return run
+
+
+def open_ensemble(cv_dir: str | Path, expected: str | None = None, engine: str = "keras",
+                  need_keras: bool = False) -> LoadedRun:
+    """A cross-validation folder as one model whose ``run`` is the mean of its fold models'
+    outputs (a segmenter's: the mean probability map); threshold: :func:`ensemble_threshold`.
+    Every fold must have finished and share the task, input size and roi settings;
+    ``engine='tflite'`` runs every fold's export (each fold must have one)."""
+    cv_dir = Path(cv_dir)
+    plan, members = fold_runs(cv_dir)
+    task = plan.get("task")
+    if expected is not None and task != expected:
+        option = "--cls-run" if expected == "cls" else "--seg-run"
+        raise UsageError(f"{option} {cv_dir} is a '{task}' cross-validation, not '{expected}'")
+    if need_keras:
+        raise UsageError(f"--explain needs one run directory, not the fold ensemble {cv_dir}: "
+                         "give one of its folds")
+    if engine not in ("keras", "tflite"):
+        raise UsageError(f"engine must be keras or tflite (got '{engine}')")
+    configs = [read_config(run) for run in members]
+
+    def trained_as(config: dict[str, Any]) -> dict[str, Any]:
+        roi = config.get("roi") or {}
+        return {"task": config.get("task"),
+                "input size": int((config.get("settings") or {}).get("img_size") or 0),
+                "roi": (roi.get("source", "none"), roi_margin(config))}
+
+    first = trained_as(configs[0])
+    if first["task"] != task:
+        raise InputError(f"{cv_dir}: fold-0 is a '{first['task']}' run in a '{task}' "
+                         "cross-validation")
+    for k, config in enumerate(configs[1:], start=1):
+        for name, value in trained_as(config).items():
+            if value != first[name]:
+                raise InputError(f"{cv_dir}: fold-{k} differs from fold-0 in {name} ({value} "
+                                 f"vs {first[name]}): the folds of an ensemble must be trained "
+                                 "alike")
+    size = first["input size"]
+    if engine == "tflite":
+        exports = [tflite_export(run) for run in members]
+        for run, found in zip(members, exports):
+            if found is None:
+                raise InputError(f"--engine tflite: {run.name} of the fold ensemble {cv_dir} "
+                                 f"has no TFLite export in {run / EXPORT_DIR}",
+                                 hint=f"run 'breastus export {run} --format tflite' for every "
+                                      "fold, or use --engine keras")
+        runners = [TFLiteModel(found).predict for found in exports if found is not None]
+    else:
+        runners = [keras_runner(load_model(run), size) for run in members]
+    config = json.loads(json.dumps(configs[0]))  # fold-0's settings, as the ensemble's
+    config.setdefault("settings", {})["fold"] = None
+    config["ensemble"] = {"cv": str(cv_dir), "folds": [str(run) for run in members]}
+    return LoadedRun(str(task), size, mean_runner(runners), cv_dir, config,
+                     roi_margin=roi_margin(configs[0]), members=members)
+
+
+def with_tta(loaded: LoadedRun, tta: str = "none") -> LoadedRun:
+    """``loaded`` whose ``run`` is the mean of the outputs on each image and on its horizontal
+    mirror image (``tta='flip'``; a segmenter's map of the mirror image is flipped back
+    first); ``'none'``: ``loaded`` itself. A single run and an ensemble alike."""
+    if tta not in TTA_MODES:
+        raise UsageError(f"--tta must be {' or '.join(TTA_MODES)} (got '{tta}')")
+    if tta == "none" or loaded.tta == tta:
+        return loaded
+    base, seg = loaded.run, loaded.task == "seg"
+
+    def run(images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images, dtype=np.float32)
+        plain = np.asarray(base(x), dtype=np.float32)
+        mirrored = np.asarray(base(np.ascontiguousarray(x[:, :, ::-1])), dtype=np.float32)
+        if seg:  # (N, S, S, 1): the map of the mirror image, flipped back
+            mirrored = mirrored[:, :, ::-1]
+        return ((plain + mirrored) / 2).astype(np.float32)
+
+    return replace(loaded, run=run, tta=tta)
 
 
 # ---- images in, outputs back at the original size --------------------------------------------

@@ -28,8 +28,10 @@ import numpy as np
 
 from breastus_cli.data.imaging import DEFAULT_MAX_PIXELS
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, shard, stream
+from breastus_cli.engine.descriptors import ALL_COLUMNS as DESCRIPTOR_COLUMNS
 from breastus_cli.engine.inference import (
-    TFLITE_EXPORTS, LoadedRun, lesion_crop, open_run, resize_input, to_original_size, upsample,
+    TFLITE_EXPORTS, TTA_MODES, LoadedRun, is_cv_dir, lesion_crop, open_run, resize_input,
+    to_original_size, upsample,
 )
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.atomic import write_json
@@ -45,6 +47,12 @@ EXPORT_FILES = TFLITE_EXPORTS
 COLUMNS = ["path", "frame", "width", "height", "pixel_size_mm", "p_malignant", "label",
            "threshold", "lesion_area_px", "lesion_area_mm2", "mask", "overlay", "explain",
            "seconds"]
+#: lesion descriptors of the predicted mask (--seg-run), every row the same columns: px
+#: sizes always, mm sizes empty without a pixel size, all empty where no lesion was found
+COLUMNS += list(DESCRIPTOR_COLUMNS)
+#: a fused classifier's (RUN/fusion.json, with --seg-run): the descriptor model's score and
+#: the fused score and label; empty otherwise
+COLUMNS += ["p_descriptors", "p_fused", "label_fused"]
 ERROR_COLUMNS = ["path", "reason"]
 
 
@@ -71,12 +79,15 @@ class PredictSettings:
     part_id: int = 1
     workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger files go to errors.csv, undecoded
+    tta: str = "none"  # test-time augmentation: none or flip (inference.with_tta)
 
     def validate(self) -> None:
         if self.cls_run is None and self.seg_run is None:
             raise UsageError("give a classifier (--cls-run) and/or a segmenter (--seg-run)")
         if self.engine not in ("keras", "tflite"):
             raise UsageError(f"--engine must be keras or tflite (got '{self.engine}')")
+        if self.tta not in TTA_MODES:
+            raise UsageError(f"--tta must be {' or '.join(TTA_MODES)} (got '{self.tta}')")
         if self.threshold is not None and not 0 <= self.threshold <= 1:
             raise UsageError(f"--threshold must lie in [0, 1] (got {self.threshold})")
         if not 0 < self.seg_threshold < 1:
@@ -113,9 +124,11 @@ class PredictResult:
 
 # ---- models ---------------------------------------------------------------------------------
 
-def _open_model(source: Path, expected: str, engine: str, need_keras: bool) -> LoadedRun:
-    """A run directory (Keras or its TFLite export) or an exported .tflite file."""
-    return open_run(source, expected, engine, need_keras)
+def _open_model(source: Path, expected: str, engine: str, need_keras: bool,
+                tta: str = "none") -> LoadedRun:
+    """A run directory (Keras or its TFLite export), an exported .tflite file, or a
+    cross-validation folder (its fold ensemble), with ``tta`` (inference.with_tta)."""
+    return open_run(source, expected, engine, need_keras, tta=tta)
 
 
 # ---- output files ---------------------------------------------------------------------------
@@ -146,6 +159,14 @@ def _intact_rows(path: Path) -> tuple[list[dict[str, str]], int]:
         rows.append(dict(zip(header, record)))
         end = consumed[0]
     return rows, end
+
+
+def _header(path: Path) -> list[str]:
+    """The column names of a CSV predict wrote ([] when there is none yet)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        return next(csv.reader(handle), [])
 
 
 def _cut_to(path: Path, length: int) -> None:
@@ -219,6 +240,15 @@ def _model_record(source: Path | None, engine: str) -> dict[str, Any] | None:
     if source is None:
         return None
     source = Path(source)
+    if is_cv_dir(source):  # a fold ensemble: every fold's model, and one hash over them
+        from breastus_cli.engine.inference import fold_runs
+
+        folds = [_model_record(run, engine) for run in fold_runs(source)[1]]
+        hashes = [str((f or {}).get("sha256")) for f in folds]
+        combined = (hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+                    if all(f and f.get("sha256") for f in folds) else None)
+        return {"path": str(source.resolve()), "ensemble": True, "sha256": combined,
+                "folds": folds}
     if source.suffix == ".tflite":
         used = source
     elif engine == "tflite":
@@ -230,16 +260,24 @@ def _model_record(source: Path | None, engine: str) -> dict[str, Any] | None:
             "sha256": file_sha256(used) if used.is_file() else None}
 
 
-def _record(settings: PredictSettings, threshold: float | None) -> dict[str, Any]:
+def _record(settings: PredictSettings, threshold: float | None,
+            fused: Any = None) -> dict[str, Any]:
     """predict.json: what wrote OUT (checked by --resume and --merge)."""
     from breastus_cli import __version__
+    from breastus_cli.data.manifest import file_sha256
+    from breastus_cli.engine.fusion import FUSION
 
     return {"format": PREDICT_FORMAT, "breastus_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "models": {"cls": _model_record(settings.cls_run, settings.engine),
                        "seg": _model_record(settings.seg_run, settings.engine)},
             "threshold": threshold, "seg_threshold": settings.seg_threshold,
-            "engine": settings.engine, "num_parts": settings.num_parts,
+            "engine": settings.engine, "tta": settings.tta,
+            "fusion": None if fused is None else {
+                "path": str(Path(settings.cls_run or "") / FUSION),
+                "sha256": file_sha256(Path(settings.cls_run or "") / FUSION),
+                "threshold": fused.threshold},
+            "num_parts": settings.num_parts,
             "part_id": settings.part_id,
             "inputs": [str(Path(i).expanduser().resolve()) if Path(i).expanduser().exists()
                        else str(i) for i in settings.inputs]}
@@ -261,6 +299,13 @@ def _differences(old: dict[str, Any], new: dict[str, Any], part: bool) -> list[s
                 else abs(float(a) - float(b)) < 1e-9)
         if not same:
             found.append(f"{option} {a} -> {b}")
+    tta = (old.get("tta") or "none", new.get("tta") or "none")  # none before --tta existed
+    if tta[0] != tta[1]:
+        found.append(f"--tta {tta[0]} -> {tta[1]}")
+    fused = [(r.get("fusion") or {}).get("sha256") for r in (old, new)]
+    if fused[0] != fused[1]:
+        found.append("the classifier's fusion.json " + ("changed" if all(fused) else
+                                                        "added" if fused[1] else "removed"))
     return found
 
 
@@ -370,16 +415,22 @@ def predict(settings: PredictSettings,
     from breastus_cli import backend
 
     tf = backend.tf()
-    cls = _open_model(settings.cls_run, "cls", settings.engine, settings.explain) \
-        if settings.cls_run else None
-    seg = _open_model(settings.seg_run, "seg", settings.engine, False) if settings.seg_run else None
+    cls = _open_model(settings.cls_run, "cls", settings.engine, settings.explain,
+                      settings.tta) if settings.cls_run else None
+    seg = _open_model(settings.seg_run, "seg", settings.engine, False,
+                      settings.tta) if settings.seg_run else None
     if cls is not None and cls.roi_margin is not None and seg is None:
         raise UsageError(f"--cls-run {settings.cls_run} classifies lesion crops: give the "
                          "segmenter that finds them with --seg-run")
     threshold = settings.threshold if settings.threshold is not None else (
         cls.threshold if cls else None)
+    from breastus_cli.engine import fusion
+
+    # a fused classifier (RUN/fusion.json) scores with the segmenter's lesion descriptors
+    fused = (fusion.read(Path(settings.cls_run)) if cls is not None and seg is not None
+             and not cls.members and Path(settings.cls_run).is_dir() else None)
     pixel_sizes = _manifest_pixel_sizes(settings.manifest)
-    record = _record(settings, threshold)
+    record = _record(settings, threshold, fused)
     previous = read_marker(out, "predict")
     if settings.resume and previous is not None:
         changed = _differences(previous, record, part=True)
@@ -393,6 +444,11 @@ def predict(settings: PredictSettings,
         _clear_out(out)
     out.mkdir(parents=True, exist_ok=True)
     if settings.resume and previous is not None:
+        header = _header(out / PREDICTIONS)
+        if header and header != COLUMNS:
+            raise InputError(f"--resume: {out / PREDICTIONS} has other columns than this "
+                             "version of breastus writes (an older version wrote it)",
+                             hint="predict into a new --out, or start again with --overwrite")
         _cut_to(out / PREDICTIONS, done_length)  # a row cut off by a kill is done again
         _cut_to(out / ERRORS, failed_length)
     else:
@@ -425,7 +481,8 @@ def predict(settings: PredictSettings,
             error_examples += [(str(e.path), e.reason) for e in errors][: 5 - len(error_examples)]
             if frames:
                 batch_start = time.perf_counter()
-                rows = _predict_batch(frames, cls, seg, threshold, settings, out, pixel_sizes, tf)
+                rows = _predict_batch(frames, cls, seg, threshold, settings, out, pixel_sizes,
+                                      tf, fused)
                 per_image = (time.perf_counter() - batch_start) / len(frames)
                 for row in rows:
                     row["seconds"] = round(per_image, 4)
@@ -449,9 +506,11 @@ def predict(settings: PredictSettings,
 
 def _predict_batch(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | None,
                    threshold: float | None, settings: PredictSettings, out: Path,
-                   pixel_sizes: dict[str, float], tf: Any) -> list[dict[str, Any]]:
+                   pixel_sizes: dict[str, float], tf: Any,
+                   fused: Any = None) -> list[dict[str, Any]]:
     from breastus_cli.data.imaging import save_png
-    from breastus_cli.engine import overlays
+    from breastus_cli.engine import fusion, overlays
+    from breastus_cli.engine.descriptors import describe_both_units
 
     rows: list[dict[str, Any]] = []
     p_mal = probs = heat = None
@@ -495,6 +554,14 @@ def _predict_batch(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | 
             area = int(mask.sum())
             row.update({"lesion_area_px": area,
                         "lesion_area_mm2": "" if pixel is None else round(area * pixel**2, 3)})
+            values = describe_both_units(mask, frame.image, pixel)
+            row.update(_descriptor_cells(values))
+            if fused is not None and p_mal is not None:
+                p_desc, p_fused = fused.scores(p_mal[i:i + 1], fusion.feature_row(values))
+                row.update({"p_descriptors": round(float(p_desc[0]), 6),
+                            "p_fused": round(float(p_fused[0]), 6),
+                            "label_fused": "malignant" if p_fused[0] >= fused.threshold
+                            else "benign"})
             if settings.save_masks:
                 save_png(mask, out / "masks" / f"{stem}.png")
                 row["mask"] = f"masks/{stem}.png"
@@ -503,6 +570,16 @@ def _predict_batch(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | 
                 row["overlay"] = f"overlays/{stem}.png"
         rows.append(row)
     return rows
+
+
+_WHOLE = ("lobulation", "not_parallel", "components", "width_px", "height_px", "area_px")
+
+
+def _descriptor_cells(values: dict[str, float]) -> dict[str, Any]:
+    """The predicted lesion's descriptors (:func:`describe_both_units`) as predictions.csv
+    cells ('' where undefined)."""
+    return {k: "" if v != v else int(v) if k in _WHOLE else round(float(v), 6)
+            for k, v in values.items()}
 
 
 def _check_parts(parts: list[Path], records: list[dict[str, Any]]) -> None:

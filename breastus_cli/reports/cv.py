@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from breastus_cli.atomic import write_text
+from breastus_cli.reports.fusion import fusion_markdown
 from breastus_cli.reports.sweep import slurm_caption
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ def summary_markdown(summary: dict[str, Any], plan: dict[str, Any]) -> str:
         lines += ["", "The same classifiers on ground-truth crops (oracle, an upper bound):",
                   "",
                   *_table(summary["ground_truth_roi"])]
+    if "fusion" in summary:
+        lines += ["", *fusion_markdown(summary["fusion"])]
     if "majority_baseline_accuracy" in summary:
         lines += ["", f"Majority-class baseline accuracy: "
                       f"{summary['majority_baseline_accuracy']:.3f}."]
@@ -83,3 +86,4 @@ def _table(metrics: dict[str, dict[str, Any]]) -> list[str]:
         spread = "n/a" if row["mean"] is None else f"{row['mean']:.3f} ± {row['sd']:.3f}"
         lines.append(f"| {key} | {pooled} | {spread} |")
     return lines
+

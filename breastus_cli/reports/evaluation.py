@@ -79,6 +79,11 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
          f"| true benign | {cm[0][0]} | {cm[0][1]} |\n| true malignant | {cm[1][0]} | {cm[1][1]} |"),
         ("Per class", _per_class_table(m)),
     ]
+    if m.get("fusion"):
+        from breastus_cli.reports.fusion import from_evaluation, fusion_markdown
+
+        sections.append(("Fused classifier: CNN + lesion descriptors",
+                         "\n".join(fusion_markdown(from_evaluation(m["fusion"]), None))))
     settings = result.config.get("settings", {})
     notes = [f"Run: {result.run_dir} (model {settings.get('model')}, img size "
              f"{settings.get('img_size')}, weights {settings.get('weights')}"
@@ -130,6 +135,10 @@ def cls_table(result: EvalResult) -> Table:
     if gt:
         for label, key, ci in CLS_ROWS[:5]:
             table.add_row(f"{label}, ground-truth crops (oracle)", _value(gt, key, ci))
+    for name, label in (("descriptors", "descriptors alone"), ("fused", "fused")):
+        scores = (m.get("fusion") or {}).get(name)
+        if scores:
+            table.add_row(f"AUC, {label}", _value(scores, "auc", True))
     table.caption = f"written to {result.out_dir}"
     return table
 
@@ -209,6 +218,13 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
     worst = ranked.head(5)[["case_id", "iou", "dice"]]
     sections = [("Lowest IoU", "| case | IoU | Dice |\n|---|---:|---:|\n" + "\n".join(
         f"| {r.case_id} | {r.iou:.3f} | {r.dice:.3f} |" for r in worst.itertuples()))]
+    agreement = m.get("descriptors") or {}
+    if agreement:  # the error each lesion descriptor inherits from imperfect segmentation
+        sections.append(("Descriptor agreement (predicted vs ground-truth mask)",
+                         "| descriptor | MAE | Spearman | n |\n|---|---:|---:|---:|\n" + "\n".join(
+                             f"| {name} | {_number(e.get('mae'))} | {_number(e.get('spearman'))} "
+                             f"| {e.get('n', 0)} |" for name, e in agreement.items())
+                         + "\n\nPer case, both masks: descriptors.csv."))
     notes = [f"Run: {result.run_dir} (U-Net {settings.get('backbone')}, img size "
              f"{settings.get('img_size')}, weights {settings.get('weights')}).",
              "Predicted probability maps are resized back to each image's original size and "
@@ -219,6 +235,10 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
                             f"({result.split})", summary_rows=rows, sections=sections,
                             figures=figures, command=result.command, notes=notes)
     return files + [md, html]
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
 def seg_table(result: EvalResult) -> Table:

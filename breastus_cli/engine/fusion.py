@@ -1,0 +1,323 @@
+"""A fused classifier: the CNN's malignancy score and the lesion descriptors in one small,
+inspectable model (``--fusion descriptors``).
+
+Two logistic regressions, fitted so that no scored case's number depends on its own label:
+
+1. the *descriptor model*: standardised lesion descriptors (:data:`FEATURES`) -> p(malignant),
+   fitted on the run's **training** cases, descriptors from their ground-truth masks;
+2. the *combiner*: ``logit p_fused = a * logit p_cnn + b * logit p_descriptors + c``, fitted on
+   the run's **validation** cases, descriptors from the segmenter's masks (as at inference).
+   The fused decision threshold is chosen on the same validation cases.
+
+Test cases are then scored with descriptors from the segmenter's masks (no ground truth at
+inference); scoring them with their ground-truth masks instead gives an upper bound, labelled so.
+Both models are plain numbers in ``RUN/fusion.json`` (no pickle: nothing executable is stored),
+so every descriptor's weight can be read there and in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastus_cli.errors import InputError
+
+FUSION = "fusion.json"
+#: L2 strength of both logistic regressions (sklearn's C): small data, strong shrinkage.
+C_DESCRIPTORS = 0.5
+C_COMBINER = 1.0
+_EPS = 1e-6
+
+
+def features() -> tuple[str, ...]:
+    """The descriptor model's inputs: the unit-free descriptors and the log of the area in mm^2
+    (missing, so imputed, where the pixel size is unknown: px and mm never mix in one input)."""
+    from breastus_cli.engine.descriptors import DESCRIPTORS
+
+    return (*DESCRIPTORS, "log_area_mm2")
+
+
+def with_log_area(values: dict[str, float]) -> dict[str, float]:
+    """``values`` (:func:`descriptors.describe`) with ``log_area_mm2`` added."""
+    area = values.get("area_mm2", math.nan)
+    log_area = math.log(area) if area == area and area > 0 else math.nan
+    return {**values, "log_area_mm2": log_area}
+
+
+def feature_row(values: dict[str, float]) -> np.ndarray:
+    """One case's descriptor-model inputs from :func:`descriptors.describe`'s values."""
+    values = with_log_area(values)
+    return np.array([[float(values.get(n, math.nan)) for n in features()]])
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass
+class Logistic:
+    """A fitted logistic regression on standardised inputs, as plain numbers.
+
+    Missing inputs (no lesion found, no band below it) take the training median."""
+
+    names: list[str]
+    median: list[float]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+
+    def _standard(self, x: np.ndarray) -> np.ndarray:
+        x = np.array(x, dtype=np.float64, copy=True).reshape(-1, len(self.names))
+        missing = ~np.isfinite(x)
+        x[missing] = np.take(np.asarray(self.median), np.nonzero(missing)[1])
+        return (x - np.asarray(self.mean)) / np.asarray(self.scale)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """p(malignant) of each row of ``x`` (columns in ``names`` order)."""
+        return _sigmoid(self._standard(x) @ np.asarray(self.coef) + self.intercept)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": self.names, "median": self.median, "mean": self.mean,
+                "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Logistic:
+        return cls(**{k: data[k] for k in ("names", "median", "mean", "scale", "coef",
+                                           "intercept")})
+
+    def weights(self) -> dict[str, float]:
+        """Each input's weight: the change in log-odds of malignancy per standard deviation."""
+        return {n: round(float(c), 4) for n, c in zip(self.names, self.coef)}
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, names: Sequence[str], c: float) -> Logistic:
+    """An L2-regularised logistic regression (scikit-learn) on standardised, median-imputed x."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(x, dtype=np.float64).reshape(len(y), len(names))
+    y = np.asarray(y, dtype=int)
+    if len(np.unique(y)) < 2:
+        raise InputError("the fused classifier needs benign and malignant cases to fit on")
+    finite = np.isfinite(x)
+    median = [float(np.median(col[ok])) if ok.any() else 0.0 for col, ok in zip(x.T, finite.T)]
+    filled = np.where(finite, x, np.asarray(median))
+    mean = filled.mean(axis=0)
+    scale = filled.std(axis=0)
+    scale[~(scale > 0)] = 1.0
+    model = LogisticRegression(C=c, max_iter=1000).fit((filled - mean) / scale, y)
+    return Logistic(list(names), median, [float(v) for v in mean], [float(v) for v in scale],
+                    [float(v) for v in model.coef_[0]], float(model.intercept_[0]))
+
+
+# ---- descriptors of cases ------------------------------------------------------------------
+def _pixel(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def case_table(frame: Any, masks: Sequence[np.ndarray] | None = None) -> Any:
+    """Descriptors of each case of a prepared-dataset frame (DataFrame, one row per case):
+    from ``masks`` when given (a segmenter's, at each image's size), else from the case's
+    ground-truth lesion mask; intensities from the luminance the models see."""
+    import pandas as pd
+
+    from breastus_cli.data.imaging import read_luminance, read_mask
+    from breastus_cli.engine.descriptors import describe
+
+    rows = []
+    for i, (_, case) in enumerate(frame.iterrows()):
+        image = read_luminance(case["image_path"])
+        if masks is not None:
+            mask = np.asarray(masks[i], dtype=bool)
+        elif case.get("mask_path"):
+            mask = read_mask([case["mask_path"]], shape=image.shape)
+        else:
+            mask = np.zeros(image.shape, dtype=bool)
+        rows.append({"case_id": case["case_id"],
+                     **with_log_area(describe(mask, image, _pixel(case.get("pixel_size_mm"))))})
+    return pd.DataFrame(rows)
+
+
+def feature_matrix(table: Any) -> np.ndarray:
+    """The descriptor model's input columns of a :func:`case_table` (NaN where missing)."""
+    names = features()
+    return np.column_stack([table[n].to_numpy(dtype=np.float64) if n in table.columns
+                            else np.full(len(table), np.nan) for n in names])
+
+
+# ---- the fused model -----------------------------------------------------------------------
+@dataclass
+class Fusion:
+    """A run's fused classifier (``RUN/fusion.json``)."""
+
+    descriptors: Logistic
+    combiner: Logistic  # inputs: logit p_cnn, logit p_descriptors
+    threshold: float  # the fused score's, chosen on validation
+    threshold_source: str
+    fitted_on: dict[str, str]
+    descriptor_threshold: float = 0.5  # the descriptor model alone, chosen the same way
+
+    def scores(self, p_cnn: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p_descriptors, p_fused) for CNN scores and descriptor rows."""
+        p_desc = self.descriptors.predict(x)
+        p_fused = self.combiner.predict(np.column_stack([logit(p_cnn), logit(p_desc)]))
+        return p_desc, p_fused
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "descriptors", "descriptor_model": self.descriptors.to_dict(),
+                "descriptor_weights": self.descriptors.weights(),
+                "combiner": self.combiner.to_dict(), "combiner_weights": self.combiner.weights(),
+                "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "descriptor_threshold": self.descriptor_threshold, "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fusion:
+        return cls(Logistic.from_dict(data["descriptor_model"]),
+                   Logistic.from_dict(data["combiner"]), float(data["threshold"]),
+                   str(data["threshold_source"]), dict(data["fitted_on"]),
+                   float(data.get("descriptor_threshold", 0.5)))
+
+
+def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_val: np.ndarray,
+        x_val: np.ndarray, target_sensitivity: float | None,
+        val_masks_from: str) -> Fusion:
+    """The descriptor model on the training cases' ground-truth descriptors, the combiner and
+    the threshold on the validation cases (descriptors from ``val_masks_from``)."""
+    from breastus_cli.engine.metrics import threshold_for_sensitivity
+
+    descriptors = fit_logistic(x_train_gt, y_train, features(), C_DESCRIPTORS)
+    p_desc_val = descriptors.predict(x_val)
+    combiner = fit_logistic(np.column_stack([logit(p_cnn_val), logit(p_desc_val)]), y_val,
+                            ["cnn", "descriptors"], C_COMBINER)
+    p_val = combiner.predict(np.column_stack([logit(p_cnn_val), logit(p_desc_val)]))
+    if target_sensitivity is not None and (np.asarray(y_val) == 1).any():
+        threshold = threshold_for_sensitivity(y_val, p_val, target_sensitivity)
+        descriptor_threshold = threshold_for_sensitivity(y_val, p_desc_val, target_sensitivity)
+        source = (f"chosen on validation cases for target sensitivity {target_sensitivity:g}")
+    else:
+        threshold, descriptor_threshold, source = 0.5, 0.5, "default 0.5"
+    fitted_on = {
+        "descriptor_model": f"fitted on {len(y_train)} training cases, descriptors from their "
+                            "ground-truth masks",
+        "combiner": f"fitted on {len(y_val)} validation cases: the CNN's score and "
+                    f"descriptors from {val_masks_from}",
+        "threshold": source,
+    }
+    return Fusion(descriptors, combiner, float(threshold), source, fitted_on,
+                  float(descriptor_threshold))
+
+
+def write(run_dir: Path, fusion: Fusion) -> None:
+    from breastus_cli.atomic import write_json
+
+    write_json(Path(run_dir) / FUSION, fusion.to_dict())
+
+
+def read(run_dir: Path) -> Fusion | None:
+    """The run's fused classifier, or None when it has none."""
+    path = Path(run_dir) / FUSION
+    if not path.is_file():
+        return None
+    try:
+        return Fusion.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path} is not a fusion file breastus wrote ({exc})") from None
+
+
+# ---- a run's fusion, fitted and scored (evaluate calls these) -------------------------------
+def _labels(frame: Any) -> np.ndarray:
+    return (frame["label"] == "malignant").to_numpy().astype(int)
+
+
+def fit_for_run(run_dir: Path, config: dict[str, Any], data: Path, seg_run: Path,
+                val: Any, p_cnn_val: np.ndarray, target_sensitivity: float | None,
+                batch_size: int = 16) -> Fusion:
+    """Fit a run's fused classifier (written to ``RUN/fusion.json``): the descriptor model on
+    its training cases' ground-truth masks, the combiner and thresholds on its validation cases
+    ``val`` (CNN scores ``p_cnn_val``) with descriptors from ``seg_run``'s masks."""
+    from breastus_cli.engine.evaluate import predicted_masks
+    from breastus_cli.engine.rundir import run_cases
+
+    train = run_cases(config, "train", data)
+    train = train[train["label"].isin(["benign", "malignant"])
+                  & (train["mask_path"] != "")].reset_index(drop=True)
+    if len(train) == 0:
+        raise InputError("--fusion descriptors needs training cases with lesion masks")
+    x_train = feature_matrix(case_table(train))
+    masks = predicted_masks(seg_run, list(val["image_path"]), batch_size)
+    x_val = feature_matrix(case_table(val, masks))
+    fused = fit(_labels(train), x_train, _labels(val), p_cnn_val, x_val, target_sensitivity,
+                f"the masks of segmentation run {seg_run}")
+    write(run_dir, fused)
+    return fused
+
+
+#: the oracle's name wherever its numbers appear
+ORACLE = "ground-truth masks (oracle: upper bound)"
+
+
+def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float,
+              seg_run: Path, out_dir: Path, batch_size: int = 16, n_bootstrap: int = 2000,
+              seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Score ``frame``'s cases with the CNN alone, the descriptors alone and fused (descriptors
+    from ``seg_run``'s masks), and both again from the ground-truth masks where the cases have
+    them (the upper bound). Returns metrics.json's ``fusion`` block and predictions columns;
+    writes ``out_dir/descriptors.csv`` (each case's descriptors from the segmenter's mask)."""
+    from breastus_cli.atomic import atomic_path
+    from breastus_cli.engine.evaluate import predicted_masks
+    from breastus_cli.engine.metrics import classification_metrics
+
+    y = _labels(frame)
+    masks = predicted_masks(seg_run, list(frame["image_path"]), batch_size)
+    table = case_table(frame, masks)
+    with atomic_path(Path(out_dir) / "descriptors.csv") as tmp:
+        table.assign(label=list(frame["label"])).to_csv(tmp, index=False)
+    p_desc, p_fused = fused.scores(p_cnn, feature_matrix(table))
+    keep = ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "ci")
+
+    def block(p: np.ndarray, threshold: float) -> dict[str, Any]:
+        result = classification_metrics(y, p, threshold, n_bootstrap=n_bootstrap, seed=seed)
+        return {k: v for k, v in result.items() if k in keep} | {"threshold": threshold}
+
+    report: dict[str, Any] = {
+        "cnn": block(p_cnn, cnn_threshold),
+        "descriptors": block(p_desc, fused.descriptor_threshold),
+        "fused": block(p_fused, fused.threshold),
+        "masks_from": f"segmentation run {seg_run}",
+        "lesion_found": int(sum(bool(np.asarray(m).any()) for m in masks)),
+        "n": int(len(y)),
+        "descriptor_weights": fused.descriptors.weights(),
+        "combiner_weights": fused.combiner.weights(),
+        "fitted_on": fused.fitted_on,
+    }
+    columns = {"p_descriptors": p_desc,
+               "y_pred_descriptors": p_desc >= fused.descriptor_threshold,
+               "p_fused": p_fused, "y_pred_fused": p_fused >= fused.threshold}
+    has_mask = (frame["mask_path"] != "").to_numpy()
+    if has_mask.all():
+        p_desc_gt, p_fused_gt = fused.scores(p_cnn, feature_matrix(case_table(frame)))
+        report["ground_truth_masks"] = {
+            "source": ORACLE,
+            "descriptors": block(p_desc_gt, fused.descriptor_threshold),
+            "fused": block(p_fused_gt, fused.threshold)}
+        columns |= {"p_descriptors_gt_mask": p_desc_gt,
+                    "y_pred_descriptors_gt_mask": p_desc_gt >= fused.descriptor_threshold,
+                    "p_fused_gt_mask": p_fused_gt,
+                    "y_pred_fused_gt_mask": p_fused_gt >= fused.threshold}
+    return report, {k: (np.round(v, 6) if v.dtype.kind == "f" else v.astype(int))
+                    for k, v in columns.items()}

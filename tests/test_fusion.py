@@ -1,0 +1,184 @@
+"""The fused classifier (CNN score + lesion descriptors): what it is fitted on, what it stores,
+and that it scores as its numbers say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from breastus_cli.engine import fusion
+from breastus_cli.errors import InputError
+
+
+def _cases(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, a weakly informative CNN score and descriptor rows where solidity and
+    taller-than-wide carry the label (as they do in malignant lesions)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.4).astype(int)
+    x = rng.normal(size=(n, len(fusion.features())))
+    names = list(fusion.features())
+    x[:, names.index("solidity")] -= 1.5 * y
+    x[:, names.index("taller_than_wide")] += 1.0 * y
+    p_cnn = 1 / (1 + np.exp(-(0.8 * (y - 0.5) + rng.normal(scale=1.0, size=n))))
+    return y, p_cnn, x
+
+
+def test_logistic_round_trips_through_plain_numbers_and_imputes_missing_values():
+    y, _, x = _cases(200, 0)
+    model = fusion.fit_logistic(x, y, fusion.features(), c=1.0)
+    again = fusion.Logistic.from_dict(json.loads(json.dumps(model.to_dict())))
+    np.testing.assert_allclose(again.predict(x), model.predict(x))
+    # a missing value takes the training median: the same as giving the median
+    row = x[:1].copy()
+    row[0, 3] = np.nan
+    filled = x[:1].copy()
+    filled[0, 3] = model.median[3]
+    np.testing.assert_allclose(model.predict(row), model.predict(filled))
+    # the descriptors that carry the label get the weights, with the right signs
+    weights = model.weights()
+    assert weights["solidity"] < -0.5 and weights["taller_than_wide"] > 0.3
+    ranked = sorted(weights, key=lambda k: -abs(weights[k]))
+    assert set(ranked[:2]) == {"solidity", "taller_than_wide"}
+
+
+def test_fused_beats_the_weak_cnn_alone_on_cases_it_never_saw():
+    from sklearn.metrics import roc_auc_score
+
+    y_tr, _, x_tr = _cases(300, 1)
+    y_val, p_val, x_val = _cases(120, 2)
+    y_te, p_te, x_te = _cases(400, 3)
+    fused = fusion.fit(y_tr, x_tr, y_val, p_val, x_val, target_sensitivity=0.9,
+                       val_masks_from="test masks")
+    p_desc, p_fused = fused.scores(p_te, x_te)
+    auc_cnn, auc_fused = roc_auc_score(y_te, p_te), roc_auc_score(y_te, p_fused)
+    assert auc_fused > auc_cnn + 0.05 and auc_fused >= roc_auc_score(y_te, p_desc) - 0.02
+    # both inputs of the combiner carry weight; the threshold was chosen on validation
+    assert fused.combiner.coef[0] > 0 and fused.combiner.coef[1] > 0
+    assert fused.threshold_source.startswith("chosen on validation")
+    assert "training cases" in fused.fitted_on["descriptor_model"]
+    assert "validation cases" in fused.fitted_on["combiner"]
+
+
+def test_fusion_file_round_trip_and_a_damaged_file_is_one_line(tmp_path):
+    y_tr, _, x_tr = _cases(100, 4)
+    y_val, p_val, x_val = _cases(60, 5)
+    fused = fusion.fit(y_tr, x_tr, y_val, p_val, x_val, None, "masks")
+    assert fused.threshold == 0.5
+    fusion.write(tmp_path, fused)
+    again = fusion.read(tmp_path)
+    np.testing.assert_allclose(again.scores(p_val, x_val)[1], fused.scores(p_val, x_val)[1])
+    assert fusion.read(tmp_path / "nowhere") is None
+    (tmp_path / fusion.FUSION).write_text('{"kind": "descriptors"}')
+    with pytest.raises(InputError, match="not a fusion file"):
+        fusion.read(tmp_path)
+
+
+def test_one_class_cannot_be_fitted():
+    _, _, x = _cases(30, 6)
+    with pytest.raises(InputError, match="benign and malignant"):
+        fusion.fit_logistic(x, np.zeros(30, int), fusion.features(), 1.0)
+
+
+# ---- end to end: evaluate fits it, predict applies it ---------------------------------------
+@pytest.fixture(scope="module")
+def fused_run(cls_run, seg_run, tmp_path_factory):
+    """A copy of the shared classifier with its fused model fitted by evaluate."""
+    from conftest import copy_run, run_cli
+
+    run = copy_run(cls_run, tmp_path_factory.mktemp("fused") / "smallcnn")
+    proc = run_cli("evaluate", str(run), "--seg-run", str(seg_run), "--fusion", "descriptors",
+                   "--target-sensitivity", "0.9", "--bootstrap", "200")
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def test_evaluate_reports_cnn_descriptors_and_fused_side_by_side(fused_run, seg_run):
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    metrics = json.loads((fused_run / "eval-test/metrics.json").read_text())
+    block = metrics["fusion"]
+    frame = pd.read_csv(fused_run / "eval-test/predictions.csv")
+    for name, column in (("cnn", "p_malignant"), ("descriptors", "p_descriptors"),
+                         ("fused", "p_fused")):
+        assert block[name]["auc"] == pytest.approx(roc_auc_score(frame["y_true"], frame[column]))
+    oracle = block["ground_truth_masks"]
+    assert oracle["source"] == fusion.ORACLE
+    assert oracle["fused"]["auc"] == pytest.approx(
+        roc_auc_score(frame["y_true"], frame["p_fused_gt_mask"]))
+    assert block["masks_from"] == f"segmentation run {seg_run}"
+    # the fused threshold was chosen on validation, and labels follow it
+    stored = fusion.read(fused_run)
+    assert (frame["y_pred_fused"] == (frame["p_fused"] >= stored.threshold)).all()
+    report = (fused_run / "eval-test/report.md").read_text()
+    assert "Fused classifier" in report and "oracle: upper bound" in report
+    assert "| solidity |" in report
+
+
+def test_predict_with_a_fused_run_scores_from_the_segmenters_descriptors(fused_run, seg_run,
+                                                                         learn_data, tmp_path):
+    import pandas as pd
+
+    from conftest import run_cli
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    manifest = pd.read_csv(learn_data / "manifest.csv")
+    for rel in manifest["image"][:6]:
+        (scans / Path(rel).name).write_bytes((learn_data / rel).read_bytes())
+    out = tmp_path / "out"
+    proc = run_cli("predict", str(scans), "--cls-run", str(fused_run), "--seg-run",
+                   str(seg_run), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(out / "predictions.csv")
+    assert rows["p_fused"].notna().all() and rows["p_descriptors"].notna().all()
+    stored = fusion.read(fused_run)
+    # the fused score is the stored model applied to the row's own CNN score and descriptors
+    for _, row in rows.iterrows():
+        values = {k: float(row[k]) if pd.notna(row[k]) else float("nan")
+                  for k in (*fusion.features()[:-1], "area_mm2") if k in row}
+        _, p_fused = stored.scores(np.array([row["p_malignant"]]), fusion.feature_row(values))
+        assert p_fused[0] == pytest.approx(row["p_fused"], abs=1e-4)
+        assert row["label_fused"] == ("malignant" if row["p_fused"] >= stored.threshold
+                                      else "benign")
+    record = json.loads((out / "predict.json").read_text())
+    assert record["fusion"]["threshold"] == stored.threshold
+    # a changed fusion.json is not resumed into the same folder
+    data = json.loads((fused_run / fusion.FUSION).read_text())
+    data["threshold"] = 0.123
+    changed = copy_of(fused_run, tmp_path / "changed")
+    (changed / fusion.FUSION).write_text(json.dumps(data))
+    again = run_cli("predict", str(scans), "--cls-run", str(changed), "--seg-run",
+                    str(seg_run), "--out", str(out), "--resume")
+    assert again.returncode == 2 and "fusion.json" in again.stderr
+
+
+def copy_of(run: Path, dest: Path) -> Path:
+    from conftest import copy_run
+
+    return copy_run(run, dest)
+
+
+def test_resume_refuses_a_predictions_file_with_other_columns(cls_run, learn_data, tmp_path):
+    """An output folder written by an older version (other columns) is not appended to."""
+    import pandas as pd
+
+    from conftest import run_cli
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    rel = pd.read_csv(learn_data / "manifest.csv")["image"][0]
+    (scans / Path(rel).name).write_bytes((learn_data / rel).read_bytes())
+    out = tmp_path / "out"
+    assert run_cli("predict", str(scans), "--cls-run", str(cls_run), "--out",
+                   str(out)).returncode == 0
+    text = (out / "predictions.csv").read_text().splitlines()
+    old = ",".join(text[0].split(",")[:14])  # the columns before descriptors existed
+    (out / "predictions.csv").write_text(old + "\n")
+    proc = run_cli("predict", str(scans), "--cls-run", str(cls_run), "--out", str(out),
+                   "--resume")
+    assert proc.returncode == 2 and "other columns" in proc.stderr
+    assert (out / "predictions.csv").read_text() == old + "\n"
