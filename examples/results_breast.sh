@@ -9,6 +9,13 @@
 #   4. lesion-centred MobileNetV2 (128 px crops around the lesion): trained on crops from the
 #      ground-truth masks, evaluated on crops from step 1's segmenter of the same fold (no
 #      ground truth at test time), ground-truth-crop numbers reported beside
+#   5. lesion descriptors of every out-of-fold lesion from its ground-truth mask and from the
+#      fold's segmenter's mask (breastus evaluate on each segmentation fold: descriptors.csv)
+#   6. step 3's ResNet50 fused with the lesion descriptors (cv cls --fusion descriptors
+#      --seg-cv: fitted after training, nothing is retrained): descriptors model on the training
+#      folds' ground-truth masks, combination and threshold on validation, test descriptors
+#      from the fold's segmenter
+#   7. flip test-time augmentation on step 3's folds (evaluate --tta flip)
 #
 # Usage: examples/results_breast.sh PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 #        (writes RESULTS.md in the current folder, or $OUT)
@@ -34,6 +41,16 @@ run() {  # log the command (as it can be re-run) and run it
   echo >> "$commands"
   "$@"
 }
+run_unless() {  # run_unless FILE COMMAND...: log the command; run it unless FILE exists
+  local file=$1
+  shift
+  if [ -f "$file" ]; then
+    printf '%q ' "$@" | sed 's/ $//' >> "$commands"
+    echo >> "$commands"
+  else
+    run "$@"
+  fi
+}
 
 data="$work/data"
 if [ ! -f "$data/splits.csv" ]; then
@@ -53,10 +70,22 @@ run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model resnet50 --img-si
   --out "$work/cv/resnet50"
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img-size 128 \
   --roi mask --roi-margin 0.2 --seg-cv "$work/cv/unet-effb2" --out "$work/cv/mobilenetv2-roi"
+for k in 0 1 2 3 4; do  # 5. (folds evaluated by this version have it already)
+  fold="$work/cv/unet-effb2/fold-$k"
+  run_unless "$fold/eval-test/descriptors.csv" breastus evaluate "$fold" --bootstrap 0
+done
+run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model resnet50 --img-size 96 \
+  --seg-cv "$work/cv/unet-effb2" --fusion descriptors --out "$work/cv/resnet50"  # 6.
+for k in 0 1 2 3 4; do  # 7.
+  fold="$work/cv/resnet50/fold-$k"
+  run_unless "$fold/eval-test-tta-flip/predictions.csv" \
+    breastus evaluate "$fold" --tta flip --bootstrap 0
+done
 
 seconds=$(( $(date +%s) - start ))
 "$python" "$here/write_results.py" "$out" --seconds "$seconds" --commands "$commands" \
   --data-dir "$breast" --work-dir "$work" \
+  --descriptors "$work/cv/unet-effb2" --tta "ResNet50, whole image=$work/cv/resnet50" \
   "MobileNetV2, whole image=$work/cv/mobilenetv2" \
   "ResNet50, whole image=$work/cv/resnet50" \
   "lesion-centred MobileNetV2=$work/cv/mobilenetv2-roi" \

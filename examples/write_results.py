@@ -1,9 +1,13 @@
 """Write RESULTS.md from cross-validation folders (used by examples/results_breast.sh).
 
 Usage: python examples/write_results.py OUT.md --seconds S --commands FILE
-           [--data-dir BREAST_DIR] [--work-dir WORK_DIR] LABEL=CV_DIR ...
+           [--data-dir BREAST_DIR] [--work-dir WORK_DIR] [--tta LABEL=CV_DIR]
+           [--descriptors SEG_CV_DIR] LABEL=CV_DIR ...
 
-Each CV_DIR holds summary.json from `breastus cv`. The table puts the reference study's numbers
+Each CV_DIR holds summary.json from `breastus cv`; a classifier CV fused with lesion
+descriptors (`--fusion descriptors`) adds the fused rows; ``--tta`` names a CV whose folds were
+also evaluated with ``--tta flip`` (eval-test-tta-flip/); ``--descriptors`` a segmentation CV
+whose folds' eval-test/descriptors.csv give the descriptor table. The table puts the reference study's numbers
 (one 27-image test split) beside breastus's 5-fold pooled out-of-fold numbers with 95%
 bootstrap CIs, and the majority-class baseline that the reference test set could not rule out.
 Paths are written relative to the folders given (``$BREAST``, ``$WORK``), never as this
@@ -54,6 +58,113 @@ def _goal(value: float | None, target: float) -> str:
     return f"{value:.3f} ({'met' if value >= target else 'not met'}: goal {target:g})"
 
 
+def _pooled_fold_csv(folder: Path, name: str):
+    import pandas as pd
+
+    plan = _settings(folder)
+    return pd.concat([pd.read_csv(folder / f"fold-{k}" / name).assign(fold=k)
+                      for k in range(plan["folds"])], ignore_index=True)
+
+
+def _stratified_resamples(y, n: int, seed: int = 0):
+    """Indices of ``n`` case resamples, drawn within each class (both classes in each)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == c) for c in (0, 1)]
+    for _ in range(n):
+        yield np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+
+
+def tta_section(label: str, folder: Path, n_bootstrap: int = 2000) -> list[str]:
+    """AUC with and without flip TTA on the same out-of-fold cases, the paired bootstrap CI of
+    the difference, and sensitivity/specificity at each fold's validation threshold (chosen
+    without TTA)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    plain = _pooled_fold_csv(folder, "eval-test/predictions.csv")
+    flip = _pooled_fold_csv(folder, "eval-test-tta-flip/predictions.csv")
+    both = plain.merge(flip, on=["case_id", "fold"], suffixes=("", "_tta"))
+    y = both["y_true"].to_numpy()
+    p0, p1 = both["p_malignant"].to_numpy(), both["p_malignant_tta"].to_numpy()
+    diffs = [roc_auc_score(y[i], p1[i]) - roc_auc_score(y[i], p0[i])
+             for i in _stratified_resamples(y, n_bootstrap)]
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+
+    def rates(pred):
+        return (f"{(pred[y == 1] == 1).mean():.3f} / {(pred[y == 0] == 0).mean():.3f}")
+
+    return [f"## Test-time augmentation (horizontal flip): {label}", "",
+            "The same fold models on the same out-of-fold cases, with and without averaging "
+            "each image's score with its mirror image's (`evaluate --tta flip`). Thresholds are "
+            "each fold's, chosen on its validation cases without TTA.", "",
+            "| | AUC | sensitivity / specificity |", "|---|---:|---:|",
+            f"| without TTA | {roc_auc_score(y, p0):.3f} | "
+            f"{rates(both['y_pred'].to_numpy())} |",
+            f"| with flip TTA | {roc_auc_score(y, p1):.3f} | "
+            f"{rates(both['y_pred_tta'].to_numpy())} |", "",
+            f"AUC gain {roc_auc_score(y, p1) - roc_auc_score(y, p0):+.3f} (95% CI "
+            f"{lo:+.3f} to {hi:+.3f}, paired class-stratified bootstrap over the "
+            f"{len(y)} cases)."]
+
+
+def descriptor_section(folder: Path) -> list[str]:
+    """Each descriptor of each fold's test cases from the ground-truth mask and from the fold's
+    segmenter's mask: AUC of each alone and how well the segmenter's masks carry them."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from breastus_cli.engine.descriptors import DESCRIPTORS, agreement
+
+    table = _pooled_fold_csv(folder, "eval-test/descriptors.csv")
+    y = (table["label"] == "malignant").to_numpy().astype(int)
+    agree = agreement(table)
+    lines = ["## Lesion descriptors, one at a time", "",
+             f"Each of the {len(table)} out-of-fold test lesions described from its "
+             "ground-truth mask (oracle: upper bound) and from the mask of the fold's "
+             "segmenter (no ground truth). AUC of the descriptor alone, with the direction in "
+             "which it points to malignancy (higher or lower; read off these same cases: "
+             "descriptive, not a model); agreement between the two masks' values.", "",
+             "| descriptor | AUC, ground-truth masks (upper bound) | AUC, segmenter's masks | "
+             "Spearman (gt vs predicted) | mean abs. difference |",
+             "|---|---:|---:|---:|---:|"]
+    for name in (*DESCRIPTORS, "log_area"):
+        cells = []
+        for source in ("gt", "pred"):
+            values = table[f"{source}_{name}"].to_numpy(dtype=float)
+            ok = np.isfinite(values)
+            if ok.sum() < 10 or len(set(y[ok])) < 2:
+                cells.append("n/a")
+                continue
+            auc = roc_auc_score(y[ok], values[ok])
+            cells.append(f"{max(auc, 1 - auc):.3f} ({'higher' if auc >= 0.5 else 'lower'})")
+        a = agree[name]
+        rho = "n/a" if a["spearman"] is None or a["spearman"] != a["spearman"] \
+            else f"{a['spearman']:.2f}"
+        mae = "n/a" if a["mae"] is None or a["mae"] != a["mae"] else f"{a['mae']:.3g}"
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {rho} | {mae} |")
+    return lines
+
+
+def fusion_rows(label: str, fusion: dict) -> list[str]:
+    """Main-table rows of a fused CV: descriptors alone and fused, then the oracle rows."""
+    rows = []
+    names = (("descriptors", "lesion descriptors alone (logistic regression; segmenter's "
+                             "masks)"),
+             ("fused", f"{label} + lesion descriptors, fused (segmenter's masks)"),
+             ("descriptors_gt_mask", "lesion descriptors alone (ground-truth masks: upper "
+                                     "bound, needs the mask)"),
+             ("fused_gt_mask", f"{label} + descriptors, fused (ground-truth masks: upper "
+                               "bound, needs the mask)"))
+    for key, name in names:
+        if key in fusion:
+            m = fusion[key]
+            rows.append(f"| {name} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('auc'))} | "
+                        f"{_fmt(m.get('sensitivity'))} | {_fmt(m.get('specificity'))} | |")
+    return rows
+
+
 def _relative_to(names: dict[str, str | None]):
     """A function writing each given folder (as given and as its absolute path) as its name."""
     pairs = []
@@ -79,6 +190,10 @@ def main() -> None:
     parser.add_argument("--commands", type=Path, default=None, help="file with the commands run")
     parser.add_argument("--data-dir", default=None, help="the dataset folder given ($BREAST)")
     parser.add_argument("--work-dir", default=None, help="the work folder given ($WORK)")
+    parser.add_argument("--tta", action="append", default=[],
+                        help="LABEL=CV_DIR whose folds were also evaluated with --tta flip")
+    parser.add_argument("--descriptors", type=Path, default=None,
+                        help="a segmentation CV folder whose folds wrote descriptors.csv")
     args = parser.parse_args()
     relative = _relative_to({"$BREAST": args.data_dir, "$WORK": args.work_dir})
 
@@ -124,6 +239,14 @@ def main() -> None:
             auc, sens = m.get("auc", {}).get("pooled"), m.get("sensitivity", {}).get("pooled")
             goals.append(f"- {label}: AUC {_goal(auc, 0.85)}; sensitivity at the validation "
                          f"threshold {_goal(sens, 0.85)}.")
+            if "fusion" in summary:
+                lines += fusion_rows(label, summary["fusion"])
+                f = summary["fusion"].get("fused", {})
+                spec = f.get("specificity", {}).get("pooled")
+                goals.append(f"- {label} + lesion descriptors, fused: AUC "
+                             f"{_goal(f.get('auc', {}).get('pooled'), 0.85)}; sensitivity "
+                             f"{_goal(f.get('sensitivity', {}).get('pooled'), 0.85)}; "
+                             f"specificity {_goal(spec, 0.60)}.")
         else:
             lines.append(f"| {label} | | | | | Dice {_fmt(m.get('dice'))}, "
                          f"IoU {_fmt(m.get('iou'))} |")
@@ -152,6 +275,25 @@ def main() -> None:
             lines += ["", f"{label}: the fold's segmenter found a lesion in "
                           f"{summary['lesion_found']} of {summary['n']} test images (the others "
                           "were classified whole)."]
+    from breastus_cli.reports.fusion import fusion_markdown
+
+    for label, _, summary, _plan in runs:
+        if "fusion" in summary:
+            lines += ["", *fusion_markdown(summary["fusion"], f"## {label} fused with lesion "
+                                                              "descriptors"),
+                      "", "No score of a test case depends on its own label: the descriptor "
+                          "model saw only the fold's training cases (their ground-truth "
+                          "masks), the combination and the threshold only its validation "
+                          "cases; the test cases' descriptors come from the fold's segmenter."]
+    if args.descriptors is not None:
+        lines += ["", *descriptor_section(args.descriptors)]
+    for item in args.tta:
+        label, folder = item.split("=", 1)
+        lines += ["", *tta_section(label, Path(folder))]
+    lines += ["", "Fold ensembles (`predict --cls-run CV_DIR`, `evaluate CV_DIR --ensemble`) are "
+                  "not scored here: each fold model saw the other folds' cases, so an ensemble "
+                  "of them has seen every BrEaST case. Their gain is measured on another "
+                  "dataset."]
     lines += ["", "## How the settings were chosen, and what they do not show", "",
               "- Few settings were tried, on fold 0 only (test fold 0 therefore took part in "
               "choosing; the other four did not): lr 1e-3 with batch-norm momentum 0.9 "

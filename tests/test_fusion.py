@@ -31,6 +31,10 @@ def test_logistic_round_trips_through_plain_numbers_and_imputes_missing_values()
     model = fusion.fit_logistic(x, y, fusion.features(), c=1.0)
     again = fusion.Logistic.from_dict(json.loads(json.dumps(model.to_dict())))
     np.testing.assert_allclose(again.predict(x), model.predict(x))
+    # contributions add up to the log-odds
+    logit = np.log(model.predict(x) / (1 - model.predict(x)))
+    np.testing.assert_allclose(model.contributions(x).sum(axis=1) + model.intercept, logit,
+                               rtol=1e-6, atol=1e-9)
     # a missing value takes the training median: the same as giving the median
     row = x[:1].copy()
     row[0, 3] = np.nan
@@ -116,6 +120,7 @@ def test_evaluate_reports_cnn_descriptors_and_fused_side_by_side(fused_run, seg_
     report = (fused_run / "eval-test/report.md").read_text()
     assert "Fused classifier" in report and "oracle: upper bound" in report
     assert "| solidity |" in report
+    assert frame["fused_why"].str.contains("[+-][0-9]", regex=True).all()
 
 
 def test_predict_with_a_fused_run_scores_from_the_segmenters_descriptors(fused_run, seg_run,
@@ -144,6 +149,13 @@ def test_predict_with_a_fused_run_scores_from_the_segmenters_descriptors(fused_r
         assert p_fused[0] == pytest.approx(row["p_fused"], abs=1e-4)
         assert row["label_fused"] == ("malignant" if row["p_fused"] >= stored.threshold
                                       else "benign")
+        # why: the three largest contributions, which sum (with the others and the intercept)
+        # to the descriptor score's log-odds
+        parts = stored.descriptors.contributions(fusion.feature_row(values))[0]
+        shown = [item.rsplit(" ", 1) for item in row["fused_why"].split("; ")]
+        top = np.argsort(-np.abs(parts))[:3]
+        assert [name for name, _ in shown] == [stored.descriptors.names[j] for j in top]
+        assert [float(v) for _, v in shown] == pytest.approx(parts[top], abs=0.006)
     record = json.loads((out / "predict.json").read_text())
     assert record["fusion"]["threshold"] == stored.threshold
     # a changed fusion.json is not resumed into the same folder

@@ -292,3 +292,28 @@ def describe_many(masks: Iterable[np.ndarray], images: Iterable[np.ndarray | Non
         raise InputError(f"{len(masks)} masks, {len(images)} images and {len(pixel_sizes)} "
                          "pixel sizes: give one of each per case")
     return pd.DataFrame([describe(m, i, p) for m, i, p in zip(masks, images, pixel_sizes)])
+
+
+def agreement(table: Any) -> dict[str, dict[str, Any]]:
+    """How far a segmenter's masks carry the ground truth's descriptors: per descriptor (and
+    log_area), from a table with ``gt_<name>`` and ``pred_<name>`` columns (seg evaluate's
+    descriptors.csv), the mean absolute error, the Spearman correlation and n (cases where
+    both are finite)."""
+    from scipy.stats import spearmanr
+
+    block: dict[str, dict[str, Any]] = {}
+    for name in (*DESCRIPTORS, "log_area"):
+        gt = table.get(f"gt_{name}")
+        pred = table.get(f"pred_{name}")
+        if gt is None or pred is None:
+            block[name] = {"mae": None, "spearman": None, "n": 0}
+            continue
+        gt, pred = gt.to_numpy(np.float64), pred.to_numpy(np.float64)
+        both = np.isfinite(gt) & np.isfinite(pred)
+        n = int(both.sum())
+        rho = math.nan
+        if n >= 3 and np.ptp(gt[both]) > 0 and np.ptp(pred[both]) > 0:
+            rho = float(spearmanr(gt[both], pred[both]).statistic)
+        block[name] = {"mae": float(np.abs(gt[both] - pred[both]).mean()) if n else math.nan,
+                       "spearman": rho, "n": n}
+    return block

@@ -7,7 +7,6 @@ reaches ``--target-sensitivity`` on the validation split), metrics with bootstra
 
 from __future__ import annotations
 
-import math
 import shlex
 import sys
 import time
@@ -103,6 +102,7 @@ class EvalResult:
     threshold_source: str = "default"
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    data: Path | None = None  # the prepared dataset scored (the run's own, or --data)
 
 
 def find_runs(paths: list[Path], ensemble: bool = False) -> list[Path]:
@@ -391,32 +391,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="cls",
                       split=settings.split, metrics=metrics, frame=predictions, config=config,
                       command=command, threshold_source=source_text,
-                      seconds=round(time.perf_counter() - start, 2), extra=extra)
-
-
-def _descriptor_agreement(table: Any) -> dict[str, dict[str, Any]]:
-    """Per descriptor (and log_area): mean absolute error of the predicted mask's value against
-    the ground truth's, Spearman correlation, and n (cases where both are finite)."""
-    from scipy.stats import spearmanr
-
-    from breastus_cli.engine.descriptors import DESCRIPTORS
-
-    block: dict[str, dict[str, Any]] = {}
-    for name in (*DESCRIPTORS, "log_area"):
-        gt = table.get(f"gt_{name}")
-        pred = table.get(f"pred_{name}")
-        if gt is None or pred is None:
-            block[name] = {"mae": None, "spearman": None, "n": 0}
-            continue
-        gt, pred = gt.to_numpy(np.float64), pred.to_numpy(np.float64)
-        both = np.isfinite(gt) & np.isfinite(pred)
-        n = int(both.sum())
-        rho = math.nan
-        if n >= 3 and np.ptp(gt[both]) > 0 and np.ptp(pred[both]) > 0:
-            rho = float(spearmanr(gt[both], pred[both]).statistic)
-        block[name] = {"mae": float(np.abs(gt[both] - pred[both]).mean()) if n else math.nan,
-                       "spearman": rho, "n": n}
-    return block
+                      seconds=round(time.perf_counter() - start, 2), extra=extra, data=data)
 
 
 def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
@@ -425,6 +400,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     import pandas as pd
 
     from breastus_cli.data.imaging import read_luminance, read_mask, save_png
+    from breastus_cli.engine.descriptors import agreement as descriptor_agreement
     from breastus_cli.engine.descriptors import describe
     from breastus_cli.engine.inference import open_run, to_original_size
     from breastus_cli.engine.seg_metrics import case_metrics, dataset_metrics
@@ -479,7 +455,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
                     "fold": config["settings"].get("fold"),
                     "scored_at": "original image size"})
     descriptors = pd.DataFrame(described)
-    metrics["descriptors"] = _descriptor_agreement(descriptors)
+    metrics["descriptors"] = descriptor_agreement(descriptors)
     with atomic_path(out_dir / "per_case.csv") as tmp:
         per_case.to_csv(tmp, index=False)
     with atomic_path(out_dir / "descriptors.csv") as tmp:
@@ -488,4 +464,4 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="seg",
                       split=settings.split, metrics=metrics, frame=per_case, config=config,
                       command=_command(settings), threshold_source=threshold_source,
-                      seconds=round(time.perf_counter() - start, 2))
+                      seconds=round(time.perf_counter() - start, 2), data=data)

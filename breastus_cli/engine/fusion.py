@@ -88,6 +88,11 @@ class Logistic:
         """p(malignant) of each row of ``x`` (columns in ``names`` order)."""
         return _sigmoid(self._standard(x) @ np.asarray(self.coef) + self.intercept)
 
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Each input's share of each row's log-odds (weight x standardised value): they sum,
+        with the intercept, to the logit of :meth:`predict`."""
+        return self._standard(x) * np.asarray(self.coef)
+
     def to_dict(self) -> dict[str, Any]:
         return {"names": self.names, "median": self.median, "mean": self.mean,
                 "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
@@ -177,6 +182,16 @@ class Fusion:
         p_desc = self.descriptors.predict(x)
         p_fused = self.combiner.predict(np.column_stack([logit(p_cnn), logit(p_desc)]))
         return p_desc, p_fused
+
+    def explain(self, x: np.ndarray, top: int = 3) -> list[str]:
+        """Per lesion, the descriptors that moved its descriptor score most, signed (log-odds
+        of malignancy; + towards malignant), e.g. ``"solidity -1.20; log_area_mm2 +0.85"``."""
+        names = self.descriptors.names
+        out = []
+        for row in self.descriptors.contributions(x):
+            order = np.argsort(-np.abs(row))[:top]
+            out.append("; ".join(f"{names[j]} {row[j]:+.2f}" for j in order))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "descriptors", "descriptor_model": self.descriptors.to_dict(),
@@ -305,7 +320,8 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
         "combiner_weights": fused.combiner.weights(),
         "fitted_on": fused.fitted_on,
     }
-    columns = {"p_descriptors": p_desc,
+    why = np.asarray(fused.explain(feature_matrix(table)), dtype=object)
+    columns = {"fused_why": why, "p_descriptors": p_desc,
                "y_pred_descriptors": p_desc >= fused.descriptor_threshold,
                "p_fused": p_fused, "y_pred_fused": p_fused >= fused.threshold}
     has_mask = (frame["mask_path"] != "").to_numpy()
@@ -319,5 +335,5 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
                     "y_pred_descriptors_gt_mask": p_desc_gt >= fused.descriptor_threshold,
                     "p_fused_gt_mask": p_fused_gt,
                     "y_pred_fused_gt_mask": p_fused_gt >= fused.threshold}
-    return report, {k: (np.round(v, 6) if v.dtype.kind == "f" else v.astype(int))
-                    for k, v in columns.items()}
+    return report, {k: (np.round(v, 6) if v.dtype.kind == "f" else
+                        v if v.dtype.kind == "O" else v.astype(int)) for k, v in columns.items()}

@@ -50,9 +50,10 @@ COLUMNS = ["path", "frame", "width", "height", "pixel_size_mm", "p_malignant", "
 #: lesion descriptors of the predicted mask (--seg-run), every row the same columns: px
 #: sizes always, mm sizes empty without a pixel size, all empty where no lesion was found
 COLUMNS += list(DESCRIPTOR_COLUMNS)
-#: a fused classifier's (RUN/fusion.json, with --seg-run): the descriptor model's score and
-#: the fused score and label; empty otherwise
-COLUMNS += ["p_descriptors", "p_fused", "label_fused"]
+#: a fused classifier's (RUN/fusion.json, with --seg-run): the descriptor model's score, the
+#: fused score and label, and why (the three descriptors that moved the lesion's descriptor
+#: score most, in log-odds); empty otherwise
+COLUMNS += ["p_descriptors", "p_fused", "label_fused", "fused_why"]
 ERROR_COLUMNS = ["path", "reason"]
 
 
@@ -557,8 +558,10 @@ def _predict_batch(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | 
             values = describe_both_units(mask, frame.image, pixel)
             row.update(_descriptor_cells(values))
             if fused is not None and p_mal is not None:
-                p_desc, p_fused = fused.scores(p_mal[i:i + 1], fusion.feature_row(values))
+                x = fusion.feature_row(values)
+                p_desc, p_fused = fused.scores(p_mal[i:i + 1], x)
                 row.update({"p_descriptors": round(float(p_desc[0]), 6),
+                            "fused_why": fused.explain(x)[0],
                             "p_fused": round(float(p_fused[0]), 6),
                             "label_fused": "malignant" if p_fused[0] >= fused.threshold
                             else "benign"})

@@ -186,7 +186,8 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
     from breastus_cli.reports import plots
 
     m, per_case, out = result.metrics, result.frame, result.out_dir
-    data = Path(result.config["data"]["path"]) if result.config.get("data") else None
+    data = result.data or (Path(result.config["data"]["path"]) if result.config.get("data")
+                           else None)  # the dataset scored: --data, else the run's own
     overlays = out / "overlays"
     overlays.mkdir(exist_ok=True)
     ranked = per_case.sort_values("iou", kind="stable").reset_index(drop=True)
