@@ -275,26 +275,26 @@ def test_allowlisted_custom_names_are_the_registered_ones():
 
 
 # ---- real breastus models still load ----------------------------------------------------------
-def test_real_models_load_through_the_safe_loader(tiny_run, tmp_path):
+def test_real_models_load_through_the_safe_loader(tiny_run, seg_run, tmp_path):
     from breastus_cli import backend
     from breastus_cli.engine import tasks
     from breastus_cli.engine.inference import load_model
     from breastus_cli.models import seg_objectives as so
     from breastus_cli.models.safe_load import load_keras_model
-    from breastus_cli.models.segmenters import build_unet
 
     keras = backend.keras()
     classifier = load_model(tiny_run)
     assert classifier.output_shape == (None, 2)
 
-    unet = build_unet("efficientnetb2", 64)
-    path = tmp_path / "unet.keras"
-    unet.save(path)  # uncompiled, as training saves model.keras
+    # the session's trained U-Net (EfficientNetB2 encoder), saved uncompiled as training does
+    path = seg_run / "model.keras"
     names = json.dumps(json.loads(zipfile.ZipFile(path).read("config.json")))
     assert "FixedDropout" in names and "swish" in names
     loaded = load_keras_model(path)
+    # the same weights Keras itself reads from the file (its own loader, safe mode)
+    reference = keras.models.load_model(path, compile=False, safe_mode=True)
     batch = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 1)).astype("float32")
-    np.testing.assert_allclose(loaded(batch).numpy(), unet(batch).numpy(), atol=1e-5)
+    np.testing.assert_allclose(loaded(batch).numpy(), reference(batch).numpy(), atol=1e-5)
 
     # A compiled model: breastus's registered loss and metrics in compile_config pass too.
     small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
