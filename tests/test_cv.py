@@ -233,6 +233,36 @@ def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cl
     assert again.returncode == 0, again.stderr
     assert stamps == [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
 
+    # RESULTS.md's fused, descriptor and TTA sections (examples/write_results.py)
+    import subprocess
+    import sys
+
+    for k in range(3):
+        assert run_cli("evaluate", str(out / f"fold-{k}"), "--tta", "flip",
+                       "--bootstrap", "0").returncode == 0
+        assert (out / f"fold-{k}/eval-test/metrics.json").is_file()  # the plain one is kept
+    results = tmp_path / "RESULTS.md"
+    script = Path(__file__).resolve().parents[1] / "examples" / "write_results.py"
+    proc = subprocess.run([sys.executable, str(script), str(results), "--descriptors",
+                           str(cv_seg), "--tta", f"small CNN={out}", f"small CNN={out}",
+                           f"U-Net={cv_seg}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = results.read_text()
+    fused_auc = fusion["fused"]["auc"]
+    assert (f"| small CNN + lesion descriptors, fused (segmenter's masks) | "
+            f"{_pooled(fusion['fused']['accuracy'])} | {_pooled(fused_auc)} |") in text
+    assert "lesion descriptors alone (ground-truth masks: upper bound" in text
+    assert "## Lesion descriptors, one at a time" in text and "| solidity |" in text
+    tta = pd.concat([pd.read_csv(out / f"fold-{k}/eval-test-tta-flip/predictions.csv")
+                     for k in range(3)])
+    assert f"| with flip TTA | {skm.roc_auc_score(tta['y_true'], tta['p_malignant']):.3f} |" \
+        in text
+    assert "Fold ensembles" in text
+
+
+def _pooled(row: dict) -> str:
+    return f"{row['pooled']:.3f} ({row['ci'][0]:.3f}–{row['ci'][1]:.3f})"
+
 
 def test_fusion_needs_a_segmenter(learn_data, tmp_path):
     proc = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "1",
