@@ -269,3 +269,40 @@ def test_fusion_needs_a_segmenter(learn_data, tmp_path):
                    "--fusion", "descriptors", "--out", str(tmp_path / "cv"))
     assert proc.returncode == 2 and "--seg-cv" in proc.stderr
     assert not (tmp_path / "cv").exists()
+
+
+def test_a_segmentation_cv_predicts_and_evaluates_as_its_fold_ensemble(cv_seg, learn_data,
+                                                                        synth_data, tmp_path):
+    """A 'cv seg' folder as one segmenter: the mean of its fold models' probability maps, in
+    predict and in evaluate --ensemble on another dataset (never on its own)."""
+    from breastus_cli.engine.inference import open_run
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    rels = list(pd.read_csv(learn_data / "manifest.csv")["image"][:3])
+    for rel in rels:
+        (scans / Path(rel).name).write_bytes((learn_data / rel).read_bytes())
+    out = tmp_path / "pred"
+    proc = run_cli("predict", str(scans), "--seg-run", str(cv_seg), "--out", str(out),
+                   "--save-masks")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "predict.json").read_text())
+    assert [Path(f["path"]).name for f in record["models"]["seg"]["folds"]] == [
+        "fold-0", "fold-1", "fold-2"]
+    ensemble = open_run(cv_seg, "seg")
+    folds = [open_run(cv_seg / f"fold-{k}", "seg") for k in range(3)]
+    batch = np.random.default_rng(1).uniform(0, 255, (2, ensemble.size, ensemble.size, 1))
+    batch = batch.astype(np.float32)
+    np.testing.assert_allclose(ensemble.run(batch), np.mean([f.run(batch) for f in folds], 0),
+                               rtol=1e-5, atol=1e-6)
+    own = run_cli("evaluate", str(cv_seg), "--ensemble", "--data", str(learn_data),
+                  "--split", "all")
+    assert own.returncode == 2
+    other = run_cli("evaluate", str(cv_seg), "--ensemble", "--data", str(synth_data),
+                    "--split", "all", "--bootstrap", "100")
+    assert other.returncode == 0, other.stderr
+    result = cv_seg / f"eval-ensemble-{synth_data.name}-all"
+    metrics = json.loads((result / "metrics.json").read_text())
+    per_case = pd.read_csv(result / "per_case.csv")
+    assert metrics["dice"] == pytest.approx(per_case["dice"].mean())
+    shutil.rmtree(result)  # cv_seg is shared by this module's tests
