@@ -286,7 +286,8 @@ def _pooled_fusion(frame: Any, folds: list[dict[str, Any]], n_bootstrap: int) ->
         names = list(folds[0].get(key, {}))
         result[key] = {n: round(float(np.mean([f[key][n] for f in folds])), 4) for n in names}
     result["lesion_found"] = int(sum(f.get("lesion_found", 0) for f in folds))
-    result["fitted_on"] = folds[0].get("fitted_on")
+    result["fitted_on"] = {part: f"(fold 0) {text}" for part, text in
+                           (folds[0].get("fitted_on") or {}).items()}  # each fold alike
     result["masks_from"] = "each fold's segmenter (the --seg-cv fold of the same index)"
     return result
 
