@@ -232,6 +232,14 @@ def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cl
                     "--seg-cv", str(cv_seg), "--fusion", "descriptors")
     assert again.returncode == 0, again.stderr
     assert stamps == [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
+    # and the first command again (without --fusion, as a resumed script repeats it): the
+    # same training, so nothing is refused, retrained or refitted, and the fusion stays
+    plain = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3",
+                    "--lr", "1e-3", "--out", str(out), "--bootstrap", "300")
+    assert plain.returncode == 0, plain.stderr
+    assert stamps == [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
+    assert json.loads((out / "cv.json").read_text())["fusion"] == "descriptors"
+    assert "fusion" in json.loads((out / "summary.json").read_text())
 
     # RESULTS.md's fused, descriptor and TTA sections (examples/write_results.py)
     import subprocess

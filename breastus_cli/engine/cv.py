@@ -227,6 +227,8 @@ def cv(settings: CVSettings) -> CVResult:
             # fusion is fitted after training: a finished cross-validation takes it on
             # without retraining (each fold's CNN is re-scored with the fused model beside)
             write_json(out / PLAN, {**plan, **recorded})
+        elif _adds_fusion(wanted, existing):
+            pass  # the same training without --fusion: the fused folds are kept as they are
         elif existing != wanted:
             raise InputError(f"{out} holds a different cross-validation",
                              hint="choose another --out, or repeat the first run's options")
