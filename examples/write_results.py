@@ -187,6 +187,8 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("runs", nargs="+", help="LABEL=CV_DIR")
     parser.add_argument("--seconds", type=float, default=None, help="wall time of the script")
+    parser.add_argument("--wall-note", default="", help="said after the wall time (e.g. what "
+                        "else shared the machine)")
     parser.add_argument("--commands", type=Path, default=None, help="file with the commands run")
     parser.add_argument("--data-dir", default=None, help="the dataset folder given ($BREAST)")
     parser.add_argument("--work-dir", default=None, help="the work folder given ($WORK)")
@@ -328,7 +330,8 @@ def main() -> None:
     lines += ["", f"Hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
               f"cores, no GPU; Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}."]
     if args.seconds is not None:
-        lines.append(f"Wall time of the whole script: {args.seconds / 60:.1f} minutes.")
+        lines.append(f"Wall time of the whole script: {args.seconds / 60:.1f} minutes"
+                     + (f" ({args.wall_note})" if args.wall_note else "") + ".")
     lines += ["", "Per-fold folders (run directories, `eval-test/` reports, out-of-fold "
                   "predictions) stay in the work folder: "
               + ", ".join(f"`{relative(str(folder))}`" for _, folder, _, _ in runs) + "."]
@@ -338,7 +341,8 @@ def main() -> None:
             lines += ["`$BREAST` is the BrEaST-Lesions_USG folder and `$WORK` the work folder "
                       "given to `examples/results_breast.sh BREAST [WORK]`.", ""]
         lines += ["```bash", relative(args.commands.read_text().strip()), "```"]
-    args.out.write_text("\n".join(lines) + "\n")
+    # every path named anywhere (commands, fitted-on notes) relative to the folders given
+    args.out.write_text(relative("\n".join(lines)) + "\n")
     print(args.out.read_text())
 
 
