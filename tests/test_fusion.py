@@ -121,6 +121,11 @@ def test_evaluate_reports_cnn_descriptors_and_fused_side_by_side(fused_run, seg_
     assert "Fused classifier" in report and "oracle: upper bound" in report
     assert "| solidity |" in report
     assert frame["fused_why"].str.contains("[+-][0-9]", regex=True).all()
+    # per lesion in the report: the lesions called most malignant, with their reasons
+    top = frame.sort_values("p_fused", ascending=False, kind="stable").iloc[0]
+    assert "## Why, per lesion" in report
+    assert f"| {top['case_id']} | {top['label']} | {top['p_fused']:.3f} |" in report
+    assert top["fused_why"] in report
 
 
 def test_predict_with_a_fused_run_scores_from_the_segmenters_descriptors(fused_run, seg_run,

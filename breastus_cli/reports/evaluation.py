@@ -84,6 +84,8 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
 
         sections.append(("Fused classifier: CNN + lesion descriptors",
                          "\n".join(fusion_markdown(from_evaluation(m["fusion"]), None))))
+        if "fused_why" in frame.columns:
+            sections.append(("Why, per lesion", _why_table(frame)))
     settings = result.config.get("settings", {})
     notes = [f"Run: {result.run_dir} (model {settings.get('model')}, img size "
              f"{settings.get('img_size')}, weights {settings.get('weights')}"
@@ -107,6 +109,24 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
     md, html = write_report(out, title=title, summary_rows=rows, sections=sections,
                             figures=figures, command=result.command, notes=notes)
     return files + [md, html]
+
+
+def _why_table(frame: Any, n: int = 5) -> str:
+    """The ``n`` lesions the fused classifier calls most malignant and the ``n`` most benign,
+    each with the descriptors that moved its descriptor score most (predictions.csv's
+    ``fused_why`` has every lesion's)."""
+    ranked = frame.sort_values("p_fused", ascending=False, kind="stable")
+    picks = ranked.head(n) if len(ranked) <= 2 * n else ranked.iloc[list(range(n))
+                                                                     + list(range(-n, 0))]
+    lines = ["Descriptor contributions in log-odds of malignancy (+ towards malignant); every "
+             "lesion's are in predictions.csv (`fused_why`).", "",
+             "| case | truth | p fused | p CNN | p descriptors | largest contributions |",
+             "|---|---|---:|---:|---:|---|"]
+    for _, row in picks.iterrows():
+        lines.append(f"| {row['case_id']} | {row['label']} | {row['p_fused']:.3f} | "
+                     f"{row['p_malignant']:.3f} | {row['p_descriptors']:.3f} | "
+                     f"{row['fused_why']} |")
+    return "\n".join(lines)
 
 
 def _per_class_table(m: dict[str, Any]) -> str:
