@@ -36,20 +36,19 @@ start=$(date +%s)
 mkdir -p "$work"
 commands="$work/commands.sh"
 : > "$commands"
-run() {  # log the command (as it can be re-run) and run it
+log() {  # the command, as it can be re-run, into the commands file
   printf '%q ' "$@" | sed 's/ $//' >> "$commands"
   echo >> "$commands"
+}
+run() {  # log the command and run it
+  log "$@"
   "$@"
 }
 run_unless() {  # run_unless FILE COMMAND...: log the command; run it unless FILE exists
   local file=$1
   shift
-  if [ -f "$file" ]; then
-    printf '%q ' "$@" | sed 's/ $//' >> "$commands"
-    echo >> "$commands"
-  else
-    run "$@"
-  fi
+  log "$@"
+  [ -f "$file" ] || "$@"
 }
 
 data="$work/data"

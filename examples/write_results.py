@@ -66,16 +66,6 @@ def _pooled_fold_csv(folder: Path, name: str):
                       for k in range(plan["folds"])], ignore_index=True)
 
 
-def _stratified_resamples(y, n: int, seed: int = 0):
-    """Indices of ``n`` case resamples, drawn within each class (both classes in each)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(y == c) for c in (0, 1)]
-    for _ in range(n):
-        yield np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-
-
 def tta_section(label: str, folder: Path, n_bootstrap: int = 2000) -> list[str]:
     """AUC with and without flip TTA on the same out-of-fold cases, the paired bootstrap CI of
     the difference, and sensitivity/specificity at each fold's validation threshold (chosen
@@ -83,14 +73,17 @@ def tta_section(label: str, folder: Path, n_bootstrap: int = 2000) -> list[str]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
+    from breastus_cli.engine.bootstrap import percentile_ci, resample_counts
+
     plain = _pooled_fold_csv(folder, "eval-test/predictions.csv")
     flip = _pooled_fold_csv(folder, "eval-test-tta-flip/predictions.csv")
     both = plain.merge(flip, on=["case_id", "fold"], suffixes=("", "_tta"))
     y = both["y_true"].to_numpy()
     p0, p1 = both["p_malignant"].to_numpy(), both["p_malignant_tta"].to_numpy()
-    diffs = [roc_auc_score(y[i], p1[i]) - roc_auc_score(y[i], p0[i])
-             for i in _stratified_resamples(y, n_bootstrap)]
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    diffs = [roc_auc_score(y, p1, sample_weight=w) - roc_auc_score(y, p0, sample_weight=w)
+             for block in resample_counts(len(y), n_bootstrap, np.random.default_rng(0),
+                                          strata=y) for w in block]
+    lo, hi = percentile_ci(np.asarray(diffs), 0.95)
 
     def rates(pred):
         return (f"{(pred[y == 1] == 1).mean():.3f} / {(pred[y == 0] == 0).mean():.3f}")

@@ -127,14 +127,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, names: Sequence[str], c: float) -
 
 
 # ---- descriptors of cases ------------------------------------------------------------------
-def _pixel(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) and value > 0 else None
-
-
 def case_table(frame: Any, masks: Sequence[np.ndarray] | None = None) -> Any:
     """Descriptors of each case of a prepared-dataset frame (DataFrame, one row per case):
     from ``masks`` when given (a segmenter's, at each image's size), else from the case's
@@ -154,7 +146,7 @@ def case_table(frame: Any, masks: Sequence[np.ndarray] | None = None) -> Any:
         else:
             mask = np.zeros(image.shape, dtype=bool)
         rows.append({"case_id": case["case_id"],
-                     **with_log_area(describe(mask, image, _pixel(case.get("pixel_size_mm"))))})
+                     **with_log_area(describe(mask, image, case.get("pixel_size_mm")))})
     return pd.DataFrame(rows)
 
 
