@@ -15,12 +15,12 @@ def test_a_segmenter_scores_every_case_of_another_dataset(seg_run, synth_data, t
     proc = run_cli("evaluate", str(run), "--data", str(synth_data), "--split", "all",
                    "--bootstrap", "100")
     assert proc.returncode == 0, proc.stderr
-    per_case = pd.read_csv(run / "eval-all/per_case.csv")
+    per_case = pd.read_csv(run / "eval-data-all/per_case.csv")
     manifest = pd.read_csv(synth_data / "manifest.csv")
     assert sorted(per_case["case_id"]) == sorted(manifest.loc[manifest["mask"].notna()
                                                               & (manifest["mask"] != ""),
                                                               "case_id"])
-    metrics = json.loads((run / "eval-all/metrics.json").read_text())
+    metrics = json.loads((run / "eval-data-all/metrics.json").read_text())
     assert 0 <= metrics["dice"] <= 1 and metrics["n"] == len(per_case)
 
 
@@ -35,7 +35,7 @@ def test_a_fold_run_scores_another_dataset_without_folds(learn_data, synth_data,
     proc = run_cli("evaluate", str(run), "--data", str(synth_data), "--split", "all",
                    "--bootstrap", "100")
     assert proc.returncode == 0, proc.stderr
-    predictions = pd.read_csv(run / "eval-all/predictions.csv")
+    predictions = pd.read_csv(run / "eval-data-all/predictions.csv")
     assert len(predictions) == int(pd.read_csv(synth_data / "manifest.csv")["label"]
                                    .isin(["benign", "malignant"]).sum())
     assert predictions["p_malignant"].between(0, 1).all()

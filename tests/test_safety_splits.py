@@ -119,7 +119,7 @@ def test_split_all_on_another_dataset_needs_no_folds_nor_splits(tiny, tmp_path, 
     code, _, err = cli(capsys, "evaluate", str(run), "--data", str(other), "--split", "all",
                        "--bootstrap", "0")
     assert code == 0, err
-    metrics = json.loads((run / "eval-all" / "metrics.json").read_text())
+    metrics = json.loads((run / "eval-other-all" / "metrics.json").read_text())
     import pandas as pd
 
     labels = pd.read_csv(other / "manifest.csv")["label"]

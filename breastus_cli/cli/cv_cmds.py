@@ -11,7 +11,14 @@ import typer
 from breastus_cli.cli.app import app
 from breastus_cli.cli.slurm_options import pop_slurm, slurm_options
 from breastus_cli.cli.sweep_cmds import _with_engine
-from breastus_cli.cli.train_cmds import _param, apply_config, config_options, settings_options
+from breastus_cli.cli.train_cmds import (
+    _param,
+    apply_config,
+    combine_into,
+    config_options,
+    one_data,
+    settings_options,
+)
 from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.errors import UsageError
 from breastus_cli.reports import console
@@ -71,6 +78,9 @@ def _make_cv(settings_type: type[TrainSettings]) -> None:
         fusion = options.pop("fusion", "none")
         if c["out"] is None:
             raise UsageError("--out is required (or 'out' in the --config file)")
+        datasets = one_data(options)
+        if len(datasets) > 1:  # combined once into CV_DIR/data, then read like one dataset
+            options["data"] = combine_into(datasets, Path(c["out"]), marker="cv")
         train = settings_type(**options, **extras)
         settings = CVSettings(task=kind, train=train, out=c["out"], folds=c["folds"],
                               target_sensitivity=c["target_sensitivity"],

@@ -125,3 +125,32 @@ def split_cmd(
     _show(*split_tables(result))
     for message in result.warnings:
         console.warn(message)
+
+
+@app.command(
+    "combine",
+    epilog="Examples: breastus combine data/breast data/busbra --out data/breast+busbra  |  "
+           "breastus train-cls data/breast+busbra --fold 0  |  "
+           "breastus evaluate RUN  (every metric per dataset too)",
+)
+def combine_cmd(
+    datasets: list[Path] = typer.Argument(..., help="Two or more folders written by 'breastus "
+                                                     "prepare' and split."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the combined dataset (its "
+                                                       "manifest points at the datasets' files)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing combined dataset breastus wrote."),
+) -> None:
+    """Several prepared datasets as one, to train across hospitals: every case keeps its
+    dataset, split and fold; nothing is copied.
+
+    Writes OUT/manifest.csv, OUT/splits.csv and OUT/prepare.json. Train, cv and evaluate read it
+    like any prepared dataset; evaluate reports each dataset beside the pooled numbers.
+    """
+    from breastus_cli.data.combine import combine
+    from breastus_cli.reports.tables import combine_table
+
+    result = combine(datasets, out, overwrite=overwrite)
+    _show(combine_table(result))
+    for message in result.notes:
+        console.warn(message)

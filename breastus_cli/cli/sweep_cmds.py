@@ -15,7 +15,14 @@ import typer
 
 from breastus_cli.cli.app import app
 from breastus_cli.cli.slurm_options import pop_slurm, slurm_options
-from breastus_cli.cli.train_cmds import _param, apply_config, config_options, settings_options
+from breastus_cli.cli.train_cmds import (
+    _param,
+    apply_config,
+    combine_into,
+    config_options,
+    one_data,
+    settings_options,
+)
 from breastus_cli.engine.settings import (
     PAPER_EPOCHS,
     PAPER_LRS,
@@ -85,6 +92,9 @@ def _make_sweep(settings_type: type[TrainSettings]) -> None:
         s = {k: options.pop(k) for k in list(options) if k in sweep_keys}
         if s["out"] is None:
             raise UsageError("--out is required (or 'out' in the --config file)")
+        datasets = one_data(options)
+        if len(datasets) > 1:  # combined once into SWEEP/data
+            options["data"] = combine_into(datasets, Path(s["out"]), marker="sweep")
         train = settings_type(**options, **extras)
         lrs = PAPER_LRS if s["lr_list"] is None else _numbers(s["lr_list"], float, "--lr")
         epochs = (PAPER_EPOCHS if s["epochs_list"] is None

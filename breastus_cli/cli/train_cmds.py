@@ -26,7 +26,7 @@ from breastus_cli.engine.settings import (
     TrainSettings,
     read_config_file,
 )
-from breastus_cli.errors import UsageError
+from breastus_cli.errors import InputError, UsageError
 from breastus_cli.reports import console
 
 _KW = inspect.Parameter.KEYWORD_ONLY
@@ -62,8 +62,11 @@ def settings_options(settings_type: type[TrainSettings],
         else:
             flags = f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",)
             info = typer.Option(*flags, help=text, **extra)
+        hint = _plain(hints[f.name])
+        if f.name == "data":  # DATA [DATA ...]: several are combined (breastus combine)
+            hint = list[Path]
         params.append(inspect.Parameter(f.name, kind, default=f.default,
-                                        annotation=Annotated[_plain(hints[f.name]), info]))
+                                        annotation=Annotated[hint, info]))
         if f.name == "run_dir" and "resume" not in skip:
             params.append(_param("resume", Path, typer.Option(
                 None, "--resume", metavar="RUN_DIR",
@@ -125,7 +128,9 @@ def _convert(ctx: typer.Context, param: Any, value: Any, key: str, config: Path)
     """A file's value as the option would have parsed it (a list joins for a grid option)."""
     if value is None:
         return None
-    if isinstance(value, list) and not param.multiple:
+    if getattr(param, "nargs", 1) == -1 and not isinstance(value, list):
+        value = [value]  # DATA [DATA ...] from a file's single path
+    elif isinstance(value, list) and not param.multiple:
         value = ",".join(str(v) for v in value)
     try:
         return param.process_value(ctx, value)
@@ -141,9 +146,19 @@ def _make_command(name: str, settings_type: type[TrainSettings], doc: str, epilo
                              "the settings in its config.json")
         extras = apply_config(ctx, options, config, settings_type)
         resume = options.pop("resume")
+        datasets = one_data(options)
         settings = settings_type(**options, **extras)
         if resume is None:
             settings.validate()  # bad options fail before TensorFlow loads
+        if len(datasets) > 1:
+            if resume is not None:
+                raise UsageError("--resume takes no DATA: the run keeps its combined dataset")
+            from breastus_cli.engine import tasks
+            from breastus_cli.engine.rundir import default_run_dir
+
+            settings.run_dir = settings.run_dir or default_run_dir(
+                settings_type.KIND, tasks.task_for(settings_type.KIND).run_name(settings))
+            settings.data = combine_into(datasets, Path(settings.run_dir))
         run_training(settings, settings_type.KIND, resume)
 
     params = settings_options(settings_type) + config_options()
@@ -152,6 +167,27 @@ def _make_command(name: str, settings_type: type[TrainSettings], doc: str, epilo
     command.__doc__ = re.sub(r"(?<!\n)\n(?!\n)", " ", inspect.cleandoc(doc))
     command.__name__ = name.replace("-", "_")
     app.command(name, epilog=epilog)(command)
+
+
+def one_data(options: dict[str, Any]) -> list[Path]:
+    """Replace ``options["data"]`` (DATA [DATA ...]) by its first path; returns them all."""
+    datasets = list(options.get("data") or [])
+    options["data"] = datasets[0] if datasets else None
+    return datasets
+
+
+def combine_into(datasets: list[Path], folder: Path, marker: str | None = None) -> Path:
+    """Several DATA: their combined dataset (``breastus combine``) in ``folder/data``, written
+    only into a new or empty folder, one holding just that, or (``marker``) breastus's own."""
+    from breastus_cli.data.combine import VIEW, only_view, write_view
+    from breastus_cli.ownership import is_empty, is_owned
+
+    if not (is_empty(folder) or only_view(folder) or (marker and is_owned(folder, marker))):
+        raise InputError(f"{folder} exists and is not empty: several DATA are combined into "
+                         f"{folder}/{VIEW}, which needs a new folder",
+                         hint="choose another folder, or combine first: breastus combine "
+                              "DATA_A DATA_B --out DATA_AB")
+    return write_view(datasets, folder)
 
 
 def run_training(settings: Any, kind: str, resume: Path | None) -> None:
@@ -182,6 +218,8 @@ _make_command(
     train.log and, while running, checkpoints/ for --resume.
     """,
     "Examples: breastus train-cls data/breast --model resnet50 --epochs 30 --lr 1e-4  |  "
+    "breastus train-cls data/breast data/busbra --fold 0  (both datasets: RUN/data combines "
+    "them)  |  "
     "breastus train-cls data/breast --weights none --img-size 64 --epochs 2  |  "
     "breastus train-cls --resume runs/cls/20261124-101500-mobilenetv2  |  "
     "breastus train-cls --config runs/cls/20261124-101500-mobilenetv2/config.json",

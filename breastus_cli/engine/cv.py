@@ -214,7 +214,10 @@ def cv(settings: CVSettings) -> CVResult:
     out = Path(settings.out)
     from breastus_cli.ownership import ensure_own_or_empty
 
-    ensure_own_or_empty(out, "cv")
+    from breastus_cli.data.combine import only_view
+
+    if not only_view(out):  # several DATA: their combined dataset is already in out/data
+        ensure_own_or_empty(out, "cv")
     plan = _plan(settings)
     if (out / PLAN).is_file():
         existing = json.loads((out / PLAN).read_text())
@@ -262,6 +265,23 @@ def _pooled_cls(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, n_bootstrap: i
 
     result = classification_metrics(y, p, y_pred=y_pred, n_bootstrap=n_bootstrap, seed=seed)
     return {k: result[k] for k in CLS_KEYS}, {k: result["ci"][k] for k in CLS_KEYS}
+
+
+def classification_pooled(frame: Any, n_bootstrap: int) -> dict[str, Any]:
+    """Pooled out-of-fold classification numbers of some cases, with their CIs."""
+    pooled, ci = _pooled_cls(frame["y_true"].to_numpy(), frame["p_malignant"].to_numpy(),
+                             frame["y_pred"].to_numpy(), n_bootstrap)
+    return {**pooled, "ci": ci, "n": int(len(frame))}
+
+
+def _by_dataset(frame: Any, score: Any) -> dict[str, Any]:
+    """``{dataset: score(its rows)}`` when the pooled cases come from several datasets."""
+    from breastus_cli.data.combine import dataset_column
+
+    column = dataset_column(frame)
+    if column is None:
+        return {}
+    return {str(name): score(part) for name, part in frame.groupby(column, sort=True)}
 
 
 #: the fused classifier's scores in a fold's predictions.csv: (score, decision) columns
@@ -345,6 +365,10 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
                 "fusion" in m for m in fold_metrics):
             summary["fusion"] = _pooled_fusion(pooled_frame, [m["fusion"] for m in fold_metrics],
                                                plan["n_bootstrap"])
+        per_dataset = _by_dataset(pooled_frame, lambda part: classification_pooled(
+            part, plan["n_bootstrap"]))
+        if per_dataset:
+            summary["by_dataset"] = per_dataset
         summary["n"] = int(len(pooled_frame))
         summary["n_malignant"] = int(pooled_frame["y_true"].sum())
         summary["thresholds"] = [m["threshold"] for m in fold_metrics]
@@ -366,6 +390,12 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
         for key in SEG_KEYS:
             summary["metrics"][key] = {"pooled": pooled[key], "mean": spread[key]["mean"],
                                        "sd": spread[key]["sd"], "ci": pooled["ci"][key]}
+        per_dataset = _by_dataset(pooled_frame, lambda part: {
+            **{k: v for k, v in dataset_metrics(part.to_dict("records"),
+                                                n_bootstrap=plan["n_bootstrap"]).items()
+               if k in (*SEG_KEYS, "ci", "n")}})
+        if per_dataset:
+            summary["by_dataset"] = per_dataset
         summary["n"] = int(len(pooled_frame))
     summary["seconds_training"] = round(sum(
         float(json.loads((_fold_dir(out, k) / "config.json").read_text())

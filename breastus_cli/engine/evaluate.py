@@ -77,13 +77,20 @@ class EvalSettings:
             raise UsageError("--fusion descriptors fits on the run's training and validation "
                              "cases: report it on --split test")
 
-    def out_dir(self) -> Path:
-        """``RUN/eval-<split>/``; a fold ensemble's ``CV_DIR/eval-ensemble-<dataset>-<split>/``;
+    def out_dir(self, other: bool = False) -> Path:
+        """``RUN/eval-<split>/``; on ``other`` (``--data``, not the run's own dataset)
+        ``RUN/eval-<dataset>-<split>/``, so scoring another hospital's cases never replaces the
+        run's own evaluation; a fold ensemble's ``CV_DIR/eval-ensemble-<dataset>-<split>/``;
         with test-time augmentation ``...-tta-flip/`` (the plain evaluation is kept)."""
         suffix = "" if self.tta == "none" else f"-tta-{self.tta}"
         if self.ensemble:
             name = Path(self.data or "data").resolve().name
             return Path(self.run_dir) / f"eval-ensemble-{name}-{self.split}{suffix}"
+        if other and self.data is not None:
+            from breastus_cli.data.combine import dataset_names
+
+            name = dataset_names([Path(self.data)])[0]
+            return Path(self.run_dir) / f"eval-{name}-{self.split}{suffix}"
         return Path(self.run_dir) / f"eval-{self.split}{suffix}"
 
 
@@ -143,6 +150,27 @@ def _data_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
     if settings.split != "all":  # --split all scores every case: no split question
         check_same_split(settings.run_dir, config, data)
     return Path(data)
+
+
+def _out_dir(settings: EvalSettings, config: dict[str, Any], data: Path) -> Path:
+    """Where this evaluation goes: another dataset than the run's own gets its own folder."""
+    from breastus_cli.engine.rundir import same_dataset
+
+    other = settings.data is not None and not settings.ensemble \
+        and not same_dataset(Path(data), config.get("data") or {})
+    return settings.out_dir(other=other)
+
+
+def by_dataset(frame: Any, score: Any) -> dict[str, Any]:
+    """``{dataset: score(mask)}`` for each dataset of a combined dataset's cases (column
+    ``dataset``: ``breastus combine``), {} when the cases come from one dataset."""
+    from breastus_cli.data.combine import dataset_column
+
+    column = dataset_column(frame)
+    if column is None:
+        return {}
+    values = frame[column].astype(str).to_numpy()
+    return {name: score(values == name) for name in sorted(set(values))}
 
 
 def _cases(data: Path, split: str, config: dict[str, Any]) -> Any:
@@ -281,7 +309,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     if len(frame) == 0:
         raise InputError(f"no case in split '{settings.split}' of {data}")
     loaded = open_run(settings.run_dir, "cls", config=config, tta=settings.tta)
-    out_dir = settings.out_dir()
+    out_dir = _out_dir(settings, config, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     roi = config.get("roi", {}).get("source", "none") != "none"
     source = "seg" if roi and settings.seg_run is not None else "gt"
@@ -368,6 +396,14 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         extra["fusion"], fusion_columns = fusion.score_run(
             fused, frame, p, threshold, Path(settings.seg_run), out_dir, settings.batch_size,
             settings.n_bootstrap, settings.seed)
+    per_dataset = by_dataset(frame, lambda m: {
+        k: v for k, v in classification_metrics(y[m], p[m], threshold,
+                                                n_bootstrap=settings.n_bootstrap,
+                                                seed=settings.seed).items()
+        if k in ("n", "n_malignant", "auc", "sensitivity", "specificity", "accuracy",
+                 "balanced_accuracy", "ci")})
+    if per_dataset:  # a combined dataset: each hospital's own numbers beside the pooled ones
+        extra["by_dataset"] = per_dataset
     metrics.update({"split": settings.split, "threshold_source": source_text,
                     "threshold_rule": THRESHOLD_RULE,
                     "run_dir": str(settings.run_dir), "model": config["settings"].get("model"),
@@ -377,6 +413,8 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         "label": frame["label"], "p_malignant": np.round(p, 6),
         "y_pred": (p >= threshold).astype(int),
     })
+    if "dataset" in frame.columns:
+        predictions.insert(1, "dataset", frame["dataset"])
     if found is not None:
         predictions["lesion_found"] = np.asarray(found, dtype=int)
     if p_gt is not None:  # pooled by cv --seg-cv beside the predicted-crop numbers
@@ -422,7 +460,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     if not np.isfinite(probabilities).all():
         raise WorkError(f"{settings.run_dir}: the model outputs non-finite values; the training "
                         "diverged")
-    out_dir = settings.out_dir()
+    out_dir = _out_dir(settings, config, data)
     mask_dir = out_dir / "masks"
     mask_dir.mkdir(parents=True, exist_ok=True)
     rows, described = [], []
@@ -448,6 +486,12 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
                      "width": width, "height": height, **scores})
     per_case = pd.DataFrame(rows)
     metrics = dataset_metrics(rows, n_bootstrap=settings.n_bootstrap, seed=settings.seed)
+    per_dataset = by_dataset(frame, lambda m: dataset_metrics(
+        [row for row, keep in zip(rows, m) if keep], n_bootstrap=settings.n_bootstrap,
+        seed=settings.seed))
+    if per_dataset:
+        metrics["by_dataset"] = per_dataset
+        per_case.insert(1, "dataset", frame["dataset"])
     metrics.update({"split": settings.split, "threshold": threshold,
                     "threshold_source": threshold_source, "threshold_rule": THRESHOLD_RULE,
                     "run_dir": str(settings.run_dir),

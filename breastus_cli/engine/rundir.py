@@ -138,7 +138,7 @@ def data_record(data: Path, fold: int | None) -> dict[str, Any]:
             "split_sha256": split_fingerprint(data, fold is not None), "fold": fold}
 
 
-def _same_dataset(folder: Path, recorded: dict[str, Any]) -> bool:
+def same_dataset(folder: Path, recorded: dict[str, Any]) -> bool:
     """Is ``folder`` the dataset the run recorded (the same path, or the same manifest)?"""
     from breastus_cli.data.manifest import manifest_hash, manifest_path
 
@@ -176,7 +176,7 @@ def check_same_split(run_dir: str | Path, config: dict[str, Any],
     recorded = config.get("data") or {}
     folder = Path(data or recorded.get("path") or config.get("settings", {}).get("data") or "")
     if not recorded.get("splits_sha256") or not folder.is_dir() \
-            or not _same_dataset(folder, recorded):
+            or not same_dataset(folder, recorded):
         return
     fold = recorded.get("fold", config.get("settings", {}).get("fold"))
     message = split_changed(run_dir, recorded, folder, fold is not None)

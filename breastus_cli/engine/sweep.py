@@ -125,9 +125,11 @@ def _same_plan(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _load_or_write_plan(settings: SweepSettings) -> dict[str, Any]:
+    from breastus_cli.data.combine import only_view
     from breastus_cli.ownership import ensure_own_or_empty
 
-    ensure_own_or_empty(settings.out, "sweep")
+    if not only_view(settings.out):  # several DATA: combined into SWEEP/data already
+        ensure_own_or_empty(settings.out, "sweep")
     plan = make_plan(settings)
     path = settings.out / PLAN
     if path.is_file():

@@ -89,7 +89,9 @@ def _prepare_run_dir(settings: TrainSettings, task: Task, resume: bool) -> tuple
         return Path(settings.run_dir), False
     run_dir = Path(settings.run_dir) if settings.run_dir else default_run_dir(
         task.kind, task.run_name(settings))
-    if run_dir.exists() and any(run_dir.iterdir()):
+    from breastus_cli.data.combine import only_view
+
+    if run_dir.exists() and any(run_dir.iterdir()) and not only_view(run_dir):
         raise InputError(f"run directory {run_dir} exists and is not empty",
                          hint=f"continue it with --resume {run_dir}, or choose another --run-dir")
     made = not run_dir.exists()

@@ -52,6 +52,15 @@ def summary_markdown(summary: dict[str, Any], plan: dict[str, Any]) -> str:
              f"{len(summary['folds_done'])}/{plan['folds']}; img size {train.get('img_size')}, "
              f"lr {train.get('lr')}, epochs {train.get('epochs')}, weights {train.get('weights')}.",
              "", *_table(summary["metrics"])]
+    if summary.get("by_dataset"):
+        from breastus_cli.reports.evaluation import (
+            CLS_BY_DATASET,
+            SEG_BY_DATASET,
+            by_dataset_markdown,
+        )
+
+        keys = SEG_BY_DATASET if plan.get("task") == "seg" else CLS_BY_DATASET
+        lines += ["", "Per dataset, pooled out of fold:", "", by_dataset_markdown(summary, keys)]
     if "crops_from" in summary:
         lines += ["", f"Lesion-centred: crops from {summary['crops_from']}"
                       + (f" (a lesion found in {summary['lesion_found']} of {summary['n']} "

@@ -36,6 +36,21 @@ def is_oracle(metrics: dict[str, Any]) -> bool:
     return bool((metrics.get("roi") or {}).get("oracle"))
 
 
+def by_dataset_markdown(m: dict[str, Any], keys: tuple[tuple[str, str], ...]) -> str:
+    """One row per dataset of a combined dataset (metrics ``by_dataset``), with CIs."""
+    per = m.get("by_dataset") or {}
+    head = "| dataset | cases | " + " | ".join(label for label, _ in keys) + " |"
+    rule = "|---|---:|" + "---:|" * len(keys)
+    rows = [f"| {name} | {d.get('n', '')} | "
+            + " | ".join(_value(d, key, True) for _, key in keys) + " |"
+            for name, d in per.items()]
+    return "\n".join([head, rule, *rows])
+
+
+CLS_BY_DATASET = (("AUC", "auc"), ("Sensitivity", "sensitivity"), ("Specificity", "specificity"))
+SEG_BY_DATASET = (("Dice", "dice"), ("IoU", "iou"))
+
+
 def _threshold_note(m: dict[str, Any], source: str) -> str:
     return (f"Decision threshold {m['threshold']:.4f}: {source}. Rule: "
             f"{m.get('threshold_rule', 'threshold.json when present, else 0.5')}.")
@@ -79,6 +94,9 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
          f"| true benign | {cm[0][0]} | {cm[0][1]} |\n| true malignant | {cm[1][0]} | {cm[1][1]} |"),
         ("Per class", _per_class_table(m)),
     ]
+    if m.get("by_dataset"):
+        sections.insert(0, ("Per dataset (one threshold for all)",
+                            by_dataset_markdown(m, CLS_BY_DATASET)))
     if m.get("fusion"):
         from breastus_cli.reports.fusion import from_evaluation, fusion_markdown
 
@@ -239,6 +257,8 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
     worst = ranked.head(5)[["case_id", "iou", "dice"]]
     sections = [("Lowest IoU", "| case | IoU | Dice |\n|---|---:|---:|\n" + "\n".join(
         f"| {r.case_id} | {r.iou:.3f} | {r.dice:.3f} |" for r in worst.itertuples()))]
+    if m.get("by_dataset"):
+        sections.insert(0, ("Per dataset", by_dataset_markdown(m, SEG_BY_DATASET)))
     agreement = m.get("descriptors") or {}
     if agreement:  # the error each lesion descriptor inherits from imperfect segmentation
         sections.append(("Descriptor agreement (predicted vs ground-truth mask)",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from breastus_cli.data.combine import CombineResult
     from breastus_cli.data.prepare import PrepareResult
     from breastus_cli.data.split import SplitResult
     from breastus_cli.data.synth import SynthResult
@@ -78,3 +79,19 @@ def split_tables(result: SplitResult) -> list[Table]:
     if result.materialized:
         table.caption = f"folders written to {result.materialized}"
     return tables
+
+
+def combine_table(result: CombineResult) -> Table:
+    labels = sorted({lab for d in result.datasets for lab in d["labels"]})
+    table = Table(title=f"Combined dataset: {result.out}", title_justify="left")
+    table.add_column("dataset")
+    for label in labels:
+        table.add_column(label, justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("folds", justify="right")
+    for d in result.datasets:
+        table.add_row(d["name"], *(str(d["labels"].get(lab, 0)) for lab in labels),
+                      str(d["cases"]), str(d["folds"] or "-"))
+    table.caption = (f"{result.cases} cases; "
+                     + (f"{result.folds} folds kept" if result.folds else "no folds"))
+    return table
