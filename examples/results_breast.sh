@@ -83,7 +83,7 @@ done
 
 seconds=$(( $(date +%s) - start ))
 "$python" "$here/write_results.py" "$out" --seconds "$seconds" --commands "$commands" \
-  --data-dir "$breast" --work-dir "$work" \
+  --data-dir "$breast" --work-dir "$work" --append "$work/busbra/section.md" \
   --descriptors "$work/cv/unet-effb2" --tta "ResNet50, whole image=$work/cv/resnet50" \
   "MobileNetV2, whole image=$work/cv/mobilenetv2" \
   "ResNet50, whole image=$work/cv/resnet50" \

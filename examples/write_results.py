@@ -189,6 +189,8 @@ def main() -> None:
                         help="LABEL=CV_DIR whose folds were also evaluated with --tta flip")
     parser.add_argument("--descriptors", type=Path, default=None,
                         help="a segmentation CV folder whose folds wrote descriptors.csv")
+    parser.add_argument("--append", type=Path, default=None,
+                        help="a markdown section to include (examples/write_cross.py's)")
     args = parser.parse_args()
     relative = _relative_to({"$BREAST": args.data_dir, "$WORK": args.work_dir})
 
@@ -298,6 +300,8 @@ def main() -> None:
                           "scores together, and from-scratch models differ in scale from fold "
                           "to fold. The fused model, refitted per fold on the log-odds scale, "
                           "pools better."]
+    if args.append is not None and args.append.is_file():
+        lines += ["", args.append.read_text().strip()]
     lines += ["", "## How the settings were chosen, and what they do not show", "",
               "- Few settings were tried, on fold 0 only (test fold 0 therefore took part in "
               "choosing; the other four did not): lr 1e-3 with batch-norm momentum 0.9 "

@@ -261,6 +261,17 @@ def require_shared_breast() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_breast(tmp_path_factory) -> Path:
+    """The real BrEaST data prepared once for the session (read-only: copy before splitting or
+    training); skipped when ../shared has no BrEaST."""
+    from breastus_cli.data.prepare import PrepareSettings, prepare
+
+    source = require_shared_breast()
+    return built_once(tmp_path_factory, "real/breast",
+                      lambda out: prepare(PrepareSettings(source=source, out=out)))
+
+
+@pytest.fixture(scope="session")
 def learn_data(tmp_path_factory) -> Path:
     """160 synthetic cases split 60/15/25 (and 3 folds): a large test share, so learning
     checks on cases the model never saw are not luck. Shared by the classification and
@@ -330,14 +341,51 @@ def cls_evaluated(cls_run, tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "evaluated/smallcnn", build)
 
 
+@pytest.fixture(scope="session")
+def cv_cls(learn_data, tmp_path_factory):
+    """A 3-fold smallcnn cross-validation of ``learn_data`` (read-only)."""
+    def build(out: Path) -> None:
+        proc = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3",
+                       "--lr", "1e-3", "--out", str(out), "--bootstrap", "300")
+        assert proc.returncode == 0, proc.stderr
+        assert "pooled" in proc.stdout
+
+    yield from _read_only(built_once(tmp_path_factory, "cv/cls", build))
+
+
+@pytest.fixture(scope="session")
+def cv_seg(learn_data, tmp_path_factory):
+    """A 3-fold U-Net (resnet18) cross-validation of ``learn_data`` (read-only)."""
+    def build(out: Path) -> None:
+        proc = run_cli("cv", "seg", str(learn_data), "--folds", "3", *LIGHT_SEG, "--epochs",
+                       "1", "--out", str(out), "--bootstrap", "200", "--batch-size", "16")
+        assert proc.returncode == 0, proc.stderr
+
+    yield from _read_only(built_once(tmp_path_factory, "cv/seg", build))
+
+
 #: tests that train or need a trained run are ``slow``: ``make test-fast`` (-m "not slow")
 #: leaves them out; ``make test`` runs everything
-_TRAINED = {"cls_run", "seg_run", "cls_evaluated", "learn_data"}
-_SLOW_FILES = {"test_cv.py", "test_sweep.py", "test_export.py", "test_roi.py",
+_TRAINED = {"cls_run", "seg_run", "cls_evaluated", "learn_data", "cv_cls", "cv_seg"}
+_SLOW_FILES = {"test_cv.py", "test_cv_seg.py", "test_sweep.py", "test_export.py", "test_roi.py",
                "test_train_seg.py", "test_train_cls.py", "test_predict.py"}
 
 
+#: the files that take longest, longest first, each starting on the fixture it builds for the
+#: others (seg_run, cv_cls/cv_seg, cls_run): ``make test`` runs them before the many short
+#: files (pytest-xdist --dist loadfile --no-loadscope-reorder hands files out in this order),
+#: so no worker sits idle on another's build lock and none is left alone with a long file at
+#: the end. The rest follow in name order.
+HEAVY_FIRST = ("test_train_seg.py", "test_cv.py", "test_cv_seg.py", "test_train_cls.py",
+               "test_sweep.py", "test_predict.py", "test_export.py", "test_fusion.py",
+               "test_combine.py", "test_api.py", "test_ensemble.py", "test_sweep_slurm.py",
+               "test_roi.py", "test_inference_path.py", "test_settings_config.py",
+               "test_safe_load.py", "test_descriptors.py", "test_cross_dataset.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
     for item in items:
         if _TRAINED & set(getattr(item, "fixturenames", ())) or item.path.name in _SLOW_FILES:
             item.add_marker(pytest.mark.slow)

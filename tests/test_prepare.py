@@ -234,17 +234,17 @@ def test_synthetic_source_prepares_with_its_quirks(synth_source, tmp_path):
 
 
 @pytest.mark.realdata
-def test_real_breast_keeps_252_cases(tmp_path):
+def test_real_breast_keeps_252_cases(real_breast):
     source = require_shared_breast()
-    result = _prep(source, tmp_path / "breast")
-    assert result.kept == 252
-    assert result.counts == {"benign": 154, "malignant": 98}
-    assert sorted((s.case_id, s.reason) for s in result.skipped) == [
+    result = json.loads((real_breast / "prepare.json").read_text())  # prepare's own record
+    assert result["counts"]["kept"] == 252
+    assert result["labels"] == {"benign": 154, "malignant": 98}
+    assert sorted((s["case_id"], s["reason"]) for s in result["skipped"]) == [
         ("case045", "no tumor mask"), ("case061", "no tumor mask"),
         ("case209", "no tumor mask"), ("case213", "no tumor mask")]
-    assert result.image_size == {"min_width": 363, "max_width": 1024,
-                                 "min_height": 289, "max_height": 618}
-    manifest = pd.read_csv(tmp_path / "breast/manifest.csv")
+    assert result["image_size"] == {"min_width": 363, "max_width": 1024,
+                                    "min_height": 289, "max_height": 618}
+    manifest = pd.read_csv(real_breast / "manifest.csv")
     assert manifest["pixel_size_mm"].between(0.0434, 0.139).all()
     # the 7 images with RGB hidden under alpha 0 are black there after compositing
     img = np.asarray(Image.open(source / "BrEaST-Lesions_USG-images_and_masks/case001.png"))

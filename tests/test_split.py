@@ -10,7 +10,7 @@ import pytest
 
 from breastus_cli.data.split import SplitSettings, largest_remainder, split_dataset
 from breastus_cli.errors import UsageError
-from conftest import require_shared_breast, run_cli
+from conftest import run_cli
 
 
 def _manifest(path, n_benign=50, n_malignant=30, images_per_patient=1):
@@ -150,11 +150,10 @@ def test_materialize_keeps_images_and_masks_together(synth_data, tmp_path):
 
 
 @pytest.mark.realdata
-def test_real_breast_split(tmp_path):
-    from breastus_cli.data.prepare import PrepareSettings, prepare
-
-    source = require_shared_breast()
-    prepare(PrepareSettings(source=source, out=tmp_path / "b"))
+def test_real_breast_split(real_breast, tmp_path):
+    (tmp_path / "b").mkdir()  # split reads only the manifest: a copy of it is the dataset
+    for name in ("manifest.csv", "prepare.json"):
+        shutil.copy(real_breast / name, tmp_path / "b" / name)
     split_dataset(SplitSettings(data=tmp_path / "b", seed=42, folds=5))
     splits = _splits(tmp_path / "b")
     counts = splits.groupby(["split", "label"]).size().to_dict()

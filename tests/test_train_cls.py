@@ -16,7 +16,7 @@ import pytest
 from sklearn import metrics as skm
 
 from conftest import FAST_CLS as FAST
-from conftest import copy_run, require_shared_breast, run_cli
+from conftest import copy_run, run_cli
 
 
 
@@ -249,15 +249,18 @@ def test_fold_runs_evaluate_and_aggregate(learn_data, tmp_path):
 
 
 @pytest.mark.realdata
-def test_real_breast_one_epoch(tmp_path):
-    from breastus_cli.data.prepare import PrepareSettings, prepare
+def test_real_breast_one_epoch(real_breast, tmp_path):
+    """The real archive's prepared cases through training and evaluation (the model does not
+    matter here: smallcnn)."""
+    import shutil
+
     from breastus_cli.data.split import SplitSettings, split_dataset
 
-    source = require_shared_breast()
-    prepare(PrepareSettings(source=source, out=tmp_path / "breast"))
+    shutil.copytree(real_breast, tmp_path / "breast")
     split_dataset(SplitSettings(data=tmp_path / "breast", seed=42))
-    proc = run_cli("train-cls", str(tmp_path / "breast"), "--weights", "none", "--img-size", "64",
-                   "--epochs", "1", "--run-dir", str(tmp_path / "run"))
+    proc = run_cli("train-cls", str(tmp_path / "breast"), "--model", "smallcnn", "--weights",
+                   "none", "--img-size", "64", "--epochs", "1", "--run-dir",
+                   str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
     config = json.loads((tmp_path / "run/config.json").read_text())
     assert config["data"]["n_train"] == 201 and config["data"]["n_val"] == 25

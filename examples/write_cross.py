@@ -1,0 +1,186 @@
+"""Write the BUS-BRA and cross-dataset section of RESULTS.md (used by examples/results_busbra.sh).
+
+Usage: python examples/write_cross.py OUT.md --work-dir WORK --breast-cv CV_DIR
+           [--busbra-dir BUSBRA_DIR] [--commands FILE]
+
+Reads, under WORK (the folders results_busbra.sh writes; any that is missing is reported as
+not run):
+
+    busbra/runs/resnet50-f0/eval-test/              BUS-BRA, published fold 1 as test
+    busbra/runs/resnet50-f0/eval-*-all/             the same model on every BrEaST case
+    CV_DIR/eval-ensemble-*-all/                     BrEaST's 5 fold models on every BUS-BRA case
+    busbra/runs/both-f0/eval-test/                  trained on both (per dataset)
+    busbra/cv/resnet50-ft/summary.json              BrEaST 5-fold, BUS-BRA-pretrained
+    busbra/runs/unet-f0/eval-test/                  U-Net on BUS-BRA fold 1
+
+Every number is on cases the model never trained on; thresholds come from each model's own
+validation cases (for a cross-dataset row: the other dataset's), never from the cases reported.
+Paths are written relative to the folders given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _ci(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+
+
+def _eval(path: Path) -> dict | None:
+    file = path / "metrics.json"
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def _other(folder: Path, pattern: str) -> dict | None:
+    """The one evaluation on another dataset in ``folder`` (``evaluate --data OTHER``)."""
+    found = sorted(p for p in folder.glob(pattern) if (p / "metrics.json").is_file())
+    return _eval(found[-1]) if found else None
+
+
+def _row(label: str, tested: str, m: dict | None) -> str:
+    if m is None:
+        return f"| {label} | {tested} | not run | | | |"
+    ci = m.get("ci", {})
+    majority = max(m.get("n_malignant", 0), m["n"] - m.get("n_malignant", 0)) / m["n"]
+    return (f"| {label} | {tested} | {m['n']} ({m.get('n_malignant', '?')} malignant) | "
+            f"{_ci(m.get('auc'), ci.get('auc'))} | "
+            f"{_ci(m.get('sensitivity'), ci.get('sensitivity'))} / "
+            f"{_ci(m.get('specificity'), ci.get('specificity'))} | {majority:.3f} |")
+
+
+def _pooled(summary: dict, key: str) -> tuple[float | None, list[float] | None]:
+    row = summary.get("metrics", {}).get(key) or {}
+    return row.get("pooled"), row.get("ci")
+
+
+def _cv_row(label: str, summary: dict | None, fused: bool = False) -> str:
+    if summary is None:
+        return f"| {label} | BrEaST, 5 folds pooled out of fold | not run | | | |"
+    if fused:
+        f = summary.get("fusion", {}).get("fused")
+        if not f:
+            return f"| {label} | BrEaST, 5 folds pooled | not run | | | |"
+        cell = {k: (f[k]["pooled"], f[k]["ci"]) for k in ("auc", "sensitivity", "specificity")}
+    else:
+        cell = {k: _pooled(summary, k) for k in ("auc", "sensitivity", "specificity")}
+    n, n_mal = summary.get("n", 0), summary.get("n_malignant", 0)
+    majority = max(n_mal, n - n_mal) / n if n else float("nan")
+    return (f"| {label} | BrEaST, 5 folds pooled out of fold | {n} ({n_mal} malignant) | "
+            f"{_ci(*cell['auc'])} | {_ci(*cell['sensitivity'])} / {_ci(*cell['specificity'])} "
+            f"| {majority:.3f} |")
+
+
+def _goal(value: float | None, target: float) -> str:
+    if value is None:
+        return "not run"
+    return f"{value:.3f} ({'met' if value >= target else 'not met'}: goal {target:g})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--breast-cv", type=Path, required=True,
+                        help="BrEaST's from-scratch ResNet50 cross-validation (results_breast.sh)")
+    parser.add_argument("--busbra-dir", default=None, help="the BUS-BRA folder given")
+    parser.add_argument("--commands", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.work_dir
+    bb = work / "busbra"
+    run = bb / "runs" / "resnet50-f0"
+    own = _eval(run / "eval-test")
+    to_breast = _other(run, "eval-*-all")
+    to_busbra = _other(args.breast_cv, "eval-ensemble-*-all")
+    both = _eval(bb / "runs" / "both-f0" / "eval-test")
+    unet = _eval(bb / "runs" / "unet-f0" / "eval-test")
+    ft_file = bb / "cv" / "resnet50-ft" / "summary.json"
+    ft = json.loads(ft_file.read_text()) if ft_file.is_file() else None
+    scratch_file = args.breast_cv / "summary.json"
+    scratch = json.loads(scratch_file.read_text()) if scratch_file.is_file() else None
+
+    lines = [
+        "## BUS-BRA, and across hospitals", "",
+        "Data: BUS-BRA (Gómez-Flores et al., Medical Physics 2024; 1,875 images of 1,064 "
+        "patients, benign or malignant by biopsy, with lesion masks), prepared with "
+        "`breastus prepare` and split with its published patient-level 5 folds; published fold "
+        "1 (fold 0 here) is the test set, 15% of the other folds' patients validation. "
+        "BrEaST as above. Every model is ResNet50 at 96 px from scratch "
+        "(`--weights none`, lr 1e-3, 40 epochs, batch 16) unless the row says otherwise; "
+        "the decision threshold is chosen on the model's own validation cases for "
+        "sensitivity 0.9 (a cross-dataset row keeps the threshold of the dataset it "
+        "trained on: nothing is chosen on the hospital it is tested on).", "",
+        "| model | tested on | cases | AUC (95% CI) | sensitivity / specificity | majority "
+        "class |",
+        "|---|---|---:|---:|---:|---:|",
+        _row("trained on BUS-BRA folds 2-5", "BUS-BRA fold 1", own),
+        _row("the same model", "BrEaST, all 252 cases (another hospital)", to_breast),
+        _row("BrEaST's 5 fold models, averaged (from scratch on BrEaST)",
+             "BUS-BRA, all 1,875 images (another hospital)", to_busbra),
+    ]
+    singles = [m for m in (_other(args.breast_cv / f"fold-{k}", "eval-*-all") for k in range(5))
+               if m is not None and m.get("auc") is not None]
+    if singles and to_busbra is not None:
+        import statistics
+
+        aucs = [m["auc"] for m in singles]
+        lines.append(f"| each of those fold models alone (mean ± sd of {len(aucs)}) | BUS-BRA, all "
+                     f"1,875 images | {singles[0]['n']} | {statistics.mean(aucs):.3f} ± "
+                     f"{statistics.pstdev(aucs):.3f} (range {min(aucs):.3f}–{max(aucs):.3f}) | | |")
+    per = (both or {}).get("by_dataset") or {}
+    def named(name: str) -> str:  # dataset names come from the prepared folders' names
+        return f"BUS-BRA fold 1 ({name})" if "busbra" in name.lower() else f"BrEaST fold 0 ({name})"
+
+    if both is None:
+        lines.append("| trained on BrEaST + BUS-BRA together | | not run | | | |")
+    else:
+        lines.append(_row("trained on BrEaST folds 1-4 + BUS-BRA folds 2-5 together",
+                          "both test folds, pooled", both))
+        for name, m in per.items():
+            lines.append(_row("  the same model", named(name), m))
+    lines += [
+        _cv_row("BrEaST only, from scratch (table above)", scratch),
+        _cv_row("BUS-BRA-pretrained, fine-tuned on BrEaST (lr 1e-4, 20 epochs)", ft),
+        _cv_row("BUS-BRA-pretrained and fine-tuned, fused with lesion descriptors", ft,
+                fused=True),
+    ]
+    if unet is not None:
+        ci = unet.get("ci", {})
+        lines += ["", f"U-Net EfficientNetB2 (96 px, from scratch, 30 epochs) on BUS-BRA fold 1: "
+                      f"mean Dice {_ci(unet.get('dice'), ci.get('dice'))}, IoU "
+                      f"{_ci(unet.get('iou'), ci.get('iou'))} over {unet['n']} images."]
+    ft_auc = _pooled(ft, "auc")[0] if ft else None
+    fused = (ft or {}).get("fusion", {}).get("fused", {})
+    lines += [
+        "", "### Goals of this part", "",
+        f"- BUS-BRA, published fold 1 as test: AUC {_goal((own or {}).get('auc'), 0.90)}; "
+        f"Dice {_goal((unet or {}).get('dice'), 0.80)}.",
+        f"- BUS-BRA -> BrEaST, no BrEaST case in training: AUC "
+        f"{_goal((to_breast or {}).get('auc'), 0.85)}.",
+        f"- BrEaST 5-fold, BUS-BRA-pretrained and fine-tuned: AUC {_goal(ft_auc, 0.85)}; fused "
+        f"with descriptors AUC {_goal((fused.get('auc') or {}).get('pooled'), 0.85)}, "
+        f"sensitivity {_goal((fused.get('sensitivity') or {}).get('pooled'), 0.85)}, "
+        f"specificity {_goal((fused.get('specificity') or {}).get('pooled'), 0.60)}.",
+        "", "The training recipe (input size, schedule, epochs, augmentation) was not re-chosen "
+            "for this part: every row uses the BrEaST recipe above, fixed before any BUS-BRA "
+            "number was seen, so BUS-BRA and the cross-dataset rows took no part in choosing "
+            "it.",
+    ]
+    if args.commands and args.commands.is_file():
+        lines += ["", "Commands of this part (`$BUSBRA` is the BUS-BRA folder, `$WORK` the work "
+                      "folder given to `examples/results_busbra.sh`):", "", "```bash",
+                  args.commands.read_text().strip(), "```"]
+    text = "\n".join(lines) + "\n"
+    for folder, name in ((args.busbra_dir, "$BUSBRA"), (str(work), "$WORK")):
+        if folder:
+            text = text.replace(str(Path(folder).resolve()), name).replace(str(folder), name)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
