@@ -9,15 +9,15 @@
 #      fold model alone (the ensemble's gain)
 #   5. BrEaST 5-fold, starting from step 2's model (--weights RUN_DIR), fused with the lesion
 #      descriptors of BrEaST's U-Net folds
-#   6. ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
+#   6. U-Net EfficientNetB2 (96 px, 20 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
+#   7. ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
 #      each test fold reported apart
-#   7. U-Net EfficientNetB2 (96 px) on BUS-BRA fold 1
 #   then the section is written ($WORK/busbra/section.md) and RESULTS.md regenerated with it.
 #
 # Usage: examples/results_busbra.sh PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 # BUSBRA is the folder with bus_data.csv, Images/ and Masks/ (Gómez-Flores et al., Medical
 # Physics 2024). Measured on 2 CPU cores (2026-11-29): about 40 minutes for step 2, 10 for step 5,
-# 45 for step 6, 50 for step 7, a few for the rest. Resumable like results_breast.sh.
+# 35 for step 6, 45 for step 7, a few for the rest. Resumable like results_breast.sh.
 set -euo pipefail
 busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 breast=${2:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
@@ -53,22 +53,26 @@ train_once() {  # train_once RUN_DIR TRAIN-ARGS...: train (or resume), then choo
 }
 r="$w/runs/resnet50-f0"
 train_once "$r" "$bb" --fold 0 "${recipe[@]}"                                      # 2.
-run breastus evaluate "$r" --data "$br" --split all                                 # 3.
-run breastus evaluate "$work/cv/resnet50" --ensemble --data "$bb" --split all       # 4.
+# evaluate --data OTHER writes eval-<OTHER's folder name>-all/: both folders are named data
+run_unless "$r/eval-data-all/metrics.json" \
+  breastus evaluate "$r" --data "$br" --split all                                   # 3.
+run_unless "$work/cv/resnet50/eval-ensemble-data-all/metrics.json" \
+  breastus evaluate "$work/cv/resnet50" --ensemble --data "$bb" --split all         # 4.
 for k in 0 1 2 3 4; do  # each fold model alone on BUS-BRA: what averaging them gains
-  run breastus evaluate "$work/cv/resnet50/fold-$k" --data "$bb" --split all --bootstrap 0
+  run_unless "$work/cv/resnet50/fold-$k/eval-data-all/metrics.json" \
+    breastus evaluate "$work/cv/resnet50/fold-$k" --data "$bb" --split all --bootstrap 0
 done
 run breastus cv cls "$br" --weights "$r" --folds 5 --val-fraction 0.15 --seed 42 \
   --epochs 20 --lr 1e-4 --batch-size 16 --target-sensitivity 0.9 --model resnet50 \
   --img-size 96 --seg-cv "$work/cv/unet-effb2" --fusion descriptors --out "$w/cv/resnet50-ft"  # 5.
-train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}"                    # 6.
-u="$w/runs/unet-f0"                                                                 # 7.
+u="$w/runs/unet-f0"                                                                 # 6.
 if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
   if [ -f "$u/config.json" ]; then run breastus train-seg --resume "$u" || true
   else run breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 \
-    --epochs 30 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
+    --epochs 20 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
 fi
 run_unless "$u/eval-test/metrics.json" breastus evaluate "$u"
+train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}"                    # 7.
 
 "$python" "$here/write_cross.py" "$w/section.md" --work-dir "$work" \
   --breast-cv "$work/cv/resnet50" --busbra-dir "$busbra" --commands "$commands"

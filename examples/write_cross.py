@@ -150,7 +150,7 @@ def main() -> None:
     ]
     if unet is not None:
         ci = unet.get("ci", {})
-        lines += ["", f"U-Net EfficientNetB2 (96 px, from scratch, 30 epochs) on BUS-BRA fold 1: "
+        lines += ["", f"U-Net EfficientNetB2 (96 px, from scratch, 20 epochs, lr 1e-3, batch 8) on BUS-BRA fold 1: "
                       f"mean Dice {_ci(unet.get('dice'), ci.get('dice'))}, IoU "
                       f"{_ci(unet.get('iou'), ci.get('iou'))} over {unet['n']} images."]
     ft_auc = _pooled(ft, "auc")[0] if ft else None
