@@ -121,3 +121,80 @@ def test_save_png_roundtrip(tmp_path):
     save_png(mask, tmp_path / "m.png")
     back = np.asarray(Image.open(tmp_path / "m.png"))
     assert back.dtype == np.uint8 and back[1, 2] == 255 and back.sum() == 255
+
+
+# ---- the OpenCV path for 8-bit PNGs gives PIL's pixels exactly --------------------------------
+def _pil(path):
+    from breastus_cli.data.imaging import open_image, to_luminance
+
+    return to_luminance(open_image(path))
+
+
+def test_opencv_png_path_equals_pil_for_every_value_and_alpha(tmp_path):
+    """Every (value, alpha) pair of an RGBA PNG, and random RGB and grey PNGs: the fast path
+    decodes them (it does not hand them to PIL) to the very pixels of the PIL path."""
+    from breastus_cli.data.imaging import _fast_png
+
+    v = np.arange(256, dtype=np.uint16)[:, None].repeat(256, 1)
+    a = np.arange(256, dtype=np.uint16)[None, :].repeat(256, 0)
+    rgba = np.stack([v, 255 - v, (v * 7) % 256, a], -1).astype(np.uint8)
+    rng = np.random.default_rng(3)
+    images = {"rgba.png": Image.fromarray(rgba, "RGBA"),
+              "rgb.png": Image.fromarray(rng.integers(0, 256, (97, 131, 3), dtype=np.uint8)),
+              "grey.png": Image.fromarray(rng.integers(0, 256, (50, 70), dtype=np.uint8))}
+    for name, image in images.items():
+        image.save(tmp_path / name)
+        fast = _fast_png(tmp_path / name, 10**8)
+        assert fast is not None, name
+        np.testing.assert_array_equal(fast, _pil(tmp_path / name), err_msg=name)
+        np.testing.assert_array_equal(read_luminance(tmp_path / name), fast)
+
+
+def test_pngs_the_opencv_path_is_unsure_of_take_the_pil_path(tmp_path):
+    """Palette, grey+alpha, 16-bit, a transparency colour, and EXIF orientation (before or after
+    the image data): decoded by PIL, by the data rules."""
+    from breastus_cli.data.imaging import _fast_png
+
+    rng = np.random.default_rng(4)
+    rgb = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    rgb.convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(rng.integers(0, 256, (20, 30, 2), dtype=np.uint8), "LA").save(
+        tmp_path / "la.png")
+    Image.fromarray(rng.integers(0, 60000, (20, 30)).astype(np.uint16)).save(tmp_path / "i16.png")
+    rgb.save(tmp_path / "trns.png", transparency=(10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when shown
+    rgb.save(tmp_path / "exif.png", exif=exif.tobytes())
+    for name in ("palette.png", "la.png", "i16.png", "trns.png", "exif.png"):
+        assert _fast_png(tmp_path / name, 10**8) is None, name
+        np.testing.assert_array_equal(read_luminance(tmp_path / name), _pil(tmp_path / name))
+    assert read_luminance(tmp_path / "exif.png").shape == (30, 20)  # turned upright
+
+
+def test_a_corrupt_png_is_named_by_the_pil_fallback(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(good)
+    bad = tmp_path / "bad.png"
+    data = bytearray(good.read_bytes())
+    data[60:80] = b"\x00" * 20  # the image data broken, the header intact
+    bad.write_bytes(bytes(data))
+    with pytest.raises(RowError) as info:
+        read_luminance(bad)
+    assert "corrupt" in info.value.message
+
+
+def test_training_cache_and_serving_read_the_same_pixels(tmp_path):
+    """The training pipeline's arrays equal the inference path's (decode, then the one resize)."""
+    from breastus_cli.data.imaging import resize_grey
+    from breastus_cli.data.pipeline import load_arrays
+
+    rng = np.random.default_rng(5)
+    paths = []
+    for i, mode in enumerate(("L", "RGB", "RGBA")):
+        shape = (90 + 7 * i, 120) if mode == "L" else (90 + 7 * i, 120, len(mode))
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+        paths.append(path)
+    cached = load_arrays(paths, 64)
+    for path, array in zip(paths, cached):
+        np.testing.assert_array_equal(array[..., 0], resize_grey(read_luminance(path), 64))
