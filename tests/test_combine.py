@@ -95,9 +95,15 @@ def test_train_on_two_datasets_then_evaluate_each(learn_data, synth_data, tmp_pa
         malignant = part["y_true"] == 1
         if malignant.any():
             assert abs(numbers["sensitivity"] - y_pred[malignant].mean()) < 1e-6
-    report = (run / "eval-test/report.md")
-    if report.exists():
-        assert "data" in report.read_text()
+    report = (run / "eval-test/report.md").read_text()
+    assert "Per dataset" in report and "learn_data" in report and "prepared_data" in report
+    # replaying the run reads its combined dataset (config.json names RUN/data)
+    again = tmp_path / "again"
+    proc = run_cli("train-cls", "--config", str(run / "config.json"), "--run-dir", str(again))
+    assert proc.returncode == 0, proc.stderr
+    replay = json.loads((again / "config.json").read_text())
+    assert replay["data"]["manifest_sha256"] == config["data"]["manifest_sha256"]
+    assert replay["data"]["n_train"] == n_train
 
 
 def test_train_on_two_datasets_refuses_a_used_run_dir(learn_data, synth_data, tmp_path):
