@@ -203,7 +203,8 @@ def make_dataset(root: Path, *, cases: int, seed: int, sides: tuple[int, int],
     make_synthetic_breast(SynthSettings(out=root / "src", cases=cases, seed=seed,
                                         min_side=sides[0], max_side=sides[1]))
     prepare(PrepareSettings(source=root / "src", out=root / "data"))
-    split_dataset(SplitSettings(data=root / "data", ratio=ratio, seed=split_seed, folds=folds))
+    split_dataset(SplitSettings(data=root / "data", ratio=ratio, seed=split_seed,
+                                folds=folds or None))
     return root / "data"
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from conftest import FAST_CLS, copy_run, run_cli
 
@@ -153,3 +154,23 @@ def test_cross_validation_across_two_datasets_reports_each(tmp_path):
     again = run_cli(*args)  # the same command resumes: nothing retrained, same view
     assert again.returncode == 0, again.stderr
     assert pd.read_csv(out / "data/splits.csv").equals(splits)
+
+
+def test_a_segmenter_is_scored_per_dataset(seg_run, synth_data, tmp_path):
+    from conftest import make_dataset
+
+    small = make_dataset(tmp_path / "small", cases=12, seed=5, sides=(64, 80),
+                         ratio=(0.5, 0.25, 0.25), split_seed=1)
+    both = tmp_path / "both"
+    assert run_cli("combine", str(synth_data), str(small), "--out", str(both)).returncode == 0
+    run = copy_run(seg_run, tmp_path / "seg")
+    proc = run_cli("evaluate", str(run), "--data", str(both), "--split", "all",
+                   "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((run / "eval-both-all/metrics.json").read_text())
+    per_case = pd.read_csv(run / "eval-both-all/per_case.csv")
+    assert sorted(metrics["by_dataset"]) == sorted(per_case["dataset"].unique())
+    for name, numbers in metrics["by_dataset"].items():
+        part = per_case[per_case["dataset"] == name]
+        assert numbers["n"] == len(part)
+        assert numbers["dice"] == pytest.approx(part["dice"].mean())
