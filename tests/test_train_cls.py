@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn import metrics as skm
@@ -279,3 +280,32 @@ def test_tensorboard_logs_epoch_curves_into_the_run(learn_data, tmp_path):
     assert {p.parent.name for p in events} >= {"train", "validation"}
     assert all(p.stat().st_size > 0 for p in events)
     assert json.loads((run / "config.json").read_text())["settings"]["tensorboard"] is True
+
+
+def test_cosine_schedule_with_warmup_sets_each_epochs_learning_rate(learn_data, tmp_path):
+    from breastus_cli.engine.settings import learning_rate
+
+    run = tmp_path / "run"
+    proc = run_cli("train-cls", str(learn_data), *FAST, "--img-size", "32", "--epochs", "4",
+                   "--lr", "1e-3", "--lr-schedule", "cosine", "--warmup-epochs", "1",
+                   "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    history = pd.read_csv(run / "history.csv")
+    expected = [learning_rate(e, 1e-3, 4, "cosine", 1) for e in range(4)]
+    np.testing.assert_allclose(history["lr"], expected, rtol=1e-5)
+    assert expected[0] == pytest.approx(1e-3) and expected[1] < 1e-3 and expected[-1] < 1e-4
+    settings = json.loads((run / "config.json").read_text())["settings"]
+    assert settings["lr_schedule"] == "cosine" and settings["warmup_epochs"] == 1
+
+
+def test_schedule_options_are_checked_before_training(learn_data, tmp_path):
+    for args, words in ((["--lr-schedule", "step"], "--lr-schedule must be"),
+                        (["--warmup-epochs", "5", "--epochs", "5"], "--warmup-epochs must")):
+        proc = run_cli("train-cls", str(learn_data), *FAST, *args, "--run-dir",
+                       str(tmp_path / "r"))
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+        assert not (tmp_path / "r").exists()
+    # a sweep's shorter grid points are prefixes of one training: not under a schedule
+    proc = run_cli("sweep", "cls", str(learn_data), *FAST, "--lr-schedule", "cosine",
+                   "--out", str(tmp_path / "s"))
+    assert proc.returncode == 2 and "--independent" in proc.stderr, proc.stderr

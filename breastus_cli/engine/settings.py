@@ -24,6 +24,26 @@ PAPER_LRS = (1e-6, 1e-5, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2)
 PAPER_EPOCHS = (10, 20, 30, 40, 50)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(epoch: int, lr: float, epochs: int, schedule: str = "constant",
+                  warmup: int = 0) -> float:
+    """The learning rate of 0-based ``epoch``: linear warm-up over ``warmup`` epochs (lr/w,
+    2 lr/w, ... lr), then ``lr`` (constant) or a half cosine from ``lr`` towards 0 over the
+    remaining epochs, taken at each epoch's middle (the last epoch still learns a little).
+
+    >>> [round(learning_rate(e, 1.0, 6, "cosine", 2), 3) for e in range(6)]
+    [0.5, 1.0, 0.962, 0.691, 0.309, 0.038]
+    """
+    if epoch < warmup:
+        return lr * (epoch + 1) / warmup
+    if schedule == "constant":
+        return lr
+    steps = max(epochs - warmup, 1)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup + 0.5) / steps))
+
+
 def check_img_size(img_size: int, option: str = "--img-size") -> None:
     if img_size < 32 or img_size > 1024 or img_size % 32:
         raise UsageError(f"{option} must be a multiple of 32 between 32 and 1024 (got {img_size})")
@@ -62,6 +82,9 @@ class TrainSettings:
                              "with --weights none).", "--epochs", "-e", show_default=False)
     batch_size: int = _opt(16, "Batch size (all devices together).", "--batch-size", "-b")
     img_size: int = _opt(224, "Input side in pixels (multiple of 32).")
+    lr_schedule: str = _opt("constant", "constant, or cosine: decay from --lr to near 0 over the "
+                                        "epochs after --warmup-epochs.")
+    warmup_epochs: int = _opt(0, "Epochs of linear warm-up to --lr before the schedule.")
     seed: int = _opt(42, "Seed (weights, order, augmentation).")
     augment: bool = _opt(True, "Horizontal flips, small rotations, zoom, shifts, "
                                "brightness/contrast.", "--augment/--no-augment")
@@ -140,6 +163,12 @@ class TrainSettings:
             raise UsageError(f"--bn-momentum must lie in [0, 1) (got {self.bn_momentum})")
         if self.checkpoint_epochs and any(e < 1 or e > self.epochs for e in self.checkpoint_epochs):
             raise UsageError(f"--checkpoint-epochs must lie in 1..{self.epochs}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(f"--lr-schedule must be {' or '.join(LR_SCHEDULES)} "
+                             f"(got '{self.lr_schedule}')")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise UsageError(f"--warmup-epochs must lie in 0..{self.epochs - 1} "
+                             f"(got {self.warmup_epochs})")
         if self.cache not in ("memory", "disk", "none"):
             raise UsageError(f"--cache must be memory, disk or none (got {self.cache})")
 

@@ -65,6 +65,11 @@ class SweepSettings:
         if self.train.early_stopping and not self.independent:
             raise UsageError("--early-stopping would cut the prefix trainings short: use it "
                              "with --independent only")
+        if (self.train.lr_schedule != "constant" or self.train.warmup_epochs) \
+                and not self.independent:
+            raise UsageError("--lr-schedule/--warmup-epochs depend on the epoch count: a shorter "
+                             "grid point is not a prefix of a longer training; use them with "
+                             "--independent")
         if self.train.run_dir is not None:
             raise UsageError("a sweep's trials have their own run directories: drop --run-dir")
         probe = SETTINGS_TYPES[self.task].from_dict(self.train.to_dict())

@@ -258,6 +258,12 @@ def train(
         # checkpoint are on disk, so a kill never leaves history behind the restored state.
         callbacks = [nan_guard, history, best,
                      cb.EpochReporter(settings.epochs, steps, on_epoch, on_batch)]
+        if settings.lr_schedule != "constant" or settings.warmup_epochs:
+            from breastus_cli.engine.settings import learning_rate
+
+            callbacks.append(keras.callbacks.LearningRateScheduler(
+                lambda epoch, _lr: learning_rate(epoch, settings.lr, settings.epochs,
+                                                 settings.lr_schedule, settings.warmup_epochs)))
         if settings.checkpoint_epochs:
             callbacks.append(cb.EpochCheckpoints(run_dir / GRID, settings.checkpoint_epochs,
                                                  save_best))
