@@ -15,6 +15,13 @@ from PIL import Image
 import breastus_cli.backend  # noqa: E402,F401  sets TF_USE_LEGACY_KERAS / SM_FRAMEWORK for this
 # process, as the CLI does, before any in-process command saves and restores the environment
 
+if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("BREASTUS_THREADS"):
+    # each pytest-xdist worker (and every breastus it starts) takes its share of the cores, as
+    # parallel sweep trials do: TensorFlow's thread pools then do not fight over them (measured:
+    # the two heaviest test files, 175 s -> 162 s of wall time on 2 cores with 2 workers)
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    os.environ["BREASTUS_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // _workers))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BREAST = REPO.parent / "shared" / "data" / "BrEaST-Lesions_USG"
 SHEET = "BrEaST-Lesions-USG clinical dat"
