@@ -121,11 +121,16 @@ def test_another_dataset_gets_its_own_evaluation_folder(cls_evaluated, synth_dat
     """Scoring a run on another dataset never replaces the run's own evaluation."""
     run = copy_run(cls_evaluated, tmp_path / "run")
     own = (run / "eval-test/metrics.json").read_text()
+    threshold = run / "threshold.json"
+    before = threshold.read_text() if threshold.exists() else None
     proc = run_cli("evaluate", str(run), "--data", str(synth_data), "--split", "test",
-                   "--bootstrap", "0")
+                   "--bootstrap", "0", "--target-sensitivity", "0.9")
     assert proc.returncode == 0, proc.stderr
-    assert (run / "eval-data-test/metrics.json").is_file()
+    metrics = json.loads((run / "eval-data-test/metrics.json").read_text())
     assert (run / "eval-test/metrics.json").read_text() == own
+    # a threshold chosen on another dataset's validation cases stays in that evaluation
+    assert "chosen on validation" in metrics["threshold_source"]
+    assert (threshold.read_text() if threshold.exists() else None) == before
 
 
 def test_cross_validation_across_two_datasets_reports_each(tmp_path):

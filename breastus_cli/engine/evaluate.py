@@ -83,12 +83,12 @@ class EvalSettings:
         run's own evaluation; a fold ensemble's ``CV_DIR/eval-ensemble-<dataset>-<split>/``;
         with test-time augmentation ``...-tta-flip/`` (the plain evaluation is kept)."""
         suffix = "" if self.tta == "none" else f"-tta-{self.tta}"
+        from breastus_cli.data.combine import dataset_names
+
         if self.ensemble:
-            name = Path(self.data or "data").resolve().name
+            name = dataset_names([Path(self.data or "data")])[0]
             return Path(self.run_dir) / f"eval-ensemble-{name}-{self.split}{suffix}"
         if other and self.data is not None:
-            from breastus_cli.data.combine import dataset_names
-
             name = dataset_names([Path(self.data)])[0]
             return Path(self.run_dir) / f"eval-{name}-{self.split}{suffix}"
         return Path(self.run_dir) / f"eval-{self.split}{suffix}"
@@ -152,13 +152,17 @@ def _data_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
     return Path(data)
 
 
-def _out_dir(settings: EvalSettings, config: dict[str, Any], data: Path) -> Path:
-    """Where this evaluation goes: another dataset than the run's own gets its own folder."""
+def _is_other(settings: EvalSettings, config: dict[str, Any], data: Path) -> bool:
+    """Is ``data`` (``--data``) another dataset than the one the run trained on?"""
     from breastus_cli.engine.rundir import same_dataset
 
-    other = settings.data is not None and not settings.ensemble \
+    return settings.data is not None and not settings.ensemble \
         and not same_dataset(Path(data), config.get("data") or {})
-    return settings.out_dir(other=other)
+
+
+def _out_dir(settings: EvalSettings, config: dict[str, Any], data: Path) -> Path:
+    """Where this evaluation goes: another dataset than the run's own gets its own folder."""
+    return settings.out_dir(other=_is_other(settings, config, data))
 
 
 def by_dataset(frame: Any, score: Any) -> dict[str, Any]:
@@ -355,8 +359,9 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
                                                 / y_val.sum())
         extra["validation_n"] = int(len(y_val))
         # predict uses this threshold for the run from now on (its label column); one chosen
-        # on test-time-augmented scores belongs to that evaluation only (metrics.json)
-        if settings.tta == "none":
+        # on test-time-augmented scores, or on another dataset's validation cases, belongs to
+        # that evaluation only (metrics.json)
+        if settings.tta == "none" and not _is_other(settings, config, data):
             write_json(Path(settings.run_dir) / THRESHOLD, {
                 "threshold": threshold, "source": source_text,
                 "target_sensitivity": settings.target_sensitivity, "chosen_on": "validation",
