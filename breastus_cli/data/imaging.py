@@ -234,5 +234,15 @@ def resize_grey(image: np.ndarray, size: int) -> np.ndarray:
 
 def read_resized(path: str | Path, size: int) -> np.ndarray:
     """A prepared dataset's image decoded by :func:`read_luminance` (the decoder evaluate and
-    predict use) and resized by :func:`resize_grey`: (S, S, 1)."""
-    return resize_grey(read_luminance(path), size)[..., None]
+    predict use) and resized by :func:`resize_grey`: (S, S, 1). Runs inside the training
+    pipeline, whose error carries only the message: a missing file raises the OS's
+    ``FileNotFoundError`` naming the whole path, any other problem names the path too."""
+    try:
+        return resize_grey(read_luminance(path), size)[..., None]
+    except RowError as exc:
+        if not Path(path).exists():
+            import errno
+
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path)) \
+                from None
+        raise ValueError(f"{path}: {exc.message}") from None
