@@ -9,15 +9,18 @@
 #      fold model alone (the ensemble's gain)
 #   5. BrEaST 5-fold, starting from step 2's model (--weights RUN_DIR), fused with the lesion
 #      descriptors of BrEaST's U-Net folds
-#   6. U-Net EfficientNetB2 (96 px, 20 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
-#   7. ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
+#   6. the recipe choice, on BUS-BRA's validation cases only: step 2 again with a cosine
+#      learning-rate schedule (2 epochs of warm-up), compared by best validation AUC
+#   7. if cosine won: BrEaST 5-fold from scratch again with it (BrEaST took no part in choosing)
+#   8. U-Net EfficientNetB2 (96 px, 20 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
+#   9. ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
 #      each test fold reported apart
 #   then the section is written ($WORK/busbra/section.md) and RESULTS.md regenerated with it.
 #
 # Usage: examples/results_busbra.sh PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 # BUSBRA is the folder with bus_data.csv, Images/ and Masks/ (Gómez-Flores et al., Medical
 # Physics 2024). Measured on 2 CPU cores (2026-11-29): about 40 minutes for step 2, 10 for step 5,
-# 35 for step 6, 45 for step 7, a few for the rest. Resumable like results_breast.sh.
+# 30 for step 6, 30 for step 7, 35 for step 8, 45 for step 9, a few for the rest. Resumable like results_breast.sh.
 set -euo pipefail
 busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 breast=${2:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
@@ -65,14 +68,23 @@ done
 run breastus cv cls "$br" --weights "$r" --folds 5 --val-fraction 0.15 --seed 42 \
   --epochs 20 --lr 1e-4 --batch-size 16 --target-sensitivity 0.9 --model resnet50 \
   --img-size 96 --seg-cv "$work/cv/unet-effb2" --fusion descriptors --out "$w/cv/resnet50-ft"  # 5.
-u="$w/runs/unet-f0"                                                                 # 6.
+# 6. the one recipe choice, on BUS-BRA's validation cases: constant lr against cosine
+k="$w/runs/resnet50-cos-f0"
+train_once "$k" "$bb" --fold 0 "${recipe[@]}" --lr-schedule cosine --warmup-epochs 2
+if "$python" -c "import json, sys; best = lambda r: json.load(open(r + '/best.json'))['value']
+sys.exit(0 if best('$k') > best('$r') else 1)"; then  # 7. BrEaST again, with the choice
+  run breastus cv cls "$br" --folds 5 "${recipe[@]}" --lr-schedule cosine --warmup-epochs 2 \
+    --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+    --out "$work/cv/resnet50-cosine"
+fi
+u="$w/runs/unet-f0"                                                                 # 8.
 if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
   if [ -f "$u/config.json" ]; then run breastus train-seg --resume "$u" || true
   else run breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 \
     --epochs 20 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
 fi
 run_unless "$u/eval-test/metrics.json" breastus evaluate "$u"
-train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}"                    # 7.
+train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}"                    # 9.
 
 "$python" "$here/write_cross.py" "$w/section.md" --work-dir "$work" \
   --breast-cv "$work/cv/resnet50" --busbra-dir "$busbra" --commands "$commands"
