@@ -19,8 +19,9 @@
 #
 # Usage: examples/results_busbra.sh PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 # BUSBRA is the folder with bus_data.csv, Images/ and Masks/ (Gómez-Flores et al., Medical
-# Physics 2024). Measured on 2 CPU cores (2026-11-29): about 40 minutes for step 2, 10 for step 5,
-# 30 for step 6, 30 for step 7, 35 for step 8, 45 for step 9, a few for the rest. Resumable like results_breast.sh.
+# Physics 2024). On 2 CPU cores (2026-11-29): measured about 40 minutes for step 2 and 10 for
+# step 5; estimated 30 for step 6, 30 for step 7, 35 for step 8, 45 for step 9. Resumable like
+# results_breast.sh.
 set -euo pipefail
 busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 breast=${2:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
