@@ -87,3 +87,20 @@ def test_fusion_needs_a_segmenter(learn_data, tmp_path):
                    "--fusion", "descriptors", "--out", str(tmp_path / "cv"))
     assert proc.returncode == 2 and "--seg-cv" in proc.stderr
     assert not (tmp_path / "cv").exists()
+
+
+def test_a_cv_written_before_the_schedule_options_still_resumes(cv_cls, learn_data, tmp_path):
+    """cv.json and config.json from before --lr-schedule/--warmup-epochs existed: the same
+    command matches them (they trained at a constant rate) and retrains nothing."""
+    out = tmp_path / "cv"
+    shutil.copytree(cv_cls, out)
+    plan = json.loads((out / "cv.json").read_text())
+    for key in ("lr_schedule", "warmup_epochs"):
+        plan["train"].pop(key)
+    (out / "cv.json").write_text(json.dumps(plan))
+    proc = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3",
+                   "--lr", "1e-3", "--out", str(out), "--bootstrap", "300")
+    assert proc.returncode == 0, proc.stderr
+    for k in range(3):
+        assert (out / f"fold-{k}/history.csv").read_text() == (
+            cv_cls / f"fold-{k}/history.csv").read_text()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.engine.settings import SETTINGS_TYPES, TrainSettings
+from breastus_cli.engine.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 
@@ -183,7 +183,7 @@ def run_fold(out: Path, k: int) -> str:
     if fold_done(out, k, fusion):
         return "skipped"
     run = _fold_dir(out, k)
-    settings = SETTINGS_TYPES[plan["task"]].from_dict(plan["train"])
+    settings = SETTINGS_TYPES[plan["task"]].from_dict({**TRAIN_ADDED, **plan["train"]})
     settings.fold, settings.run_dir = k, run
     seg_run = None
     if plan.get("seg_cv"):
@@ -223,6 +223,8 @@ def cv(settings: CVSettings) -> CVResult:
         existing = json.loads((out / PLAN).read_text())
         existing.setdefault("seg_cv", None)  # written before --seg-cv existed
         existing.setdefault("fusion", "none")  # written before --fusion existed
+        for key, value in TRAIN_ADDED.items():  # settings added since: what the run trained with
+            existing.get("train", {}).setdefault(key, value)
         # the folds are compared apart (cv.json has them since issue 11)
         recorded = {key: existing.pop(key, None) for key in SPLIT_KEYS}
         wanted = {k: v for k, v in plan.items() if k not in SPLIT_KEYS}

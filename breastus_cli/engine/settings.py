@@ -26,6 +26,11 @@ PAPER_EPOCHS = (10, 20, 30, 40, 50)
 
 LR_SCHEDULES = ("constant", "cosine")
 
+#: training settings added after runs, cross-validations and sweeps were already written, with
+#: the value those earlier trainings used: an older config.json/cv.json/sweep.json resumes,
+#: replays and matches the same command as it trained
+TRAIN_ADDED: dict[str, Any] = {"lr_schedule": "constant", "warmup_epochs": 0}
+
 
 def learning_rate(epoch: int, lr: float, epochs: int, schedule: str = "constant",
                   warmup: int = 0) -> float:
@@ -322,5 +327,6 @@ def read_config_file(path: Path | str, kind: str = "") -> tuple[dict[str, Any], 
         if kind and data["task"] != kind:
             raise InputError(f"--config {path} records a '{data['task']}' run, not a "
                              f"'{kind}' one")
-        return {k: v for k, v in data["settings"].items() if k not in REPLAY_DROP}, True
+        values = {k: v for k, v in data["settings"].items() if k not in REPLAY_DROP}
+        return {**TRAIN_ADDED, **values}, True
     return {str(k).replace("-", "_"): v for k, v in data.items()}, False

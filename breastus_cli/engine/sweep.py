@@ -30,7 +30,13 @@ from typing import Any
 
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.engine.rundir import CONFIG, GRID, HISTORY, log
-from breastus_cli.engine.settings import PAPER_EPOCHS, PAPER_LRS, SETTINGS_TYPES, TrainSettings
+from breastus_cli.engine.settings import (
+    PAPER_EPOCHS,
+    PAPER_LRS,
+    SETTINGS_TYPES,
+    TRAIN_ADDED,
+    TrainSettings,
+)
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 
@@ -125,6 +131,8 @@ def _same_plan(a: dict[str, Any], b: dict[str, Any]) -> bool:
     if any(a[k] != b[k] for k in keys):
         return False
     ignore = {"cache_dir"}
+    a = {**a, "train": {**TRAIN_ADDED, **a["train"]}}  # a sweep written before those settings
+    b = {**b, "train": {**TRAIN_ADDED, **b["train"]}}
     return {k: v for k, v in a["train"].items() if k not in ignore} == {
         k: v for k, v in b["train"].items() if k not in ignore}
 
@@ -150,7 +158,7 @@ def _load_or_write_plan(settings: SweepSettings) -> dict[str, Any]:
 
 
 def trial_settings(plan: dict[str, Any], trial: dict[str, Any], out: Path) -> TrainSettings:
-    settings = SETTINGS_TYPES[plan["task"]].from_dict(plan["train"])
+    settings = SETTINGS_TYPES[plan["task"]].from_dict({**TRAIN_ADDED, **plan["train"]})
     settings.lr, settings.epochs = float(trial["lr"]), int(trial["epochs"])
     settings.run_dir = Path(out).resolve() / "trials" / trial["name"]
     settings.checkpoint_epochs = list(trial["grid_epochs"])

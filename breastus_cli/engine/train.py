@@ -23,7 +23,7 @@ from breastus_cli.engine.rundir import (
     BEST, CHECKPOINTS, CONFIG, GRID, MODEL, attach_log, check_same_split, data_record,
     default_run_dir, detach_log, environment, log, read_config, write_config,
 )
-from breastus_cli.engine.settings import TrainSettings
+from breastus_cli.engine.settings import TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.tasks import Task, copy_backbone
 from breastus_cli.errors import BreastusError, InputError, Interrupted, UsageError, WorkError
 
@@ -354,7 +354,7 @@ def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainS
                          hint=f"resume it with breastus train-{other} --resume {run_dir}"
                          if other in ("cls", "seg") else None)
     try:
-        settings = settings_type.from_dict(config["settings"])
+        settings = settings_type.from_dict({**TRAIN_ADDED, **config["settings"]})
         settings.run_dir = Path(run_dir)
         settings.validate()
     except BreastusError as exc:
