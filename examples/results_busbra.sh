@@ -45,6 +45,8 @@ if [ ! -f "$bb/splits.csv" ]; then
 fi
 recipe=(--weights none --val-fraction 0.15 --seed 42 --epochs 40 --lr 1e-3 --batch-size 16
         --model resnet50 --img-size 96)
+constant=(--lr-schedule constant --warmup-epochs 0)  # BrEaST's recipe (results_breast.sh)
+cosine=(--lr-schedule cosine --warmup-epochs 2)      # the alternative of step 6
 train_once() {  # train_once RUN_DIR TRAIN-ARGS...: train (or resume), then choose the threshold
   local r=$1
   shift
@@ -56,7 +58,7 @@ train_once() {  # train_once RUN_DIR TRAIN-ARGS...: train (or resume), then choo
   run_unless "$r/threshold.json" breastus evaluate "$r" --target-sensitivity 0.9
 }
 r="$w/runs/resnet50-f0"
-train_once "$r" "$bb" --fold 0 "${recipe[@]}"                                      # 2.
+train_once "$r" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}"                     # 2.
 # evaluate --data OTHER writes eval-<OTHER's folder name>-all/: both folders are named data
 run_unless "$r/eval-data-all/metrics.json" \
   breastus evaluate "$r" --data "$br" --split all                                   # 3.
@@ -67,14 +69,14 @@ for k in 0 1 2 3 4; do  # each fold model alone on BUS-BRA: what averaging them 
     breastus evaluate "$work/cv/resnet50/fold-$k" --data "$bb" --split all --bootstrap 0
 done
 run breastus cv cls "$br" --weights "$r" --folds 5 --val-fraction 0.15 --seed 42 \
-  --epochs 20 --lr 1e-4 --batch-size 16 --target-sensitivity 0.9 --model resnet50 \
+  --epochs 20 --lr 1e-4 "${constant[@]}" --batch-size 16 --target-sensitivity 0.9 --model resnet50 \
   --img-size 96 --seg-cv "$work/cv/unet-effb2" --fusion descriptors --out "$w/cv/resnet50-ft"  # 5.
 # 6. the one recipe choice, on BUS-BRA's validation cases: constant lr against cosine
 k="$w/runs/resnet50-cos-f0"
-train_once "$k" "$bb" --fold 0 "${recipe[@]}" --lr-schedule cosine --warmup-epochs 2
+train_once "$k" "$bb" --fold 0 "${recipe[@]}" "${cosine[@]}"
 if "$python" -c "import json, sys; best = lambda r: json.load(open(r + '/best.json'))['value']
 sys.exit(0 if best('$k') > best('$r') else 1)"; then  # 7. BrEaST again, with the choice
-  run breastus cv cls "$br" --folds 5 "${recipe[@]}" --lr-schedule cosine --warmup-epochs 2 \
+  run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${cosine[@]}" \
     --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
     --out "$work/cv/resnet50-cosine"
 fi
@@ -85,7 +87,7 @@ if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
     --epochs 20 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
 fi
 run_unless "$u/eval-test/metrics.json" breastus evaluate "$u"
-train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}"                    # 9.
+train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}"   # 9.
 
 "$python" "$here/write_cross.py" "$w/section.md" --work-dir "$work" \
   --breast-cv "$work/cv/resnet50" --busbra-dir "$busbra" --commands "$commands"
