@@ -309,9 +309,10 @@ def main() -> None:
               "lesion crops (0.83), U-Net at 96 px for 30 epochs (fold-0 Dice 0.77). The other "
               "folds were lower: the fold-0 numbers were optimistic.",
               "- Not tried for lack of time on 2 CPU cores: larger inputs (224 px), longer "
-              "schedules or learning-rate decay, stronger augmentation, larger crop margins, "
-              "domain pretraining (`--weights RUN_DIR` from another ultrasound set), ImageNet "
-              "weights (the reference study's setting; not downloadable here).",
+              "schedules, stronger augmentation, larger crop margins, ImageNet "
+              "weights (the reference study's setting; not downloadable here). A cosine "
+              "learning-rate decay and domain pretraining on BUS-BRA were tried later: see the "
+              "BUS-BRA section.",
               "- The fused classifier's settings were fixed before its cross-validation and "
               "not tuned on these folds: two L2-regularised logistic regressions (C 0.5 for "
               "the descriptors, 1.0 for the combination), twelve descriptors. One descriptor "
