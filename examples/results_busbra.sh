@@ -12,7 +12,7 @@
 #   6. the recipe choice, on BUS-BRA's validation cases only: step 2 again with a cosine
 #      learning-rate schedule (2 epochs of warm-up), compared by best validation AUC
 #   7. if cosine won: BrEaST 5-fold from scratch again with it (BrEaST took no part in choosing)
-#   8. U-Net EfficientNetB2 (96 px, 20 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
+#   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
 #   9. ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
 #      each test fold reported apart
 #   then the section is written ($WORK/busbra/section.md) and RESULTS.md regenerated with it.
@@ -20,7 +20,7 @@
 # Usage: examples/results_busbra.sh PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 # BUSBRA is the folder with bus_data.csv, Images/ and Masks/ (Gómez-Flores et al., Medical
 # Physics 2024). On 2 CPU cores (2026-11-29): measured about 40 minutes for step 2 and 10 for
-# step 5; estimated 30 for step 6, 30 for step 7, 35 for step 8, 45 for step 9. Resumable like
+# step 5, 30 for step 6; estimated 30 for step 7, 20 for step 8, 45 for step 9. Resumable like
 # results_breast.sh.
 set -euo pipefail
 busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
@@ -84,7 +84,7 @@ u="$w/runs/unet-f0"                                                             
 if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
   if [ -f "$u/config.json" ]; then run breastus train-seg --resume "$u" || true
   else run breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 \
-    --epochs 20 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
+    --epochs 12 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
 fi
 run_unless "$u/eval-test/metrics.json" breastus evaluate "$u"
 train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}"   # 9.

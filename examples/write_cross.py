@@ -189,7 +189,7 @@ def main() -> None:
     ]
     if unet is not None:
         ci = unet.get("ci", {})
-        lines += ["", f"U-Net EfficientNetB2 (96 px, from scratch, 20 epochs, lr 1e-3, batch 8) on BUS-BRA fold 1: "
+        lines += ["", f"U-Net EfficientNetB2 (96 px, from scratch, 12 epochs, lr 1e-3, batch 8) on BUS-BRA fold 1: "
                       f"mean Dice {_ci(unet.get('dice'), ci.get('dice'))}, IoU "
                       f"{_ci(unet.get('iou'), ci.get('iou'))} over {unet['n']} images."]
     recipe = recipe_section(run, bb / "runs" / "resnet50-cos-f0", cosine is not None)
