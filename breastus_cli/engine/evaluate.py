@@ -160,11 +160,6 @@ def _is_other(settings: EvalSettings, config: dict[str, Any], data: Path) -> boo
         and not same_dataset(Path(data), config.get("data") or {})
 
 
-def _out_dir(settings: EvalSettings, config: dict[str, Any], data: Path) -> Path:
-    """Where this evaluation goes: another dataset than the run's own gets its own folder."""
-    return settings.out_dir(other=_is_other(settings, config, data))
-
-
 def by_dataset(frame: Any, score: Any) -> dict[str, Any]:
     """``{dataset: score(mask)}`` for each dataset of a combined dataset's cases (column
     ``dataset``: ``breastus combine``), {} when the cases come from one dataset."""
@@ -313,7 +308,8 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     if len(frame) == 0:
         raise InputError(f"no case in split '{settings.split}' of {data}")
     loaded = open_run(settings.run_dir, "cls", config=config, tta=settings.tta)
-    out_dir = _out_dir(settings, config, data)
+    other = _is_other(settings, config, data)  # another dataset: its own folder, no threshold.json
+    out_dir = settings.out_dir(other=other)
     out_dir.mkdir(parents=True, exist_ok=True)
     roi = config.get("roi", {}).get("source", "none") != "none"
     source = "seg" if roi and settings.seg_run is not None else "gt"
@@ -361,7 +357,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         # predict uses this threshold for the run from now on (its label column); one chosen
         # on test-time-augmented scores, or on another dataset's validation cases, belongs to
         # that evaluation only (metrics.json)
-        if settings.tta == "none" and not _is_other(settings, config, data):
+        if settings.tta == "none" and not other:
             write_json(Path(settings.run_dir) / THRESHOLD, {
                 "threshold": threshold, "source": source_text,
                 "target_sensitivity": settings.target_sensitivity, "chosen_on": "validation",
@@ -465,7 +461,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     if not np.isfinite(probabilities).all():
         raise WorkError(f"{settings.run_dir}: the model outputs non-finite values; the training "
                         "diverged")
-    out_dir = _out_dir(settings, config, data)
+    out_dir = settings.out_dir(other=_is_other(settings, config, data))
     mask_dir = out_dir / "masks"
     mask_dir.mkdir(parents=True, exist_ok=True)
     rows, described = [], []
