@@ -156,6 +156,12 @@ def test_int8_full_integer_agrees_on_the_label_for_most_test_images(
     train = select_cases(learn_data, "train")
     n_train = int(train["label"].isin(["benign", "malignant"]).sum())
     assert conversion["representative_images"] == min(40, n_train)
+    # balanced by class: each class gives half, or all it has when it has fewer
+    counts = train["label"].value_counts()
+    half = min(40, n_train) // 2
+    assert conversion["representative_classes"] == {
+        c: min(int(counts[c]), max(half, min(40, n_train) - int(counts[o])))
+        for c, o in (("benign", "malignant"), ("malignant", "benign"))}
     # int8 kernels inside, float32 at the edges
     tf = backend.tf()
     with warnings.catch_warnings():
@@ -310,3 +316,20 @@ def test_segmenter_int8_masks_mostly_agree(seg_export_run, seg_reference):
           f"{agreement['mean_iou']:.3f}, max |dp| {agreement['max_abs_diff']:.3f}")
     assert meta["conversion"]["int8_mode"] in ("full-integer", "mixed")
     assert agreement["pixel_agreement"] >= 0.95
+
+
+@pytest.mark.parametrize("labels, n, expected", [
+    (["b"] * 30 + ["m"] * 10, 10, {"b": 5, "m": 5}),
+    (["b"] * 30 + ["m"] * 3, 10, {"b": 7, "m": 3}),       # the rarer class gives all it has
+    (["b"] * 3 + ["m"] * 4, 20, {"b": 3, "m": 4}),         # fewer rows than asked: all of them
+    (["b"] * 9 + ["m"] * 9, 7, {"b": 4, "m": 3}),
+])
+def test_int8_calibration_draw_is_balanced_by_class(labels, n, expected):
+    from breastus_cli.engine.export_inputs import balanced_draw
+
+    rows = balanced_draw(labels, n, seed=42)
+    assert len(set(rows)) == len(rows) == sum(expected.values())
+    assert list(rows) == sorted(rows)
+    got = {c: sum(labels[i] == c for i in rows) for c in expected}
+    assert got == expected
+    assert list(balanced_draw(labels, n, seed=42)) == list(rows)  # seeded

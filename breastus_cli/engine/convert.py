@@ -104,6 +104,9 @@ def _convert(model: Any, img_size: int, quantize: str, representative: Any,
                 info["int8_mode"] = mode
                 info["representative_images"] = int(getattr(representative, "count", 0))
                 info["representative_source"] = "training split"
+                classes = getattr(representative, "classes", None)
+                if classes:  # a classifier's draw: balanced by class
+                    info["representative_classes"] = {str(k): int(v) for k, v in classes.items()}
             else:
                 info["quantization"] = "none (float32)"
             if failures:

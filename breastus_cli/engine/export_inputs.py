@@ -18,24 +18,47 @@ from breastus_cli.errors import InputError
 #: Images of the run's test split used to measure agreement with the Keras model.
 SAMPLE_IMAGES = 32
 
-def _model_inputs(config: dict[str, Any], role: str, n: int | None, seed: int | None,
-                  img_size: int) -> np.ndarray:
-    """(n, S, S, 1) float32 inputs the run's model saw in ``role``: the task's usable cases
-    (cls: benign/malignant; seg: with a mask), lesion crops for a ``--roi mask`` classifier;
-    the first ``n`` (seed None) or a seeded draw of ``n``."""
-    from breastus_cli.data.pipeline import load_arrays
+def balanced_draw(labels: list[str], n: int, seed: int) -> np.ndarray:
+    """Sorted row numbers of a seeded draw of ``n`` of ``labels``' rows, as even across the
+    labels as they allow (a class with too few rows gives all of them; the others fill up)."""
+    rng = np.random.default_rng(seed)
+    groups = {c: rng.permutation([i for i, lab in enumerate(labels) if lab == c])
+              for c in sorted(set(labels))}
+    take = dict.fromkeys(groups, 0)
+    left = min(n, len(labels))
+    while left:  # one more row from each class that has rows left, smallest first
+        open_ = [c for c in groups if take[c] < len(groups[c])]
+        for c in sorted(open_, key=lambda c: take[c])[:left]:
+            take[c] += 1
+            left -= 1
+    return np.sort(np.concatenate([groups[c][:take[c]] for c in groups]).astype(int))
 
+
+def _input_cases(config: dict[str, Any], role: str, n: int | None, seed: int | None,
+                 balanced: bool = False):  # -> DataFrame
+    """The cases of ``role`` the run's model takes: the task's usable ones (cls: benign/malignant;
+    seg, or a ``--roi mask`` classifier: with a mask); the first ``n`` (seed None) or a seeded
+    draw of ``n`` (``balanced``: as many of each label as the split has, :func:`balanced_draw`)."""
     frame = run_cases(config, role)
-    margin = roi_margin(config)
-    if config.get("task") == "seg" or margin is not None:
+    if config.get("task") == "seg" or roi_margin(config) is not None:
         frame = frame[frame["mask_path"] != ""]
     if config.get("task") == "cls":
         frame = frame[frame["label"].isin(["benign", "malignant"])]
     frame = frame.reset_index(drop=True)
     if n is not None and len(frame) > n:
         rows = (np.arange(n) if seed is None else
+                balanced_draw(list(frame["label"]), n, seed) if balanced else
                 np.sort(np.random.default_rng(seed).choice(len(frame), size=n, replace=False)))
         frame = frame.iloc[rows].reset_index(drop=True)
+    return frame
+
+
+def _model_inputs(config: dict[str, Any], frame: Any, img_size: int) -> np.ndarray:
+    """(n, S, S, 1) float32 model inputs of ``frame``'s cases (:func:`_input_cases`), lesion
+    crops for a ``--roi mask`` classifier."""
+    from breastus_cli.data.pipeline import load_arrays
+
+    margin = roi_margin(config)
     if len(frame) == 0:
         return np.zeros((0, img_size, img_size, 1), np.float32)
     if margin is None:
@@ -53,7 +76,7 @@ def sample_images(config: dict[str, Any], img_size: int,
     ``--roi mask`` classifier), or synthetic scans when the dataset is not reachable; returns
     (images, where they came from)."""
     try:
-        images = _model_inputs(config, "test", n, None, img_size)
+        images = _model_inputs(config, _input_cases(config, "test", n, None), img_size)
         if len(images):
             crops = " lesion crops" if roi_margin(config) is not None else " images"
             return images, f"test split ({len(images)}{crops})"
@@ -79,13 +102,15 @@ def synthetic_images(n: int, img_size: int, seed: int = 0) -> np.ndarray:
 
 def representative_images(config: dict[str, Any], img_size: int,
                           n: int) -> Callable[[], Iterator[list[np.ndarray]]]:
-    """The int8 calibration set: up to ``n`` images of the run's TRAINING split (seeded draw;
+    """The int8 calibration set: up to ``n`` images of the run's TRAINING split (seeded draw,
+    balanced by class for a classifier: the rarer class's activations set the ranges too;
     lesion crops for a ``--roi mask`` classifier), as the converter wants it (a callable
     yielding ``[batch of 1]``)."""
     seed = int(config.get("settings", {}).get("seed", 42))
     try:
         # decoded once, kept in memory (n * S * S * 4 bytes), replayed on each converter attempt
-        images = _model_inputs(config, "train", n, seed, img_size)
+        frame = _input_cases(config, "train", n, seed, balanced=config.get("task") == "cls")
+        images = _model_inputs(config, frame, img_size)
     except InputError as exc:
         raise InputError(f"--quantize int8 calibrates on the run's training images: {exc.message}",
                          hint="export on a machine where the dataset is at the recorded path, "
@@ -98,4 +123,6 @@ def representative_images(config: dict[str, Any], img_size: int,
             yield [image[np.newaxis]]
 
     dataset.count = len(images)  # type: ignore[attr-defined]
+    if "label" in frame.columns and config.get("task") == "cls":
+        dataset.classes = frame["label"].value_counts().sort_index().to_dict()  # type: ignore[attr-defined]
     return dataset
