@@ -4,14 +4,18 @@
 #
 #   1. BUS-BRA prepared, split with its published patient-level 5 folds (fold 1 = fold 0 here)
 #   2. ResNet50 (96 px, from scratch, the BrEaST recipe) trained on folds 2-5, tested on fold 1
+#   2b. that model fused with the lesion descriptors of step 8's U-Net (fitted on BUS-BRA's
+#      training and validation cases), on fold 1 and on every BrEaST case
 #   3. that model on every BrEaST case (BUS-BRA -> BrEaST)
 #   4. BrEaST's 5 fold models averaged, on every BUS-BRA image (BrEaST -> BUS-BRA), and each
 #      fold model alone (the ensemble's gain)
 #   5. BrEaST 5-fold, starting from step 2's model (--weights RUN_DIR), fused with the lesion
 #      descriptors of BrEaST's U-Net folds
 #   6. the recipe choice, on BUS-BRA's validation cases only: step 2 again with a cosine
-#      learning-rate schedule (2 epochs of warm-up), compared by best validation AUC
-#   7. if cosine won: BrEaST 5-fold from scratch again with it (BrEaST took no part in choosing)
+#      learning-rate schedule (2 epochs of warm-up), and with a constant lr of 3e-4; the
+#      highest best validation AUC wins
+#   7. if a candidate beat step 2: BrEaST 5-fold from scratch again with it (BrEaST took no
+#      part in choosing)
 #   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
 #   9. ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
 #      each test fold reported apart
@@ -20,8 +24,8 @@
 # Usage: examples/results_busbra.sh PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 # BUSBRA is the folder with bus_data.csv, Images/ and Masks/ (Gómez-Flores et al., Medical
 # Physics 2024). On 2 CPU cores (2026-11-29): measured about 40 minutes for step 2 and 10 for
-# step 5, 30 for step 6; estimated 30 for step 7, 20 for step 8, 45 for step 9. Resumable like
-# results_breast.sh.
+# step 5, 30 for each candidate of step 6, 20 for step 8 (12 epochs), 45 for step 9; estimated
+# 30 for step 7. Resumable like results_breast.sh.
 set -euo pipefail
 busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 breast=${2:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
@@ -71,14 +75,22 @@ done
 run breastus cv cls "$br" --weights "$r" --folds 5 --val-fraction 0.15 --seed 42 \
   --epochs 20 --lr 1e-4 "${constant[@]}" --batch-size 16 --target-sensitivity 0.9 --model resnet50 \
   --img-size 96 --seg-cv "$work/cv/unet-effb2" --fusion descriptors --out "$w/cv/resnet50-ft"  # 5.
-# 6. the one recipe choice, on BUS-BRA's validation cases: constant lr against cosine
+# 6. the recipe choice, on BUS-BRA's validation cases: constant lr 1e-3 (step 2) against
+# cosine and against constant 3e-4
 k="$w/runs/resnet50-cos-f0"
 train_once "$k" "$bb" --fold 0 "${recipe[@]}" "${cosine[@]}"
-if "$python" -c "import json, sys; best = lambda r: json.load(open(r + '/best.json'))['value']
-sys.exit(0 if best('$k') > best('$r') else 1)"; then  # 7. BrEaST again, with the choice
+l="$w/runs/resnet50-lr3e-4-f0"
+train_once "$l" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}" --lr 3e-4
+winner=$("$python" -c "import json; best = lambda r: json.load(open(r + '/best.json'))['value']
+print(max(['$r', '$k', '$l'], key=best))")
+if [ "$winner" = "$k" ]; then  # 7. BrEaST again, with the choice
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${cosine[@]}" \
     --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
     --out "$work/cv/resnet50-cosine"
+elif [ "$winner" = "$l" ]; then
+  run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --lr 3e-4 \
+    --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+    --out "$work/cv/resnet50-lr3e-4"
 fi
 u="$w/runs/unet-f0"                                                                 # 8.
 if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
@@ -87,6 +99,13 @@ if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
     --epochs 12 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
 fi
 run_unless "$u/eval-test/metrics.json" breastus evaluate "$u"
+# 2b. step 2's model fused with the U-Net's lesion descriptors (RUN/fusion.json), on BUS-BRA
+# fold 1 and on every BrEaST case (the plain numbers of step 3 are kept beside)
+run_unless "$r/fusion.json" breastus evaluate "$r" --seg-run "$u" --fusion descriptors \
+  --target-sensitivity 0.9
+if ! grep -q '"fused"' "$r/eval-data-all/metrics.json"; then
+  run breastus evaluate "$r" --data "$br" --split all --seg-run "$u"
+else log breastus evaluate "$r" --data "$br" --split all --seg-run "$u"; fi
 train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}"   # 9.
 
 "$python" "$here/write_cross.py" "$w/section.md" --work-dir "$work" \
