@@ -183,6 +183,25 @@ def test_a_corrupt_png_is_named_by_the_pil_fallback(tmp_path):
     assert "corrupt" in info.value.message
 
 
+def test_a_corrupt_png_gives_no_decoder_log_line_on_stderr(tmp_path):
+    """OpenCV logs "[ WARN:0@...] global grfmt_png.cpp ..." to the process's stderr on a
+    truncated PNG: breastus names the problem itself, in one line, and nothing else."""
+    import subprocess
+    import sys
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), np.uint8)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good.read_bytes()[:300])
+    code = ("import sys\nfrom breastus_cli.data.imaging import read_luminance\n"
+            "try:\n    read_luminance(sys.argv[1])\nexcept Exception as exc:\n"
+            "    print(type(exc).__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.strip() == "RowError"
+    assert proc.stderr == "", proc.stderr
+
+
 def test_training_cache_and_serving_read_the_same_pixels(tmp_path):
     """The training pipeline's arrays equal the inference path's (decode, then the one resize)."""
     from breastus_cli.data.imaging import resize_grey

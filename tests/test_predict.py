@@ -55,6 +55,8 @@ def full_run(scan_folder, cls_run, seg_run, tmp_path_factory) -> Path:
                    "--explain", "--batch-size", "4")
     assert proc.returncode == 0, proc.stderr
     assert "3 file(s) could not be read" in proc.stderr
+    # the decoder's own logging stays out of the terminal: one line per problem, from breastus
+    assert "WARN" not in proc.stderr and "grfmt" not in proc.stderr, proc.stderr
     return out
 
 
@@ -191,3 +193,41 @@ def test_threshold_chosen_by_evaluate_is_used_by_predict(scan_folder, cls_run, t
     assert proc.returncode == 0, proc.stderr
     row = pd.read_csv(tmp_path / "out/predictions.csv").iloc[0]
     assert row["threshold"] == 0.0 and row["label"] == "malignant"
+
+
+def test_rows_of_a_batch_are_made_while_the_next_batch_runs_the_model(scan_folder, seg_run,
+                                                                      tmp_path, monkeypatch):
+    """A batch's post-processing (masks at full size, descriptors, files) overlaps the next
+    batch's forward pass; rows still come out complete and in input order."""
+    import threading
+
+    import breastus_cli.engine.predict as P
+
+    second_forward = threading.Event()
+    forwards: list[str] = []
+    waited: list[bool] = []
+    original_forward, original_rows = P._forward, P._predict_batch
+
+    def forward(frames, *args):
+        forwards.append(threading.current_thread().name)
+        if len(forwards) == 2:
+            second_forward.set()
+        return original_forward(frames, *args)
+
+    def rows(frames, *args):
+        if not waited:  # the first batch's rows wait until the second batch is in the model
+            waited.append(second_forward.wait(timeout=120))
+        return original_rows(frames, *args)
+
+    monkeypatch.setattr(P, "_forward", forward)
+    monkeypatch.setattr(P, "_predict_batch", rows)
+    result = P.predict(P.PredictSettings([scan_folder], tmp_path / "out", seg_run=seg_run,
+                                         batch_size=2))
+    assert waited == [True]  # not a deadlock: the second forward ran before the first rows
+    assert set(forwards) == {threading.main_thread().name}
+    frame = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
+    assert len(frame) == result.rows == GOOD_ROWS
+    assert (frame["lesion_area_px"] != "").all()
+    paths = [Path(p) for p in frame["path"]]
+    assert paths == sorted(paths)  # input order (expand_inputs sorts), frames in sequence
+    assert list(frame[frame["path"].str.endswith("cine.dcm")]["frame"]) == ["0", "1", "2"]

@@ -18,6 +18,9 @@ The rules (design.md, "Data rules") live here and nowhere else:
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,13 +108,17 @@ def to_luminance(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
+@functools.cache
 def _cv2():
     """OpenCV, imported on first use (``breastus --help`` stays instant), one thread per call:
-    breastus decodes several files at once in its own threads."""
+    breastus decodes several files at once in its own threads. Its log is silenced: on a
+    broken file it writes "[ WARN:...] global grfmt_png.cpp ..." to the terminal, while
+    breastus names the problem itself (the PIL fallback's reason, one line)."""
     import cv2
 
-    if cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
+    cv2.setNumThreads(1)
+    with contextlib.suppress(AttributeError):  # 0 = LOG_LEVEL_SILENT
+        cv2.setLogLevel(0)
     return cv2
 
 

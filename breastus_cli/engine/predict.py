@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -474,25 +475,45 @@ def predict(settings: PredictSettings,
             for size in sizes:
                 frame.inputs[size] = _resized(frame.image, size, tf)
 
-        for frames, errors in _batches(stream(todo, settings.workers, prepare=prepare,
-                                              max_pixels=settings.max_pixels),
-                                       settings.batch_size, skip):
-            errors_out.write([{"path": str(e.path), "reason": e.reason} for e in errors])
-            n_errors += len(errors)
-            error_examples += [(str(e.path), e.reason) for e in errors][: 5 - len(error_examples)]
-            if frames:
-                batch_start = time.perf_counter()
-                rows = _predict_batch(frames, cls, seg, threshold, settings, out, pixel_sizes,
-                                      tf, fused)
-                per_image = (time.perf_counter() - batch_start) / len(frames)
-                for row in rows:
-                    row["seconds"] = round(per_image, 4)
-                rows_out.write(rows)
-                n_rows += len(rows)
-                n_malignant += sum(1 for r in rows if r.get("label") == "malignant")
-            processed += len({f.path for f in frames}) + len(errors)
+        # A batch's rows (masks at the original size, descriptors, files written) are made in
+        # one more thread while the next batch's forward pass runs: at most one batch waits.
+        pending: tuple[Future, int, float] | None = None
+
+        def finish(job: tuple[Future, int, float]) -> None:
+            nonlocal n_rows, n_malignant, processed
+            future, n_files, forward_seconds = job
+            rows, row_seconds = future.result()
+            per_image = (forward_seconds + row_seconds) / max(len(rows), 1)
+            for row in rows:
+                row["seconds"] = round(per_image, 4)
+            rows_out.write(rows)
+            n_rows += len(rows)
+            n_malignant += sum(1 for r in rows if r.get("label") == "malignant")
+            processed += n_files
             if on_progress is not None:
                 on_progress(min(processed, len(todo)), len(todo))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="breastus-rows") as rows_pool:
+            for frames, errors in _batches(stream(todo, settings.workers, prepare=prepare,
+                                                  max_pixels=settings.max_pixels),
+                                           settings.batch_size, skip):
+                errors_out.write([{"path": str(e.path), "reason": e.reason} for e in errors])
+                n_errors += len(errors)
+                error_examples += [(str(e.path), e.reason)
+                                   for e in errors][: 5 - len(error_examples)]
+                processed += len(errors)
+                if not frames:
+                    continue
+                batch_start = time.perf_counter()
+                outputs = _forward(frames, cls, seg, settings, tf)
+                job = (rows_pool.submit(_timed, _predict_batch, frames, outputs, cls, threshold,
+                                        settings, out, pixel_sizes, fused),
+                       len({f.path for f in frames}), time.perf_counter() - batch_start)
+                if pending is not None:
+                    finish(pending)
+                pending = job
+            if pending is not None:
+                finish(pending)
     finally:
         rows_out.close()
         errors_out.close()
@@ -505,33 +526,64 @@ def predict(settings: PredictSettings,
                          images_per_second=round(rate, 2), error_examples=error_examples)
 
 
-def _predict_batch(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | None,
-                   threshold: float | None, settings: PredictSettings, out: Path,
-                   pixel_sizes: dict[str, float], tf: Any,
-                   fused: Any = None) -> list[dict[str, Any]]:
-    from breastus_cli.data.imaging import save_png
-    from breastus_cli.engine import fusion, overlays
-    from breastus_cli.engine.descriptors import describe_both_units
+@dataclass
+class _Outputs:
+    """A batch's model outputs (:func:`_forward`): the segmenter's probability maps, the
+    classifier's p(malignant) and Grad-CAM maps; ``big``: (probability map, mask) at each
+    image's original size when the classifier needed them for its lesion crops."""
 
-    rows: list[dict[str, Any]] = []
-    p_mal = probs = heat = None
-    big: list[tuple[np.ndarray, np.ndarray]] = []  # (probability map, mask) at the original size
+    probs: np.ndarray | None = None
+    p_mal: np.ndarray | None = None
+    heat: np.ndarray | None = None
+    big: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+
+def _full_size(frames: list[Frame], probs: np.ndarray,
+               threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [to_original_size(prob, frame.image.shape, threshold)
+            for frame, prob in zip(frames, probs)]
+
+
+def _forward(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | None,
+             settings: PredictSettings, tf: Any) -> _Outputs:
+    """The models on one batch (the main thread): everything else is :func:`_predict_batch`."""
+    outputs = _Outputs()
     if seg is not None:
-        batch = np.stack([_input(f, seg.size, tf) for f in frames])
-        probs = seg.run(batch)
-        big = [to_original_size(prob, frame.image.shape, settings.seg_threshold)
-               for frame, prob in zip(frames, probs)]
+        outputs.probs = seg.run(np.stack([_input(f, seg.size, tf) for f in frames]))
+        if cls is not None and cls.roi_margin is not None:  # the crops need the masks now
+            outputs.big = _full_size(frames, outputs.probs, settings.seg_threshold)
     if cls is not None:
         if cls.roi_margin is None:
             batch = np.stack([_input(f, cls.size, tf) for f in frames])
         else:  # lesion-centred: crop around the predicted lesion
             batch = np.stack([_resized(lesion_crop(f.image, mask, cls.roi_margin)[0], cls.size, tf)
-                              for f, (_, mask) in zip(frames, big)])
-        p_mal = cls.run(batch)[:, 1]
+                              for f, (_, mask) in zip(frames, outputs.big or [])])
+        outputs.p_mal = cls.run(batch)[:, 1]
         if settings.explain:
             from breastus_cli.engine.gradcam import gradcam
 
-            heat = gradcam(cls.keras_model, batch)
+            outputs.heat = gradcam(cls.keras_model, batch)
+    return outputs
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return fn(*args), time.perf_counter() - start
+
+
+def _predict_batch(frames: list[Frame], outputs: _Outputs, cls: LoadedRun | None,
+                   threshold: float | None, settings: PredictSettings, out: Path,
+                   pixel_sizes: dict[str, float], fused: Any = None) -> list[dict[str, Any]]:
+    """One batch's rows from its model outputs: masks at the original size, descriptors,
+    the fused score, masks/overlays/explain files (a thread beside the main one)."""
+    from breastus_cli.data.imaging import save_png
+    from breastus_cli.engine import fusion, overlays
+    from breastus_cli.engine.descriptors import describe_both_units
+
+    rows: list[dict[str, Any]] = []
+    probs, p_mal, heat = outputs.probs, outputs.p_mal, outputs.heat
+    big = outputs.big if outputs.big is not None else (
+        _full_size(frames, probs, settings.seg_threshold) if probs is not None else [])
     for i, frame in enumerate(frames):
         height, width = frame.image.shape
         pixel = (settings.pixel_size or frame.pixel_size_mm
