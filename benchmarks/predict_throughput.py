@@ -608,7 +608,7 @@ def _run(args: argparse.Namespace, work: Path) -> str:
         "(1 / max(that, forward + main-thread resize)): " + ", ".join(
             f"{e} {bound[e]:.0f} ({bound[e] / forward[e]['rate']:.0%})" for e in ENGINES) + ".",
         "",
-        (f"- Run directory: {run} (given with --run; {{VAL_AUC}}), its exports "
+        (f"- Run directory: {shown(run)} (given with --run; {{VAL_AUC}}), its exports "
          "`export/model.tflite` and `export/model-int8.tflite`. " if args.run is not None else
          f"- Run directory: MobileNetV2 from scratch (`breastus train-cls --weights none "
          f"--epochs {args.epochs} --lr {args.lr:g} --bn-momentum {args.bn_momentum:g} "
