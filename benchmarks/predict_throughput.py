@@ -41,6 +41,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,11 +131,10 @@ def _preload(folder: Path, size: int) -> np.ndarray:
     return np.stack([_resized(read_luminance(f), size, tf) for f in files])
 
 
-def _forward_rates(run: Path, images: np.ndarray, batch: int, repeat: int) -> dict[str, dict]:
-    """images/s of each engine's own forward pass over preloaded batches (median of repeats,
-    after one warm pass), interleaved so machine load hits all alike."""
+def _keras_forward(run: Path, images: np.ndarray, batch: int) -> tuple[Any, list]:
+    """The run's model in the compiled function predict builds (input_signature
+    [None, S, S, 1]), and ``images`` as tf.constant batches for it."""
     from breastus_cli import backend
-    from breastus_cli.engine.export import TFLiteModel
     from breastus_cli.engine.inference import load_model
 
     tf = backend.tf()
@@ -142,7 +142,15 @@ def _forward_rates(run: Path, images: np.ndarray, batch: int, repeat: int) -> di
     model = load_model(run)
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
                           input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)])
-    tensors = [tf.constant(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return forward, [tf.constant(images[i:i + batch]) for i in range(0, len(images), batch)]
+
+
+def _forward_rates(run: Path, images: np.ndarray, batch: int, repeat: int) -> dict[str, dict]:
+    """images/s of each engine's own forward pass over preloaded batches (median of repeats,
+    after one warm pass), interleaved so machine load hits all alike."""
+    from breastus_cli.engine.export import TFLiteModel
+
+    forward, tensors = _keras_forward(run, images, batch)
     arrays = [np.ascontiguousarray(images[i:i + batch]) for i in range(0, len(images), batch)]
     lite_float = TFLiteModel(run / "export" / "model.tflite")
     lite_int8 = TFLiteModel(run / "export" / "model-int8.tflite")
@@ -236,15 +244,7 @@ def _steady(small: list[dict], big: dict, n: int, big_n: int, forward_cpu: float
 
 def _seg_forward(run: Path, images: np.ndarray, batch: int, repeat: int) -> dict[str, float]:
     """The segmenter's compiled forward on preloaded tensors: images/s and CPU s per image."""
-    from breastus_cli import backend
-    from breastus_cli.engine.inference import load_model
-
-    tf = backend.tf()
-    size = images.shape[1]
-    model = load_model(run)
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
-                          input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)])
-    tensors = [tf.constant(images[i:i + batch]) for i in range(0, len(images), batch)]
+    forward, tensors = _keras_forward(run, images, batch)
     [forward(t).numpy() for t in tensors]  # trace
     walls, cpus = [], []
     for _ in range(repeat):
