@@ -1,0 +1,62 @@
+"""examples/write_cross.py: the BUS-BRA and cross-dataset section of RESULTS.md, from the
+folders examples/results_busbra.sh writes (here: small hand-made stand-ins)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "write_cross.py"
+
+
+def _metrics(folder: Path, auc: float, fused: float | None = None) -> None:
+    folder.mkdir(parents=True)
+    m = {"n": 100, "n_malignant": 30, "auc": auc, "sensitivity": 0.9, "specificity": 0.5,
+         "ci": {"auc": [auc - 0.05, auc + 0.05]}}
+    if fused is not None:
+        m["fusion"] = {"fused": {"auc": fused, "sensitivity": 0.88, "specificity": 0.6,
+                                 "ci": {"auc": [fused - 0.04, fused + 0.04]}}}
+    (folder / "metrics.json").write_text(json.dumps(m))
+
+
+def _candidate(run: Path, best: float, epoch: int, history: list[float]) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "best.json").write_text(json.dumps({"value": best, "epoch": epoch}))
+    (run / "history.csv").write_text("epoch,val_auc\n" + "".join(
+        f"{i + 1},{v}\n" for i, v in enumerate(history)))
+
+
+def _write(tmp_path: Path) -> str:
+    out = tmp_path / "section.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), "--work-dir",
+                           str(tmp_path / "work"), "--breast-cv", str(tmp_path / "work" / "cv")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return out.read_text()
+
+
+def test_rows_goals_and_the_recipe_choice(tmp_path):
+    runs = tmp_path / "work" / "busbra" / "runs"
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84, fused=0.86)
+    _metrics(runs / "resnet50-f0" / "eval-data-all", 0.75)
+    _candidate(runs / "resnet50-f0", 0.84, 22, [0.7] * 12)
+    _candidate(runs / "resnet50-cos-f0", 0.83, 26, [0.8] * 12)
+    _candidate(runs / "resnet50-lr3e-4-f0", 0.86, 30, [0.85] * 10)
+    text = _write(tmp_path)
+    assert "| trained on BUS-BRA folds 2-5 | BUS-BRA fold 1 | 100 (30 malignant) | 0.840" in text
+    assert "fused with the lesion descriptors" in text and "0.860 (0.820–0.900)" in text
+    assert "AUC 0.840 (not met: goal 0.9), fused with descriptors 0.860 (not met" in text
+    assert "0.750 (not met: goal 0.85), fused not run" in text  # no fused cross evaluation
+    assert "| constant 1e-3 (the recipe above) | 0.840 (22) | 0.700 |" in text
+    assert "| constant 3e-4 (`--lr 3e-4`) | 0.860 (30) | 0.850 |" in text
+    assert "**constant 3e-4** chosen" in text
+    assert "not run yet" in text  # the combined training (step 9) has no evaluation here
+    assert str(tmp_path) not in text  # paths relative, never this machine's
+
+
+def test_without_candidates_the_recipe_is_said_not_rechosen(tmp_path):
+    _metrics(tmp_path / "work" / "busbra" / "runs" / "resnet50-f0" / "eval-test", 0.8)
+    text = _write(tmp_path)
+    assert "was not re-chosen" in text
