@@ -17,6 +17,8 @@
 #   7. if a candidate beat step 2: BrEaST 5-fold from scratch again with it (BrEaST took no
 #      part in choosing)
 #   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
+#   8b. that U-Net on every BrEaST case, then BrEaST 5-fold U-Net fine-tuned from it
+#      (--weights RUN_DIR, lr 1e-4, 12 epochs)
 #   9. ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
 #      each test fold reported apart
 #   then the section is written ($WORK/busbra/section.md) and RESULTS.md regenerated with it.
@@ -99,6 +101,10 @@ if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
     --epochs 12 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
 fi
 run_unless "$u/eval-test/metrics.json" breastus evaluate "$u"
+run_unless "$u/eval-data-all/metrics.json" breastus evaluate "$u" --data "$br" --split all  # 8b.
+run_unless "$w/cv/unet-ft/summary.json" breastus cv seg "$br" --weights "$u" --folds 5 \
+  --val-fraction 0.15 --seed 42 --epochs 12 --lr 1e-4 --batch-size 8 --img-size 96 \
+  --out "$w/cv/unet-ft"
 # 2b. step 2's model fused with the U-Net's lesion descriptors (RUN/fusion.json), on BUS-BRA
 # fold 1 and on every BrEaST case (the plain numbers of step 3 are kept beside)
 run_unless "$r/fusion.json" breastus evaluate "$r" --seg-run "$u" --fusion descriptors \

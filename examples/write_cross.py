@@ -110,7 +110,8 @@ def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
     best = {}
     for name, folder, _ in CANDIDATES:
         file = runs / folder / "best.json"
-        if file.is_file():
+        # a finished candidate: trained, then evaluated (a run still training has a best.json)
+        if file.is_file() and (runs / folder / "eval-test" / "metrics.json").is_file():
             best[name] = json.loads(file.read_text())
     if len(best) < 2:
         return ["The training recipe (input size, schedule, epochs, augmentation) was not "
@@ -226,11 +227,34 @@ def main() -> None:
         _cv_row("BUS-BRA-pretrained and fine-tuned, fused with lesion descriptors", ft,
                 fused=True),
     ]
-    if unet is not None:
-        ci = unet.get("ci", {})
-        lines += ["", f"U-Net EfficientNetB2 (96 px, from scratch, 12 epochs, lr 1e-3, batch 8) on BUS-BRA fold 1: "
-                      f"mean Dice {_ci(unet.get('dice'), ci.get('dice'))}, IoU "
-                      f"{_ci(unet.get('iou'), ci.get('iou'))} over {unet['n']} images."]
+    unet_breast = _other(bb / "runs" / "unet-f0", "eval-*-all")
+    unet_ft_file = bb / "cv" / "unet-ft" / "summary.json"
+    unet_ft = json.loads(unet_ft_file.read_text()) if unet_ft_file.is_file() else None
+    seg_scratch_file = work / "cv" / "unet-effb2" / "summary.json"
+    seg_scratch = (json.loads(seg_scratch_file.read_text()) if seg_scratch_file.is_file()
+                   else None)
+
+    def seg_row(label: str, tested: str, m: dict | None, pooled: bool = False) -> str:
+        if m is None:
+            return f"| {label} | {tested} | not run | | |"
+        if pooled:
+            dice, iou = m["metrics"]["dice"], m["metrics"]["iou"]
+            return (f"| {label} | {tested} | {m['n']} | {_ci(dice['pooled'], dice['ci'])} | "
+                    f"{_ci(iou['pooled'], iou['ci'])} |")
+        ci = m.get("ci", {})
+        return (f"| {label} | {tested} | {m['n']} | {_ci(m.get('dice'), ci.get('dice'))} | "
+                f"{_ci(m.get('iou'), ci.get('iou'))} |")
+
+    lines += ["", "Segmentation, U-Net EfficientNetB2 at 96 px, batch 8 (Dice and IoU per image, "
+                  "averaged; 95% bootstrap CIs over images):", "",
+              "| model | tested on | images | Dice | IoU |", "|---|---|---:|---:|---:|",
+              seg_row("from scratch on BUS-BRA folds 2-5 (12 epochs, lr 1e-3)",
+                      "BUS-BRA fold 1", unet),
+              seg_row("the same model", "BrEaST, all 252 (another hospital)", unet_breast),
+              seg_row("BrEaST only, from scratch (30 epochs, lr 1e-3; table above)",
+                      "BrEaST, 5 folds pooled out of fold", seg_scratch, pooled=True),
+              seg_row("BUS-BRA-pretrained, fine-tuned on BrEaST (12 epochs, lr 1e-4)",
+                      "BrEaST, 5 folds pooled out of fold", unet_ft, pooled=True)]
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None
     fused = (ft or {}).get("fusion", {}).get("fused", {})
@@ -246,7 +270,9 @@ def main() -> None:
         f"- BrEaST 5-fold, BUS-BRA-pretrained and fine-tuned: AUC {_goal(ft_auc, 0.85)}; fused "
         f"with descriptors AUC {_goal((fused.get('auc') or {}).get('pooled'), 0.85)}, "
         f"sensitivity {_goal((fused.get('sensitivity') or {}).get('pooled'), 0.85)}, "
-        f"specificity {_goal((fused.get('specificity') or {}).get('pooled'), 0.60)}.",
+        f"specificity {_goal((fused.get('specificity') or {}).get('pooled'), 0.60)}; "
+        f"U-Net Dice "
+        f"{_goal(unet_ft['metrics']['dice']['pooled'] if unet_ft else None, 0.80)}.",
         "", *recipe,
     ]
     if args.commands and args.commands.is_file():

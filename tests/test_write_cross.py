@@ -43,7 +43,13 @@ def test_rows_goals_and_the_recipe_choice(tmp_path):
     _metrics(runs / "resnet50-f0" / "eval-data-all", 0.75)
     _candidate(runs / "resnet50-f0", 0.84, 22, [0.7] * 12)
     _candidate(runs / "resnet50-cos-f0", 0.83, 26, [0.8] * 12)
+    _metrics(runs / "resnet50-cos-f0" / "eval-test", 0.85)
     _candidate(runs / "resnet50-lr3e-4-f0", 0.86, 30, [0.85] * 10)
+    _metrics(runs / "resnet50-lr3e-4-f0" / "eval-test", 0.87)
+    cv = tmp_path / "work" / "busbra" / "cv" / "unet-ft"
+    cv.mkdir(parents=True)
+    (cv / "summary.json").write_text(json.dumps({"n": 252, "metrics": {
+        "dice": {"pooled": 0.81, "ci": [0.79, 0.83]}, "iou": {"pooled": 0.7, "ci": [0.68, 0.72]}}}))
     text = _write(tmp_path)
     assert "| trained on BUS-BRA folds 2-5 | BUS-BRA fold 1 | 100 (30 malignant) | 0.840" in text
     assert "fused with the lesion descriptors" in text and "0.860 (0.820–0.900)" in text
@@ -53,6 +59,9 @@ def test_rows_goals_and_the_recipe_choice(tmp_path):
     assert "| constant 3e-4 (`--lr 3e-4`) | 0.860 (30) | 0.850 |" in text
     assert "**constant 3e-4** chosen" in text
     assert "not run yet" in text  # the combined training (step 9) has no evaluation here
+    assert ("| BUS-BRA-pretrained, fine-tuned on BrEaST (12 epochs, lr 1e-4) | BrEaST, 5 folds "
+            "pooled out of fold | 252 | 0.810 (0.790–0.830) | 0.700 (0.680–0.720) |") in text
+    assert "U-Net Dice 0.810 (met: goal 0.8)" in text
     assert str(tmp_path) not in text  # paths relative, never this machine's
 
 
@@ -60,3 +69,14 @@ def test_without_candidates_the_recipe_is_said_not_rechosen(tmp_path):
     _metrics(tmp_path / "work" / "busbra" / "runs" / "resnet50-f0" / "eval-test", 0.8)
     text = _write(tmp_path)
     assert "was not re-chosen" in text
+
+
+def test_a_candidate_still_training_is_not_compared(tmp_path):
+    runs = tmp_path / "work" / "busbra" / "runs"
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    _candidate(runs / "resnet50-f0", 0.84, 22, [0.7] * 12)
+    _candidate(runs / "resnet50-cos-f0", 0.83, 26, [0.8] * 12)
+    _metrics(runs / "resnet50-cos-f0" / "eval-test", 0.85)
+    _candidate(runs / "resnet50-lr3e-4-f0", 0.99, 3, [0.9] * 3)  # best.json, no evaluation yet
+    text = _write(tmp_path)
+    assert "constant 3e-4" not in text and "**constant 1e-3** chosen" in text
