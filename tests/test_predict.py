@@ -231,3 +231,27 @@ def test_rows_of_a_batch_are_made_while_the_next_batch_runs_the_model(scan_folde
     paths = [Path(p) for p in frame["path"]]
     assert paths == sorted(paths)  # input order (expand_inputs sorts), frames in sequence
     assert list(frame[frame["path"].str.endswith("cine.dcm")]["frame"]) == ["0", "1", "2"]
+
+
+def test_a_failing_batch_still_writes_the_rows_of_the_batch_before(scan_folder, seg_run,
+                                                                  tmp_path, monkeypatch):
+    """Finished work is never lost: the model failing on the second batch leaves the first
+    batch's rows (made in the rows thread meanwhile) in predictions.csv, for --resume."""
+    import breastus_cli.engine.predict as P
+    from breastus_cli.errors import WorkError
+
+    calls: list[int] = []
+    original = P._forward
+
+    def forward(frames, *args):
+        calls.append(len(frames))
+        if len(calls) == 2:
+            raise WorkError("the model failed")
+        return original(frames, *args)
+
+    monkeypatch.setattr(P, "_forward", forward)
+    with pytest.raises(WorkError):
+        P.predict(P.PredictSettings([scan_folder], tmp_path / "out", seg_run=seg_run,
+                                    batch_size=2))
+    frame = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert len(frame) == calls[0] == 2

@@ -14,6 +14,7 @@ interpreter with XNNPACK, outputs back at the original size, lesion crops from t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -494,24 +495,33 @@ def predict(settings: PredictSettings,
                 on_progress(min(processed, len(todo)), len(todo))
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="breastus-rows") as rows_pool:
-            for frames, errors in _batches(stream(todo, settings.workers, prepare=prepare,
-                                                  max_pixels=settings.max_pixels),
-                                           settings.batch_size, skip):
-                errors_out.write([{"path": str(e.path), "reason": e.reason} for e in errors])
-                n_errors += len(errors)
-                error_examples += [(str(e.path), e.reason)
-                                   for e in errors][: 5 - len(error_examples)]
-                processed += len(errors)
-                if not frames:
-                    continue
-                batch_start = time.perf_counter()
-                outputs = _forward(frames, cls, seg, settings, tf)
-                job = (rows_pool.submit(_timed, _predict_batch, frames, outputs, cls, threshold,
-                                        settings, out, pixel_sizes, fused),
-                       len({f.path for f in frames}), time.perf_counter() - batch_start)
+            try:
+                for frames, errors in _batches(stream(todo, settings.workers, prepare=prepare,
+                                                      max_pixels=settings.max_pixels),
+                                               settings.batch_size, skip):
+                    errors_out.write([{"path": str(e.path), "reason": e.reason} for e in errors])
+                    n_errors += len(errors)
+                    error_examples += [(str(e.path), e.reason)
+                                       for e in errors][: 5 - len(error_examples)]
+                    processed += len(errors)
+                    if not frames:
+                        if errors and on_progress is not None:
+                            on_progress(min(processed, len(todo)), len(todo))
+                        continue
+                    batch_start = time.perf_counter()
+                    outputs = _forward(frames, cls, seg, settings, tf)
+                    job = (rows_pool.submit(_timed, _predict_batch, frames, outputs, cls, threshold,
+                                            settings, out, pixel_sizes, fused),
+                           len({f.path for f in frames}), time.perf_counter() - batch_start)
+                    previous, pending = pending, job
+                    if previous is not None:
+                        finish(previous)
+            except BaseException:
+                # the batch whose rows were being made when this one failed is still written
                 if pending is not None:
-                    finish(pending)
-                pending = job
+                    with contextlib.suppress(Exception):
+                        finish(pending)
+                raise
             if pending is not None:
                 finish(pending)
     finally:
