@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-
 import warnings
 from collections.abc import Sequence
 from pathlib import Path

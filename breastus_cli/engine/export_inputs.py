@@ -107,9 +107,10 @@ def representative_images(config: dict[str, Any], img_size: int,
     lesion crops for a ``--roi mask`` classifier), as the converter wants it (a callable
     yielding ``[batch of 1]``)."""
     seed = int(config.get("settings", {}).get("seed", 42))
+    balanced = config.get("task") == "cls"
     try:
         # decoded once, kept in memory (n * S * S * 4 bytes), replayed on each converter attempt
-        frame = _input_cases(config, "train", n, seed, balanced=config.get("task") == "cls")
+        frame = _input_cases(config, "train", n, seed, balanced=balanced)
         images = _model_inputs(config, frame, img_size)
     except InputError as exc:
         raise InputError(f"--quantize int8 calibrates on the run's training images: {exc.message}",
@@ -123,6 +124,7 @@ def representative_images(config: dict[str, Any], img_size: int,
             yield [image[np.newaxis]]
 
     dataset.count = len(images)  # type: ignore[attr-defined]
-    if "label" in frame.columns and config.get("task") == "cls":
-        dataset.classes = frame["label"].value_counts().sort_index().to_dict()  # type: ignore[attr-defined]
+    if balanced:  # the counts per class, for the export's metadata
+        classes = frame["label"].value_counts().sort_index().to_dict()
+        dataset.classes = classes  # type: ignore[attr-defined]
     return dataset
