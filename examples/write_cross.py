@@ -31,9 +31,18 @@ def _ci(value: float | None, ci: list[float] | None) -> str:
     return f"{value:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
 
 
-def _eval(path: Path) -> dict | None:
-    file = path / "metrics.json"
+def _json(file: Path) -> dict | None:
+    """A JSON file's content, None when the step that writes it has not run."""
     return json.loads(file.read_text()) if file.is_file() else None
+
+
+def _eval(path: Path) -> dict | None:
+    return _json(path / "metrics.json")
+
+
+def _fused(m: dict | None) -> dict:
+    """The fused classifier's numbers of an evaluation or CV summary ({} without fusion)."""
+    return (m or {}).get("fusion", {}).get("fused") or {}
 
 
 def _other(folder: Path, pattern: str) -> dict | None:
@@ -55,7 +64,7 @@ def _row(label: str, tested: str, m: dict | None) -> str:
 
 def _fused_row(label: str, tested: str, m: dict | None) -> str | None:
     """The fused classifier's numbers of an evaluation with ``--seg-run`` (none without)."""
-    f = (m or {}).get("fusion", {}).get("fused")
+    f = _fused(m)
     if not f:
         return None
     return _row(label, tested, {**f, "n": m["n"], "n_malignant": m.get("n_malignant")})
@@ -70,7 +79,7 @@ def _cv_row(label: str, summary: dict | None, fused: bool = False) -> str:
     if summary is None:
         return f"| {label} | BrEaST, 5 folds pooled out of fold | not run | | | |"
     if fused:
-        f = summary.get("fusion", {}).get("fused")
+        f = _fused(summary)
         if not f:
             return f"| {label} | BrEaST, 5 folds pooled | not run | | | |"
         cell = {k: (f[k]["pooled"], f[k]["ci"]) for k in ("auc", "sensitivity", "specificity")}
@@ -164,10 +173,8 @@ def main() -> None:
     to_busbra = _other(args.breast_cv, "eval-ensemble-*-all")
     both = _eval(bb / "runs" / "both-f0" / "eval-test")
     unet = _eval(bb / "runs" / "unet-f0" / "eval-test")
-    ft_file = bb / "cv" / "resnet50-ft" / "summary.json"
-    ft = json.loads(ft_file.read_text()) if ft_file.is_file() else None
-    scratch_file = args.breast_cv / "summary.json"
-    scratch = json.loads(scratch_file.read_text()) if scratch_file.is_file() else None
+    ft = _json(bb / "cv" / "resnet50-ft" / "summary.json")
+    scratch = _json(args.breast_cv / "summary.json")
 
     lines = [
         "## BUS-BRA, and across hospitals", "",
@@ -214,9 +221,9 @@ def main() -> None:
             lines.append(_row("  the same model", named(name), m))
     rerun = None  # BrEaST again with the recipe chosen on BUS-BRA, when it was not the default
     for label, folder in (("cosine schedule", "resnet50-cosine"), ("lr 3e-4", "resnet50-lr3e-4")):
-        file = work / "cv" / folder / "summary.json"
-        if file.is_file():
-            rerun = (label, json.loads(file.read_text()))
+        summary = _json(work / "cv" / folder / "summary.json")
+        if summary is not None:
+            rerun = (label, summary)
     lines.append(_cv_row("BrEaST only, from scratch (table above)", scratch))
     if rerun is not None:  # only when another candidate won the choice on BUS-BRA (step 7)
         lines += [_cv_row(f"BrEaST only, from scratch, {rerun[0]} (recipe chosen on BUS-BRA)",
@@ -228,11 +235,8 @@ def main() -> None:
                 fused=True),
     ]
     unet_breast = _other(bb / "runs" / "unet-f0", "eval-*-all")
-    unet_ft_file = bb / "cv" / "unet-ft" / "summary.json"
-    unet_ft = json.loads(unet_ft_file.read_text()) if unet_ft_file.is_file() else None
-    seg_scratch_file = work / "cv" / "unet-effb2" / "summary.json"
-    seg_scratch = (json.loads(seg_scratch_file.read_text()) if seg_scratch_file.is_file()
-                   else None)
+    unet_ft = _json(bb / "cv" / "unet-ft" / "summary.json")
+    seg_scratch = _json(work / "cv" / "unet-effb2" / "summary.json")
 
     def seg_row(label: str, tested: str, m: dict | None, pooled: bool = False) -> str:
         if m is None:
@@ -257,16 +261,16 @@ def main() -> None:
                       "BrEaST, 5 folds pooled out of fold", unet_ft, pooled=True)]
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None
-    fused = (ft or {}).get("fusion", {}).get("fused", {})
+    fused = _fused(ft)
     lines += [
         "", "### Goals of this part", "",
         f"- BUS-BRA, published fold 1 as test: AUC {_goal((own or {}).get('auc'), 0.90)}, "
         f"fused with descriptors "
-        f"{_goal(((own or {}).get('fusion', {}).get('fused') or {}).get('auc'), 0.90)}; "
+        f"{_goal(_fused(own).get('auc'), 0.90)}; "
         f"Dice {_goal((unet or {}).get('dice'), 0.80) if unet else 'not run yet (step 8)'}.",
         f"- BUS-BRA -> BrEaST, no BrEaST case in training: AUC "
         f"{_goal((to_breast or {}).get('auc'), 0.85)}, fused "
-        f"{_goal(((to_breast or {}).get('fusion', {}).get('fused') or {}).get('auc'), 0.85)}.",
+        f"{_goal(_fused(to_breast).get('auc'), 0.85)}.",
         f"- BrEaST 5-fold, BUS-BRA-pretrained and fine-tuned: AUC {_goal(ft_auc, 0.85)}; fused "
         f"with descriptors AUC {_goal((fused.get('auc') or {}).get('pooled'), 0.85)}, "
         f"sensitivity {_goal((fused.get('sensitivity') or {}).get('pooled'), 0.85)}, "
