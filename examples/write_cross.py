@@ -12,6 +12,9 @@ not run):
     busbra/runs/both-f0/eval-test/                  trained on both (per dataset)
     busbra/cv/resnet50-ft/summary.json              BrEaST 5-fold, BUS-BRA-pretrained
     busbra/runs/unet-f0/eval-test/                  U-Net on BUS-BRA fold 1
+    busbra/runs/mobilenetv2-roi-f0/eval-*/          lesion-centred MobileNetV2, both datasets
+    busbra/cv/mobilenetv2-roi-ft/summary.json       BrEaST 5-fold, lesion-centred, pretrained
+    cv/mobilenetv2-roi/summary.json                 BrEaST 5-fold, lesion-centred, from scratch
 
 Every number is on cases the model never trained on; thresholds come from each model's own
 validation cases (for a cross-dataset row: the other dataset's), never from the cases reported.
@@ -68,6 +71,15 @@ def _fused_row(label: str, tested: str, m: dict | None) -> str | None:
     if not f:
         return None
     return _row(label, tested, {**f, "n": m["n"], "n_malignant": m.get("n_malignant")})
+
+
+def _oracle_row(label: str, tested: str, m: dict | None) -> str | None:
+    """A lesion-centred classifier's numbers on ground-truth crops (an upper bound: it needs
+    the mask at test time), beside its numbers on the segmenter's crops."""
+    gt = (m or {}).get("ground_truth_roi")
+    if not gt:
+        return None
+    return _row(label, tested, {**gt, "n": m["n"], "n_malignant": m.get("n_malignant")})
 
 
 def _pooled(summary: dict, key: str) -> tuple[float | None, list[float] | None]:
@@ -150,21 +162,84 @@ def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
     return lines
 
 
+#: the lesion-centred candidates of step 10: (crop margin, run folder)
+MARGINS = (("0.2", "mobilenetv2-roi-f0"), ("0.5", "mobilenetv2-roi0.5-f0"))
+
+
+def _finished(run: Path) -> bool:
+    config = _json(run / "config.json")
+    return bool(config) and config.get("status") == "finished" and (run / "model.keras").is_file()
+
+
+def choose_margin(runs: Path) -> Path | None:
+    """Step 10's lesion-centred run: among the finished candidates, the higher mean validation
+    AUC over the last 10 epochs (the rule fixed before they ran); None when none finished."""
+    done = [runs / folder for _, folder in MARGINS if _finished(runs / folder)]
+    return max(done, key=lambda run: _last_mean(run) or 0.0) if done else None
+
+
+def margin_section(runs: Path) -> list[str]:
+    """The crop-margin choice of step 10, on BUS-BRA's validation cases."""
+    tried = [(margin, runs / folder) for margin, folder in MARGINS if _finished(runs / folder)]
+    if len(tried) < 2:
+        return []
+    chosen = choose_margin(runs)
+    lines = ["", "Lesion-centred MobileNetV2, the crop margin (a fraction of the lesion's size "
+             "added around it), chosen on BUS-BRA's validation cases (ground-truth crops, as in "
+             "training); the rule, fixed before either ran: the higher mean validation AUC over "
+             "the last 10 epochs.", "",
+             "| crop margin | best validation AUC (epoch) | mean of the last 10 epochs | chosen |",
+             "|---:|---:|---:|---|"]
+    for margin, run in tried:
+        best = _json(run / "best.json") or {}
+        last = _last_mean(run)
+        lines.append(f"| {margin} | {best.get('value', float('nan')):.3f} ({best.get('epoch')}) "
+                     f"| {'n/a' if last is None else f'{last:.3f}'} | "
+                     f"{'yes' if run == chosen else ''} |")
+    return lines
+
+
 def _goal(value: float | None, target: float) -> str:
     if value is None:
         return "not run"
     return f"{value:.3f} ({'met' if value >= target else 'not met'}: goal {target:g})"
 
 
+def _roi_goal(m: dict | None, target: float) -> str:
+    """The lesion-centred classifier's AUC (segmenter's crops) and fused AUC, when run."""
+    if m is None:
+        return ""
+    return (f"; lesion-centred MobileNetV2 AUC {_goal(m.get('auc'), target)}, fused "
+            f"{_goal(_fused(m).get('auc'), target)}")
+
+
+def _cv_goals(summary: dict | None) -> str:
+    """A cross-validation's fused AUC, sensitivity and specificity against their goals."""
+    f = _fused(summary)
+    pooled = {k: (f.get(k) or {}).get("pooled") for k in ("auc", "sensitivity", "specificity")}
+    return (f"AUC {_goal(pooled['auc'], 0.85)}, sensitivity {_goal(pooled['sensitivity'], 0.85)}"
+            f", specificity {_goal(pooled['specificity'], 0.60)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--work-dir", type=Path, required=True)
-    parser.add_argument("--breast-cv", type=Path, required=True,
+    parser.add_argument("out", type=Path, nargs="?")
+    parser.add_argument("--work-dir", type=Path)
+    parser.add_argument("--breast-cv", type=Path,
                         help="BrEaST's from-scratch ResNet50 cross-validation (results_breast.sh)")
     parser.add_argument("--busbra-dir", default=None, help="the BUS-BRA folder given")
     parser.add_argument("--commands", type=Path, default=None)
+    parser.add_argument("--choose-margin", type=Path, metavar="RUNS",
+                        help="print step 10's chosen lesion-centred run under RUNS and exit")
     args = parser.parse_args()
+    if args.choose_margin:
+        chosen = choose_margin(args.choose_margin)
+        if chosen is None:
+            parser.exit(2, f"no finished lesion-centred run under {args.choose_margin}\n")
+        print(chosen)
+        return
+    if args.out is None or args.work_dir is None or args.breast_cv is None:
+        parser.error("OUT, --work-dir and --breast-cv are needed to write the section")
     work = args.work_dir
     bb = work / "busbra"
     run = bb / "runs" / "resnet50-f0"
@@ -174,6 +249,12 @@ def main() -> None:
     both = _eval(bb / "runs" / "both-f0" / "eval-test")
     unet = _eval(bb / "runs" / "unet-f0" / "eval-test")
     ft = _json(bb / "cv" / "resnet50-ft" / "summary.json")
+    roi_run = choose_margin(bb / "runs") or bb / "runs" / "mobilenetv2-roi-f0"
+    roi_own = _eval(roi_run / "eval-test")
+    roi_margin = ((_json(roi_run / "config.json") or {}).get("roi") or {}).get("margin", 0.2)
+    roi_breast = _other(roi_run, "eval-*-all")
+    roi_ft = _json(bb / "cv" / "mobilenetv2-roi-ft" / "summary.json")
+    roi_scratch = _json(work / "cv" / "mobilenetv2-roi" / "summary.json")
     scratch = _json(args.breast_cv / "summary.json")
 
     lines = [
@@ -196,6 +277,13 @@ def main() -> None:
         _row("the same model", "BrEaST, all 252 cases (another hospital)", to_breast),
         _fused_row("  the same, fused, descriptors from BUS-BRA's U-Net on BrEaST",
                    "BrEaST, all 252 cases (another hospital)", to_breast),
+        _row(f"lesion-centred MobileNetV2 (128 px crops from BUS-BRA's U-Net, margin "
+             f"{roi_margin}), trained on BUS-BRA folds 2-5", "BUS-BRA fold 1", roi_own),
+        _fused_row("  the same, fused with the lesion descriptors", "BUS-BRA fold 1", roi_own),
+        _oracle_row("  the same, ground-truth crops (upper bound: needs the mask)",
+                    "BUS-BRA fold 1", roi_own),
+        _row("  the same model", "BrEaST, all 252 cases (another hospital)", roi_breast),
+        _fused_row("  the same, fused", "BrEaST, all 252 cases (another hospital)", roi_breast),
         _row("BrEaST's 5 fold models, averaged (from scratch on BrEaST)",
              "BUS-BRA, all 1,875 images (another hospital)", to_busbra),
     ]
@@ -233,6 +321,12 @@ def main() -> None:
         _cv_row("BUS-BRA-pretrained, fine-tuned on BrEaST (lr 1e-4, 20 epochs)", ft),
         _cv_row("BUS-BRA-pretrained and fine-tuned, fused with lesion descriptors", ft,
                 fused=True),
+        _cv_row("lesion-centred MobileNetV2, BrEaST only, from scratch (crops from BrEaST's "
+                "U-Net folds)", roi_scratch),
+        _cv_row("  the same, fused with lesion descriptors", roi_scratch, fused=True),
+        _cv_row("lesion-centred MobileNetV2, BUS-BRA-pretrained, fine-tuned on BrEaST (crops "
+                "from the fine-tuned U-Net folds below)", roi_ft),
+        _cv_row("  the same, fused with lesion descriptors", roi_ft, fused=True),
     ]
     unet_breast = _other(bb / "runs" / "unet-f0", "eval-*-all")
     unet_ft = _json(bb / "cv" / "unet-ft" / "summary.json")
@@ -261,23 +355,22 @@ def main() -> None:
                       "BrEaST, 5 folds pooled out of fold", unet_ft, pooled=True)]
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None
-    fused = _fused(ft)
     lines += [
         "", "### Goals of this part", "",
         f"- BUS-BRA, published fold 1 as test: AUC {_goal((own or {}).get('auc'), 0.90)}, "
         f"fused with descriptors "
         f"{_goal(_fused(own).get('auc'), 0.90)}; "
-        f"Dice {_goal((unet or {}).get('dice'), 0.80) if unet else 'not run yet (step 8)'}.",
+        f"Dice {_goal((unet or {}).get('dice'), 0.80) if unet else 'not run yet (step 8)'}"
+        f"{_roi_goal(roi_own, 0.90)}.",
         f"- BUS-BRA -> BrEaST, no BrEaST case in training: AUC "
         f"{_goal((to_breast or {}).get('auc'), 0.85)}, fused "
-        f"{_goal(_fused(to_breast).get('auc'), 0.85)}.",
+        f"{_goal(_fused(to_breast).get('auc'), 0.85)}{_roi_goal(roi_breast, 0.85)}.",
         f"- BrEaST 5-fold, BUS-BRA-pretrained and fine-tuned: AUC {_goal(ft_auc, 0.85)}; fused "
-        f"with descriptors AUC {_goal((fused.get('auc') or {}).get('pooled'), 0.85)}, "
-        f"sensitivity {_goal((fused.get('sensitivity') or {}).get('pooled'), 0.85)}, "
-        f"specificity {_goal((fused.get('specificity') or {}).get('pooled'), 0.60)}; "
-        f"U-Net Dice "
-        f"{_goal(unet_ft['metrics']['dice']['pooled'] if unet_ft else None, 0.80)}.",
-        "", *recipe,
+        f"with descriptors {_cv_goals(ft)}; U-Net Dice "
+        f"{_goal(unet_ft['metrics']['dice']['pooled'] if unet_ft else None, 0.80)}"
+        + (f"; lesion-centred MobileNetV2 AUC {_goal(_pooled(roi_ft, 'auc')[0], 0.85)}, fused "
+           f"{_cv_goals(roi_ft)}" if roi_ft else "") + ".",
+        "", *recipe, *margin_section(bb / "runs"),
     ]
     if args.commands and args.commands.is_file():
         lines += ["", "Commands of this part (`$BUSBRA` is the BUS-BRA folder, `$WORK` the work "

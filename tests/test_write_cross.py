@@ -80,3 +80,63 @@ def test_a_candidate_still_training_is_not_compared(tmp_path):
     _candidate(runs / "resnet50-lr3e-4-f0", 0.99, 3, [0.9] * 3)  # best.json, no evaluation yet
     text = _write(tmp_path)
     assert "constant 3e-4" not in text and "**constant 1e-3** chosen" in text
+
+
+def test_lesion_centred_rows_keep_the_oracle_apart_and_meet_their_goals(tmp_path):
+    runs = tmp_path / "work" / "busbra" / "runs"
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    roi = runs / "mobilenetv2-roi-f0"
+    _metrics(roi / "eval-test", 0.88, fused=0.91)
+    m = json.loads((roi / "eval-test" / "metrics.json").read_text())
+    m["ground_truth_roi"] = {"auc": 0.93, "sensitivity": 0.9, "specificity": 0.7,
+                             "ci": {"auc": [0.9, 0.95]}}
+    (roi / "eval-test" / "metrics.json").write_text(json.dumps(m))
+    _metrics(roi / "eval-data-all", 0.8, fused=0.82)
+    ft = tmp_path / "work" / "busbra" / "cv" / "mobilenetv2-roi-ft"
+    ft.mkdir(parents=True)
+    pooled = {k: {"pooled": v, "ci": [v - 0.05, v + 0.05]}
+              for k, v in (("auc", 0.83), ("sensitivity", 0.86), ("specificity", 0.61))}
+    (ft / "summary.json").write_text(json.dumps({
+        "n": 252, "n_malignant": 98, "metrics": pooled,
+        "fusion": {"fused": {**pooled, "auc": {"pooled": 0.86, "ci": [0.81, 0.9]}}}}))
+    text = _write(tmp_path)
+    assert ("| lesion-centred MobileNetV2 (128 px crops from BUS-BRA's U-Net, margin 0.2), trained "
+            "on BUS-BRA folds 2-5 | BUS-BRA fold 1 | 100 (30 malignant) | 0.880 (0.830–0.930)"
+            ) in text
+    assert ("|   the same, ground-truth crops (upper bound: needs the mask) | BUS-BRA fold 1 | "
+            "100 (30 malignant) | 0.930 (0.900–0.950)") in text
+    assert "lesion-centred MobileNetV2 AUC 0.880 (not met: goal 0.9), fused 0.910 (met" in text
+    assert "lesion-centred MobileNetV2 AUC 0.800 (not met: goal 0.85), fused 0.820 (not" in text
+    assert ("lesion-centred MobileNetV2 AUC 0.830 (not met: goal 0.85), fused AUC 0.860 (met: "
+            "goal 0.85), sensitivity 0.860 (met: goal 0.85), specificity 0.610 (met") in text
+    # the oracle never stands in a goal line
+    assert "0.930" not in text.split("### Goals of this part")[1]
+
+
+def _roi_candidate(run: Path, margin: float, best: float, history: list[float]) -> None:
+    _candidate(run, best, 5, history)
+    (run / "config.json").write_text(json.dumps({"status": "finished",
+                                                 "roi": {"source": "mask", "margin": margin}}))
+    (run / "model.keras").write_bytes(b"stand-in")
+
+
+def test_the_crop_margin_is_chosen_by_the_steadier_rule_and_its_run_reported(tmp_path):
+    runs = tmp_path / "work" / "busbra" / "runs"
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    # margin 0.2: the luckier best epoch; margin 0.5: the higher mean of the last 10 epochs
+    _roi_candidate(runs / "mobilenetv2-roi-f0", 0.2, 0.95, [0.8] * 12)
+    _roi_candidate(runs / "mobilenetv2-roi0.5-f0", 0.5, 0.90, [0.85] * 12)
+    _metrics(runs / "mobilenetv2-roi0.5-f0" / "eval-test", 0.87)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--choose-margin", str(runs)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(runs / "mobilenetv2-roi0.5-f0")
+    text = _write(tmp_path)
+    assert "| 0.2 | 0.950 (5) | 0.800 |  |" in text and "| 0.5 | 0.900 (5) | 0.850 | yes |" in text
+    assert "margin 0.5), trained on BUS-BRA folds 2-5 | BUS-BRA fold 1 | 100 (30 malignant) | 0.870" \
+        in text
+    # a candidate still training takes no part
+    (runs / "mobilenetv2-roi0.5-f0" / "config.json").write_text(json.dumps({"status": "running"}))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--choose-margin", str(runs)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == str(runs / "mobilenetv2-roi-f0")
+    assert "crop margin" not in _write(tmp_path)
