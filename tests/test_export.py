@@ -148,8 +148,12 @@ def test_int8_full_integer_agrees_on_the_label_for_most_test_images(
     from breastus_cli.data.split import select_cases
     from breastus_cli.engine.export import TFLiteModel
 
-    meta = _export(cls_export_run, "--quantize", "int8", "--representative", "40")
+    meta = _export(cls_export_run, "--quantize", "int8", "--representative", "40",
+                   "--samples", "20")
     model_file = cls_export_run / "export" / "model-int8.tflite"
+    # the agreement check compares on the number of test cases asked for
+    assert meta["agreement"]["samples"] == 20
+    assert meta["agreement"]["sample_source"] == "test split (20 images)"
     conversion = meta["conversion"]
     assert conversion["int8_mode"] == "full-integer"
     assert conversion["representative_source"] == "training split"
@@ -260,7 +264,8 @@ def test_lesion_centred_classifier_export_says_so_and_calibrates_on_crops(learn_
      (["--quantize", "int4"], "--quantize must be none, float16 or int8"),
      (["--format", "savedmodel", "--quantize", "int8"],
       "--quantize int8 applies to --format tflite"),
-     (["--representative", "0"], "--representative must be at least 1")],
+     (["--representative", "0"], "--representative must be at least 1"),
+     (["--samples", "0"], "--samples must be at least 1")],
 )
 def test_bad_options_exit_2_naming_the_option(cls_export_run, args, message, tmp_path):
     proc = run_cli("export", str(cls_export_run), *args, "--out", str(tmp_path / "x"))

@@ -29,7 +29,7 @@ _HELP = (
     help=_HELP,
     epilog=(
         "Examples: breastus export runs/cls/RUN  (RUN/export/model.tflite)  |  "
-        "breastus export RUN --quantize int8 --representative 200  |  "
+        "breastus export RUN --quantize int8 --representative 200 --samples 400  |  "
         "breastus export RUN --quantize float16 --out deploy/  |  "
         "breastus export RUN --format savedmodel"
     ),
@@ -43,6 +43,10 @@ def export_cmd(
     representative: int = typer.Option(
         100, "--representative", metavar="N",
         help="int8: calibrate on N images of the run's training split."),
+    samples: int = typer.Option(
+        32, "--samples", metavar="N",
+        help="Check the export against the Keras model on the first N test cases (labels at "
+             "the run's threshold, largest difference)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
     force: bool = typer.Option(
         False, "--force", help="Keep an export that fails the agreement check (int8: fewer "
@@ -52,7 +56,8 @@ def export_cmd(
     from breastus_cli.engine.export import ExportSettings
 
     settings = ExportSettings(run_dir=run_dir, format=format.lower(), quantize=quantize.lower(),
-                              representative=representative, out=out, force=force)
+                              representative=representative, samples=samples, out=out,
+                              force=force)
     settings.validate()  # bad options and folders fail before TensorFlow loads
     from breastus_cli import backend
 

@@ -92,6 +92,7 @@ class ExportSettings:
     format: str = "tflite"        # tflite | savedmodel
     quantize: str = "none"        # none | float16 | int8 (tflite only)
     representative: int = 100
+    samples: int = SAMPLE_IMAGES  # test cases the agreement check compares on
     out: Path | None = None
     force: bool = False  # keep an export that fails the agreement check
 
@@ -103,10 +104,10 @@ class ExportSettings:
         if self.format == "savedmodel" and self.quantize != "none":
             raise UsageError(f"--quantize {self.quantize} applies to --format tflite only "
                              "(a SavedModel is exported in float32)")
-        if isinstance(self.representative, bool) or not isinstance(self.representative, int) \
-                or self.representative < 1:
-            raise UsageError("--representative must be at least 1 image "
-                             f"(got {self.representative})")
+        for option, value in (("--representative", self.representative),
+                              ("--samples", self.samples)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{option} must be at least 1 image (got {value})")
         run_dir = Path(self.run_dir)
         config = read_config(run_dir)  # InputError: not a folder / not a run directory
         if config.get("task") not in ("cls", "seg"):
@@ -157,7 +158,7 @@ def export_run(settings: ExportSettings) -> ExportResult:
     if len(shape) != 4 or shape[1:] != (img_size, img_size, 1):
         raise InputError(f"{run_dir}/{MODEL} takes input {shape[1:]}, config.json says "
                          f"({img_size}, {img_size}, 1)")
-    samples, sample_source = sample_images(config, img_size)
+    samples, sample_source = sample_images(config, img_size, settings.samples)
     reference = loaded.run(samples)
 
     threshold = loaded.threshold
