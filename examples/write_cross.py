@@ -199,6 +199,88 @@ def margin_section(runs: Path) -> list[str]:
     return lines
 
 
+def _predictions(path: Path) -> "object | None":
+    """An evaluation's predictions.csv or a cross-validation's oof_predictions.csv."""
+    import pandas as pd
+
+    for name in ("predictions.csv", "oof_predictions.csv"):
+        if (path / name).is_file():
+            return pd.read_csv(path / name)
+    return None
+
+
+def average_row(label: str, tested: str, a: Path, b: Path, column: str,
+                n_bootstrap: int = 2000) -> str | None:
+    """The mean of two models' probabilities ``column`` case by case (equal weights, fixed
+    before looking; nothing fitted): AUC with its bootstrap CI and the paired bootstrap CI of its
+    gain over the better model alone. None when either model's predictions are missing."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from breastus_cli.engine.bootstrap import percentile_ci, resample_counts
+    from breastus_cli.engine.metrics import _weighted_auc  # many resamples, one sort each
+
+    first, second = _predictions(a), _predictions(b)
+    if first is None or second is None or column not in first or column not in second:
+        return None
+    both = first.merge(second, on="case_id", suffixes=("", "_b"))
+    if len(both) != len(first) or len(both) != len(second):
+        return None  # not the same cases: no case-by-case average
+    y = both["y_true"].to_numpy()
+    singles = [both[column].to_numpy(), both[f"{column}_b"].to_numpy()]
+    mean = (singles[0] + singles[1]) / 2
+    better = max(singles, key=lambda p: roc_auc_score(y, p))
+    aucs, gains = [], []
+    for block in resample_counts(len(y), n_bootstrap, np.random.default_rng(0), strata=y):
+        aucs.append(_weighted_auc(y, mean, block))
+        gains.append(aucs[-1] - _weighted_auc(y, better, block))
+    auc, gain = roc_auc_score(y, mean), roc_auc_score(y, mean) - roc_auc_score(y, better)
+    lo, hi = percentile_ci(np.concatenate(aucs), 0.95)
+    glo, ghi = percentile_ci(np.concatenate(gains), 0.95)
+    return (f"| {label} | {tested} | {len(y)} | {auc:.3f} ({lo:.3f}–{hi:.3f}) | "
+            f"{roc_auc_score(y, singles[0]):.3f} / {roc_auc_score(y, singles[1]):.3f} | "
+            f"{gain:+.3f} ({glo:+.3f} to {ghi:+.3f}) |")
+
+
+def average_section(work: Path, breast_cv: Path, roi_run: Path) -> list[str]:
+    """Whole-image ResNet50 and lesion-centred MobileNetV2 averaged, wherever both scored the
+    same cases: an analysis of what the two views add to each other."""
+    bb = work / "busbra"
+    whole = bb / "runs" / "resnet50-f0"
+    pairs = [
+        ("CNN scores", "BUS-BRA fold 1", whole / "eval-test", roi_run / "eval-test",
+         "p_malignant"),
+        ("fused scores (each with the descriptors)", "BUS-BRA fold 1", whole / "eval-test",
+         roi_run / "eval-test", "p_fused"),
+        ("CNN scores", "BrEaST, all 252 (another hospital)", whole / "eval-data-all",
+         roi_run / "eval-data-all", "p_malignant"),
+        ("fused scores", "BrEaST, all 252 (another hospital)", whole / "eval-data-all",
+         roi_run / "eval-data-all", "p_fused"),
+        ("BrEaST from scratch, CNN scores", "BrEaST, 5 folds pooled out of fold", breast_cv,
+         work / "cv" / "mobilenetv2-roi", "p_malignant"),
+        ("BrEaST from scratch, fused scores", "BrEaST, 5 folds pooled out of fold", breast_cv,
+         work / "cv" / "mobilenetv2-roi", "p_fused"),
+        ("BUS-BRA-pretrained and fine-tuned, CNN scores", "BrEaST, 5 folds pooled out of fold",
+         bb / "cv" / "resnet50-ft", bb / "cv" / "mobilenetv2-roi-ft", "p_malignant"),
+        ("BUS-BRA-pretrained and fine-tuned, fused scores",
+         "BrEaST, 5 folds pooled out of fold", bb / "cv" / "resnet50-ft",
+         bb / "cv" / "mobilenetv2-roi-ft", "p_fused"),
+    ]
+    rows = [average_row(*pair) for pair in pairs]
+    rows = [row for row in rows if row is not None]
+    if not rows:
+        return []
+    return ["", "### Whole image and lesion crop, averaged", "",
+            "The whole-image ResNet50 and the lesion-centred MobileNetV2 of the rows above, "
+            "each case's two probabilities averaged with equal weights (fixed before looking; "
+            "nothing fitted, no threshold chosen: AUC only). An analysis computed by "
+            "`examples/write_cross.py` from the two evaluations' predictions, not yet a breastus "
+            "command. Gain: the average's AUC minus the better model's alone, with its paired "
+            "class-stratified bootstrap CI over the same cases.", "",
+            "| scores averaged | tested on | cases | AUC (95% CI) | ResNet50 / MobileNetV2 alone "
+            "| gain (95% CI) |", "|---|---|---:|---:|---:|---:|", *rows]
+
+
 def _goal(value: float | None, target: float) -> str:
     if value is None:
         return "not run"
@@ -356,6 +438,7 @@ def main() -> None:
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None
     lines += [
+        *average_section(work, args.breast_cv, roi_run),
         "", "### Goals of this part", "",
         f"- BUS-BRA, published fold 1 as test: AUC {_goal((own or {}).get('auc'), 0.90)}, "
         f"fused with descriptors "

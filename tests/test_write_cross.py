@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "write_cross.py"
 
 
@@ -140,3 +142,35 @@ def test_the_crop_margin_is_chosen_by_the_steadier_rule_and_its_run_reported(tmp
                           capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == str(runs / "mobilenetv2-roi-f0")
     assert "crop margin" not in _write(tmp_path)
+
+
+def test_two_views_are_averaged_case_by_case_with_the_gain_over_the_better(tmp_path):
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    work = tmp_path / "work"
+    runs = work / "busbra" / "runs"
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.8)
+    _metrics(runs / "mobilenetv2-roi-f0" / "eval-test", 0.8)
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 60 + [1] * 40)
+    # two models with independent errors: their mean ranks better than either
+    p_a = np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.2, 100), 0, 1)
+    p_b = np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.2, 100), 0, 1)
+    ids = [f"case{i:03d}" for i in range(100)]
+    pd.DataFrame({"case_id": ids, "y_true": y, "p_malignant": p_a}).to_csv(
+        runs / "resnet50-f0" / "eval-test" / "predictions.csv", index=False)
+    # another order of the same cases: merged by case, not by row
+    pd.DataFrame({"case_id": ids[::-1], "y_true": y[::-1], "p_malignant": p_b[::-1]}).to_csv(
+        runs / "mobilenetv2-roi-f0" / "eval-test" / "predictions.csv", index=False)
+    text = _write(tmp_path)
+    mean_auc = roc_auc_score(y, (p_a + p_b) / 2)
+    a, b = roc_auc_score(y, p_a), roc_auc_score(y, p_b)
+    row = next(line for line in text.splitlines() if line.startswith("| CNN scores | BUS-BRA"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "100" and cells[3].startswith(f"{mean_auc:.3f} (")
+    assert cells[4] == f"{a:.3f} / {b:.3f}"
+    assert cells[5].startswith(f"{mean_auc - max(a, b):+.3f} (")
+    assert mean_auc > max(a, b)
+    # no fused column in these predictions, no second evaluation elsewhere: no other row
+    assert "fused scores" not in text.split("### Whole image and lesion crop")[1].split("###")[0]
