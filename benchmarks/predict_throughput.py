@@ -53,7 +53,11 @@ SECTION = "PREDICT_THROUGHPUT"
 EXE = Path(sys.executable).with_name("breastus")
 ENGINES = ("keras", "tflite float32", "tflite int8")
 SEG = "segmenter (keras)"
-FIRST = "model forward, first batch (tracing / tensor allocation)"
+FIRST = "model forward, first batch (tracing / tensor allocation), in a forward thread"
+FORWARD = ("model forward, summed over the forward threads (with the Keras engine two batches "
+           "run at once: overlapping)")
+MAIN_REST = ("main thread, the rest: waiting for the model and the rows thread, stacking, "
+             "progress")
 TRAMPOLINE = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
               "open(sys.argv[1], 'w').write(str(resource.getrusage("
               "resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
@@ -283,8 +287,7 @@ def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dic
         run_model = model.run
 
         def timed(x):
-            key = "model forward" if "model forward" in timers or \
-                FIRST in timers else FIRST
+            key = FORWARD if FORWARD in timers or FIRST in timers else FIRST
             start = time.perf_counter()
             try:
                 return run_model(x)
@@ -324,8 +327,11 @@ def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dic
     finally:
         P._resized, P._open_model, P._batches, P._Appender.write = originals
     loop = result.rows / result.images_per_second
-    timers["other (stacking, rows, progress)"] = loop - sum(
-        v for k, v in timers.items() if k != RESIZE_THREADS)
+    # the forward passes run in predict's forward threads (two batches at once with the Keras
+    # engine) and the decoding threads' resizing overlaps everything: only the main thread's
+    # own parts are taken from the loop's time
+    threads = (RESIZE_THREADS, FIRST, FORWARD)
+    timers[MAIN_REST] = loop - sum(v for k, v in timers.items() if k not in threads)
     timers["loop"] = loop
     timers["others_cores"] = load.cores
     return dict(timers)
@@ -587,12 +593,8 @@ def _run(args: argparse.Namespace, work: Path) -> str:
     lines.append("| the engine's forward alone (preloaded tensors) | " + " | ".join(
         f"{1000 / forward[e]['rate']:.1f}" for e in ENGINES) + " |")
     side = serial["decode"] + serial["resize"]
-    # any design: all CPU work shared by the cores; this design: also the main thread's serial
-    # forward + whatever resizing it did itself (measured by the profile)
+    # any design: all CPU work (forward, decode, resize) shared by the cores
     ceiling = {e: cores / (forward[e]["cpu"] + side) for e in ENGINES}
-    main_resize = {e: profiles[e].get(RESIZE_MAIN, 0.0) / n for e in ENGINES}
-    bound = {e: 1.0 / max(1.0 / ceiling[e], 1.0 / forward[e]["rate"] + main_resize[e])
-             for e in ENGINES}
     lines.append("| CPU of the forward alone, core-ms per image | " + " | ".join(
         f"{1000 * forward[e]['cpu']:.1f}" for e in ENGINES) + " |")
     lines += [
@@ -603,10 +605,7 @@ def _run(args: argparse.Namespace, work: Path) -> str:
         f"{1000 * serial['resize']:.1f} ms. CPU ceiling on {cores} cores, any design "
         "(cores / (forward core-ms + decode + resize)): " + ", ".join(
             f"{e} {ceiling[e]:.0f} images/s ({ceiling[e] / forward[e]['rate']:.0%} of its "
-            f"forward)" for e in ENGINES) + "; with predict's main thread running the forward "
-        "and the resizing it does itself (the profile's main-thread row) one after the other "
-        "(1 / max(that, forward + main-thread resize)): " + ", ".join(
-            f"{e} {bound[e]:.0f} ({bound[e] / forward[e]['rate']:.0%})" for e in ENGINES) + ".",
+            f"forward)" for e in ENGINES) + ".",
         "",
         (f"- Run directory: {shown(run)} (given with --run; {{VAL_AUC}}), its exports "
          "`export/model.tflite` and `export/model-int8.tflite`. " if args.run is not None else

@@ -123,6 +123,13 @@ def test_tflite_runner_batches_of_any_size_give_the_same_per_image_outputs(
     assert lite.predict(images[:0]).shape == (0, 2)
     with pytest.raises(InputError, match=r"\(N, 64, 64, 1\)"):
         lite.predict(np.zeros((2, 32, 32, 1), np.float32))
+    # predict puts two batches in a model at once only where its runner allows it: a Keras
+    # model's compiled function, never a TFLite interpreter (one set of tensors)
+    from breastus_cli.engine.inference import open_run
+
+    assert open_run(cls_export_run).concurrent is True
+    assert open_run(cls_export_run, engine="tflite").concurrent is False
+    assert open_run(model_file).concurrent is False
 
 
 def test_float16_is_smaller_and_agrees_within_its_tolerance(cls_export_run, cls_reference):

@@ -108,6 +108,10 @@ class LoadedRun:
     exported_threshold: Threshold | None = None  # a .tflite file's, from its metadata.json
     members: list[Path] = field(default_factory=list)  # a fold ensemble's fold run directories
     tta: str = "none"  # test-time augmentation applied by ``run`` (:func:`with_tta`)
+    #: ``run`` may be called from two threads at once: a Keras model's compiled function can
+    #: (two batches in flight fill the cores its own parallel sections leave idle); a TFLite
+    #: interpreter cannot (one set of tensors; XNNPACK already keeps every core busy)
+    concurrent: bool = False
 
     @cached_property
     def decision(self) -> Threshold:
@@ -195,7 +199,8 @@ def _open_single(source: Path, expected: str | None, engine: str, need_keras: bo
         runner = TFLiteModel(found).predict
     if runner is None:
         raise UsageError(f"engine must be keras or tflite (got '{engine}')")
-    return LoadedRun(str(task), size, runner, source, config, keras_model, roi_margin(config))
+    return LoadedRun(str(task), size, runner, source, config, keras_model, roi_margin(config),
+                     concurrent=engine != "tflite")
 
 
 # ---- fold ensembles and test-time augmentation ------------------------------------------------
@@ -320,7 +325,8 @@ def open_ensemble(cv_dir: str | Path, expected: str | None = None, engine: str =
     config.setdefault("settings", {})["fold"] = None
     config["ensemble"] = {"cv": str(cv_dir), "folds": [str(run) for run in members]}
     return LoadedRun(str(task), size, mean_runner(runners), cv_dir, config,
-                     roi_margin=roi_margin(configs[0]), members=members)
+                     roi_margin=roi_margin(configs[0]), members=members,
+                     concurrent=engine != "tflite")
 
 
 def with_tta(loaded: LoadedRun, tta: str = "none") -> LoadedRun:

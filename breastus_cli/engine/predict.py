@@ -7,13 +7,16 @@ segmenter, writing one row per image as soon as its batch is done.
     OUT/overlays/         probability + contour over the image (--save-overlays)
     OUT/explain/          Grad-CAM of the classifier (--explain)
 
-Decoding runs ahead in threads (bounded); the models are applied through engine/inference.py
-(evaluate's path too): the training pipeline's resize, a compiled function (Keras) or a TFLite
-interpreter with XNNPACK, outputs back at the original size, lesion crops from the mask.
+Decoding runs ahead in threads (bounded); two batches can be in the model at once (Keras
+engine) and a batch's rows are made in one more thread. The models are applied through
+engine/inference.py (evaluate's path too): the training pipeline's resize, a compiled function
+(Keras) or a TFLite interpreter with XNNPACK, outputs back at the original size, lesion crops
+from the mask.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import hashlib
@@ -57,6 +60,9 @@ COLUMNS += list(DESCRIPTOR_COLUMNS)
 #: score most, in log-odds); empty otherwise
 COLUMNS += ["p_descriptors", "p_fused", "label_fused", "fused_why"]
 ERROR_COLUMNS = ["path", "reason"]
+#: batches in the model at once with the Keras engine: two run 1.25x faster than one on 2 cores
+#: (MobileNetV2 224, compiled forward on preloaded tensors; BENCHMARKS.md)
+FORWARD_WORKERS = 2
 
 
 @dataclass
@@ -476,15 +482,23 @@ def predict(settings: PredictSettings,
             for size in sizes:
                 frame.inputs[size] = _resized(frame.image, size, tf)
 
-        # A batch's rows (masks at the original size, descriptors, files written) are made in
-        # one more thread while the next batch's forward pass runs: at most one batch waits.
-        pending: tuple[Future, int, float] | None = None
+        # Each batch goes through two more stages: the forward pass (FORWARD_WORKERS batches at
+        # once where the engine allows it: a Keras model's parallel sections leave cores idle
+        # that a second batch fills) and its rows (masks at the original size, descriptors,
+        # files written: one thread). Rows are written in input order as batches finish.
+        n_forward = FORWARD_WORKERS if all(
+            m.concurrent for m in (cls, seg) if m is not None) and not settings.explain else 1
+        pending: collections.deque[tuple[Future, int]] = collections.deque()
 
-        def finish(job: tuple[Future, int, float]) -> None:
+        def finish(job: tuple[Future, int]) -> None:
             nonlocal n_rows, n_malignant, processed
-            future, n_files, forward_seconds = job
-            rows, row_seconds = future.result()
-            per_image = (forward_seconds + row_seconds) / max(len(rows), 1)
+            future, n_files = job
+            try:
+                rows, seconds = future.result()
+            except BaseException:
+                pending.clear()  # the batches after a failed one are not written: rows stay
+                raise            # in input order, and --resume starts at the failed batch
+            per_image = seconds / max(len(rows), 1)
             for row in rows:
                 row["seconds"] = round(per_image, 4)
             rows_out.write(rows)
@@ -494,36 +508,39 @@ def predict(settings: PredictSettings,
             if on_progress is not None:
                 on_progress(min(processed, len(todo)), len(todo))
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="breastus-rows") as rows_pool:
-            try:
-                for frames, errors in _batches(stream(todo, settings.workers, prepare=prepare,
-                                                      max_pixels=settings.max_pixels),
-                                               settings.batch_size, skip):
-                    errors_out.write([{"path": str(e.path), "reason": e.reason} for e in errors])
-                    n_errors += len(errors)
-                    error_examples += [(str(e.path), e.reason)
-                                       for e in errors][: 5 - len(error_examples)]
-                    processed += len(errors)
-                    if not frames:
-                        if errors and on_progress is not None:
-                            on_progress(min(processed, len(todo)), len(todo))
-                        continue
-                    batch_start = time.perf_counter()
-                    outputs = _forward(frames, cls, seg, settings, tf)
-                    job = (rows_pool.submit(_timed, _predict_batch, frames, outputs, cls, threshold,
-                                            settings, out, pixel_sizes, fused),
-                           len({f.path for f in frames}), time.perf_counter() - batch_start)
-                    previous, pending = pending, job
-                    if previous is not None:
-                        finish(previous)
-            except BaseException:
-                # the batch whose rows were being made when this one failed is still written
-                if pending is not None:
-                    with contextlib.suppress(Exception):
-                        finish(pending)
-                raise
-            if pending is not None:
-                finish(pending)
+        forward_pool = ThreadPoolExecutor(max_workers=n_forward,
+                                          thread_name_prefix="breastus-forward")
+        rows_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="breastus-rows")
+        try:
+            for frames, errors in _batches(stream(todo, settings.workers, prepare=prepare,
+                                                  max_pixels=settings.max_pixels),
+                                           settings.batch_size, skip):
+                errors_out.write([{"path": str(e.path), "reason": e.reason} for e in errors])
+                n_errors += len(errors)
+                error_examples += [(str(e.path), e.reason)
+                                   for e in errors][: 5 - len(error_examples)]
+                processed += len(errors)
+                if not frames:
+                    if errors and on_progress is not None:
+                        on_progress(min(processed, len(todo)), len(todo))
+                    continue
+                forward = forward_pool.submit(_timed, _forward, frames, cls, seg, settings, tf)
+                pending.append((rows_pool.submit(_rows_of, forward, frames, cls, threshold,
+                                                 settings, out, pixel_sizes, fused),
+                                len({f.path for f in frames})))
+                while len(pending) > n_forward:  # bounded: the oldest batch is written first
+                    finish(pending.popleft())
+            while pending:
+                finish(pending.popleft())
+        except BaseException:
+            # finished work is never lost: the batches before the one that failed are written
+            with contextlib.suppress(BaseException):
+                while pending:
+                    finish(pending.popleft())
+            raise
+        finally:
+            forward_pool.shutdown(wait=True, cancel_futures=True)
+            rows_pool.shutdown(wait=True, cancel_futures=True)
     finally:
         rows_out.close()
         errors_out.close()
@@ -579,6 +596,15 @@ def _forward(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | None,
 def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     return fn(*args), time.perf_counter() - start
+
+
+def _rows_of(forward: Future, frames: list[Frame], *args: Any) -> tuple[list[dict[str, Any]],
+                                                                        float]:
+    """A batch's rows once its forward pass is done (the rows thread); with the seconds of
+    both stages. A failed forward pass raises here, where the main thread collects it."""
+    outputs, forward_seconds = forward.result()
+    rows, row_seconds = _timed(_predict_batch, frames, outputs, *args)
+    return rows, forward_seconds + row_seconds
 
 
 def _predict_batch(frames: list[Frame], outputs: _Outputs, cls: LoadedRun | None,
