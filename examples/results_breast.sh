@@ -8,7 +8,8 @@
 #   3. ResNet50, whole image (96 px)                            breastus cv cls
 #   4. lesion-centred MobileNetV2 (128 px crops around the lesion): trained on crops from the
 #      ground-truth masks, evaluated on crops from step 1's segmenter of the same fold (no
-#      ground truth at test time), ground-truth-crop numbers reported beside
+#      ground truth at test time), ground-truth-crop numbers reported beside; fused with the
+#      lesion descriptors like step 6
 #   5. lesion descriptors of every out-of-fold lesion from its ground-truth mask and from the
 #      fold's segmenter's mask (breastus evaluate on each segmentation fold: descriptors.csv)
 #   6. step 3's ResNet50 fused with the lesion descriptors (cv cls --fusion descriptors
@@ -71,7 +72,8 @@ run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model resnet50 --img-size 96 \
   --out "$work/cv/resnet50"
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img-size 128 \
-  --roi mask --roi-margin 0.2 --seg-cv "$work/cv/unet-effb2" --out "$work/cv/mobilenetv2-roi"
+  --roi mask --roi-margin 0.2 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+  --out "$work/cv/mobilenetv2-roi"
 for k in 0 1 2 3 4; do  # 5. (folds evaluated by this version have it already)
   fold="$work/cv/unet-effb2/fold-$k"
   run_unless "$fold/eval-test/descriptors.csv" breastus evaluate "$fold" --bootstrap 0

@@ -237,7 +237,9 @@ def main() -> None:
             goals.append(f"- {label}: AUC {_goal(auc, 0.85)}; sensitivity at the validation "
                          f"threshold {_goal(sens, 0.85)}.")
             if "fusion" in summary:
-                lines += fusion_rows(label, summary["fusion"])
+                # two fused CVs on the same segmentation folds share the descriptor model:
+                # its rows are written once
+                lines += [row for row in fusion_rows(label, summary["fusion"]) if row not in lines]
                 f = summary["fusion"].get("fused", {})
                 spec = f.get("specificity", {}).get("pooled")
                 goals.append(f"- {label} + lesion descriptors, fused: AUC "

@@ -157,13 +157,18 @@ def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cl
     script = Path(__file__).resolve().parents[1] / "examples" / "write_results.py"
     proc = subprocess.run([sys.executable, str(script), str(results), "--descriptors",
                            str(cv_seg), "--tta", f"small CNN={out}", f"small CNN={out}",
-                           f"U-Net={cv_seg}"], capture_output=True, text=True, timeout=300)
+                           f"other CNN={out}", f"U-Net={cv_seg}"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     text = results.read_text()
     fused_auc = fusion["fused"]["auc"]
     assert (f"| small CNN + lesion descriptors, fused (segmenter's masks) | "
             f"{_pooled(fusion['fused']['accuracy'])} | {_pooled(fused_auc)} |") in text
     assert "lesion descriptors alone (ground-truth masks: upper bound" in text
+    # two fused CVs on the same segmentation folds: one descriptor model, its rows written once
+    table = text.split("## Goals")[0]
+    assert "| other CNN + lesion descriptors, fused (segmenter's masks) |" in table
+    assert table.count("| lesion descriptors alone (logistic regression; segmenter's masks) |") == 1
     assert "## Lesion descriptors, one at a time" in text and "| solidity |" in text
     tta = pd.concat([pd.read_csv(out / f"fold-{k}/eval-test-tta-flip/predictions.csv")
                      for k in range(3)])
