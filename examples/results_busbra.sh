@@ -30,9 +30,11 @@
 #
 # Usage: examples/results_busbra.sh PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 # BUSBRA is the folder with bus_data.csv, Images/ and Masks/ (Gómez-Flores et al., Medical
-# Physics 2024). On 2 CPU cores (2026-11-29): measured about 40 minutes for step 2 and 10 for
-# step 5, 30 for each candidate of step 6, 20 for step 8 (12 epochs), 45 for step 9, 2 x 20 + 15
-# for step 10; estimated 30 for step 7. Resumable like results_breast.sh.
+# Physics 2024). Training minutes on 2 CPU cores (2026-11-29, the runs' history.csv; some shared
+# the cores with test runs): step 2 46, step 5 21, step 6 40 + 34, step 8 25 and 8b 13, step 9
+# 84, step 10 18 + 17 + 8; evaluations add about half an hour. About 5.5 hours in all, with
+# results_breast.sh's 1.5: over the 4 hours RESULTS.md should take. Each step resumes and can
+# run alone (resumable like results_breast.sh); step 7 runs only when a candidate wins.
 set -euo pipefail
 busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 breast=${2:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
