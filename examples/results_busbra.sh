@@ -21,19 +21,19 @@
 #      (--weights RUN_DIR, lr 1e-4, 12 epochs)
 #   9. ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
 #      each test fold reported apart
-#   10. lesion-centred MobileNetV2 (128 px crops around the lesion, from scratch), crop margin
-#      0.2 or 0.5 chosen on BUS-BRA's validation cases: trained on crops from BUS-BRA's
-#      ground-truth masks, scored on crops from step 8's U-Net, fused with its lesion
-#      descriptors; on fold 1 and on every BrEaST case; then BrEaST 5-fold fine-tuned from it
-#      (crops and descriptors from step 8b's fine-tuned U-Net folds)
+#   10. lesion-centred MobileNetV2 (crops around the lesion, from scratch), its crop margin (0.2
+#      or 0.5) and input size (128 or 160 px) chosen on BUS-BRA's validation cases: trained on
+#      crops from BUS-BRA's ground-truth masks, scored on crops from step 8's U-Net, fused with
+#      its lesion descriptors; on fold 1 and on every BrEaST case; then BrEaST 5-fold
+#      fine-tuned from it (crops and descriptors from step 8b's fine-tuned U-Net folds)
 #   then the section is written ($WORK/busbra/section.md) and RESULTS.md regenerated with it.
 #
 # Usage: examples/results_busbra.sh PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 # BUSBRA is the folder with bus_data.csv, Images/ and Masks/ (Gómez-Flores et al., Medical
 # Physics 2024). Training minutes on 2 CPU cores (2026-11-29, the runs' history.csv; some shared
 # the cores with test runs): step 2 46, step 5 21, step 6 40 + 34, step 8 25 and 8b 13, step 9
-# 84, step 10 18 + 17 + 8; evaluations add about half an hour. About 5.5 hours in all, with
-# results_breast.sh's 1.5: over the 4 hours RESULTS.md should take. Each step resumes and can
+# 84, step 10 18 + 17 + about 28 (160 px) + 8; evaluations add about half an hour. About 6
+# hours in all, with results_breast.sh's 1.5: over the 4 hours RESULTS.md should take. Each step resumes and can
 # run alone (resumable like results_breast.sh); step 7 runs only when a candidate wins.
 set -euo pipefail
 busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
@@ -120,30 +120,36 @@ if ! grep -q '"fused"' "$r/eval-data-all/metrics.json"; then
   run breastus evaluate "$r" --data "$br" --split all --seg-run "$u"
 else log breastus evaluate "$r" --data "$br" --split all --seg-run "$u"; fi
 train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}"   # 9.
-# 10. lesion-centred MobileNetV2, the crop margin chosen on BUS-BRA's validation cases: 0.2 (the
-# BrEaST default) against 0.5; the rule, fixed before either ran: the higher mean validation AUC
-# over the last 10 epochs (steadier than the best epoch's, see step 6)
-roi=(--model mobilenetv2 --img-size 128 --roi mask)
-for margin in 0.2 0.5; do
-  c="$w/runs/mobilenetv2-roi-f0"; [ "$margin" = 0.2 ] || c="$w/runs/mobilenetv2-roi$margin-f0"
+# 10. lesion-centred MobileNetV2, crop margin and input size chosen on BUS-BRA's validation
+# cases: 0.2 at 128 px (the BrEaST default) against 0.5 at 128 px and 0.2 at 160 px; the rule,
+# fixed while the first was training and before the others started or any test case was
+# scored: the highest mean validation AUC over the last 10 epochs (steadier than the best
+# epoch's, see step 6)
+roi=(--model mobilenetv2 --roi mask)
+for candidate in 0.2:128:mobilenetv2-roi-f0 0.5:128:mobilenetv2-roi0.5-f0 \
+                 0.2:160:mobilenetv2-roi160-f0; do
+  IFS=: read -r margin size name <<< "$candidate"
+  c="$w/runs/$name"
   if [ -f "$c/config.json" ] && [ ! -f "$c/model.keras" -o -d "$c/checkpoints" ]; then
     run breastus train-cls --resume "$c" || true
   elif [ ! -f "$c/config.json" ]; then
     run breastus train-cls "$bb" --fold 0 "${base[@]}" "${constant[@]}" "${roi[@]}" \
-      --roi-margin "$margin" --run-dir "$c"
+      --roi-margin "$margin" --img-size "$size" --run-dir "$c"
   fi
 done
-m=$("$python" "$here/write_cross.py" --choose-margin "$w/runs")
-margin=$("$python" -c "import json; print(json.load(open('$m/config.json'))['roi']['margin'])")
+m=$("$python" "$here/write_cross.py" --choose-roi "$w/runs")
+read -r margin size < <("$python" -c "import json; c = json.load(open('$m/config.json'))
+print(c['roi']['margin'], c['settings']['img_size'])")
+name=$(basename "$m")
 # the threshold and the fused classifier chosen on validation crops from the U-Net, as at test
 run_unless "$m/fusion.json" breastus evaluate "$m" --seg-run "$u" --fusion descriptors \
   --target-sensitivity 0.9
 run_unless "$m/eval-data-all/metrics.json" \
   breastus evaluate "$m" --data "$br" --split all --seg-run "$u"
-run_unless "$w/cv/mobilenetv2-roi-ft/summary.json" breastus cv cls "$br" --weights "$m" \
+run_unless "$w/cv/${name%-f0}-ft/summary.json" breastus cv cls "$br" --weights "$m" \
   --folds 5 --val-fraction 0.15 --seed 42 --epochs 20 --lr 1e-4 "${constant[@]}" --batch-size 16 \
-  --target-sensitivity 0.9 "${roi[@]}" --roi-margin "$margin" --seg-cv "$w/cv/unet-ft" \
-  --fusion descriptors --out "$w/cv/mobilenetv2-roi-ft"
+  --target-sensitivity 0.9 "${roi[@]}" --roi-margin "$margin" --img-size "$size" \
+  --seg-cv "$w/cv/unet-ft" --fusion descriptors --out "$w/cv/${name%-f0}-ft"
 
 "$python" "$here/write_cross.py" "$w/section.md" --work-dir "$work" \
   --breast-cv "$work/cv/resnet50" --busbra-dir "$busbra" --commands "$commands"

@@ -12,8 +12,9 @@ not run):
     busbra/runs/both-f0/eval-test/                  trained on both (per dataset)
     busbra/cv/resnet50-ft/summary.json              BrEaST 5-fold, BUS-BRA-pretrained
     busbra/runs/unet-f0/eval-test/                  U-Net on BUS-BRA fold 1
-    busbra/runs/mobilenetv2-roi-f0/eval-*/          lesion-centred MobileNetV2, both datasets
-    busbra/cv/mobilenetv2-roi-ft/summary.json       BrEaST 5-fold, lesion-centred, pretrained
+    busbra/runs/mobilenetv2-roi*-f0/                lesion-centred candidates (step 10); the
+                                                    chosen one's eval-*/ on both datasets
+    busbra/cv/mobilenetv2-roi*-ft/summary.json      BrEaST 5-fold, fine-tuned from the chosen one
     cv/mobilenetv2-roi/summary.json                 BrEaST 5-fold, lesion-centred, from scratch
 
 Every number is on cases the model never trained on; thresholds come from each model's own
@@ -162,8 +163,9 @@ def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
     return lines
 
 
-#: the lesion-centred candidates of step 10: (crop margin, run folder)
-MARGINS = (("0.2", "mobilenetv2-roi-f0"), ("0.5", "mobilenetv2-roi0.5-f0"))
+#: the lesion-centred candidates of step 10: (crop margin, input px, run folder)
+ROI_CANDIDATES = (("0.2", 128, "mobilenetv2-roi-f0"), ("0.5", 128, "mobilenetv2-roi0.5-f0"),
+                  ("0.2", 160, "mobilenetv2-roi160-f0"))
 
 
 def _finished(run: Path) -> bool:
@@ -171,30 +173,38 @@ def _finished(run: Path) -> bool:
     return bool(config) and config.get("status") == "finished" and (run / "model.keras").is_file()
 
 
-def choose_margin(runs: Path) -> Path | None:
-    """Step 10's lesion-centred run: among the finished candidates, the higher mean validation
+def choose_roi(runs: Path) -> Path | None:
+    """Step 10's lesion-centred run: among the finished candidates, the highest mean validation
     AUC over the last 10 epochs (the rule fixed before they ran); None when none finished."""
-    done = [runs / folder for _, folder in MARGINS if _finished(runs / folder)]
+    done = [runs / folder for _, _, folder in ROI_CANDIDATES if _finished(runs / folder)]
     return max(done, key=lambda run: _last_mean(run) or 0.0) if done else None
 
 
-def margin_section(runs: Path) -> list[str]:
-    """The crop-margin choice of step 10, on BUS-BRA's validation cases."""
-    tried = [(margin, runs / folder) for margin, folder in MARGINS if _finished(runs / folder)]
+def fine_tuned_dir(work: Path, run: Path) -> Path:
+    """Where step 10 fine-tunes BrEaST from the chosen lesion-centred run."""
+    return work / "busbra" / "cv" / (run.name.removesuffix("-f0") + "-ft")
+
+
+def roi_choice_section(runs: Path) -> list[str]:
+    """The crop margin and input size chosen in step 10, on BUS-BRA's validation cases."""
+    tried = [(margin, size, runs / folder) for margin, size, folder in ROI_CANDIDATES
+             if _finished(runs / folder)]
     if len(tried) < 2:
         return []
-    chosen = choose_margin(runs)
+    chosen = choose_roi(runs)
     lines = ["", "Lesion-centred MobileNetV2, the crop margin (a fraction of the lesion's size "
-             "added around it), chosen on BUS-BRA's validation cases (ground-truth crops, as in "
-             "training); the rule, fixed before either ran: the higher mean validation AUC over "
-             "the last 10 epochs.", "",
-             "| crop margin | best validation AUC (epoch) | mean of the last 10 epochs | chosen |",
-             "|---:|---:|---:|---|"]
-    for margin, run in tried:
+             "added around it) and the input size, chosen on BUS-BRA's validation cases "
+             "(ground-truth crops, as in training); the rule, fixed while the first candidate (0.2, "
+             "128 px) was training and before the others started or any test case was scored: "
+             "the highest mean validation AUC over the last 10 epochs.", "",
+             "| crop margin | input px | best validation AUC (epoch) | mean of the last 10 "
+             "epochs | chosen |",
+             "|---:|---:|---:|---:|---|"]
+    for margin, size, run in tried:
         best = _json(run / "best.json") or {}
         last = _last_mean(run)
-        lines.append(f"| {margin} | {best.get('value', float('nan')):.3f} ({best.get('epoch')}) "
-                     f"| {'n/a' if last is None else f'{last:.3f}'} | "
+        lines.append(f"| {margin} | {size} | {best.get('value', float('nan')):.3f} "
+                     f"({best.get('epoch')}) | {'n/a' if last is None else f'{last:.3f}'} | "
                      f"{'yes' if run == chosen else ''} |")
     return lines
 
@@ -311,13 +321,13 @@ def main() -> None:
                         help="BrEaST's from-scratch ResNet50 cross-validation (results_breast.sh)")
     parser.add_argument("--busbra-dir", default=None, help="the BUS-BRA folder given")
     parser.add_argument("--commands", type=Path, default=None)
-    parser.add_argument("--choose-margin", type=Path, metavar="RUNS",
+    parser.add_argument("--choose-roi", type=Path, metavar="RUNS",
                         help="print step 10's chosen lesion-centred run under RUNS and exit")
     args = parser.parse_args()
-    if args.choose_margin:
-        chosen = choose_margin(args.choose_margin)
+    if args.choose_roi:
+        chosen = choose_roi(args.choose_roi)
         if chosen is None:
-            parser.exit(2, f"no finished lesion-centred run under {args.choose_margin}\n")
+            parser.exit(2, f"no finished lesion-centred run under {args.choose_roi}\n")
         print(chosen)
         return
     if args.out is None or args.work_dir is None or args.breast_cv is None:
@@ -331,11 +341,13 @@ def main() -> None:
     both = _eval(bb / "runs" / "both-f0" / "eval-test")
     unet = _eval(bb / "runs" / "unet-f0" / "eval-test")
     ft = _json(bb / "cv" / "resnet50-ft" / "summary.json")
-    roi_run = choose_margin(bb / "runs") or bb / "runs" / "mobilenetv2-roi-f0"
+    roi_run = choose_roi(bb / "runs") or bb / "runs" / "mobilenetv2-roi-f0"
     roi_own = _eval(roi_run / "eval-test")
-    roi_margin = ((_json(roi_run / "config.json") or {}).get("roi") or {}).get("margin", 0.2)
+    roi_config = _json(roi_run / "config.json") or {}
+    roi_margin = (roi_config.get("roi") or {}).get("margin", 0.2)
+    roi_size = (roi_config.get("settings") or {}).get("img_size", 128)
     roi_breast = _other(roi_run, "eval-*-all")
-    roi_ft = _json(bb / "cv" / "mobilenetv2-roi-ft" / "summary.json")
+    roi_ft = _json(fine_tuned_dir(work, roi_run) / "summary.json")
     roi_scratch = _json(work / "cv" / "mobilenetv2-roi" / "summary.json")
     scratch = _json(args.breast_cv / "summary.json")
 
@@ -359,7 +371,7 @@ def main() -> None:
         _row("the same model", "BrEaST, all 252 cases (another hospital)", to_breast),
         _fused_row("  the same, fused, descriptors from BUS-BRA's U-Net on BrEaST",
                    "BrEaST, all 252 cases (another hospital)", to_breast),
-        _row(f"lesion-centred MobileNetV2 (128 px crops from BUS-BRA's U-Net, margin "
+        _row(f"lesion-centred MobileNetV2 ({roi_size} px crops from BUS-BRA's U-Net, margin "
              f"{roi_margin}), trained on BUS-BRA folds 2-5", "BUS-BRA fold 1", roi_own),
         _fused_row("  the same, fused with the lesion descriptors", "BUS-BRA fold 1", roi_own),
         _oracle_row("  the same, ground-truth crops (upper bound: needs the mask)",
@@ -406,8 +418,8 @@ def main() -> None:
         _cv_row("lesion-centred MobileNetV2, BrEaST only, from scratch (crops from BrEaST's "
                 "U-Net folds)", roi_scratch),
         _cv_row("  the same, fused with lesion descriptors", roi_scratch, fused=True),
-        _cv_row("lesion-centred MobileNetV2, BUS-BRA-pretrained, fine-tuned on BrEaST (crops "
-                "from the fine-tuned U-Net folds below)", roi_ft),
+        _cv_row("lesion-centred MobileNetV2 (the BUS-BRA one above), fine-tuned on BrEaST "
+                "(crops from the fine-tuned U-Net folds below)", roi_ft),
         _cv_row("  the same, fused with lesion descriptors", roi_ft, fused=True),
     ]
     unet_breast = _other(bb / "runs" / "unet-f0", "eval-*-all")
@@ -453,7 +465,7 @@ def main() -> None:
         f"{_goal(unet_ft['metrics']['dice']['pooled'] if unet_ft else None, 0.80)}"
         + (f"; lesion-centred MobileNetV2 AUC {_goal(_pooled(roi_ft, 'auc')[0], 0.85)}, fused "
            f"{_cv_goals(roi_ft)}" if roi_ft else "") + ".",
-        "", *recipe, *margin_section(bb / "runs"),
+        "", *recipe, *roi_choice_section(bb / "runs"),
     ]
     if args.commands and args.commands.is_file():
         lines += ["", "Commands of this part (`$BUSBRA` is the BUS-BRA folder, `$WORK` the work "

@@ -115,33 +115,49 @@ def test_lesion_centred_rows_keep_the_oracle_apart_and_meet_their_goals(tmp_path
     assert "0.930" not in text.split("### Goals of this part")[1]
 
 
-def _roi_candidate(run: Path, margin: float, best: float, history: list[float]) -> None:
+def _roi_candidate(run: Path, margin: float, size: int, best: float, history: list[float]) -> None:
     _candidate(run, best, 5, history)
-    (run / "config.json").write_text(json.dumps({"status": "finished",
-                                                 "roi": {"source": "mask", "margin": margin}}))
+    (run / "config.json").write_text(json.dumps({
+        "status": "finished", "roi": {"source": "mask", "margin": margin},
+        "settings": {"img_size": size}}))
     (run / "model.keras").write_bytes(b"stand-in")
 
 
-def test_the_crop_margin_is_chosen_by_the_steadier_rule_and_its_run_reported(tmp_path):
+def _choose(runs: Path) -> str:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--choose-roi", str(runs)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_the_lesion_centred_candidate_is_chosen_by_the_steadier_rule_and_reported(tmp_path):
     runs = tmp_path / "work" / "busbra" / "runs"
     _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
-    # margin 0.2: the luckier best epoch; margin 0.5: the higher mean of the last 10 epochs
-    _roi_candidate(runs / "mobilenetv2-roi-f0", 0.2, 0.95, [0.8] * 12)
-    _roi_candidate(runs / "mobilenetv2-roi0.5-f0", 0.5, 0.90, [0.85] * 12)
-    _metrics(runs / "mobilenetv2-roi0.5-f0" / "eval-test", 0.87)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--choose-margin", str(runs)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and proc.stdout.strip() == str(runs / "mobilenetv2-roi0.5-f0")
+    # margin 0.2: the luckier best epoch; 160 px: the highest mean of the last 10 epochs
+    _roi_candidate(runs / "mobilenetv2-roi-f0", 0.2, 128, 0.95, [0.8] * 12)
+    _roi_candidate(runs / "mobilenetv2-roi0.5-f0", 0.5, 128, 0.90, [0.82] * 12)
+    _roi_candidate(runs / "mobilenetv2-roi160-f0", 0.2, 160, 0.91, [0.85] * 12)
+    _metrics(runs / "mobilenetv2-roi160-f0" / "eval-test", 0.87)
+    ft = tmp_path / "work" / "busbra" / "cv" / "mobilenetv2-roi160-ft"
+    ft.mkdir(parents=True)
+    pooled = {k: {"pooled": 0.8, "ci": [0.75, 0.85]} for k in ("auc", "sensitivity", "specificity")}
+    (ft / "summary.json").write_text(json.dumps({"n": 252, "n_malignant": 98, "metrics": pooled}))
+    assert _choose(runs) == str(runs / "mobilenetv2-roi160-f0")
     text = _write(tmp_path)
-    assert "| 0.2 | 0.950 (5) | 0.800 |  |" in text and "| 0.5 | 0.900 (5) | 0.850 | yes |" in text
-    assert "margin 0.5), trained on BUS-BRA folds 2-5 | BUS-BRA fold 1 | 100 (30 malignant) | 0.870" \
-        in text
+    assert "| 0.2 | 128 | 0.950 (5) | 0.800 |  |" in text
+    assert "| 0.5 | 128 | 0.900 (5) | 0.820 |  |" in text
+    assert "| 0.2 | 160 | 0.910 (5) | 0.850 | yes |" in text
+    assert ("160 px crops from BUS-BRA's U-Net, margin 0.2), trained on BUS-BRA folds 2-5 | "
+            "BUS-BRA fold 1 | 100 (30 malignant) | 0.870") in text
+    # the BrEaST fine-tuning of the chosen run, not of another candidate
+    assert "fine-tuned on BrEaST (crops from the fine-tuned U-Net folds below) | BrEaST, 5 folds " \
+        "pooled out of fold | 252 (98 malignant) | 0.800" in text
     # a candidate still training takes no part
+    (runs / "mobilenetv2-roi160-f0" / "config.json").write_text(json.dumps({"status": "running"}))
+    assert _choose(runs) == str(runs / "mobilenetv2-roi0.5-f0")
     (runs / "mobilenetv2-roi0.5-f0" / "config.json").write_text(json.dumps({"status": "running"}))
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--choose-margin", str(runs)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.stdout.strip() == str(runs / "mobilenetv2-roi-f0")
-    assert "crop margin" not in _write(tmp_path)
+    assert _choose(runs) == str(runs / "mobilenetv2-roi-f0")
+    assert "crop margin" not in _write(tmp_path)  # one candidate: no choice to report
 
 
 def test_two_views_are_averaged_case_by_case_with_the_gain_over_the_better(tmp_path):
