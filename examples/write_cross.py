@@ -271,10 +271,10 @@ def average_section(work: Path, breast_cv: Path, roi_run: Path) -> list[str]:
         ("BrEaST from scratch, fused scores", "BrEaST, 5 folds pooled out of fold", breast_cv,
          work / "cv" / "mobilenetv2-roi", "p_fused"),
         ("BUS-BRA-pretrained and fine-tuned, CNN scores", "BrEaST, 5 folds pooled out of fold",
-         bb / "cv" / "resnet50-ft", bb / "cv" / "mobilenetv2-roi-ft", "p_malignant"),
+         bb / "cv" / "resnet50-ft", fine_tuned_dir(work, roi_run), "p_malignant"),
         ("BUS-BRA-pretrained and fine-tuned, fused scores",
          "BrEaST, 5 folds pooled out of fold", bb / "cv" / "resnet50-ft",
-         bb / "cv" / "mobilenetv2-roi-ft", "p_fused"),
+         fine_tuned_dir(work, roi_run), "p_fused"),
     ]
     rows = [average_row(*pair) for pair in pairs]
     rows = [row for row in rows if row is not None]

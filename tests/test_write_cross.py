@@ -152,6 +152,20 @@ def test_the_lesion_centred_candidate_is_chosen_by_the_steadier_rule_and_reporte
     # the BrEaST fine-tuning of the chosen run, not of another candidate
     assert "fine-tuned on BrEaST (crops from the fine-tuned U-Net folds below) | BrEaST, 5 folds " \
         "pooled out of fold | 252 (98 malignant) | 0.800" in text
+    # nor is another candidate's fine-tuning averaged with the ResNet50's
+    import pandas as pd
+
+    cv = tmp_path / "work" / "busbra" / "cv"
+    for folder in ("resnet50-ft", "mobilenetv2-roi-ft"):
+        (cv / folder).mkdir(exist_ok=True)
+        pd.DataFrame({"case_id": ["a", "b", "c", "d"], "y_true": [0, 0, 1, 1],
+                      "p_malignant": [0.1, 0.6, 0.4, 0.9]}).to_csv(
+            cv / folder / "oof_predictions.csv", index=False)
+    assert "BUS-BRA-pretrained and fine-tuned, CNN scores" not in _write(tmp_path)
+    (cv / "mobilenetv2-roi-ft").rename(cv / "moved")
+    (cv / "moved" / "oof_predictions.csv").rename(
+        cv / "mobilenetv2-roi160-ft" / "oof_predictions.csv")
+    assert "BUS-BRA-pretrained and fine-tuned, CNN scores" in _write(tmp_path)
     # a candidate still training takes no part
     (runs / "mobilenetv2-roi160-f0" / "config.json").write_text(json.dumps({"status": "running"}))
     assert _choose(runs) == str(runs / "mobilenetv2-roi0.5-f0")
