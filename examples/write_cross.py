@@ -206,6 +206,22 @@ def roi_choice_section(runs: Path) -> list[str]:
         lines.append(f"| {margin} | {size} | {best.get('value', float('nan')):.3f} "
                      f"({best.get('epoch')}) | {'n/a' if last is None else f'{last:.3f}'} | "
                      f"{'yes' if run == chosen else ''} |")
+    work = runs.parent.parent
+    kept = ((_fused(_json(fine_tuned_dir(work, chosen) / "summary.json")).get("auc") or {})
+            .get("pooled"))
+    for margin, size, run in tried:  # a candidate fine-tuned on BrEaST before the choice
+        summary = _json(fine_tuned_dir(work, run) / "summary.json")
+        if run == chosen or summary is None or not _fused(summary):
+            continue
+        fused = {k: (_fused(summary).get(k) or {}).get("pooled")
+                 for k in ("auc", "sensitivity", "specificity")}
+        than = ("" if kept is None else
+                f"; the chosen one's gives {kept:.3f}: {'higher' if kept > fused['auc'] else 'lower'}"
+                " than this candidate's")
+        lines += ["", f"Read after choosing: the {size} px, margin {margin} candidate, "
+                  "fine-tuned on BrEaST the same way before the choice was made, gave a fused "
+                  f"AUC of {fused['auc']:.3f} (sensitivity {fused['sensitivity']:.3f}, "
+                  f"specificity {fused['specificity']:.3f}){than}."]
     return lines
 
 

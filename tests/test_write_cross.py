@@ -166,6 +166,15 @@ def test_the_lesion_centred_candidate_is_chosen_by_the_steadier_rule_and_reporte
     (cv / "moved" / "oof_predictions.csv").rename(
         cv / "mobilenetv2-roi160-ft" / "oof_predictions.csv")
     assert "BUS-BRA-pretrained and fine-tuned, CNN scores" in _write(tmp_path)
+    # a candidate fine-tuned before the choice is read after it, beside the chosen one
+    fused = {k: {"pooled": v, "ci": [v - 0.05, v + 0.05]}
+             for k, v in (("auc", 0.83), ("sensitivity", 0.81), ("specificity", 0.71))}
+    (cv / "mobilenetv2-roi-ft").mkdir()
+    (cv / "mobilenetv2-roi-ft" / "summary.json").write_text(json.dumps(
+        {"n": 252, "n_malignant": 98, "metrics": pooled, "fusion": {"fused": fused}}))
+    assert ("Read after choosing: the 128 px, margin 0.2 candidate, fine-tuned on BrEaST the "
+            "same way before the choice was made, gave a fused AUC of 0.830 (sensitivity 0.810, "
+            "specificity 0.710).") in _write(tmp_path)  # the chosen one has no fused numbers
     # a candidate still training takes no part
     (runs / "mobilenetv2-roi160-f0" / "config.json").write_text(json.dumps({"status": "running"}))
     assert _choose(runs) == str(runs / "mobilenetv2-roi0.5-f0")
