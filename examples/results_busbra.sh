@@ -121,10 +121,10 @@ if ! grep -q '"fused"' "$r/eval-data-all/metrics.json"; then
 else log breastus evaluate "$r" --data "$br" --split all --seg-run "$u"; fi
 train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}"   # 9.
 # 10. lesion-centred MobileNetV2, crop margin and input size chosen on BUS-BRA's validation
-# cases: 0.2 at 128 px (the BrEaST default) against 0.5 at 128 px and 0.2 at 160 px; the rule,
-# fixed while the first was training and before the others started or any test case was
-# scored: the highest mean validation AUC over the last 10 epochs (steadier than the best
-# epoch's, see step 6)
+# cases: 0.2 at 128 px (the BrEaST default) against 0.5 at 128 px and 0.2 at 160 px (added
+# after the margin choice had been scored); the rule, fixed while the first was training and
+# before any test case was scored: the highest mean validation AUC over the last 10 epochs
+# (steadier than the best epoch's, see step 6)
 roi=(--model mobilenetv2 --roi mask)
 for candidate in 0.2:128:mobilenetv2-roi-f0 0.5:128:mobilenetv2-roi0.5-f0 \
                  0.2:160:mobilenetv2-roi160-f0; do

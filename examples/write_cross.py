@@ -195,8 +195,10 @@ def roi_choice_section(runs: Path) -> list[str]:
     lines = ["", "Lesion-centred MobileNetV2, the crop margin (a fraction of the lesion's size "
              "added around it) and the input size, chosen on BUS-BRA's validation cases "
              "(ground-truth crops, as in training); the rule, fixed while the first candidate (0.2, "
-             "128 px) was training and before the others started or any test case was scored: "
-             "the highest mean validation AUC over the last 10 epochs.", "",
+             "128 px) was training and before any test case was scored: the highest mean "
+             "validation AUC over the last 10 epochs. The 160 px candidate was added later, "
+             "after the margin choice had been scored on the test fold, under the same rule.",
+             "",
              "| crop margin | input px | best validation AUC (epoch) | mean of the last 10 "
              "epochs | chosen |",
              "|---:|---:|---:|---:|---|"]
