@@ -125,6 +125,15 @@ def _last_mean(run: Path, n: int = 10) -> float | None:
     return sum(float(r["val_auc"]) for r in rows) / len(rows) if rows else None
 
 
+def _steadiness(run: Path) -> str:
+    """A candidate's table cells: the best epoch's validation AUC (the epoch the run keeps) and
+    the mean over its last 10 epochs."""
+    best = _json(run / "best.json") or {}
+    last = _last_mean(run)
+    return (f"{best.get('value', float('nan')):.3f} ({best.get('epoch')}) | "
+            f"{'n/a' if last is None else f'{last:.3f}'}")
+
+
 def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
     """How the from-scratch recipe was chosen: on BUS-BRA's validation cases (fold 0's
     training folds), never on a case any table reports. ``breast_rerun``: the candidate BrEaST
@@ -151,9 +160,7 @@ def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
              "|---|---:|---:|---:|"]
     for name, folder, what in tried:
         test = _eval(runs / folder / "eval-test")
-        last = _last_mean(runs / folder)
-        lines.append(f"| {name} ({what}) | {best[name]['value']:.3f} ({best[name]['epoch']}) | "
-                     f"{'n/a' if last is None else f'{last:.3f}'} | "
+        lines.append(f"| {name} ({what}) | {_steadiness(runs / folder)} | "
                      f"{_ci(test.get('auc'), test.get('ci', {}).get('auc')) if test else 'n/a'} |")
     lines += ["", f"**{chosen}** chosen. One run each on 229 validation cases: a noisy choice."]
     if breast_rerun:
@@ -185,8 +192,9 @@ def fine_tuned_dir(work: Path, run: Path) -> Path:
     return work / "busbra" / "cv" / (run.name.removesuffix("-f0") + "-ft")
 
 
-def roi_choice_section(runs: Path) -> list[str]:
+def roi_choice_section(work: Path) -> list[str]:
     """The crop margin and input size chosen in step 10, on BUS-BRA's validation cases."""
+    runs = work / "busbra" / "runs"
     tried = [(margin, size, runs / folder) for margin, size, folder in ROI_CANDIDATES
              if _finished(runs / folder)]
     if len(tried) < 2:
@@ -203,12 +211,8 @@ def roi_choice_section(runs: Path) -> list[str]:
              "epochs | chosen |",
              "|---:|---:|---:|---:|---|"]
     for margin, size, run in tried:
-        best = _json(run / "best.json") or {}
-        last = _last_mean(run)
-        lines.append(f"| {margin} | {size} | {best.get('value', float('nan')):.3f} "
-                     f"({best.get('epoch')}) | {'n/a' if last is None else f'{last:.3f}'} | "
+        lines.append(f"| {margin} | {size} | {_steadiness(run)} | "
                      f"{'yes' if run == chosen else ''} |")
-    work = runs.parent.parent
     kept = ((_fused(_json(fine_tuned_dir(work, chosen) / "summary.json")).get("auc") or {})
             .get("pooled"))
     for margin, size, run in tried:  # a candidate fine-tuned on BrEaST before the choice
@@ -256,17 +260,19 @@ def average_row(label: str, tested: str, a: Path, b: Path, column: str,
         return None  # not the same cases: no case-by-case average
     y = both["y_true"].to_numpy()
     singles = [both[column].to_numpy(), both[f"{column}_b"].to_numpy()]
+    single_aucs = [roc_auc_score(y, p) for p in singles]
     mean = (singles[0] + singles[1]) / 2
-    better = max(singles, key=lambda p: roc_auc_score(y, p))
+    better = singles[int(np.argmax(single_aucs))]
     aucs, gains = [], []
     for block in resample_counts(len(y), n_bootstrap, np.random.default_rng(0), strata=y):
         aucs.append(_weighted_auc(y, mean, block))
         gains.append(aucs[-1] - _weighted_auc(y, better, block))
-    auc, gain = roc_auc_score(y, mean), roc_auc_score(y, mean) - roc_auc_score(y, better)
+    auc = roc_auc_score(y, mean)
+    gain = auc - max(single_aucs)
     lo, hi = percentile_ci(np.concatenate(aucs), 0.95)
     glo, ghi = percentile_ci(np.concatenate(gains), 0.95)
     return (f"| {label} | {tested} | {len(y)} | {auc:.3f} ({lo:.3f}–{hi:.3f}) | "
-            f"{roc_auc_score(y, singles[0]):.3f} / {roc_auc_score(y, singles[1]):.3f} | "
+            f"{single_aucs[0]:.3f} / {single_aucs[1]:.3f} | "
             f"{gain:+.3f} ({glo:+.3f} to {ghi:+.3f}) |")
 
 
@@ -483,7 +489,7 @@ def main() -> None:
         f"{_goal(unet_ft['metrics']['dice']['pooled'] if unet_ft else None, 0.80)}"
         + (f"; lesion-centred MobileNetV2 AUC {_goal(_pooled(roi_ft, 'auc')[0], 0.85)}, fused "
            f"{_cv_goals(roi_ft)}" if roi_ft else "") + ".",
-        "", *recipe, *roi_choice_section(bb / "runs"),
+        "", *recipe, *roi_choice_section(work),
     ]
     if args.commands and args.commands.is_file():
         lines += ["", "Commands of this part (`$BUSBRA` is the BUS-BRA folder, `$WORK` the work "
