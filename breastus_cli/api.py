@@ -177,7 +177,7 @@ def evaluate(run: PathLike, **options: Any) -> Evaluation:
     ``RUN/eval-<split>/``; returned in memory as well.
 
     Options: data, split, target_sensitivity, threshold, n_bootstrap, batch_size, seed,
-    seg_run.
+    seg_run, ensemble, tta, fusion, fuse_with.
 
     >>> api.evaluate("runs/cls/mnv2", split="test").metrics["auc"]  # doctest: +SKIP
     0.83

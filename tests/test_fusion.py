@@ -80,6 +80,82 @@ def test_fusion_file_round_trip_and_a_damaged_file_is_one_line(tmp_path):
         fusion.read(tmp_path)
 
 
+def _second_view(y: np.ndarray, seed: int) -> np.ndarray:
+    """Another classifier's score: informative, its errors independent of the first CNN's."""
+    rng = np.random.default_rng(seed)
+    return 1 / (1 + np.exp(-(1.5 * (y - 0.5) + rng.normal(scale=1.0, size=len(y)))))
+
+
+def test_a_second_classifiers_score_adds_its_view_on_cases_it_never_saw(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    y_tr, _, x_tr = _cases(300, 1)
+    y_val, p_val, x_val = _cases(200, 2)
+    y_te, p_te, x_te = _cases(600, 3)
+    q_val, q_te = _second_view(y_val, 12), _second_view(y_te, 13)
+    partner = {"path": "../whole-image", "sha256": "ab" * 32}
+    alone = fusion.fit(y_tr, x_tr, y_val, p_val, x_val, 0.9, "masks")
+    both = fusion.fit(y_tr, x_tr, y_val, p_val, x_val, 0.9, "masks", q_val, partner)
+    auc_alone = roc_auc_score(y_te, alone.scores(p_te, x_te)[1])
+    auc_both = roc_auc_score(y_te, both.scores(p_te, x_te, q_te)[1])
+    assert auc_both > auc_alone + 0.015 and auc_both > roc_auc_score(y_te, q_te) + 0.05
+    assert both.combiner.names == ["cnn", "descriptors", "partner"]
+    assert both.combiner.coef[2] > 0.3  # the second view carries weight
+    assert "../whole-image (second classifier)" in both.fitted_on["combiner"]
+    # fusion.json keeps it, and a fusion with a partner cannot score without its score
+    fusion.write(tmp_path, both)
+    again = fusion.read(tmp_path)
+    assert again.partner == partner
+    np.testing.assert_allclose(again.scores(p_te, x_te, q_te)[1], both.scores(p_te, x_te, q_te)[1])
+    with pytest.raises(InputError, match="--fuse-with"):
+        again.scores(p_te, x_te)
+
+
+def test_the_second_classifier_is_found_beside_the_run_and_checked(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "lesion").mkdir(parents=True)
+    (runs / "whole").mkdir()
+    (runs / "whole" / "model.keras").write_bytes(b"weights one")
+    record = fusion.partner_record(runs / "lesion", runs / "whole")
+    assert record["path"] == "../whole"  # relative: the two runs move together
+    y_tr, _, x_tr = _cases(100, 4)
+    y_val, p_val, x_val = _cases(60, 5)
+    fused = fusion.fit(y_tr, x_tr, y_val, p_val, x_val, None, "masks", _second_view(y_val, 6),
+                       record)
+    moved = tmp_path / "moved"
+    runs.rename(moved)
+    assert fusion.partner_dir(moved / "lesion", fused) == moved / "whole"
+    (moved / "whole" / "model.keras").write_bytes(b"weights two")  # retrained since
+    with pytest.raises(InputError, match="has changed since"):
+        fusion.partner_dir(moved / "lesion", fused)
+    (moved / "whole" / "model.keras").unlink()
+    with pytest.raises(InputError, match="which is missing"):
+        fusion.partner_dir(moved / "lesion", fused)
+    with pytest.raises(InputError, match="not a finished classification run"):
+        fusion.partner_record(moved / "lesion", moved / "whole")
+
+
+def test_a_second_classifier_that_trained_on_the_scored_cases_is_refused(learn_data, tmp_path):
+    """--fuse-with a model of another split (here fold 0's, whose training folds hold cases of
+    the run's test split): its scores there would be memories, so the fusion is refused; a
+    model of the same split, or of another dataset, passes."""
+    from breastus_cli.engine.evaluate import check_partner_unseen
+    from breastus_cli.engine.rundir import data_record, run_cases
+
+    def config(fold):
+        return {"data": {**data_record(learn_data, fold), "path": str(learn_data)},
+                "settings": {"fold": fold, "seed": 42, "val_fraction": 0.1}}
+
+    run = config(None)
+    scored = [run_cases(run, "val", learn_data), run_cases(run, "test", learn_data)]
+    check_partner_unseen(tmp_path / "same-split", config(None), learn_data, scored)
+    with pytest.raises(InputError, match=r"trained on \d+ case\(s\) that the fused classifier"):
+        check_partner_unseen(tmp_path / "fold-0", config(0), learn_data, scored)
+    other = {"data": {"path": str(tmp_path / "elsewhere"), "manifest_sha256": "0" * 64},
+             "settings": {"fold": 0}}
+    check_partner_unseen(tmp_path / "other-data", other, learn_data, scored)
+
+
 def test_one_class_cannot_be_fitted():
     _, _, x = _cases(30, 6)
     with pytest.raises(InputError, match="benign and malignant"):

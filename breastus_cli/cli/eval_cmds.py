@@ -44,6 +44,13 @@ def evaluate_cmd(
              "threshold on its validation cases; RUN/fusion.json) and report CNN, descriptors "
              "and fused side by side. Needs --seg-run. A run with fusion.json is scored fused "
              "whenever --seg-run is given."),
+    fuse_with: Path = typer.Option(
+        None, "--fuse-with", metavar="RUN2",
+        help="With --fusion descriptors: the combination also takes this second classifier's "
+             "score (another view of the scan, e.g. a whole-image CNN beside a lesion-centred "
+             "one). RUN2 must have trained on the same split and fold: it is refused when it "
+             "saw any case scored. fusion.json names it and its model's SHA-256; predict "
+             "runs it too."),
     ensemble: bool = typer.Option(
         False, "--ensemble", help="Score each cross-validation folder as one model: the mean of "
                                   "its fold models, threshold the median of theirs. Only on "
@@ -65,7 +72,8 @@ def evaluate_cmd(
     settings = [EvalSettings(run_dir=r, data=data, split=split,
                              target_sensitivity=target_sensitivity, threshold=threshold,
                              n_bootstrap=bootstrap, batch_size=batch_size, seg_run=seg_run,
-                             ensemble=ensemble, tta=tta, fusion=fusion)
+                             ensemble=ensemble, tta=tta, fusion=fusion,
+                             fuse_with=fuse_with)
                 for r in find_runs(list(runs), ensemble=ensemble)]
     for s in settings:
         s.validate()

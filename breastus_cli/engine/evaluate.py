@@ -19,7 +19,7 @@ import numpy as np
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.engine.rundir import (
     THRESHOLD, THRESHOLD_RULE, check_same_split, read_config, read_threshold, run_cases,
-    split_fingerprint,
+    same_dataset, split_fingerprint,
 )
 from breastus_cli.errors import InputError, UsageError, WorkError
 
@@ -40,6 +40,7 @@ class EvalSettings:
     ensemble: bool = False  # run_dir is a cv folder scored as one model (its fold ensemble)
     tta: str = "none"  # test-time augmentation: none or flip (inference.with_tta)
     fusion: str = "none"  # "descriptors": fit the run's fused classifier (engine/fusion.py)
+    fuse_with: Path | None = None  # a second classifier run whose score the combiner also takes
 
     def validate(self) -> None:
         from breastus_cli.engine.inference import TTA_MODES
@@ -73,6 +74,18 @@ class EvalSettings:
         if self.fusion != "none" and (self.seg_run is None or self.ensemble):
             raise UsageError("--fusion descriptors fits one run's fused classifier: it needs "
                              "--seg-run (the segmenter whose masks the descriptors describe)")
+        if self.fuse_with is not None and self.fusion == "none":
+            raise UsageError("--fuse-with adds a second classifier to the fused classifier: "
+                             "give it with --fusion descriptors")
+        if self.fuse_with is not None:
+            from breastus_cli.engine.inference import is_cv_dir
+
+            if is_cv_dir(self.fuse_with):
+                raise UsageError(f"--fuse-with takes one run directory, not the "
+                                 f"cross-validation folder {self.fuse_with} (cv --fuse-with-cv "
+                                 "fuses fold by fold)")
+            if Path(self.fuse_with).resolve() == Path(self.run_dir).resolve():
+                raise UsageError("--fuse-with needs another classifier than the run itself")
         if self.fusion != "none" and self.split != "test":
             raise UsageError("--fusion descriptors fits on the run's training and validation "
                              "cases: report it on --split test")
@@ -194,10 +207,11 @@ def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
 
 
 def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_dir: Path,
-                role: str, source: str) -> tuple[list[str], list[bool] | None]:
+                role: str, source: str, prefix: str = "") -> tuple[list[str], list[bool] | None]:
     """What the classifier sees: whole images, or lesion crops from the ground-truth masks
     (``source='gt'``) or from the segmenter's masks (``'seg'``); with crops, whether a lesion
-    was found (an empty mask falls back to the whole image)."""
+    was found (an empty mask falls back to the whole image). Crops are written to
+    ``out_dir/<prefix>roi-<source>-<role>/``."""
     roi = config.get("roi", {})
     if roi.get("source", "none") == "none":
         return list(frame["image_path"]), None
@@ -209,8 +223,9 @@ def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_
     if source == "gt":
         if (frame["mask_path"] == "").any():
             raise InputError("ground-truth crops need a lesion mask for every case")
-        return write_roi_crops(frame, out_dir / f"roi-gt-{role}", margin), [True] * len(frame)
-    folder = out_dir / f"roi-seg-{role}"
+        return (write_roi_crops(frame, out_dir / f"{prefix}roi-gt-{role}", margin),
+                [True] * len(frame))
+    folder = out_dir / f"{prefix}roi-seg-{role}"
     folder.mkdir(parents=True, exist_ok=True)
     paths, found = [], []
     masks = predicted_masks(Path(settings.seg_run), list(frame["image_path"]),
@@ -222,6 +237,51 @@ def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_
         paths.append(str(target))
         found.append(hit)
     return paths, found
+
+
+def check_partner_unseen(partner: Path, config: dict[str, Any], data: Path,
+                         frames: list[Any]) -> None:
+    """Refuse (exit 2) a second classifier (``--fuse-with``) that trained on a case, or a
+    patient, of ``frames`` (the cases the combiner is fitted or scored on): its score there
+    would be a memory, not a prediction. Another dataset than the one it trained on passes."""
+    import pandas as pd
+
+    if not same_dataset(Path(data), config.get("data") or {}):
+        return
+    check_same_split(partner, config, data)  # re-split since: its training cases are unknown
+    seen = run_cases(config, "train", data)
+    scored = pd.concat(frames, ignore_index=True)
+    for column, what in (("case_id", "case"), ("patient_id", "patient")):
+        if column not in seen.columns or column not in scored.columns:
+            continue
+        both = sorted(set(seen[column].astype(str)) & set(scored[column].astype(str)))
+        if both:
+            raise InputError(f"--fuse-with {partner} trained on {len(both)} {what}(s) that the "
+                             f"fused classifier is fitted or scored on (e.g. {both[0]}): its "
+                             "scores there are not predictions",
+                             hint="fuse with a run trained on the same split and fold")
+
+
+def _partner_scores(partner: Path, frames: dict[str, Any], settings: EvalSettings,
+                    out_dir: Path, data: Path) -> tuple[dict[str, np.ndarray], float]:
+    """A second classifier's p(malignant) on each named frame (through the one inference
+    path: whole images, or lesion crops from ``--seg-run`` when it is lesion-centred), and its
+    own decision threshold."""
+    from breastus_cli.engine.inference import open_run
+
+    config = read_config(partner)
+    if config.get("task") != "cls":
+        raise InputError(f"--fuse-with {partner} is a '{config.get('task')}' run, not a "
+                         "classifier")
+    check_partner_unseen(partner, config, data, list(frames.values()))
+    roi = config.get("roi", {}).get("source", "none") != "none"
+    loaded = open_run(partner, "cls", config=config, tta=settings.tta)
+    scores = {}
+    for role, frame in frames.items():
+        images, _ = _cls_images(frame, config, settings, out_dir, role,
+                                "seg" if roi else "gt", prefix="partner-")
+        scores[role] = _p_malignant(loaded, images, settings.batch_size)
+    return scores, read_threshold(partner, config).value
 
 
 def evaluate(settings: EvalSettings) -> EvalResult:
@@ -389,14 +449,24 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
                                                      seed=settings.seed).items()
             if k in ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "ci")}
     fusion_columns: dict[str, np.ndarray] = {}
+    partner = (Path(settings.fuse_with) if settings.fuse_with is not None else
+               fusion.partner_dir(Path(settings.run_dir), fused)
+               if fused is not None and fused.partner is not None and settings.seg_run is not None
+               else None)
+    p_partner: dict[str, np.ndarray] = {}
+    partner_threshold = 0.5
+    if partner is not None:
+        wanted = {settings.split: frame, **({"val": val} if settings.fusion != "none" else {})}
+        p_partner, partner_threshold = _partner_scores(partner, wanted, settings, out_dir, data)
     if settings.fusion != "none":
         # fitted on this run's training (descriptors) and validation (combination) cases
         fused = fusion.fit_for_run(Path(settings.run_dir), config, data, Path(settings.seg_run),
-                                   val, p_val, settings.target_sensitivity, settings.batch_size)
+                                   val, p_val, settings.target_sensitivity, settings.batch_size,
+                                   partner, p_partner.get("val"))
     if fused is not None and settings.seg_run is not None:
         extra["fusion"], fusion_columns = fusion.score_run(
             fused, frame, p, threshold, Path(settings.seg_run), out_dir, settings.batch_size,
-            settings.n_bootstrap, settings.seed)
+            settings.n_bootstrap, settings.seed, p_partner.get(settings.split), partner_threshold)
     per_dataset = by_dataset(frame, lambda m: {
         k: v for k, v in classification_metrics(y[m], p[m], threshold,
                                                 n_bootstrap=settings.n_bootstrap,

@@ -8,6 +8,11 @@ Two logistic regressions, fitted so that no scored case's number depends on its 
 2. the *combiner*: ``logit p_fused = a * logit p_cnn + b * logit p_descriptors + c``, fitted on
    the run's **validation** cases, descriptors from the segmenter's masks (as at inference).
    The fused decision threshold is chosen on the same validation cases.
+   With ``--fuse-with RUN2`` the combiner takes a second classifier's score as a third input
+   (``+ d * logit p_partner``): a model of another view of the same scan, e.g. a whole-image
+   CNN beside a lesion-centred one. RUN2 must not have trained on any case the combiner is
+   fitted or scored on (the same split and fold as the run); ``fusion.json`` names it by its
+   path relative to the run and its model's SHA-256, checked whenever it is used.
 
 Test cases are then scored with descriptors from the segmenter's masks (no ground truth at
 inference); scoring them with their ground-truth masks instead gives an upper bound, labelled so.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,12 +174,22 @@ class Fusion:
     threshold_source: str
     fitted_on: dict[str, str]
     descriptor_threshold: float = 0.5  # the descriptor model alone, chosen the same way
+    #: the second classifier whose score the combiner also takes (--fuse-with): its path
+    #: relative to the run directory and the SHA-256 of its model.keras; None: none
+    partner: dict[str, str] | None = None
 
-    def scores(self, p_cnn: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(p_descriptors, p_fused) for CNN scores and descriptor rows."""
+    def scores(self, p_cnn: np.ndarray, x: np.ndarray,
+               p_partner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(p_descriptors, p_fused) for CNN scores and descriptor rows (and the second
+        classifier's scores, which a fusion with a partner needs)."""
         p_desc = self.descriptors.predict(x)
-        p_fused = self.combiner.predict(np.column_stack([logit(p_cnn), logit(p_desc)]))
-        return p_desc, p_fused
+        inputs = [logit(p_cnn), logit(p_desc)]
+        if self.partner is not None:
+            if p_partner is None:
+                raise InputError(f"this fused classifier also takes the score of "
+                                 f"{self.partner['path']} (--fuse-with): none was given")
+            inputs.append(logit(p_partner))
+        return p_desc, self.combiner.predict(np.column_stack(inputs))
 
     def explain(self, x: np.ndarray, top: int = 3) -> list[str]:
         """Per lesion, the descriptors that moved its descriptor score most, signed (log-odds
@@ -190,28 +206,37 @@ class Fusion:
                 "descriptor_weights": self.descriptors.weights(),
                 "combiner": self.combiner.to_dict(), "combiner_weights": self.combiner.weights(),
                 "threshold": self.threshold, "threshold_source": self.threshold_source,
-                "descriptor_threshold": self.descriptor_threshold, "fitted_on": self.fitted_on}
+                "descriptor_threshold": self.descriptor_threshold, "fitted_on": self.fitted_on,
+                "partner": self.partner}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fusion:
         return cls(Logistic.from_dict(data["descriptor_model"]),
                    Logistic.from_dict(data["combiner"]), float(data["threshold"]),
                    str(data["threshold_source"]), dict(data["fitted_on"]),
-                   float(data.get("descriptor_threshold", 0.5)))
+                   float(data.get("descriptor_threshold", 0.5)),
+                   None if data.get("partner") is None else {
+                       "path": str(data["partner"]["path"]),
+                       "sha256": str(data["partner"]["sha256"])})
 
 
 def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_val: np.ndarray,
         x_val: np.ndarray, target_sensitivity: float | None,
-        val_masks_from: str) -> Fusion:
+        val_masks_from: str, p_partner_val: np.ndarray | None = None,
+        partner: dict[str, str] | None = None) -> Fusion:
     """The descriptor model on the training cases' ground-truth descriptors, the combiner and
-    the threshold on the validation cases (descriptors from ``val_masks_from``)."""
+    the threshold on the validation cases (descriptors from ``val_masks_from``; with
+    ``partner``, its scores ``p_partner_val`` as the combiner's third input)."""
     from breastus_cli.engine.metrics import threshold_for_sensitivity
 
     descriptors = fit_logistic(x_train_gt, y_train, features(), C_DESCRIPTORS)
     p_desc_val = descriptors.predict(x_val)
-    combiner = fit_logistic(np.column_stack([logit(p_cnn_val), logit(p_desc_val)]), y_val,
-                            ["cnn", "descriptors"], C_COMBINER)
-    p_val = combiner.predict(np.column_stack([logit(p_cnn_val), logit(p_desc_val)]))
+    inputs, names = [logit(p_cnn_val), logit(p_desc_val)], ["cnn", "descriptors"]
+    if partner is not None:
+        inputs.append(logit(np.asarray(p_partner_val)))
+        names.append("partner")
+    combiner = fit_logistic(np.column_stack(inputs), y_val, names, C_COMBINER)
+    p_val = combiner.predict(np.column_stack(inputs))
     if target_sensitivity is not None and (np.asarray(y_val) == 1).any():
         threshold = threshold_for_sensitivity(y_val, p_val, target_sensitivity)
         descriptor_threshold = threshold_for_sensitivity(y_val, p_desc_val, target_sensitivity)
@@ -221,12 +246,49 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
     fitted_on = {
         "descriptor_model": f"fitted on {len(y_train)} training cases, descriptors from their "
                             "ground-truth masks",
-        "combiner": f"fitted on {len(y_val)} validation cases: the CNN's score and "
-                    f"descriptors from {val_masks_from}",
+        "combiner": f"fitted on {len(y_val)} validation cases: the CNN's score"
+                    + (f", the score of {partner['path']} (second classifier)" if partner else "")
+                    + f" and descriptors from {val_masks_from}",
         "threshold": source,
     }
     return Fusion(descriptors, combiner, float(threshold), source, fitted_on,
-                  float(descriptor_threshold))
+                  float(descriptor_threshold), partner)
+
+
+# ---- the second classifier (--fuse-with) ---------------------------------------------------
+PARTNER_MODEL = "model.keras"
+
+
+def partner_record(run_dir: Path, partner: Path) -> dict[str, str]:
+    """How fusion.json names a second classifier: its path relative to the run directory (the
+    two move together) and its model's SHA-256."""
+    from breastus_cli.data.manifest import file_sha256
+
+    model = Path(partner) / PARTNER_MODEL
+    if not model.is_file():
+        raise InputError(f"--fuse-with {partner} is not a finished classification run "
+                         f"(no {PARTNER_MODEL})")
+    return {"path": os.path.relpath(Path(partner).resolve(), Path(run_dir).resolve()),
+            "sha256": file_sha256(model)}
+
+
+def partner_dir(run_dir: Path, fused: Fusion) -> Path:
+    """The second classifier a fused model was fitted with, checked to be the same model."""
+    from breastus_cli.data.manifest import file_sha256
+
+    assert fused.partner is not None
+    path = Path(os.path.normpath(Path(run_dir) / fused.partner["path"]))
+    model = path / PARTNER_MODEL
+    if not model.is_file():
+        raise InputError(f"{Path(run_dir) / FUSION} fuses with the classifier {path}, which is "
+                         f"missing (no {PARTNER_MODEL})",
+                         hint="keep the two runs side by side as they were, or fit the fusion "
+                              "again with 'evaluate --fusion descriptors --fuse-with'")
+    if file_sha256(model) != fused.partner["sha256"]:
+        raise InputError(f"{model} has changed since {Path(run_dir) / FUSION} was fitted with "
+                         "it", hint="fit the fusion again with 'evaluate --fusion descriptors "
+                                    "--fuse-with'")
+    return path
 
 
 def write(run_dir: Path, fusion: Fusion) -> None:
@@ -253,10 +315,12 @@ def _labels(frame: Any) -> np.ndarray:
 
 def fit_for_run(run_dir: Path, config: dict[str, Any], data: Path, seg_run: Path,
                 val: Any, p_cnn_val: np.ndarray, target_sensitivity: float | None,
-                batch_size: int = 16) -> Fusion:
+                batch_size: int = 16, partner: Path | None = None,
+                p_partner_val: np.ndarray | None = None) -> Fusion:
     """Fit a run's fused classifier (written to ``RUN/fusion.json``): the descriptor model on
     its training cases' ground-truth masks, the combiner and thresholds on its validation cases
-    ``val`` (CNN scores ``p_cnn_val``) with descriptors from ``seg_run``'s masks."""
+    ``val`` (CNN scores ``p_cnn_val``, and ``partner``'s ``p_partner_val``) with descriptors
+    from ``seg_run``'s masks."""
     from breastus_cli.engine.evaluate import predicted_masks
     from breastus_cli.engine.rundir import run_cases
 
@@ -269,7 +333,8 @@ def fit_for_run(run_dir: Path, config: dict[str, Any], data: Path, seg_run: Path
     masks = predicted_masks(seg_run, list(val["image_path"]), batch_size)
     x_val = feature_matrix(case_table(val, masks))
     fused = fit(_labels(train), x_train, _labels(val), p_cnn_val, x_val, target_sensitivity,
-                f"the masks of segmentation run {seg_run}")
+                f"the masks of segmentation run {seg_run}", p_partner_val,
+                None if partner is None else partner_record(run_dir, partner))
     write(run_dir, fused)
     return fused
 
@@ -280,11 +345,13 @@ ORACLE = "ground-truth masks (oracle: upper bound)"
 
 def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float,
               seg_run: Path, out_dir: Path, batch_size: int = 16, n_bootstrap: int = 2000,
-              seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Score ``frame``'s cases with the CNN alone, the descriptors alone and fused (descriptors
-    from ``seg_run``'s masks), and both again from the ground-truth masks where the cases have
-    them (the upper bound). Returns metrics.json's ``fusion`` block and predictions columns;
-    writes ``out_dir/descriptors.csv`` (each case's descriptors from the segmenter's mask)."""
+              seed: int = 0, p_partner: np.ndarray | None = None,
+              partner_threshold: float = 0.5) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Score ``frame``'s cases with the CNN alone, the descriptors alone, the second classifier
+    alone (``p_partner``, at its own threshold) and fused (descriptors from ``seg_run``'s
+    masks), and again from the ground-truth masks where the cases have them (the upper bound).
+    Returns metrics.json's ``fusion`` block and predictions columns; writes
+    ``out_dir/descriptors.csv`` (each case's descriptors from the segmenter's mask)."""
     from breastus_cli.atomic import atomic_path
     from breastus_cli.engine.evaluate import predicted_masks
     from breastus_cli.engine.metrics import classification_metrics
@@ -294,7 +361,7 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
     table = case_table(frame, masks)
     with atomic_path(Path(out_dir) / "descriptors.csv") as tmp:
         table.assign(label=list(frame["label"])).to_csv(tmp, index=False)
-    p_desc, p_fused = fused.scores(p_cnn, feature_matrix(table))
+    p_desc, p_fused = fused.scores(p_cnn, feature_matrix(table), p_partner)
     keep = ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "ci")
 
     def block(p: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -316,9 +383,14 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
     columns = {"fused_why": why, "p_descriptors": p_desc,
                "y_pred_descriptors": p_desc >= fused.descriptor_threshold,
                "p_fused": p_fused, "y_pred_fused": p_fused >= fused.threshold}
+    if fused.partner is not None and p_partner is not None:
+        report["partner"] = block(p_partner, partner_threshold) | {
+            "run": fused.partner["path"]}
+        columns |= {"p_partner": p_partner, "y_pred_partner": p_partner >= partner_threshold}
     has_mask = (frame["mask_path"] != "").to_numpy()
     if has_mask.all():
-        p_desc_gt, p_fused_gt = fused.scores(p_cnn, feature_matrix(case_table(frame)))
+        p_desc_gt, p_fused_gt = fused.scores(p_cnn, feature_matrix(case_table(frame)),
+                                             p_partner)
         report["ground_truth_masks"] = {
             "source": ORACLE,
             "descriptors": block(p_desc_gt, fused.descriptor_threshold),

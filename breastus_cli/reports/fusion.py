@@ -8,6 +8,7 @@ from typing import Any
 #: the fused classifier's rows, in order, with the names a reader sees
 FUSION_ROWS = (
     ("cnn", "CNN alone"),
+    ("partner", "second classifier alone (--fuse-with)"),
     ("descriptors", "lesion descriptors alone (segmenter's masks)"),
     ("fused", "fused: CNN + descriptors (segmenter's masks)"),
     ("descriptors_gt_mask", "descriptors alone, ground-truth masks (oracle: upper bound)"),
@@ -32,6 +33,8 @@ def fusion_markdown(fusion: dict[str, Any], heading: str | None = "## Fused clas
         return f"{value:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
 
     for key, name in FUSION_ROWS:
+        if "partner" in fusion and key.startswith("fused"):
+            name = name.replace("CNN + descriptors", "CNN + second classifier + descriptors")
         if key in fusion:
             row = fusion[key]
             lines.append(f"| {name} | {cell(row, 'auc')} | {cell(row, 'sensitivity')} | "
@@ -41,6 +44,9 @@ def fusion_markdown(fusion: dict[str, Any], heading: str | None = "## Fused clas
                   f"found in {fusion.get('lesion_found', 'n/a')} cases (none found: the "
                   "descriptors take the training medians)."]
     lines += [f"- {part.replace('_', ' ')}: {text}" for part, text in fitted.items()]
+    if "partner" in fusion:
+        lines.append(f"- second classifier: {fusion.get('partner_from') or fusion.get('partner_run')}"
+                     " (trained on the same split: none of these cases)")
     weights = fusion.get("descriptor_weights") or {}
     if weights:
         ranked = sorted(weights.items(), key=lambda kv: -abs(kv[1]))
@@ -63,9 +69,11 @@ def from_evaluation(block: dict[str, Any]) -> dict[str, Any]:
                 for key in ("auc", "sensitivity", "specificity", "accuracy",
                             "balanced_accuracy")}
 
-    out = {k: v for k, v in block.items() if k not in ("cnn", "descriptors", "fused",
+    out = {k: v for k, v in block.items() if k not in ("cnn", "descriptors", "fused", "partner",
                                                        "ground_truth_masks")}
-    for name in ("cnn", "descriptors", "fused"):
+    if "partner" in block:
+        out["partner_run"] = block["partner"].get("run")
+    for name in ("cnn", "partner", "descriptors", "fused"):
         if name in block:
             out[name] = shaped(block[name])
     gt = block.get("ground_truth_masks") or {}
