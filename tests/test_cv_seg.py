@@ -176,6 +176,33 @@ def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cl
         in text
     assert "Fold ensembles" in text
 
+    # a second classifier on the same folds (here the CV's own originals): fold K's fusion takes
+    # fold K's score too, refitted without retraining; the first command again keeps it
+    partner_cv = ["--fusion", "descriptors", "--seg-cv", str(cv_seg), "--fuse-with-cv"]
+    base = ["cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3", "--lr",
+            "1e-3", "--out", str(out), "--bootstrap", "300"]
+    refused = run_cli(*base, *partner_cv, str(cv_seg))
+    assert refused.returncode == 2 and "is a 'seg' cross-validation" in refused.stderr
+    proc = run_cli(*base, *partner_cv, str(cv_cls))
+    assert proc.returncode == 0, proc.stderr
+    for k in range(3):
+        assert (out / f"fold-{k}/history.csv").read_text() == (
+            cv_cls / f"fold-{k}/history.csv").read_text()
+        fused = json.loads((out / f"fold-{k}/fusion.json").read_text())
+        assert Path(fused["partner"]["path"]).parts[-1] == f"fold-{k}"
+        assert list(fused["combiner_weights"]) == ["cnn", "descriptors", "partner"]
+    oof = pd.read_csv(out / "oof_predictions.csv")
+    pooled = json.loads((out / "summary.json").read_text())["fusion"]
+    assert pooled["partner"]["auc"]["pooled"] == pytest.approx(
+        skm.roc_auc_score(oof["y_true"], oof["p_partner"]))
+    assert pooled["fused"]["auc"]["pooled"] == pytest.approx(
+        skm.roc_auc_score(oof["y_true"], oof["p_fused"]))
+    assert "second classifier alone" in (out / "summary.md").read_text()
+    stamps = [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
+    assert run_cli(*base).returncode == 0
+    assert stamps == [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
+    assert json.loads((out / "cv.json").read_text())["fuse_with_cv"] == str(cv_cls.resolve())
+
 def _pooled(row: dict) -> str:
     return f"{row['pooled']:.3f} ({row['ci'][0]:.3f}–{row['ci'][1]:.3f})"
 

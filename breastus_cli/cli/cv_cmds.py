@@ -57,7 +57,12 @@ def _seg_cv_option() -> list[inspect.Parameter]:
             help="descriptors: fuse the CNN's score with lesion descriptors (logistic "
                  "regressions: descriptors on the training folds' ground-truth masks, the "
                  "combination on validation); needs --seg-cv. Adding it to a finished CV "
-                 "fits it without retraining."))]
+                 "fits it without retraining.")),
+        _param("fuse_with_cv", Path, typer.Option(
+            None, "--fuse-with-cv", metavar="CLS_CV_DIR",
+            help="With --fusion: fold K's combination also takes the score of fold K of this "
+                 "'cv cls' folder (a second classifier on the same folds, e.g. whole image "
+                 "beside lesion crops). Adding it to a finished CV refits without retraining."))]
 
 
 def _make_cv(settings_type: type[TrainSettings]) -> None:
@@ -76,6 +81,7 @@ def _make_cv(settings_type: type[TrainSettings]) -> None:
         c = {k: options.pop(k) for k in list(options) if k in cv_keys}
         seg_cv = options.pop("seg_cv", None)
         fusion = options.pop("fusion", "none")
+        fuse_with_cv = options.pop("fuse_with_cv", None)
         if c["out"] is None:
             raise UsageError("--out is required (or 'out' in the --config file)")
         datasets = one_data(options)
@@ -85,7 +91,7 @@ def _make_cv(settings_type: type[TrainSettings]) -> None:
         settings = CVSettings(task=kind, train=train, out=c["out"], folds=c["folds"],
                               target_sensitivity=c["target_sensitivity"],
                               n_bootstrap=c["bootstrap"], slurm=slurm, seg_cv=seg_cv,
-                              fusion=fusion)
+                              fusion=fusion, fuse_with_cv=fuse_with_cv)
         settings.validate()
         _with_engine()
         _render(cv(settings))

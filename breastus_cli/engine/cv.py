@@ -48,6 +48,7 @@ class CVSettings:
     slurm: SlurmOptions | None = None
     seg_cv: Path | None = None  # fold K's segmenter: lesion crops and/or descriptors
     fusion: str = "none"  # "descriptors": CNN score + lesion descriptors (engine/fusion.py)
+    fuse_with_cv: Path | None = None  # fold K's fusion also takes this cv's fold K classifier
 
     def validate(self) -> None:
         if self.task not in SETTINGS_TYPES:
@@ -65,9 +66,15 @@ class CVSettings:
         if self.fusion != "none" and (self.task != "cls" or self.seg_cv is None):
             raise UsageError("--fusion descriptors needs a classifier and --seg-cv SEG_CV_DIR "
                              "(the fold's segmenter draws the lesions the descriptors describe)")
+        if self.fuse_with_cv is not None and self.fusion == "none":
+            raise UsageError("--fuse-with-cv adds a second classifier to the fused classifier: "
+                             "give it with --fusion descriptors")
         self.train.validate()
         if self.seg_cv is not None:
             self._check_seg_cv()
+        if self.fuse_with_cv is not None:
+            self._check_same_folds(Path(self.fuse_with_cv), "cls", "--fuse-with-cv",
+                                   "its fold K classifier")
         from breastus_cli.data.split import read_splits
 
         splits = read_splits(self.train.data)
@@ -82,16 +89,23 @@ class CVSettings:
                                   and self.fusion == "none"):
             raise UsageError("--seg-cv is for lesion-centred classification (cv cls --roi mask) "
                              "or the fused classifier (--fusion descriptors)")
-        seg = read_plan(Path(self.seg_cv), option="--seg-cv ", hint="run 'breastus cv seg' first")
-        if seg.get("task") != "seg":
-            raise InputError(f"--seg-cv {self.seg_cv} is a '{seg.get('task')}' cross-validation")
-        if (seg.get("data") != str(Path(self.train.data).resolve())
-                or seg.get("folds") != self.folds):
-            raise InputError(f"--seg-cv {self.seg_cv} was run on other data or folds "
-                             f"({seg.get('data')}, {seg.get('folds')} folds): its fold K "
-                             "segmenter may have seen this fold's test cases")
-        # the same folder re-split since: its fold K segmenter trained on other cases
-        check_plan_split(f"--seg-cv {self.seg_cv}", seg, Path(self.train.data))
+        self._check_same_folds(Path(self.seg_cv), "seg", "--seg-cv", "its fold K segmenter")
+
+    def _check_same_folds(self, other: Path, task: str, option: str, model: str) -> None:
+        """``other`` is a '``task``' cross-validation of this dataset's folds (its fold K model
+        never saw fold K)."""
+        plan = read_plan(other, option=f"{option} ", hint=f"run 'breastus cv {task}' first")
+        if plan.get("task") != task:
+            raise InputError(f"{option} {other} is a '{plan.get('task')}' cross-validation")
+        if Path(other).resolve() == Path(self.out).resolve():
+            raise UsageError(f"{option} needs another cross-validation than --out")
+        if (plan.get("data") != str(Path(self.train.data).resolve())
+                or plan.get("folds") != self.folds):
+            raise InputError(f"{option} {other} was run on other data or folds "
+                             f"({plan.get('data')}, {plan.get('folds')} folds): {model} "
+                             "may have seen this fold's test cases")
+        # the same folder re-split since: its fold K model trained on other cases
+        check_plan_split(f"{option} {other}", plan, Path(self.train.data))
 
 
 def read_plan(out: Path, option: str = "", hint: str | None = None) -> dict[str, Any]:
@@ -127,6 +141,8 @@ def _plan(settings: CVSettings) -> dict[str, Any]:
             "n_bootstrap": settings.n_bootstrap,
             "seg_cv": None if settings.seg_cv is None else str(Path(settings.seg_cv).resolve()),
             "fusion": settings.fusion,
+            "fuse_with_cv": None if settings.fuse_with_cv is None
+            else str(Path(settings.fuse_with_cv).resolve()),
             **{key: record[key] for key in SPLIT_KEYS}}
 
 
@@ -147,26 +163,37 @@ def _fold_dir(out: Path, k: int) -> Path:
     return Path(out) / f"fold-{k}"
 
 
-def fold_done(out: Path, k: int, fusion: str = "none") -> bool:
-    """Fold ``k`` trained and evaluated (with its fused classifier when ``fusion`` asks)."""
+def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False) -> bool:
+    """Fold ``k`` trained and evaluated (with its fused classifier when ``fusion`` asks, and
+    that with a second classifier's score when ``partner``)."""
     run = _fold_dir(out, k)
     config = run / "config.json"
     metrics = run / "eval-test" / "metrics.json"
     if not (config.is_file() and json.loads(config.read_text()).get("status") == "finished"
             and metrics.is_file()):
         return False
-    return fusion == "none" or "fusion" in json.loads(metrics.read_text())
+    if fusion == "none":
+        return True
+    block = json.loads(metrics.read_text()).get("fusion")
+    return block is not None and (not partner or "partner" in block)
+
+
+#: the plan's keys of the fused classifier: fitted after training, so a finished CV takes them on
+FUSION_KEYS = ("fusion", "seg_cv", "fuse_with_cv")
 
 
 def _adds_fusion(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether ``wanted`` is ``existing`` plus ``--fusion`` (and the ``--seg-cv`` it needs)."""
-    if existing.get("fusion", "none") != "none" or wanted.get("fusion", "none") == "none":
+    """Whether ``wanted`` is ``existing`` plus ``--fusion`` (and the ``--seg-cv`` it needs) or
+    plus a second classifier (``--fuse-with-cv``)."""
+    if wanted.get("fusion", "none") == "none":
         return False
     if existing.get("seg_cv") not in (None, wanted.get("seg_cv")):
         return False
-    ignore = ("fusion", "seg_cv")
-    return ({k: v for k, v in existing.items() if k not in ignore}
-            == {k: v for k, v in wanted.items() if k not in ignore})
+    if existing.get("fusion", "none") != "none" and (
+            existing.get("fuse_with_cv") is not None or wanted.get("fuse_with_cv") is None):
+        return False
+    return ({k: v for k, v in existing.items() if k not in FUSION_KEYS}
+            == {k: v for k, v in wanted.items() if k not in FUSION_KEYS})
 
 
 def run_fold(out: Path, k: int) -> str:
@@ -180,7 +207,8 @@ def run_fold(out: Path, k: int) -> str:
         raise UsageError(f"--index must lie in 0..{plan['folds'] - 1} (got {k})")
     check_plan_split(str(out), plan)  # the folds are still the ones it began on
     fusion = plan.get("fusion", "none")
-    if fold_done(out, k, fusion):
+    partner_cv = plan.get("fuse_with_cv")
+    if fold_done(out, k, fusion, partner_cv is not None):
         return "skipped"
     run = _fold_dir(out, k)
     settings = SETTINGS_TYPES[plan["task"]].from_dict({**TRAIN_ADDED, **plan["train"]})
@@ -192,6 +220,12 @@ def run_fold(out: Path, k: int) -> str:
             raise InputError(f"fold {k} of --seg-cv {plan['seg_cv']} has not finished",
                              hint=f"finish 'breastus cv seg' there first (fold-{k})")
         seg_run = _fold_dir(Path(plan["seg_cv"]), k)
+    partner = None
+    if partner_cv:
+        if not fold_done(Path(partner_cv), k):
+            raise InputError(f"fold {k} of --fuse-with-cv {partner_cv} has not finished",
+                             hint=f"finish 'breastus cv cls' there first (fold-{k})")
+        partner = _fold_dir(Path(partner_cv), k)
     config = run / "config.json"
     state = json.loads(config.read_text()).get("status") if config.is_file() else None
     trained = state != "finished"
@@ -203,7 +237,7 @@ def run_fold(out: Path, k: int) -> str:
         train(settings, tasks.task_for(plan["task"]), resume=state is not None)
     evaluate(EvalSettings(run_dir=run, split="test", seg_run=seg_run,
                           target_sensitivity=plan.get("target_sensitivity"), fusion=fusion,
-                          n_bootstrap=0))  # fold CIs are not needed; the pooled one is
+                          fuse_with=partner, n_bootstrap=0))  # fold CIs are not needed; the pooled one is
     return "trained" if trained else "evaluated"
 
 
@@ -223,6 +257,7 @@ def cv(settings: CVSettings) -> CVResult:
         existing = json.loads((out / PLAN).read_text())
         existing.setdefault("seg_cv", None)  # written before --seg-cv existed
         existing.setdefault("fusion", "none")  # written before --fusion existed
+        existing.setdefault("fuse_with_cv", None)  # written before --fuse-with-cv existed
         for key, value in TRAIN_ADDED.items():  # settings added since: what the run trained with
             existing.get("train", {}).setdefault(key, value)
         # the folds are compared apart (cv.json has them since issue 11)
@@ -289,6 +324,7 @@ def _by_dataset(frame: Any, score: Any) -> dict[str, Any]:
 #: the fused classifier's scores in a fold's predictions.csv: (score, decision) columns
 FUSION_COLUMNS = {
     "cnn": ("p_malignant", "y_pred"),
+    "partner": ("p_partner", "y_pred_partner"),
     "descriptors": ("p_descriptors", "y_pred_descriptors"),
     "fused": ("p_fused", "y_pred_fused"),
     "descriptors_gt_mask": ("p_descriptors_gt_mask", "y_pred_descriptors_gt_mask"),
@@ -313,6 +349,8 @@ def _pooled_fusion(frame: Any, folds: list[dict[str, Any]], n_bootstrap: int) ->
     result["fitted_on"] = {part: f"(fold 0) {text}" for part, text in
                            (folds[0].get("fitted_on") or {}).items()}  # each fold alike
     result["masks_from"] = "each fold's segmenter (the --seg-cv fold of the same index)"
+    if "partner" in result:
+        result["partner_from"] = "each fold's classifier of the --fuse-with-cv folder"
     return result
 
 
