@@ -1,4 +1,5 @@
-"""Lesion-centred crop boxes on hand-made masks."""
+"""Lesion-centred crop boxes on hand-made masks; a lesion-centred classifier end to end, alone
+and fused with a whole-image one."""
 
 from __future__ import annotations
 
@@ -55,12 +56,15 @@ def test_crop_and_bad_margin():
         roi_box(np.ones((4, 4), bool), -0.1)
 
 
-def test_lesion_centred_training_evaluation_and_prediction(learn_data, seg_run, tmp_path):
+def test_lesion_centred_training_evaluation_and_prediction(learn_data, seg_run, cls_evaluated,
+                                                            tmp_path):
     import json
 
     import pandas as pd
+    from sklearn.metrics import roc_auc_score
 
-    from conftest import FAST_CLS, run_cli
+    from breastus_cli.engine import fusion
+    from conftest import FAST_CLS, copy_run, run_cli
 
     run = tmp_path / "roi"
     proc = run_cli("train-cls", str(learn_data), *FAST_CLS, "--epochs", "4", "--lr", "1e-3",
@@ -91,3 +95,47 @@ def test_lesion_centred_training_evaluation_and_prediction(learn_data, seg_run, 
     assert proc.returncode == 0, proc.stderr
     row = pd.read_csv(tmp_path / "p/predictions.csv").iloc[0]
     assert 0 <= row["p_malignant"] <= 1 and row["lesion_area_px"] >= 0
+
+    # fused with a second view: the whole-image classifier's score joins the combination
+    # (fitted on validation), in evaluate and in predict
+    whole = copy_run(cls_evaluated, tmp_path / "whole")
+    proc = run_cli("evaluate", str(run), "--seg-run", str(seg_run), "--fusion", "descriptors",
+                   "--fuse-with", str(whole), "--bootstrap", "100")
+    assert proc.returncode == 0, proc.stderr
+    stored = fusion.read(run)
+    assert stored.partner["path"] == "../whole" and stored.combiner.names[-1] == "partner"
+    metrics = json.loads((run / "eval-test/metrics.json").read_text())
+    frame = pd.read_csv(run / "eval-test/predictions.csv")
+    plain = pd.read_csv(cls_evaluated / "eval-test/predictions.csv")
+    # the second classifier's scores are its own evaluation's, case by case
+    assert frame.set_index("case_id")["p_partner"].to_dict() == pytest.approx(
+        plain.set_index("case_id")["p_malignant"].to_dict(), abs=1e-5)
+    assert metrics["fusion"]["partner"]["auc"] == pytest.approx(
+        roc_auc_score(frame["y_true"], frame["p_partner"]))
+    assert "second classifier alone" in (run / "eval-test/report.md").read_text()
+    out = tmp_path / "p2"
+    proc = run_cli("predict", str(image), "--cls-run", str(run), "--seg-run", str(seg_run),
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    row = pd.read_csv(out / "predictions.csv").iloc[0]
+    values = {k: float(row[k]) if pd.notna(row[k]) else float("nan")
+              for k in (*fusion.features()[:-1], "area_mm2") if k in row}
+    _, p_fused = stored.scores(np.array([row["p_malignant"]]), fusion.feature_row(values),
+                               np.array([row["p_partner"]]))
+    assert row["p_fused"] == pytest.approx(p_fused[0], abs=1e-4)
+    # the other way round: a whole-image run fused with the lesion-centred one, whose crops
+    # come from the segmenter in evaluate and in predict alike
+    proc = run_cli("evaluate", str(whole), "--seg-run", str(seg_run), "--fusion", "descriptors",
+                   "--fuse-with", str(run), "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert (whole / "eval-test/partner-roi-seg-val").is_dir()
+    proc = run_cli("predict", str(image), "--cls-run", str(whole), "--seg-run", str(seg_run),
+                   "--out", str(tmp_path / "p3"))
+    assert proc.returncode == 0, proc.stderr
+    assert pd.read_csv(tmp_path / "p3/predictions.csv").iloc[0]["p_partner"] == pytest.approx(
+        row["p_malignant"], abs=1e-4)
+    # retrained since (another model.keras): refused in one line, not scored with stale weights
+    (run / "model.keras").write_bytes((run / "model.keras").read_bytes() + b"\0")
+    proc = run_cli("predict", str(image), "--cls-run", str(whole), "--seg-run", str(seg_run),
+                   "--out", str(tmp_path / "p4"))
+    assert proc.returncode == 2 and "has changed since" in proc.stderr

@@ -57,8 +57,9 @@ COLUMNS = ["path", "frame", "width", "height", "pixel_size_mm", "p_malignant", "
 COLUMNS += list(DESCRIPTOR_COLUMNS)
 #: a fused classifier's (RUN/fusion.json, with --seg-run): the descriptor model's score, the
 #: fused score and label, and why (the three descriptors that moved the lesion's descriptor
-#: score most, in log-odds); empty otherwise
-COLUMNS += ["p_descriptors", "p_fused", "label_fused", "fused_why"]
+#: score most, in log-odds); empty otherwise. p_partner: the second classifier's score, where
+#: the fusion takes one (evaluate --fuse-with)
+COLUMNS += ["p_descriptors", "p_partner", "p_fused", "label_fused", "fused_why"]
 ERROR_COLUMNS = ["path", "reason"]
 #: batches in the model at once with the Keras engine: two run 1.25x faster than one on 2 cores
 #: (MobileNetV2 224, compiled forward on preloaded tensors; BENCHMARKS.md)
@@ -274,7 +275,7 @@ def _record(settings: PredictSettings, threshold: float | None,
     """predict.json: what wrote OUT (checked by --resume and --merge)."""
     from breastus_cli import __version__
     from breastus_cli.data.manifest import file_sha256
-    from breastus_cli.engine.fusion import FUSION
+    from breastus_cli.engine.fusion import FUSION, partner_dir
 
     return {"format": PREDICT_FORMAT, "breastus_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -285,7 +286,9 @@ def _record(settings: PredictSettings, threshold: float | None,
             "fusion": None if fused is None else {
                 "path": str(Path(settings.cls_run or "") / FUSION),
                 "sha256": file_sha256(Path(settings.cls_run or "") / FUSION),
-                "threshold": fused.threshold},
+                "threshold": fused.threshold,
+                "partner": None if fused.partner is None else _model_record(
+                    partner_dir(Path(settings.cls_run or ""), fused), settings.engine)},
             "num_parts": settings.num_parts,
             "part_id": settings.part_id,
             "inputs": [str(Path(i).expanduser().resolve()) if Path(i).expanduser().exists()
@@ -315,6 +318,9 @@ def _differences(old: dict[str, Any], new: dict[str, Any], part: bool) -> list[s
     if fused[0] != fused[1]:
         found.append("the classifier's fusion.json " + ("changed" if all(fused) else
                                                         "added" if fused[1] else "removed"))
+    partners = [(((r.get("fusion") or {}).get("partner")) or {}).get("sha256") for r in (old, new)]
+    if fused[0] == fused[1] and partners[0] != partners[1]:  # e.g. its TFLite export redone
+        found.append("the fusion's second classifier changed")
     return found
 
 
@@ -438,6 +444,10 @@ def predict(settings: PredictSettings,
     # a fused classifier (RUN/fusion.json) scores with the segmenter's lesion descriptors
     fused = (fusion.read(Path(settings.cls_run)) if cls is not None and seg is not None
              and not cls.members and Path(settings.cls_run).is_dir() else None)
+    # ... and, fitted with a second classifier (--fuse-with), with that one's score too
+    partner = (_open_model(fusion.partner_dir(Path(settings.cls_run), fused), "cls",
+                           settings.engine, False, settings.tta)
+               if fused is not None and fused.partner is not None else None)
     pixel_sizes = _manifest_pixel_sizes(settings.manifest)
     record = _record(settings, threshold, fused)
     previous = read_marker(out, "predict")
@@ -476,7 +486,7 @@ def predict(settings: PredictSettings,
     try:
         # Whole-image inputs are resized in the decoding threads, overlapping the forward pass;
         # lesion crops depend on the segmenter's output and are made in the batch.
-        sizes = {m.size for m in (cls, seg) if m is not None and m.roi_margin is None}
+        sizes = {m.size for m in (cls, seg, partner) if m is not None and m.roi_margin is None}
 
         def prepare(frame: Frame) -> None:
             for size in sizes:
@@ -487,7 +497,8 @@ def predict(settings: PredictSettings,
         # that a second batch fills) and its rows (masks at the original size, descriptors,
         # files written: one thread). Rows are written in input order as batches finish.
         n_forward = FORWARD_WORKERS if all(
-            m.concurrent for m in (cls, seg) if m is not None) and not settings.explain else 1
+            m.concurrent for m in (cls, seg, partner) if m is not None) \
+            and not settings.explain else 1
         pending: collections.deque[tuple[Future, int]] = collections.deque()
 
         def finish(job: tuple[Future, int]) -> None:
@@ -524,7 +535,8 @@ def predict(settings: PredictSettings,
                     if errors and on_progress is not None:
                         on_progress(min(processed, len(todo)), len(todo))
                     continue
-                forward = forward_pool.submit(_timed, _forward, frames, cls, seg, settings, tf)
+                forward = forward_pool.submit(_timed, _forward, frames, cls, seg, settings, tf,
+                                              partner)
                 pending.append((rows_pool.submit(_rows_of, forward, frames, cls, threshold,
                                                  settings, out, pixel_sizes, fused),
                                 len({f.path for f in frames})))
@@ -563,6 +575,7 @@ class _Outputs:
     p_mal: np.ndarray | None = None
     heat: np.ndarray | None = None
     big: list[tuple[np.ndarray, np.ndarray]] | None = None
+    p_partner: np.ndarray | None = None  # the fusion's second classifier's p(malignant)
 
 
 def _full_size(frames: list[Frame], probs: np.ndarray,
@@ -571,20 +584,28 @@ def _full_size(frames: list[Frame], probs: np.ndarray,
             for frame, prob in zip(frames, probs)]
 
 
+def _cls_batch(frames: list[Frame], model: LoadedRun, big: list[tuple[np.ndarray, np.ndarray]],
+               tf: Any) -> np.ndarray:
+    """A classifier's input batch: whole images, or lesion-centred crops around the predicted
+    lesions (``big``: each image's mask at its original size)."""
+    if model.roi_margin is None:
+        return np.stack([_input(f, model.size, tf) for f in frames])
+    return np.stack([_resized(lesion_crop(f.image, mask, model.roi_margin)[0], model.size, tf)
+                     for f, (_, mask) in zip(frames, big)])
+
+
 def _forward(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | None,
-             settings: PredictSettings, tf: Any) -> _Outputs:
-    """The models on one batch (the main thread): everything else is :func:`_predict_batch`."""
+             settings: PredictSettings, tf: Any, partner: LoadedRun | None = None) -> _Outputs:
+    """The models on one batch (a forward thread): everything else is :func:`_predict_batch`."""
     outputs = _Outputs()
     if seg is not None:
         outputs.probs = seg.run(np.stack([_input(f, seg.size, tf) for f in frames]))
-        if cls is not None and cls.roi_margin is not None:  # the crops need the masks now
-            outputs.big = _full_size(frames, outputs.probs, settings.seg_threshold)
+        if any(m is not None and m.roi_margin is not None for m in (cls, partner)):
+            outputs.big = _full_size(frames, outputs.probs, settings.seg_threshold)  # crops
+    if partner is not None:
+        outputs.p_partner = partner.run(_cls_batch(frames, partner, outputs.big or [], tf))[:, 1]
     if cls is not None:
-        if cls.roi_margin is None:
-            batch = np.stack([_input(f, cls.size, tf) for f in frames])
-        else:  # lesion-centred: crop around the predicted lesion
-            batch = np.stack([_resized(lesion_crop(f.image, mask, cls.roi_margin)[0], cls.size, tf)
-                              for f, (_, mask) in zip(frames, outputs.big or [])])
+        batch = _cls_batch(frames, cls, outputs.big or [], tf)
         outputs.p_mal = cls.run(batch)[:, 1]
         if settings.explain:
             from breastus_cli.engine.gradcam import gradcam
@@ -647,7 +668,10 @@ def _predict_batch(frames: list[Frame], outputs: _Outputs, cls: LoadedRun | None
             row.update(_descriptor_cells(values))
             if fused is not None and p_mal is not None:
                 x = fusion.feature_row(values)
-                p_desc, p_fused = fused.scores(p_mal[i:i + 1], x)
+                p_two = None if outputs.p_partner is None else outputs.p_partner[i:i + 1]
+                p_desc, p_fused = fused.scores(p_mal[i:i + 1], x, p_two)
+                if p_two is not None:
+                    row["p_partner"] = round(float(p_two[0]), 6)
                 row.update({"p_descriptors": round(float(p_desc[0]), 6),
                             "fused_why": fused.explain(x)[0],
                             "p_fused": round(float(p_fused[0]), 6),
