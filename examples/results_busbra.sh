@@ -11,7 +11,7 @@
 #      fold model alone (the ensemble's gain)
 #   5. BrEaST 5-fold, starting from step 2's model (--weights RUN_DIR), fused with the lesion
 #      descriptors of BrEaST's U-Net folds
-#   6. the recipe choice, on BUS-BRA's validation cases only: step 2 again with a cosine
+#   6. (CHOOSE=1) the recipe choice, on BUS-BRA's validation cases only: step 2 again with a cosine
 #      learning-rate schedule (2 epochs of warm-up), and with a constant lr of 3e-4; the
 #      highest best validation AUC wins
 #   7. if a candidate beat step 2: BrEaST 5-fold from scratch again with it (BrEaST took no
@@ -19,26 +19,33 @@
 #   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
 #   8b. that U-Net on every BrEaST case, then BrEaST 5-fold U-Net fine-tuned from it
 #      (--weights RUN_DIR, lr 1e-4, 12 epochs)
-#   9. ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
+#   9. (CHOOSE=1) ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
 #      each test fold reported apart
 #   10. lesion-centred MobileNetV2 (crops around the lesion, from scratch), its crop margin (0.2
 #      or 0.5) and input size (128 or 160 px) chosen on BUS-BRA's validation cases: trained on
 #      crops from BUS-BRA's ground-truth masks, scored on crops from step 8's U-Net, fused with
-#      its lesion descriptors; on fold 1 and on every BrEaST case; then BrEaST 5-fold
-#      fine-tuned from it (crops and descriptors from step 8b's fine-tuned U-Net folds)
+#      its lesion descriptors and with step 2's whole-image ResNet50 (evaluate --fuse-with: the
+#      combination fitted on BUS-BRA's validation cases); on fold 1 and on every BrEaST case;
+#      then BrEaST 5-fold fine-tuned from it (crops and descriptors from step 8b's fine-tuned
+#      U-Net folds), fused fold by fold with step 5's fine-tuned ResNet50 (--fuse-with-cv)
 #   then the section is written ($WORK/busbra/section.md) and RESULTS.md regenerated with it.
 #
 # Usage: examples/results_busbra.sh PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 # BUSBRA is the folder with bus_data.csv, Images/ and Masks/ (Gómez-Flores et al., Medical
 # Physics 2024). Training minutes on 2 CPU cores (2026-11-29, the runs' history.csv; some shared
-# the cores with test runs): step 2 46, step 5 21, step 6 40 + 34, step 8 25 and 8b 13, step 9
-# 84, step 10 18 + 17 + about 28 (160 px) + 8; evaluations add about half an hour. About 6
-# hours in all, with results_breast.sh's 1.5: over the 4 hours RESULTS.md should take. Each step resumes and can
-# run alone (resumable like results_breast.sh); step 7 runs only when a candidate wins.
+# the cores with test runs): step 2 46, step 5 21, step 8 25 and 8b 13, step 10 about 28 (160
+# px) + 8; evaluations add about half an hour: about 2.9 hours, 4.4 with results_breast.sh's
+# 1.5, over the 4 hours RESULTS.md should take. The choices already made are opt-in:
+# CHOOSE=1 adds step 6's candidates (40 + 34), step 9 (84) and step 10's other crop settings
+# (18 + 17), about 3.2 hours more; without it their tables are left out and the section says
+# so. Each step resumes and can run alone (resumable like results_breast.sh); step 7 runs only
+# when a candidate wins.
 set -euo pipefail
 busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 breast=${2:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 work=${3:-work/results}
+choose=${CHOOSE:-0}  # 1: also train the candidates of the choices already made (steps 6, 7, 9
+                     # and step 10's other crop settings; about 3 hours more)
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-python}
 w="$work/busbra"
@@ -85,7 +92,8 @@ run breastus cv cls "$br" --weights "$r" --folds 5 --val-fraction 0.15 --seed 42
   --epochs 20 --lr 1e-4 "${constant[@]}" --batch-size 16 --target-sensitivity 0.9 --model resnet50 \
   --img-size 96 --seg-cv "$work/cv/unet-effb2" --fusion descriptors --out "$w/cv/resnet50-ft"  # 5.
 # 6. the recipe choice, on BUS-BRA's validation cases: constant lr 1e-3 (step 2) against
-# cosine and against constant 3e-4
+# cosine and against constant 3e-4 (CHOOSE=1 only: the choice is made; constant 1e-3 won)
+if [ "$choose" = 1 ]; then
 k="$w/runs/resnet50-cos-f0"
 train_once "$k" "$bb" --fold 0 "${recipe[@]}" "${cosine[@]}"
 l="$w/runs/resnet50-lr3e-4-f0"
@@ -100,6 +108,7 @@ elif [ "$winner" = "$l" ]; then
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --lr 3e-4 \
     --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
     --out "$work/cv/resnet50-lr3e-4"
+fi
 fi
 u="$w/runs/unet-f0"                                                                 # 8.
 if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
@@ -119,15 +128,19 @@ run_unless "$r/fusion.json" breastus evaluate "$r" --seg-run "$u" --fusion descr
 if ! grep -q '"fused"' "$r/eval-data-all/metrics.json"; then
   run breastus evaluate "$r" --data "$br" --split all --seg-run "$u"
 else log breastus evaluate "$r" --data "$br" --split all --seg-run "$u"; fi
-train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}"   # 9.
+if [ "$choose" = 1 ]; then  # 9. (CHOOSE=1 only: 84 minutes, and no gain when it last ran)
+  train_once "$w/runs/both-f0" "$br" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}"
+fi
 # 10. lesion-centred MobileNetV2, crop margin and input size chosen on BUS-BRA's validation
 # cases: 0.2 at 128 px (the BrEaST default) against 0.5 at 128 px and 0.2 at 160 px (added
 # after the margin choice had been scored); the rule, fixed while the first was training and
 # before any test case was scored: the highest mean validation AUC over the last 10 epochs
 # (steadier than the best epoch's, see step 6)
 roi=(--model mobilenetv2 --roi mask)
-for candidate in 0.2:128:mobilenetv2-roi-f0 0.5:128:mobilenetv2-roi0.5-f0 \
-                 0.2:160:mobilenetv2-roi160-f0; do
+candidates=(0.2:160:mobilenetv2-roi160-f0)  # the one chosen; CHOOSE=1 trains the others too
+[ "$choose" = 1 ] && candidates=(0.2:128:mobilenetv2-roi-f0 0.5:128:mobilenetv2-roi0.5-f0
+                                 "${candidates[@]}")
+for candidate in "${candidates[@]}"; do
   IFS=: read -r margin size name <<< "$candidate"
   c="$w/runs/$name"
   if [ -f "$c/config.json" ] && [ ! -f "$c/model.keras" -o -d "$c/checkpoints" ]; then
@@ -141,15 +154,21 @@ m=$("$python" "$here/write_cross.py" --choose-roi "$w/runs")
 read -r margin size < <("$python" -c "import json; c = json.load(open('$m/config.json'))
 print(c['roi']['margin'], c['settings']['img_size'])")
 name=$(basename "$m")
-# the threshold and the fused classifier chosen on validation crops from the U-Net, as at test
-run_unless "$m/fusion.json" breastus evaluate "$m" --seg-run "$u" --fusion descriptors \
-  --target-sensitivity 0.9
-run_unless "$m/eval-data-all/metrics.json" \
-  breastus evaluate "$m" --data "$br" --split all --seg-run "$u"
-run_unless "$w/cv/${name%-f0}-ft/summary.json" breastus cv cls "$br" --weights "$m" \
+# the threshold and the fused classifier chosen on validation crops from the U-Net, as at test;
+# the combination also takes step 2's whole-image score (the same split: it never saw fold 1)
+if ! grep -q '"partner"' "$m/fusion.json" 2>/dev/null; then
+  run breastus evaluate "$m" --seg-run "$u" --fusion descriptors --fuse-with "$r" \
+    --target-sensitivity 0.9
+else log breastus evaluate "$m" --seg-run "$u" --fusion descriptors --fuse-with "$r" \
+    --target-sensitivity 0.9; fi
+if ! grep -q '"partner"' "$m/eval-data-all/metrics.json" 2>/dev/null; then
+  run breastus evaluate "$m" --data "$br" --split all --seg-run "$u"
+else log breastus evaluate "$m" --data "$br" --split all --seg-run "$u"; fi
+run breastus cv cls "$br" --weights "$m" \
   --folds 5 --val-fraction 0.15 --seed 42 --epochs 20 --lr 1e-4 "${constant[@]}" --batch-size 16 \
   --target-sensitivity 0.9 "${roi[@]}" --roi-margin "$margin" --img-size "$size" \
-  --seg-cv "$w/cv/unet-ft" --fusion descriptors --out "$w/cv/${name%-f0}-ft"
+  --seg-cv "$w/cv/unet-ft" --fusion descriptors --fuse-with-cv "$w/cv/resnet50-ft" \
+  --out "$w/cv/${name%-f0}-ft"
 
 "$python" "$here/write_cross.py" "$w/section.md" --work-dir "$work" \
   --breast-cv "$work/cv/resnet50" --busbra-dir "$busbra" --commands "$commands"

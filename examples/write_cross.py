@@ -49,6 +49,20 @@ def _fused(m: dict | None) -> dict:
     return (m or {}).get("fusion", {}).get("fused") or {}
 
 
+def _has_partner(m: dict | None) -> bool:
+    return "partner" in ((m or {}).get("fusion") or {})
+
+
+def _with_partner(m: dict | None, label: str,
+                  partner: str = "the whole-image ResNet50's score (`--fuse-with`)") -> str:
+    """A fused row's label, naming the second classifier when the fusion took one
+    (``evaluate --fuse-with`` / ``cv --fuse-with-cv``)."""
+    if not _has_partner(m):
+        return label
+    return (label.replace("fused with the lesion descriptors", "fused")
+            + f" with the lesion descriptors and {partner}; combination fitted on validation")
+
+
 def _other(folder: Path, pattern: str) -> dict | None:
     """The one evaluation on another dataset in ``folder`` (``evaluate --data OTHER``)."""
     found = sorted(p for p in folder.glob(pattern) if (p / "metrics.json").is_file())
@@ -145,8 +159,10 @@ def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
         if file.is_file() and (runs / folder / "eval-test" / "metrics.json").is_file():
             best[name] = json.loads(file.read_text())
     if len(best) < 2:
-        return ["The training recipe (input size, schedule, epochs, augmentation) was not "
-                "re-chosen: every row uses the BrEaST recipe above."]
+        return ["The recipe candidates of step 6 (a cosine schedule, a constant lr of 3e-4) were "
+                "not trained here: `CHOOSE=1 examples/results_busbra.sh` trains them (about 75 "
+                "minutes). Every row uses the BrEaST recipe above, which they left in place when "
+                "they last ran."]
     chosen = max(best, key=lambda k: best[k]["value"])
     tried = [(name, folder, what) for name, folder, what in CANDIDATES if name in best]
     lines = ["### The recipe, chosen on BUS-BRA", "",
@@ -198,7 +214,10 @@ def roi_choice_section(work: Path) -> list[str]:
     tried = [(margin, size, runs / folder) for margin, size, folder in ROI_CANDIDATES
              if _finished(runs / folder)]
     if len(tried) < 2:
-        return []
+        return ["", f"Lesion-centred MobileNetV2: the crop margin {tried[0][0]} and input size "
+                f"{tried[0][1]} px were chosen on BUS-BRA's validation cases among "
+                f"{len(ROI_CANDIDATES)} candidates; the others were not trained here (`CHOOSE=1` "
+                "trains them, about 35 minutes)."] if tried else []
     chosen = choose_roi(runs)
     lines = ["", "Lesion-centred MobileNetV2, the crop margin (a fraction of the lesion's size "
              "added around it) and the input size, chosen on BUS-BRA's validation cases "
@@ -213,21 +232,23 @@ def roi_choice_section(work: Path) -> list[str]:
     for margin, size, run in tried:
         lines.append(f"| {margin} | {size} | {_steadiness(run)} | "
                      f"{'yes' if run == chosen else ''} |")
-    kept = ((_fused(_json(fine_tuned_dir(work, chosen) / "summary.json")).get("auc") or {})
-            .get("pooled"))
+    kept = _json(fine_tuned_dir(work, chosen) / "summary.json")
+    kept_auc = _pooled(kept, "auc")[0] if kept else None
     for margin, size, run in tried:  # a candidate fine-tuned on BrEaST before the choice
         summary = _json(fine_tuned_dir(work, run) / "summary.json")
         if run == chosen or summary is None or not _fused(summary):
             continue
+        cnn = _pooled(summary, "auc")[0]
         fused = {k: (_fused(summary).get(k) or {}).get("pooled")
                  for k in ("auc", "sensitivity", "specificity")}
-        than = ("" if kept is None else
-                f"; the chosen one's gives {kept:.3f}: {'higher' if kept > fused['auc'] else 'lower'}"
-                " than this candidate's")
+        than = ("" if kept_auc is None or cnn is None else
+                f"; the chosen one's CNN alone gives {kept_auc:.3f}: "
+                + ("higher than" if kept_auc > cnn else "lower than" if kept_auc < cnn
+                   else "the same as") + f" this candidate's {cnn:.3f}")
         lines += ["", f"Read after choosing: the {size} px, margin {margin} candidate, "
                   "fine-tuned on BrEaST the same way before the choice was made, gave a fused "
-                  f"AUC of {fused['auc']:.3f} (sensitivity {fused['sensitivity']:.3f}, "
-                  f"specificity {fused['specificity']:.3f}){than}."]
+                  f"(CNN + descriptors) AUC of {fused['auc']:.3f} (sensitivity "
+                  f"{fused['sensitivity']:.3f}, specificity {fused['specificity']:.3f}){than}."]
     return lines
 
 
@@ -255,6 +276,8 @@ def average_row(label: str, tested: str, a: Path, b: Path, column: str,
     first, second = _predictions(a), _predictions(b)
     if first is None or second is None or column not in first or column not in second:
         return None
+    if column == "p_fused" and ("p_partner" in first or "p_partner" in second):
+        return None  # a fusion that already takes the other model's score: nothing to average
     both = first.merge(second, on="case_id", suffixes=("", "_b"))
     if len(both) != len(first) or len(both) != len(second):
         return None  # not the same cases: no case-by-case average
@@ -307,10 +330,14 @@ def average_section(work: Path, breast_cv: Path, roi_run: Path) -> list[str]:
     return ["", "### Whole image and lesion crop, averaged", "",
             "The whole-image ResNet50 and the lesion-centred MobileNetV2 of the rows above, "
             "each case's two probabilities averaged with equal weights (fixed before looking; "
-            "nothing fitted, no threshold chosen: AUC only). An analysis computed by "
-            "`examples/write_cross.py` from the two evaluations' predictions, not yet a breastus "
-            "command. Gain: the average's AUC minus the better model's alone, with its paired "
-            "class-stratified bootstrap CI over the same cases.", "",
+            "nothing fitted, no threshold chosen: AUC only), computed by "
+            "`examples/write_cross.py` from the two evaluations' predictions. It is what led to "
+            "`evaluate --fuse-with` (the fused rows above), which fits the combination on "
+            "validation instead and chooses a threshold. The choice to combine these two models "
+            "was so made after seeing their average on BUS-BRA fold 1, the fold the fused rows "
+            "report: their weights and threshold never saw a test case, but the idea did. Gain: the average's AUC minus the "
+            "better model's alone, with its paired class-stratified bootstrap CI over the same "
+            "cases.", "",
             "| scores averaged | tested on | cases | AUC (95% CI) | ResNet50 / MobileNetV2 alone "
             "| gain (95% CI) |", "|---|---|---:|---:|---:|---:|", *rows]
 
@@ -325,7 +352,8 @@ def _roi_goal(m: dict | None, target: float) -> str:
     """The lesion-centred classifier's AUC (segmenter's crops) and fused AUC, when run."""
     if m is None:
         return ""
-    return (f"; lesion-centred MobileNetV2 AUC {_goal(m.get('auc'), target)}, fused "
+    return (f"; lesion-centred MobileNetV2 AUC {_goal(m.get('auc'), target)}, fused"
+            f"{' with descriptors and the ResNet50' if _has_partner(m) else ''} "
             f"{_goal(_fused(m).get('auc'), target)}")
 
 
@@ -397,11 +425,13 @@ def main() -> None:
                    "BrEaST, all 252 cases (another hospital)", to_breast),
         _row(f"lesion-centred MobileNetV2 ({roi_size} px crops from BUS-BRA's U-Net, margin "
              f"{roi_margin}), trained on BUS-BRA folds 2-5", "BUS-BRA fold 1", roi_own),
-        _fused_row("  the same, fused with the lesion descriptors", "BUS-BRA fold 1", roi_own),
+        _fused_row(_with_partner(roi_own, "  the same, fused with the lesion descriptors"),
+                   "BUS-BRA fold 1", roi_own),
         _oracle_row("  the same, ground-truth crops (upper bound: needs the mask)",
                     "BUS-BRA fold 1", roi_own),
         _row("  the same model", "BrEaST, all 252 cases (another hospital)", roi_breast),
-        _fused_row("  the same, fused", "BrEaST, all 252 cases (another hospital)", roi_breast),
+        _fused_row(_with_partner(roi_breast, "  the same, fused with the lesion descriptors"),
+                   "BrEaST, all 252 cases (another hospital)", roi_breast),
         _row("BrEaST's 5 fold models, averaged (from scratch on BrEaST)",
              "BUS-BRA, all 1,875 images (another hospital)", to_busbra),
     ]
@@ -419,7 +449,8 @@ def main() -> None:
         return f"BUS-BRA fold 1 ({name})" if "busbra" in name.lower() else f"BrEaST fold 0 ({name})"
 
     if both is None:
-        lines.append("| trained on BrEaST + BUS-BRA together (step 9) | | not run yet | | | |")
+        lines.append("| trained on BrEaST + BUS-BRA together (step 9: `CHOOSE=1`) | | not run | "
+                     "| | |")
     else:
         lines.append(_row("trained on BrEaST folds 1-4 + BUS-BRA folds 2-5 together",
                           "both test folds, pooled", both))
@@ -444,7 +475,9 @@ def main() -> None:
         _cv_row("  the same, fused with lesion descriptors", roi_scratch, fused=True),
         _cv_row("lesion-centred MobileNetV2 (the BUS-BRA one above), fine-tuned on BrEaST "
                 "(crops from the fine-tuned U-Net folds below)", roi_ft),
-        _cv_row("  the same, fused with lesion descriptors", roi_ft, fused=True),
+        _cv_row(_with_partner(roi_ft, "  the same, fused with the lesion descriptors",
+                              "the score of the same fold's fine-tuned ResNet50 above "
+                              "(`--fuse-with-cv`)"), roi_ft, fused=True),
     ]
     unet_breast = _other(bb / "runs" / "unet-f0", "eval-*-all")
     unet_ft = _json(bb / "cv" / "unet-ft" / "summary.json")
@@ -487,7 +520,8 @@ def main() -> None:
         f"- BrEaST 5-fold, BUS-BRA-pretrained and fine-tuned: AUC {_goal(ft_auc, 0.85)}; fused "
         f"with descriptors {_cv_goals(ft)}; U-Net Dice "
         f"{_goal(unet_ft['metrics']['dice']['pooled'] if unet_ft else None, 0.80)}"
-        + (f"; lesion-centred MobileNetV2 AUC {_goal(_pooled(roi_ft, 'auc')[0], 0.85)}, fused "
+        + (f"; lesion-centred MobileNetV2 AUC {_goal(_pooled(roi_ft, 'auc')[0], 0.85)}, fused"
+           f"{' with descriptors and the ResNet50' if _has_partner(roi_ft) else ''} "
            f"{_cv_goals(roi_ft)}" if roi_ft else "") + ".",
         "", *recipe, *roi_choice_section(work),
     ]

@@ -60,7 +60,7 @@ def test_rows_goals_and_the_recipe_choice(tmp_path):
     assert "| constant 1e-3 (the recipe above) | 0.840 (22) | 0.700 |" in text
     assert "| constant 3e-4 (`--lr 3e-4`) | 0.860 (30) | 0.850 |" in text
     assert "**constant 3e-4** chosen" in text
-    assert "not run yet" in text  # the combined training (step 9) has no evaluation here
+    assert "(step 9: `CHOOSE=1`) | | not run" in text  # the combined training: not run here
     assert ("| BUS-BRA-pretrained, fine-tuned on BrEaST (12 epochs, lr 1e-4) | BrEaST, 5 folds "
             "pooled out of fold | 252 | 0.810 (0.790–0.830) | 0.700 (0.680–0.720) |") in text
     assert "U-Net Dice 0.810 (met: goal 0.8)" in text
@@ -70,7 +70,7 @@ def test_rows_goals_and_the_recipe_choice(tmp_path):
 def test_without_candidates_the_recipe_is_said_not_rechosen(tmp_path):
     _metrics(tmp_path / "work" / "busbra" / "runs" / "resnet50-f0" / "eval-test", 0.8)
     text = _write(tmp_path)
-    assert "was not re-chosen" in text
+    assert "were not trained here: `CHOOSE=1 examples/results_busbra.sh` trains them" in text
 
 
 def test_a_candidate_still_training_is_not_compared(tmp_path):
@@ -173,14 +173,18 @@ def test_the_lesion_centred_candidate_is_chosen_by_the_steadier_rule_and_reporte
     (cv / "mobilenetv2-roi-ft" / "summary.json").write_text(json.dumps(
         {"n": 252, "n_malignant": 98, "metrics": pooled, "fusion": {"fused": fused}}))
     assert ("Read after choosing: the 128 px, margin 0.2 candidate, fine-tuned on BrEaST the "
-            "same way before the choice was made, gave a fused AUC of 0.830 (sensitivity 0.810, "
-            "specificity 0.710).") in _write(tmp_path)  # the chosen one has no fused numbers
+            "same way before the choice was made, gave a fused (CNN + descriptors) AUC of 0.830 "
+            "(sensitivity 0.810, specificity 0.710); the chosen one's CNN alone gives 0.800: the "
+            "same as this candidate's 0.800.") in _write(tmp_path)
     # a candidate still training takes no part
     (runs / "mobilenetv2-roi160-f0" / "config.json").write_text(json.dumps({"status": "running"}))
     assert _choose(runs) == str(runs / "mobilenetv2-roi0.5-f0")
     (runs / "mobilenetv2-roi0.5-f0" / "config.json").write_text(json.dumps({"status": "running"}))
     assert _choose(runs) == str(runs / "mobilenetv2-roi-f0")
-    assert "crop margin" not in _write(tmp_path)  # one candidate: no choice to report
+    text = _write(tmp_path)  # one candidate: no choice to report, and said so
+    assert "| crop margin |" not in text
+    assert ("the crop margin 0.2 and input size 128 px were chosen on BUS-BRA's validation cases "
+            "among 3 candidates; the others were not trained here (`CHOOSE=1`") in text
 
 
 def test_two_views_are_averaged_case_by_case_with_the_gain_over_the_better(tmp_path):
@@ -213,3 +217,21 @@ def test_two_views_are_averaged_case_by_case_with_the_gain_over_the_better(tmp_p
     assert mean_auc > max(a, b)
     # no fused column in these predictions, no second evaluation elsewhere: no other row
     assert "fused scores" not in text.split("### Whole image and lesion crop")[1].split("###")[0]
+    # fused with descriptors each: averaged too; once the lesion-centred fusion takes the
+    # ResNet50's score itself (evaluate --fuse-with), its row says so and is not averaged again
+    fused_a, fused_b = (runs / f / "eval-test" / "predictions.csv"
+                        for f in ("resnet50-f0", "mobilenetv2-roi-f0"))
+    pd.read_csv(fused_a).assign(p_fused=p_a).to_csv(fused_a, index=False)
+    pd.read_csv(fused_b).assign(p_fused=p_b[::-1]).to_csv(fused_b, index=False)
+    assert "| fused scores (each with the descriptors) | BUS-BRA" in _write(tmp_path)
+    pd.read_csv(fused_b).assign(p_partner=p_a[::-1]).to_csv(fused_b, index=False)
+    _metrics(runs / "mobilenetv2-roi-f0" / "eval-fused", 0.8, fused=0.9)
+    m = json.loads((runs / "mobilenetv2-roi-f0" / "eval-fused" / "metrics.json").read_text())
+    m["fusion"]["partner"] = {"auc": 0.8, "run": "../resnet50-f0"}
+    (runs / "mobilenetv2-roi-f0" / "eval-test" / "metrics.json").write_text(json.dumps(m))
+    text = _write(tmp_path)
+    assert "fused scores (each" not in text
+    assert ("|   the same, fused with the lesion descriptors and the whole-image ResNet50's score "
+            "(`--fuse-with`); combination fitted on validation | BUS-BRA fold 1 | 100 (30 "
+            "malignant) | 0.900") in text
+    assert "fused with descriptors and the ResNet50 0.900 (met: goal 0.9)" in text
