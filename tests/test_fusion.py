@@ -148,9 +148,12 @@ def test_a_second_classifier_that_trained_on_the_scored_cases_is_refused(learn_d
 
     run = config(None)
     scored = [run_cases(run, "val", learn_data), run_cases(run, "test", learn_data)]
-    check_partner_unseen(tmp_path / "same-split", config(None), learn_data, scored)
+    check_partner_unseen(tmp_path / "same-split", config(None), learn_data, scored, run)
     with pytest.raises(InputError, match=r"trained on \d+ case\(s\) that the fused classifier"):
-        check_partner_unseen(tmp_path / "fold-0", config(0), learn_data, scored)
+        check_partner_unseen(tmp_path / "fold-0", config(0), learn_data, scored, run)
+    # the run's own training cases (evaluate --split train): the partner knows no more of them
+    check_partner_unseen(tmp_path / "fold-0", config(0), learn_data,
+                         [run_cases(run, "train", learn_data)], run)
     other = {"data": {"path": str(tmp_path / "elsewhere"), "manifest_sha256": "0" * 64},
              "settings": {"fold": 0}}
     check_partner_unseen(tmp_path / "other-data", other, learn_data, scored)

@@ -240,10 +240,11 @@ def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_
 
 
 def check_partner_unseen(partner: Path, config: dict[str, Any], data: Path,
-                         frames: list[Any]) -> None:
+                         frames: list[Any], run_config: dict[str, Any] | None = None) -> None:
     """Refuse (exit 2) a second classifier (``--fuse-with``) that trained on a case, or a
-    patient, of ``frames`` (the cases the combiner is fitted or scored on): its score there
-    would be a memory, not a prediction. Another dataset than the one it trained on passes."""
+    patient, of ``frames`` (the cases the combiner is fitted or scored on) that the run itself
+    did not train on (``run_config``): its score there would be a memory, not a prediction.
+    Another dataset than the one it trained on passes."""
     import pandas as pd
 
     if not same_dataset(Path(data), config.get("data") or {}):
@@ -251,10 +252,14 @@ def check_partner_unseen(partner: Path, config: dict[str, Any], data: Path,
     check_same_split(partner, config, data)  # re-split since: its training cases are unknown
     seen = run_cases(config, "train", data)
     scored = pd.concat(frames, ignore_index=True)
+    own = (run_cases(run_config, "train", data)  # e.g. --split train: the run's own as well
+           if run_config is not None and same_dataset(Path(data), run_config.get("data") or {})
+           else scored.iloc[:0])
     for column, what in (("case_id", "case"), ("patient_id", "patient")):
         if column not in seen.columns or column not in scored.columns:
             continue
-        both = sorted(set(seen[column].astype(str)) & set(scored[column].astype(str)))
+        known = set(own[column].astype(str)) if column in own.columns else set()
+        both = sorted((set(seen[column].astype(str)) & set(scored[column].astype(str))) - known)
         if both:
             raise InputError(f"--fuse-with {partner} trained on {len(both)} {what}(s) that the "
                              f"fused classifier is fitted or scored on (e.g. {both[0]}): its "
@@ -263,7 +268,8 @@ def check_partner_unseen(partner: Path, config: dict[str, Any], data: Path,
 
 
 def _partner_scores(partner: Path, frames: dict[str, Any], settings: EvalSettings,
-                    out_dir: Path, data: Path) -> tuple[dict[str, np.ndarray], float]:
+                    out_dir: Path, data: Path,
+                    run_config: dict[str, Any]) -> tuple[dict[str, np.ndarray], float]:
     """A second classifier's p(malignant) on each named frame (through the one inference
     path: whole images, or lesion crops from ``--seg-run`` when it is lesion-centred), and its
     own decision threshold."""
@@ -273,7 +279,7 @@ def _partner_scores(partner: Path, frames: dict[str, Any], settings: EvalSetting
     if config.get("task") != "cls":
         raise InputError(f"--fuse-with {partner} is a '{config.get('task')}' run, not a "
                          "classifier")
-    check_partner_unseen(partner, config, data, list(frames.values()))
+    check_partner_unseen(partner, config, data, list(frames.values()), run_config)
     roi = config.get("roi", {}).get("source", "none") != "none"
     loaded = open_run(partner, "cls", config=config, tta=settings.tta)
     scores = {}
@@ -457,7 +463,8 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     partner_threshold = 0.5
     if partner is not None:
         wanted = {settings.split: frame, **({"val": val} if settings.fusion != "none" else {})}
-        p_partner, partner_threshold = _partner_scores(partner, wanted, settings, out_dir, data)
+        p_partner, partner_threshold = _partner_scores(partner, wanted, settings, out_dir, data,
+                                                       config)
     if settings.fusion != "none":
         # fitted on this run's training (descriptors) and validation (combination) cases
         fused = fusion.fit_for_run(Path(settings.run_dir), config, data, Path(settings.seg_run),
