@@ -125,6 +125,8 @@ CANDIDATES = (
     ("cosine", "resnet50-cos-f0", "2 epochs of warm-up then a cosine decay from 1e-3, "
                                   "`--lr-schedule cosine --warmup-epochs 2`"),
     ("constant 3e-4", "resnet50-lr3e-4-f0", "`--lr 3e-4`"),
+    ("augmentation x2", "resnet50-aug2-f0", "constant 1e-3, `--augment-strength 2`; added "
+                                           "later, under the same rule, before it trained"),
 )
 
 
@@ -457,7 +459,8 @@ def main() -> None:
         for name, m in per.items():
             lines.append(_row("  the same model", named(name), m))
     rerun = None  # BrEaST again with the recipe chosen on BUS-BRA, when it was not the default
-    for label, folder in (("cosine schedule", "resnet50-cosine"), ("lr 3e-4", "resnet50-lr3e-4")):
+    for label, folder in (("cosine schedule", "resnet50-cosine"), ("lr 3e-4", "resnet50-lr3e-4"),
+                          ("augmentation x2", "resnet50-aug2")):
         summary = _json(work / "cv" / folder / "summary.json")
         if summary is not None:
             rerun = (label, summary)
