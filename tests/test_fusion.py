@@ -159,6 +159,21 @@ def test_a_second_classifier_that_trained_on_the_scored_cases_is_refused(learn_d
     check_partner_unseen(tmp_path / "other-data", other, learn_data, scored)
 
 
+def test_fuse_with_needs_the_fused_classifier_and_another_single_run(tmp_path):
+    from breastus_cli.engine.evaluate import EvalSettings
+    from breastus_cli.errors import UsageError
+
+    run, other, seg = tmp_path / "run", tmp_path / "other", tmp_path / "seg"
+    with pytest.raises(UsageError, match="give it with --fusion descriptors"):
+        EvalSettings(run_dir=run, fuse_with=other).validate()
+    with pytest.raises(UsageError, match="another classifier than the run itself"):
+        EvalSettings(run_dir=run, seg_run=seg, fusion="descriptors", fuse_with=run).validate()
+    (other / "cv.json").parent.mkdir()
+    (other / "cv.json").write_text("{}")  # a cross-validation folder: fold by fold is cv's job
+    with pytest.raises(UsageError, match="--fuse-with-cv"):
+        EvalSettings(run_dir=run, seg_run=seg, fusion="descriptors", fuse_with=other).validate()
+
+
 def test_one_class_cannot_be_fitted():
     _, _, x = _cases(30, 6)
     with pytest.raises(InputError, match="benign and malignant"):
