@@ -12,8 +12,8 @@
 #   5. BrEaST 5-fold, starting from step 2's model (--weights RUN_DIR), fused with the lesion
 #      descriptors of BrEaST's U-Net folds
 #   6. (CHOOSE=1) the recipe choice, on BUS-BRA's validation cases only: step 2 again with a cosine
-#      learning-rate schedule (2 epochs of warm-up), with a constant lr of 3e-4, and with
-#      augmentation strength 2 (6b); the highest best validation AUC wins
+#      learning-rate schedule (2 epochs of warm-up), with a constant lr of 3e-4, with
+#      augmentation strength 2 (6b) and at 128 px (6c); the highest best validation AUC wins
 #   7. if a candidate beat step 2: BrEaST 5-fold from scratch again with it (BrEaST took no
 #      part in choosing)
 #   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
@@ -102,12 +102,20 @@ train_once "$l" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}" --lr 3e-4
 # it trained; the schedule candidates above had been scored on the test fold by then)
 a="$w/runs/resnet50-aug2-f0"
 train_once "$a" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}" --augment-strength 2
+# 6c. input size 128 px against step 2's 96 (added 2026-11-30 under the same rule, before it
+# trained; 6b had been scored by then)
+s="$w/runs/resnet50-128-f0"
+train_once "$s" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}" --img-size 128
 winner=$("$python" -c "import json; best = lambda r: json.load(open(r + '/best.json'))['value']
-print(max(['$r', '$k', '$l', '$a'], key=best))")
+print(max(['$r', '$k', '$l', '$a', '$s'], key=best))")
 if [ "$winner" = "$k" ]; then  # 7. BrEaST again, with the choice
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${cosine[@]}" \
     --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
     --out "$work/cv/resnet50-cosine"
+elif [ "$winner" = "$s" ]; then
+  run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --img-size 128 \
+    --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+    --out "$work/cv/resnet50-128"
 elif [ "$winner" = "$a" ]; then
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --augment-strength 2 \
     --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \

@@ -127,6 +127,8 @@ CANDIDATES = (
     ("constant 3e-4", "resnet50-lr3e-4-f0", "`--lr 3e-4`"),
     ("augmentation x2", "resnet50-aug2-f0", "constant 1e-3, `--augment-strength 2`; added "
                                            "later, under the same rule, before it trained"),
+    ("128 px", "resnet50-128-f0", "constant 1e-3, `--img-size 128`; added later, under the "
+                                  "same rule, before it trained"),
 )
 
 
@@ -460,7 +462,7 @@ def main() -> None:
             lines.append(_row("  the same model", named(name), m))
     rerun = None  # BrEaST again with the recipe chosen on BUS-BRA, when it was not the default
     for label, folder in (("cosine schedule", "resnet50-cosine"), ("lr 3e-4", "resnet50-lr3e-4"),
-                          ("augmentation x2", "resnet50-aug2")):
+                          ("augmentation x2", "resnet50-aug2"), ("128 px", "resnet50-128")):
         summary = _json(work / "cv" / folder / "summary.json")
         if summary is not None:
             rerun = (label, summary)
