@@ -36,8 +36,8 @@
 # the cores with test runs): step 2 46, step 5 21, step 8 25 and 8b 13, step 10 about 28 (160
 # px) + 8; evaluations add about half an hour: about 2.9 hours, 4.4 with results_breast.sh's
 # 1.5, over the 4 hours RESULTS.md should take. The choices already made are opt-in:
-# CHOOSE=1 adds step 6's candidates (40 + 34, and 33 for 6b on 2026-11-30, alone), step 9 (84)
-# and step 10's other crop settings (18 + 17), about 3.8 hours more; without it their tables are left out and the section says
+# CHOOSE=1 adds step 6's candidates (40 + 34; 6b 33 alone and 6c 49, partly beside a test run,
+# on 2026-11-30), step 9 (84) and step 10's other crop settings (18 + 17), about 4.6 hours more; without it their tables are left out and the section says
 # so. Each step resumes and can run alone (resumable like results_breast.sh); step 7 runs only
 # when a candidate wins.
 set -euo pipefail
