@@ -271,11 +271,11 @@ def _model_record(source: Path | None, engine: str) -> dict[str, Any] | None:
 
 
 def _record(settings: PredictSettings, threshold: float | None,
-            fused: Any = None) -> dict[str, Any]:
+            fused: Any = None, partner: Path | None = None) -> dict[str, Any]:
     """predict.json: what wrote OUT (checked by --resume and --merge)."""
     from breastus_cli import __version__
     from breastus_cli.data.manifest import file_sha256
-    from breastus_cli.engine.fusion import FUSION, partner_dir
+    from breastus_cli.engine.fusion import FUSION
 
     return {"format": PREDICT_FORMAT, "breastus_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -287,8 +287,7 @@ def _record(settings: PredictSettings, threshold: float | None,
                 "path": str(Path(settings.cls_run or "") / FUSION),
                 "sha256": file_sha256(Path(settings.cls_run or "") / FUSION),
                 "threshold": fused.threshold,
-                "partner": None if fused.partner is None else _model_record(
-                    partner_dir(Path(settings.cls_run or ""), fused), settings.engine)},
+                "partner": _model_record(partner, settings.engine)},
             "num_parts": settings.num_parts,
             "part_id": settings.part_id,
             "inputs": [str(Path(i).expanduser().resolve()) if Path(i).expanduser().exists()
@@ -445,11 +444,12 @@ def predict(settings: PredictSettings,
     fused = (fusion.read(Path(settings.cls_run)) if cls is not None and seg is not None
              and not cls.members and Path(settings.cls_run).is_dir() else None)
     # ... and, fitted with a second classifier (--fuse-with), with that one's score too
-    partner = (_open_model(fusion.partner_dir(Path(settings.cls_run), fused), "cls",
-                           settings.engine, False, settings.tta)
-               if fused is not None and fused.partner is not None else None)
+    partner_path = (fusion.partner_dir(Path(settings.cls_run), fused)  # its SHA-256 checked
+                    if fused is not None and fused.partner is not None else None)
+    partner = (_open_model(partner_path, "cls", settings.engine, False, settings.tta)
+               if partner_path is not None else None)
     pixel_sizes = _manifest_pixel_sizes(settings.manifest)
-    record = _record(settings, threshold, fused)
+    record = _record(settings, threshold, fused, partner_path)
     previous = read_marker(out, "predict")
     if settings.resume and previous is not None:
         changed = _differences(previous, record, part=True)
