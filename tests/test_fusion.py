@@ -293,3 +293,43 @@ def test_resume_refuses_a_predictions_file_with_other_columns(cls_run, learn_dat
                    "--resume")
     assert proc.returncode == 2 and "other columns" in proc.stderr
     assert (out / "predictions.csv").read_text() == old + "\n"
+
+
+def test_an_evaluation_runs_its_segmenter_once_per_image_list(seg_run, learn_data,
+                                                              monkeypatch):
+    """Crops, descriptors and a lesion-centred partner need the same masks of the same cases:
+    inside one evaluation (``mask_cache``) the segmenter is opened once and each image list
+    segmented once; outside it every call segments again (a retrained segmenter is never
+    served stale masks)."""
+    from breastus_cli.engine import evaluate as ev
+    from breastus_cli.engine import inference
+
+    paths = sorted(str(p) for p in (learn_data / "seg/images").glob("*.png"))
+    first, second = paths[:5], paths[5:9]
+    opened, segmented = [], []
+    real_open = inference.open_run
+
+    def counting_open(run, *args, **kwargs):
+        loaded = real_open(run, *args, **kwargs)
+        opened.append(run)
+        real_files = loaded.run_files
+        loaded.run_files = lambda files, *a, **k: (segmented.append(len(files)),
+                                                   real_files(files, *a, **k))[1]
+        return loaded
+
+    monkeypatch.setattr(inference, "open_run", counting_open)
+    plain = ev.predicted_masks(seg_run, first, 8)
+    with ev.mask_cache():
+        cached = ev.predicted_masks(seg_run, first, 8)
+        again = ev.predicted_masks(seg_run, first, 8)
+        with ev.mask_cache():  # nested: the same cache
+            other = ev.predicted_masks(seg_run, second, 8)
+        strict = ev.predicted_masks(seg_run, first, 8, threshold=0.9)
+    assert again is cached
+    assert all((a == b).all() for a, b in zip(plain, cached))
+    assert [m.shape for m in cached] == [m.shape for m in plain]
+    assert len(other) == 4 and sum(m.sum() for m in strict) <= sum(m.sum() for m in cached)
+    # one open outside, one inside; three segmentations inside (first, second, first at 0.9)
+    assert len(opened) == 2 and segmented == [5, 5, 4, 5]
+    ev.predicted_masks(seg_run, first, 8)  # the cache ended with the block
+    assert len(opened) == 3

@@ -10,6 +10,9 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,16 +197,45 @@ def _p_malignant(loaded: Any, images: list[str], batch_size: int) -> np.ndarray:
     return loaded.run_files(images, batch_size)[:, 1].astype(np.float64)
 
 
+#: while an evaluation runs: each segmenter opened once, and its masks of an image list kept
+#: (the lesion crops, the fused classifier's descriptors and a lesion-centred partner's crops
+#: all need the same masks of the same cases)
+_MASKS: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar("breastus_masks", default=None)
+
+
+@contextmanager
+def mask_cache() -> Iterator[None]:
+    """Within this block ``predicted_masks`` runs a segmenter once per image list (nested blocks
+    share the outer one's cache; it is dropped when the outermost block ends)."""
+    token = _MASKS.set({}) if _MASKS.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _MASKS.reset(token)
+
+
 def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
                     threshold: float = 0.5, tta: str = "none") -> list[np.ndarray]:
     """Lesion masks at each image's original size from a segmentation run (or a cv folder:
-    its fold ensemble)."""
+    its fold ensemble); computed once per image list inside ``mask_cache()``."""
     from breastus_cli.data.imaging import read_luminance
     from breastus_cli.engine.inference import open_run, to_original_size
 
-    probabilities = open_run(seg_run, "seg", tta=tta).run_files(image_paths, batch_size)
-    return [to_original_size(prob, read_luminance(path).shape, threshold)[1]
-            for path, prob in zip(image_paths, probabilities)]
+    memo = _MASKS.get()
+    run_key = (str(Path(seg_run).resolve()), tta)
+    key = (*run_key, tuple(image_paths), float(threshold))
+    if memo is not None and key in memo:
+        return memo[key]
+    loaded = memo.get(run_key) if memo is not None else None
+    if loaded is None:
+        loaded = open_run(seg_run, "seg", tta=tta)
+    probabilities = loaded.run_files(image_paths, batch_size)
+    masks = [to_original_size(prob, read_luminance(path).shape, threshold)[1]
+             for path, prob in zip(image_paths, probabilities)]
+    if memo is not None:
+        memo[run_key], memo[key] = loaded, masks
+    return masks
 
 
 def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_dir: Path,
@@ -301,7 +333,8 @@ def evaluate(settings: EvalSettings) -> EvalResult:
     elif config.get("task") != "cls":
         raise InputError(f"{settings.run_dir}: unknown task '{config.get('task')}' in config.json")
     else:
-        result = _evaluate_cls(settings, config, start)
+        with mask_cache():  # the segmenter's masks, computed once for crops and descriptors
+            result = _evaluate_cls(settings, config, start)
     result.metrics["tta"] = settings.tta
     if settings.ensemble:
         result.metrics["ensemble"] = config["ensemble"]
