@@ -6,10 +6,11 @@
 #   1. U-Net EfficientNetB2 segmenter (96 px)                   breastus cv seg
 #   2. MobileNetV2, whole image (128 px)                        breastus cv cls
 #   3. ResNet50, whole image (96 px)                            breastus cv cls
-#   4. lesion-centred MobileNetV2 (128 px crops around the lesion): trained on crops from the
-#      ground-truth masks, evaluated on crops from step 1's segmenter of the same fold (no
-#      ground truth at test time), ground-truth-crop numbers reported beside; fused with the
-#      lesion descriptors like step 6
+#   4. lesion-centred MobileNetV2 (160 px crops around the lesion, margin 0.2: the crop size and
+#      margin chosen on BUS-BRA's validation cases, examples/results_busbra.sh step 10; BrEaST
+#      took no part in choosing them): trained on crops from the ground-truth masks, evaluated
+#      on crops from step 1's segmenter of the same fold (no ground truth at test time),
+#      ground-truth-crop numbers reported beside; fused with the lesion descriptors like step 6
 #   5. lesion descriptors of every out-of-fold lesion from its ground-truth mask and from the
 #      fold's segmenter's mask (breastus evaluate on each segmentation fold: descriptors.csv)
 #   6. step 3's ResNet50 fused with the lesion descriptors (cv cls --fusion descriptors
@@ -71,9 +72,9 @@ run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img
   --out "$work/cv/mobilenetv2"
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model resnet50 --img-size 96 \
   --out "$work/cv/resnet50"
-run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img-size 128 \
+run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img-size 160 \
   --roi mask --roi-margin 0.2 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
-  --out "$work/cv/mobilenetv2-roi"
+  --out "$work/cv/mobilenetv2-roi160"
 for k in 0 1 2 3 4; do  # 5. (folds evaluated by this version have it already)
   fold="$work/cv/unet-effb2/fold-$k"
   run_unless "$fold/eval-test/descriptors.csv" breastus evaluate "$fold" --bootstrap 0
@@ -92,5 +93,5 @@ seconds=$(( $(date +%s) - start ))
   --descriptors "$work/cv/unet-effb2" --tta "ResNet50, whole image=$work/cv/resnet50" \
   "MobileNetV2, whole image=$work/cv/mobilenetv2" \
   "ResNet50, whole image=$work/cv/resnet50" \
-  "lesion-centred MobileNetV2=$work/cv/mobilenetv2-roi" \
+  "lesion-centred MobileNetV2=$work/cv/mobilenetv2-roi160" \
   "U-Net EfficientNetB2=$work/cv/unet-effb2"

@@ -187,5 +187,6 @@ run breastus cv cls "$br" --weights "$m" \
   --out "$w/cv/${name%-f0}-ft"
 
 "$python" "$here/write_cross.py" "$w/section.md" --work-dir "$work" \
-  --breast-cv "$work/cv/resnet50" --busbra-dir "$busbra" --commands "$commands"
+  --breast-cv "$work/cv/resnet50" --breast-roi-cv "$work/cv/mobilenetv2-roi160" \
+  --busbra-dir "$busbra" --commands "$commands"
 "$here/results_breast.sh" "$breast" "$work"   # RESULTS.md with this section (all resumed)

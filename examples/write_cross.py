@@ -1,7 +1,7 @@
 """Write the BUS-BRA and cross-dataset section of RESULTS.md (used by examples/results_busbra.sh).
 
 Usage: python examples/write_cross.py OUT.md --work-dir WORK --breast-cv CV_DIR
-           [--busbra-dir BUSBRA_DIR] [--commands FILE]
+           [--breast-roi-cv CV_DIR] [--busbra-dir BUSBRA_DIR] [--commands FILE]
 
 Reads, under WORK (the folders results_busbra.sh writes; any that is missing is reported as
 not run):
@@ -15,7 +15,8 @@ not run):
     busbra/runs/mobilenetv2-roi*-f0/                lesion-centred candidates (step 10); the
                                                     chosen one's eval-*/ on both datasets
     busbra/cv/mobilenetv2-roi*-ft/summary.json      BrEaST 5-fold, fine-tuned from the chosen one
-    cv/mobilenetv2-roi/summary.json                 BrEaST 5-fold, lesion-centred, from scratch
+    ROI_CV_DIR/summary.json                         BrEaST 5-fold, lesion-centred, from scratch
+                                                    (--breast-roi-cv; default WORK/cv/mobilenetv2-roi160)
 
 Every number is on cases the model never trained on; thresholds come from each model's own
 validation cases (for a cross-dataset row: the other dataset's), never from the cases reported.
@@ -303,7 +304,8 @@ def average_row(label: str, tested: str, a: Path, b: Path, column: str,
             f"{gain:+.3f} ({glo:+.3f} to {ghi:+.3f}) |")
 
 
-def average_section(work: Path, breast_cv: Path, roi_run: Path) -> list[str]:
+def average_section(work: Path, breast_cv: Path, roi_run: Path,
+                    breast_roi_cv: Path) -> list[str]:
     """Whole-image ResNet50 and lesion-centred MobileNetV2 averaged, wherever both scored the
     same cases: an analysis of what the two views add to each other."""
     bb = work / "busbra"
@@ -318,9 +320,9 @@ def average_section(work: Path, breast_cv: Path, roi_run: Path) -> list[str]:
         ("fused scores", "BrEaST, all 252 (another hospital)", whole / "eval-data-all",
          roi_run / "eval-data-all", "p_fused"),
         ("BrEaST from scratch, CNN scores", "BrEaST, 5 folds pooled out of fold", breast_cv,
-         work / "cv" / "mobilenetv2-roi", "p_malignant"),
+         breast_roi_cv, "p_malignant"),
         ("BrEaST from scratch, fused scores", "BrEaST, 5 folds pooled out of fold", breast_cv,
-         work / "cv" / "mobilenetv2-roi", "p_fused"),
+         breast_roi_cv, "p_fused"),
         ("BUS-BRA-pretrained and fine-tuned, CNN scores", "BrEaST, 5 folds pooled out of fold",
          bb / "cv" / "resnet50-ft", fine_tuned_dir(work, roi_run), "p_malignant"),
         ("BUS-BRA-pretrained and fine-tuned, fused scores",
@@ -375,6 +377,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path)
     parser.add_argument("--breast-cv", type=Path,
                         help="BrEaST's from-scratch ResNet50 cross-validation (results_breast.sh)")
+    parser.add_argument("--breast-roi-cv", type=Path, default=None,
+                        help="BrEaST's from-scratch lesion-centred cross-validation "
+                             "(results_breast.sh; default WORK/cv/mobilenetv2-roi160)")
     parser.add_argument("--busbra-dir", default=None, help="the BUS-BRA folder given")
     parser.add_argument("--commands", type=Path, default=None)
     parser.add_argument("--choose-roi", type=Path, metavar="RUNS",
@@ -404,7 +409,11 @@ def main() -> None:
     roi_size = (roi_config.get("settings") or {}).get("img_size", 128)
     roi_breast = _other(roi_run, "eval-*-all")
     roi_ft = _json(fine_tuned_dir(work, roi_run) / "summary.json")
-    roi_scratch = _json(work / "cv" / "mobilenetv2-roi" / "summary.json")
+    breast_roi_cv = args.breast_roi_cv or work / "cv" / "mobilenetv2-roi160"
+    roi_scratch = _json(breast_roi_cv / "summary.json")
+    scratch_plan = _json(breast_roi_cv / "cv.json") or {}
+    scratch_crops = (f"{(scratch_plan.get('train') or {}).get('img_size', '?')} px crops, margin "
+                     f"{(scratch_plan.get('train') or {}).get('roi_margin', '?')}")
     scratch = _json(args.breast_cv / "summary.json")
 
     lines = [
@@ -475,8 +484,8 @@ def main() -> None:
         _cv_row("BUS-BRA-pretrained, fine-tuned on BrEaST (lr 1e-4, 20 epochs)", ft),
         _cv_row("BUS-BRA-pretrained and fine-tuned, fused with lesion descriptors", ft,
                 fused=True),
-        _cv_row("lesion-centred MobileNetV2, BrEaST only, from scratch (crops from BrEaST's "
-                "U-Net folds)", roi_scratch),
+        _cv_row("lesion-centred MobileNetV2, BrEaST only, from scratch "
+                f"({scratch_crops}; crops from BrEaST's U-Net folds)", roi_scratch),
         _cv_row("  the same, fused with lesion descriptors", roi_scratch, fused=True),
         _cv_row("lesion-centred MobileNetV2 (the BUS-BRA one above), fine-tuned on BrEaST "
                 "(crops from the fine-tuned U-Net folds below)", roi_ft),
@@ -512,7 +521,7 @@ def main() -> None:
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None
     lines += [
-        *average_section(work, args.breast_cv, roi_run),
+        *average_section(work, args.breast_cv, roi_run, breast_roi_cv),
         "", "### Goals of this part", "",
         f"- BUS-BRA, published fold 1 as test: AUC {_goal((own or {}).get('auc'), 0.90)}, "
         f"fused with descriptors "

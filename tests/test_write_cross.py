@@ -30,11 +30,11 @@ def _candidate(run: Path, best: float, epoch: int, history: list[float]) -> None
         f"{i + 1},{v}\n" for i, v in enumerate(history)))
 
 
-def _write(tmp_path: Path) -> str:
+def _write(tmp_path: Path, *extra: str) -> str:
     out = tmp_path / "section.md"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(out), "--work-dir",
-                           str(tmp_path / "work"), "--breast-cv", str(tmp_path / "work" / "cv")],
-                          capture_output=True, text=True, timeout=60)
+                           str(tmp_path / "work"), "--breast-cv", str(tmp_path / "work" / "cv"),
+                           *extra], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return out.read_text()
 
@@ -101,7 +101,17 @@ def test_lesion_centred_rows_keep_the_oracle_apart_and_meet_their_goals(tmp_path
     (ft / "summary.json").write_text(json.dumps({
         "n": 252, "n_malignant": 98, "metrics": pooled,
         "fusion": {"fused": {**pooled, "auc": {"pooled": 0.86, "ci": [0.81, 0.9]}}}}))
-    text = _write(tmp_path)
+    # BrEaST's own lesion-centred CV, from scratch with the crops chosen on BUS-BRA
+    scratch = tmp_path / "elsewhere" / "roi-cv"
+    scratch.mkdir(parents=True)
+    (scratch / "cv.json").write_text(json.dumps({"train": {"img_size": 160, "roi_margin": 0.2}}))
+    (scratch / "summary.json").write_text(json.dumps({
+        "n": 252, "n_malignant": 98, "metrics": {**pooled, "auc": {"pooled": 0.77,
+                                                                    "ci": [0.71, 0.83]}}}))
+    text = _write(tmp_path, "--breast-roi-cv", str(scratch))
+    assert ("| lesion-centred MobileNetV2, BrEaST only, from scratch (160 px crops, margin 0.2; "
+            "crops from BrEaST's U-Net folds) | BrEaST, 5 folds pooled out of fold | 252 (98 "
+            "malignant) | 0.770 (0.710–0.830)") in text
     assert ("| lesion-centred MobileNetV2 (128 px crops from BUS-BRA's U-Net, margin 0.2), trained "
             "on BUS-BRA folds 2-5 | BUS-BRA fold 1 | 100 (30 malignant) | 0.880 (0.830–0.930)"
             ) in text
