@@ -175,13 +175,26 @@ def _relative_to(names: dict[str, str | None]):
     return relative
 
 
+def _before_rerun(work: Path | None) -> str:
+    """The lesion-centred CV with fold 0's 128 px crops, when its folder is still in WORK
+    (cv/mobilenetv2-roi): its pooled AUCs, for the reader to compare."""
+    path = Path(work) / "cv" / "mobilenetv2-roi" / "summary.json" if work else None
+    if path is None or not path.is_file():
+        return ""
+    summary = json.loads(path.read_text())
+    fused = (summary.get("fusion") or {}).get("fused", {}).get("auc", {}).get("pooled")
+    auc = summary["metrics"]["auc"]["pooled"]
+    return (f": AUC {auc:.3f}" + (f", fused {fused:.3f}" if fused is not None else "")
+            + ", with fold 0 among the folds reported")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("runs", nargs="+", help="LABEL=CV_DIR")
     parser.add_argument("--seconds", type=float, default=None, help="wall time of the script")
     parser.add_argument("--wall-note", default="", help="said after the wall time (e.g. what "
-                        "else shared the machine)")
+                        "else shared the machine), or alone without --seconds")
     parser.add_argument("--commands", type=Path, default=None, help="file with the commands run")
     parser.add_argument("--data-dir", default=None, help="the dataset folder given ($BREAST)")
     parser.add_argument("--work-dir", default=None, help="the work folder given ($WORK)")
@@ -310,7 +323,8 @@ def main() -> None:
               "1e-3), augmentation strength (1) and input size (96 px), which confirmed what "
               "the ResNet50 rows here already used; and the lesion-centred MobileNetV2's crop "
               "size and margin (160 px, 0.2), with which its rows here were re-run (they had "
-              "used 128 px crops, chosen on fold 0). Still chosen on BrEaST's fold 0, which is "
+              f"used 128 px crops, chosen on fold 0{_before_rerun(args.work_dir)}). Still "
+              "chosen on BrEaST's fold 0, which is "
               "also reported (test fold 0 took part in choosing them; the other four did not): "
               "batch-norm momentum 0.9 (the from-scratch default), the whole-image MobileNetV2 "
               "at 128 px (fold-0 AUC 0.69) and the U-Net at 96 px for 30 epochs (fold-0 Dice "
@@ -337,6 +351,8 @@ def main() -> None:
     if args.seconds is not None:
         lines.append(f"Wall time of the whole script: {args.seconds / 60:.1f} minutes"
                      + (f" ({args.wall_note})" if args.wall_note else "") + ".")
+    elif args.wall_note:  # no single timed run: what the time is made of, said as such
+        lines.append(f"Time: {args.wall_note}.")
     lines += ["", "Per-fold folders (run directories, `eval-test/` reports, out-of-fold "
                   "predictions) stay in the work folder: "
               + ", ".join(f"`{relative(str(folder))}`" for _, folder, _, _ in runs) + "."]

@@ -245,3 +245,22 @@ def test_two_views_are_averaged_case_by_case_with_the_gain_over_the_better(tmp_p
             "(`--fuse-with`); combination fitted on validation | BUS-BRA fold 1 | 100 (30 "
             "malignant) | 0.900") in text
     assert "fused with descriptors and the ResNet50 0.900 (met: goal 0.9)" in text
+
+
+def test_results_name_the_lesion_centred_numbers_the_rerun_replaced(tmp_path):
+    """write_results.py: BrEaST's lesion-centred CV re-run with the crops chosen on BUS-BRA;
+    the fold-0-chosen one's numbers are quoted when its folder is still in the work folder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("write_results", SCRIPT.with_name(
+        "write_results.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module._before_rerun(tmp_path) == "" and module._before_rerun(None) == ""
+    old = tmp_path / "cv" / "mobilenetv2-roi"
+    old.mkdir(parents=True)
+    (old / "summary.json").write_text(json.dumps({
+        "metrics": {"auc": {"pooled": 0.7421}},
+        "fusion": {"fused": {"auc": {"pooled": 0.8209}}}}))
+    assert module._before_rerun(tmp_path) == (": AUC 0.742, fused 0.821, with fold 0 among the "
+                                              "folds reported")
