@@ -13,7 +13,8 @@
 #      descriptors of BrEaST's U-Net folds
 #   6. (CHOOSE=1) the recipe choice, on BUS-BRA's validation cases only: step 2 again with a cosine
 #      learning-rate schedule (2 epochs of warm-up), with a constant lr of 3e-4, with
-#      augmentation strength 2 (6b) and at 128 px (6c); the highest best validation AUC wins
+#      augmentation strength 2 (6b) and at 128 px (6c); the highest best validation AUC wins;
+#      6d: the whole-image MobileNetV2's input size (128 or 160 px), by the same rule
 #   7. if a candidate beat step 2: BrEaST 5-fold from scratch again with it (BrEaST took no
 #      part in choosing)
 #   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
@@ -108,6 +109,15 @@ train_once "$a" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}" --augment-strengt
 # trained; 6b had been scored by then)
 s="$w/runs/resnet50-128-f0"
 train_once "$s" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}" --img-size 128
+# 6d. the whole-image MobileNetV2 of results_breast.sh step 2: its input size, 128 px (chosen on
+# BrEaST's fold 0, which is also reported) against 160, trained on BUS-BRA like step 2 and
+# chosen by step 6's rule, the highest best validation AUC (added 2026-11-30, before either
+# trained). If 160 wins, results_breast.sh step 2 takes it (BrEaST took no part in choosing).
+mn=(--model mobilenetv2)
+train_once "$w/runs/mobilenetv2-f0" "$bb" --fold 0 "${base[@]}" "${constant[@]}" "${mn[@]}" \
+  --img-size 128
+train_once "$w/runs/mobilenetv2-160-f0" "$bb" --fold 0 "${base[@]}" "${constant[@]}" "${mn[@]}" \
+  --img-size 160
 winner=$("$python" -c "import json; best = lambda r: json.load(open(r + '/best.json'))['value']
 print(max(['$r', '$k', '$l', '$a', '$s'], key=best))")
 if [ "$winner" = "$k" ]; then  # 7. BrEaST again, with the choice
