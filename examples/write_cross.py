@@ -12,6 +12,7 @@ not run):
     busbra/runs/both-f0/eval-test/                  trained on both (per dataset)
     busbra/cv/resnet50-ft/summary.json              BrEaST 5-fold, BUS-BRA-pretrained
     busbra/runs/unet-f0/eval-test/                  U-Net on BUS-BRA fold 1
+    busbra/runs/mobilenetv2{,-160}-f0/              whole-image MobileNetV2 sizes (step 6d)
     busbra/runs/mobilenetv2-roi*-f0/                lesion-centred candidates (step 10); the
                                                     chosen one's eval-*/ on both datasets
     busbra/cv/mobilenetv2-roi*-ft/summary.json      BrEaST 5-fold, fine-tuned from the chosen one
@@ -254,6 +255,38 @@ def roi_choice_section(work: Path) -> list[str]:
                   "fine-tuned on BrEaST the same way before the choice was made, gave a fused "
                   f"(CNN + descriptors) AUC of {fused['auc']:.3f} (sensitivity "
                   f"{fused['sensitivity']:.3f}, specificity {fused['specificity']:.3f}){than}."]
+    return lines
+
+
+#: step 6d: the whole-image MobileNetV2's input size (input px, run folder); 128 is BrEaST's
+MOBILENET_SIZES = ((128, "mobilenetv2-f0"), (160, "mobilenetv2-160-f0"))
+
+
+def mobilenet_size_section(runs: Path) -> list[str]:
+    """Step 6d: the whole-image MobileNetV2's input size, chosen on BUS-BRA's validation cases
+    by step 6's rule (the highest best validation AUC); nothing when not both ran."""
+    tried = [(size, runs / folder) for size, folder in MOBILENET_SIZES
+             if _finished(runs / folder) and (runs / folder / "eval-test").is_dir()]
+    if len(tried) < 2:
+        return []
+    best = {size: (_json(run / "best.json") or {}).get("value", float("-inf"))
+            for size, run in tried}
+    chosen = max(best, key=lambda size: best[size])
+    lines = ["", "Whole-image MobileNetV2 (the reference study's model; results_breast.sh step 2), "
+             "its input size chosen on BUS-BRA's validation cases by the ResNet50 rule above "
+             "(the highest best validation AUC), fixed and committed before either candidate "
+             "trained; 128 px had been chosen on BrEaST's fold 0.", "",
+             "| input px | best validation AUC (epoch) | mean of the last 10 epochs | test AUC, "
+             "BUS-BRA fold 1 (read after choosing) | chosen |", "|---:|---:|---:|---:|---|"]
+    for size, run in tried:
+        test = _eval(run / "eval-test")
+        lines.append(f"| {size} | {_steadiness(run)} | "
+                     f"{_ci(test.get('auc'), test.get('ci', {}).get('auc')) if test else 'n/a'}"
+                     f" | {'yes' if size == chosen else ''} |")
+    lines += ["", (f"**{chosen} px** chosen: BrEaST's whole-image MobileNetV2 rows keep 128 px, now "
+                   "chosen on BUS-BRA." if chosen == 128 else
+                   f"**{chosen} px** chosen: results_breast.sh step 2 runs BrEaST's whole-image "
+                   f"MobileNetV2 at {chosen} px.")]
     return lines
 
 
@@ -537,7 +570,7 @@ def main() -> None:
         + (f"; lesion-centred MobileNetV2 AUC {_goal(_pooled(roi_ft, 'auc')[0], 0.85)}, fused"
            f"{' with descriptors and the ResNet50' if _has_partner(roi_ft) else ''} "
            f"{_cv_goals(roi_ft)}" if roi_ft else "") + ".",
-        "", *recipe, *roi_choice_section(work),
+        "", *recipe, *mobilenet_size_section(bb / "runs"), *roi_choice_section(work),
     ]
     if args.commands and args.commands.is_file():
         lines += ["", "Commands of this part (`$BUSBRA` is the BUS-BRA folder, `$WORK` the work "

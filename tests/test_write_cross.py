@@ -264,3 +264,19 @@ def test_results_name_the_lesion_centred_numbers_the_rerun_replaced(tmp_path):
         "fusion": {"fused": {"auc": {"pooled": 0.8209}}}}))
     assert module._before_rerun(tmp_path) == (": AUC 0.742, fused 0.821, with fold 0 among the "
                                               "folds reported")
+
+
+def test_the_whole_image_mobilenet_size_is_chosen_on_validation_and_reported(tmp_path):
+    runs = tmp_path / "work" / "busbra" / "runs"
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    _roi_candidate(runs / "mobilenetv2-f0", 0.2, 128, 0.80, [0.75] * 12)
+    assert "Whole-image MobileNetV2" not in _write(tmp_path)  # one candidate: no choice yet
+    _roi_candidate(runs / "mobilenetv2-160-f0", 0.2, 160, 0.83, [0.7] * 12)
+    assert "Whole-image MobileNetV2" not in _write(tmp_path)  # not evaluated yet
+    _metrics(runs / "mobilenetv2-f0" / "eval-test", 0.81)
+    _metrics(runs / "mobilenetv2-160-f0" / "eval-test", 0.79)
+    text = _write(tmp_path)
+    # the best validation AUC chooses (160), whatever the test fold says (128 there)
+    assert "| 160 | 0.830 (5) | 0.700 | 0.790 (0.740–0.840) | yes |" in text
+    assert "| 128 | 0.800 (5) | 0.750 | 0.810 (0.760–0.860) |  |" in text
+    assert "**160 px** chosen: results_breast.sh step 2 runs BrEaST's whole-image" in text
