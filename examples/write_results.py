@@ -176,16 +176,19 @@ def _relative_to(names: dict[str, str | None]):
 
 
 def _before_rerun(work: Path | None) -> str:
-    """The lesion-centred CV with fold 0's 128 px crops, when its folder is still in WORK
-    (cv/mobilenetv2-roi): its pooled AUCs, for the reader to compare."""
-    path = Path(work) / "cv" / "mobilenetv2-roi" / "summary.json" if work else None
-    if path is None or not path.is_file():
-        return ""
-    summary = json.loads(path.read_text())
-    fused = (summary.get("fusion") or {}).get("fused", {}).get("auc", {}).get("pooled")
-    auc = summary["metrics"]["auc"]["pooled"]
-    return (f": AUC {auc:.3f}" + (f", fused {fused:.3f}" if fused is not None else "")
-            + ", with fold 0 among the folds reported")
+    """The two MobileNetV2 CVs at fold 0's 128 px, when their folders are still in WORK
+    (cv/mobilenetv2, cv/mobilenetv2-roi): their pooled AUCs, for the reader to compare."""
+    said = []
+    for name, folder in (("whole image", "mobilenetv2"), ("lesion-centred", "mobilenetv2-roi")):
+        path = Path(work) / "cv" / folder / "summary.json" if work else None
+        if path is None or not path.is_file():
+            continue
+        summary = json.loads(path.read_text())
+        fused = (summary.get("fusion") or {}).get("fused", {}).get("auc", {}).get("pooled")
+        auc = summary["metrics"]["auc"]["pooled"]
+        said.append(f"{name} AUC {auc:.3f}" + (f", fused {fused:.3f}" if fused is not None
+                                               else ""))
+    return (": " + "; ".join(said) + ", with fold 0 among the folds reported") if said else ""
 
 
 def main() -> None:
@@ -321,14 +324,14 @@ def main() -> None:
               "- Where each setting was chosen. On BUS-BRA's validation cases (BrEaST took no "
               "part; see the BUS-BRA section): ResNet50's learning rate and schedule (constant "
               "1e-3), augmentation strength (1) and input size (96 px), which confirmed what "
-              "the ResNet50 rows here already used; and the lesion-centred MobileNetV2's crop "
-              "size and margin (160 px, 0.2), with which its rows here were re-run (they had "
-              f"used 128 px crops, chosen on fold 0{_before_rerun(args.work_dir)}). Still "
-              "chosen on BrEaST's fold 0, which is "
-              "also reported (test fold 0 took part in choosing them; the other four did not): "
-              "batch-norm momentum 0.9 (the from-scratch default), the whole-image MobileNetV2 "
-              "at 128 px (fold-0 AUC 0.69) and the U-Net at 96 px for 30 epochs (fold-0 Dice "
-              "0.77). The other folds were lower: the fold-0 numbers were optimistic.",
+              "the ResNet50 rows here already used; the whole-image MobileNetV2's input size "
+              "(160 px) and the lesion-centred MobileNetV2's crop size and margin (160 px, "
+              "0.2), with which their rows here were re-run (they had used 128 px, chosen on "
+              f"fold 0{_before_rerun(args.work_dir)}). Still chosen on BrEaST's fold 0, which "
+              "is also reported (test fold 0 took part in choosing them; the other four did "
+              "not): batch-norm momentum 0.9 (the from-scratch default) and the U-Net at 96 px "
+              "for 30 epochs (fold-0 Dice 0.77). The other folds were lower: the fold-0 numbers "
+              "were optimistic.",
               "- Not tried for lack of time on 2 CPU cores: larger inputs (224 px), longer "
               "schedules, ImageNet weights (the reference study's setting; not downloadable "
               "here). A cosine learning-rate decay, a lower learning rate, stronger "

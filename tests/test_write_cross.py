@@ -262,7 +262,13 @@ def test_results_name_the_lesion_centred_numbers_the_rerun_replaced(tmp_path):
     (old / "summary.json").write_text(json.dumps({
         "metrics": {"auc": {"pooled": 0.7421}},
         "fusion": {"fused": {"auc": {"pooled": 0.8209}}}}))
-    assert module._before_rerun(tmp_path) == (": AUC 0.742, fused 0.821, with fold 0 among the "
+    assert module._before_rerun(tmp_path) == (": lesion-centred AUC 0.742, fused 0.821, with "
+                                              "fold 0 among the folds reported")
+    whole = tmp_path / "cv" / "mobilenetv2"
+    whole.mkdir()
+    (whole / "summary.json").write_text(json.dumps({"metrics": {"auc": {"pooled": 0.648}}}))
+    assert module._before_rerun(tmp_path) == (": whole image AUC 0.648; lesion-centred AUC "
+                                              "0.742, fused 0.821, with fold 0 among the "
                                               "folds reported")
 
 
