@@ -24,10 +24,10 @@
 #        (writes RESULTS.md in the current folder, or $OUT)
 #
 # Input sizes are smaller than the reference study's 224/256 px to stay under two hours on 2
-# CPU cores: measured 93 minutes alone with step 4 at 128 px (U-Net 36, ResNet50 26, each
-# MobileNetV2 12 minutes of training; 2026-11-25), plus about 6 minutes for steps 5-7
-# (2026-11-29). Step 4 at 160 px took 24 minutes with its fusion and evaluations (2026-11-30,
-# partly beside a test run): about 1 h 50 min in all. For a shorter run, lower ResNet50's
+# CPU cores: measured 93 minutes alone with steps 2 and 4 at 128 px (U-Net 36, ResNet50 26,
+# each MobileNetV2 12 minutes of training; 2026-11-25), plus about 6 minutes for steps 5-7
+# (2026-11-29). At 160 px step 2 took 23 minutes and step 4 24 minutes, with their
+# evaluations and fusion (2026-11-30, each partly beside another run): about 2 h in all. For a shorter run, lower ResNet50's
 # epochs or the U-Net's input size. Resumable: run it again after an interruption and
 # finished folds are kept (the wall time reported is then that of the last invocation).
 # Each classifier's decision threshold is chosen per fold on its validation cases (carved from
