@@ -154,6 +154,12 @@ def _steadiness(run: Path) -> str:
             f"{'n/a' if last is None else f'{last:.3f}'}")
 
 
+def _test_auc(run: Path) -> str:
+    """A candidate's test AUC with its CI (BUS-BRA fold 1, read after choosing), or n/a."""
+    test = _eval(run / "eval-test")
+    return _ci(test.get("auc"), test.get("ci", {}).get("auc")) if test else "n/a"
+
+
 def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
     """How the from-scratch recipe was chosen: on BUS-BRA's validation cases (fold 0's
     training folds), never on a case any table reports. ``breast_rerun``: the candidate BrEaST
@@ -181,9 +187,8 @@ def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
              "test AUC, BUS-BRA fold 1 (read after choosing) |",
              "|---|---:|---:|---:|"]
     for name, folder, what in tried:
-        test = _eval(runs / folder / "eval-test")
         lines.append(f"| {name} ({what}) | {_steadiness(runs / folder)} | "
-                     f"{_ci(test.get('auc'), test.get('ci', {}).get('auc')) if test else 'n/a'} |")
+                     f"{_test_auc(runs / folder)} |")
     lines += ["", f"**{chosen}** chosen. One run each on 229 validation cases: a noisy choice."]
     if breast_rerun:
         lines.append(f"BrEaST was then cross-validated again with it ({breast_rerun}; row "
@@ -266,7 +271,8 @@ def mobilenet_size_section(runs: Path) -> list[str]:
     """Step 6d: the whole-image MobileNetV2's input size, chosen on BUS-BRA's validation cases
     by step 6's rule (the highest best validation AUC); nothing when not both ran."""
     tried = [(size, runs / folder) for size, folder in MOBILENET_SIZES
-             if _finished(runs / folder) and (runs / folder / "eval-test").is_dir()]
+             if _finished(runs / folder)
+             and (runs / folder / "eval-test" / "metrics.json").is_file()]
     if len(tried) < 2:
         return []
     best = {size: (_json(run / "best.json") or {}).get("value", float("-inf"))
@@ -279,10 +285,8 @@ def mobilenet_size_section(runs: Path) -> list[str]:
              "| input px | best validation AUC (epoch) | mean of the last 10 epochs | test AUC, "
              "BUS-BRA fold 1 (read after choosing) | chosen |", "|---:|---:|---:|---:|---|"]
     for size, run in tried:
-        test = _eval(run / "eval-test")
-        lines.append(f"| {size} | {_steadiness(run)} | "
-                     f"{_ci(test.get('auc'), test.get('ci', {}).get('auc')) if test else 'n/a'}"
-                     f" | {'yes' if size == chosen else ''} |")
+        lines.append(f"| {size} | {_steadiness(run)} | {_test_auc(run)} | "
+                     f"{'yes' if size == chosen else ''} |")
     lines += ["", (f"**{chosen} px** chosen: BrEaST's whole-image MobileNetV2 rows keep 128 px, now "
                    "chosen on BUS-BRA." if chosen == 128 else
                    f"**{chosen} px** chosen: results_breast.sh step 2 runs BrEaST's whole-image "
