@@ -18,6 +18,7 @@
 #   7. if a candidate beat step 2: BrEaST 5-fold from scratch again with it (BrEaST took no
 #      part in choosing)
 #   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
+#   8c. (CHOOSE=1) the U-Net's input size (96 or 128 px), chosen on BUS-BRA's validation IoU
 #   8b. that U-Net on every BrEaST case, then BrEaST 5-fold U-Net fine-tuned from it
 #      (--weights RUN_DIR, lr 1e-4, 12 epochs)
 #   9. (CHOOSE=1) ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
@@ -145,6 +146,21 @@ if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
     --epochs 12 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
 fi
 run_unless "$u/eval-test/metrics.json" breastus evaluate "$u"
+# 8c. (CHOOSE=1) the U-Net's input size: 96 px (chosen on BrEaST's fold 0, which is also
+# reported) against 128, trained on BUS-BRA like step 8; the rule, fixed before the 128 px
+# candidate trained (2026-11-30): the higher best validation IoU (the epoch each run keeps,
+# train-seg's monitor). If 128 wins, results_breast.sh's U-Net and step 8 take it. (The
+# epoch count is not a candidate: 30 is a cap, and each BrEaST fold keeps its best validation
+# epoch, 20-28 when this was written.)
+if [ "$choose" = 1 ]; then
+  u128="$w/runs/unet-128-f0"
+  if [ ! -f "$u128/model.keras" ] || [ -d "$u128/checkpoints" ]; then
+    if [ -f "$u128/config.json" ]; then run breastus train-seg --resume "$u128" || true
+    else run breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 \
+      --epochs 12 --lr 1e-3 --batch-size 8 --img-size 128 --run-dir "$u128"; fi
+  fi
+  run_unless "$u128/eval-test/metrics.json" breastus evaluate "$u128"  # read after choosing
+fi
 run_unless "$u/eval-data-all/metrics.json" breastus evaluate "$u" --data "$br" --split all  # 8b.
 run_unless "$w/cv/unet-ft/summary.json" breastus cv seg "$br" --weights "$u" --folds 5 \
   --val-fraction 0.15 --seed 42 --epochs 12 --lr 1e-4 --batch-size 8 --img-size 96 \
