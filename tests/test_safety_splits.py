@@ -130,6 +130,44 @@ def test_split_all_on_another_dataset_needs_no_folds_nor_splits(tiny, tmp_path, 
     assert code == 0, err
 
 
+def test_the_threshold_note_follows_the_cases_it_was_chosen_on(tiny, tmp_path, capsys):
+    """A threshold chosen on validation cases is optimistic on any split holding those cases
+    (chosen now with --target-sensitivity, or earlier: threshold.json), and only there: another
+    dataset's cases never took part in choosing the run's threshold."""
+    from breastus_cli.data.prepare import PrepareSettings, prepare
+    from breastus_cli.data.synth import SynthSettings, make_synthetic_breast
+
+    data, run = own_copy(tiny, tmp_path)
+    # chosen now, on the validation cases that --split all would report on: refused
+    code, _, err = cli(capsys, "evaluate", str(run), "--split", "all", "--target-sensitivity",
+                       "0.9", "--bootstrap", "0")
+    assert code == 2 and "use --split test" in err
+    code, _, err = cli(capsys, "evaluate", str(run), "--target-sensitivity", "0.9",
+                       "--bootstrap", "0")
+    assert code == 0, err
+    assert "threshold_note" not in json.loads((run / "eval-test" / "metrics.json").read_text())
+    # threshold.json's, on this dataset's every case: the validation cases are among them
+    code, _, err = cli(capsys, "evaluate", str(run), "--split", "all", "--bootstrap", "0")
+    assert code == 0, err
+    metrics = json.loads((run / "eval-all" / "metrics.json").read_text())
+    assert "optimistic" in metrics.get("threshold_note", "")
+    assert "optimistic" in (run / "eval-all" / "report.md").read_text()
+    # another hospital's cases, scored with the threshold.json chosen on this dataset: honest
+    make_synthetic_breast(SynthSettings(out=tmp_path / "src", cases=12, seed=3, min_side=64,
+                                        max_side=80))
+    other = tmp_path / "other"
+    prepare(PrepareSettings(source=tmp_path / "src", out=other))
+    code, _, err = cli(capsys, "evaluate", str(run), "--data", str(other), "--split", "all",
+                       "--bootstrap", "0")
+    assert code == 0, err
+    metrics = json.loads((run / "eval-other-all" / "metrics.json").read_text())
+    assert metrics["threshold_source"].startswith("chosen on validation")
+    assert "threshold_note" not in metrics
+    report = " ".join((run / "eval-other-all" / "report.md").read_text().split())
+    assert "optimistic" not in report and "including any the run trained on" not in report
+    assert "another dataset than the run trained on" in report
+
+
 def test_resume_after_a_resplit_is_refused(tiny, tmp_path, capsys):
     data, run = own_copy(tiny, tmp_path, status="running")
     resplit(data, seed=7)

@@ -126,6 +126,9 @@ class EvalResult:
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     data: Path | None = None  # the prepared dataset scored (the run's own, or --data)
+    #: ``data`` is another dataset than the run trained on (``--data OTHER``, or a fold
+    #: ensemble's, which only scores other data): none of its cases trained or chose anything
+    other: bool = False
 
 
 def find_runs(paths: list[Path], ensemble: bool = False) -> list[Path]:
@@ -470,7 +473,11 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     else:  # the one rule: the run's threshold.json (chosen on validation), else 0.5
         chosen = loaded.decision  # a fold ensemble's: the median of its folds' thresholds
         threshold, source_text = chosen.value, chosen.source
-        if settings.split in ("val", "all") and source_text.startswith("chosen on validation"):
+        # chosen on the validation cases of the run's own dataset: optimistic on a split of it
+        # that holds them; another dataset's cases took no part (--target-sensitivity with
+        # --split val/all is refused in EvalSettings)
+        if settings.split in ("val", "all") and not other \
+                and source_text.startswith("chosen on validation"):
             extra["threshold_note"] = (f"the threshold was chosen on the validation cases, "
                                        f"which split '{settings.split}' reports on: its "
                                        "sensitivity and specificity are optimistic")
@@ -540,7 +547,8 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="cls",
                       split=settings.split, metrics=metrics, frame=predictions, config=config,
                       command=command, threshold_source=source_text,
-                      seconds=round(time.perf_counter() - start, 2), extra=extra, data=data)
+                      seconds=round(time.perf_counter() - start, 2), extra=extra, data=data,
+                      other=other or settings.ensemble)
 
 
 def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
@@ -571,7 +579,8 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     if not np.isfinite(probabilities).all():
         raise WorkError(f"{settings.run_dir}: the model outputs non-finite values; the training "
                         "diverged")
-    out_dir = settings.out_dir(other=_is_other(settings, config, data))
+    other = _is_other(settings, config, data)
+    out_dir = settings.out_dir(other=other)
     mask_dir = out_dir / "masks"
     mask_dir.mkdir(parents=True, exist_ok=True)
     rows, described = [], []
@@ -619,4 +628,5 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="seg",
                       split=settings.split, metrics=metrics, frame=per_case, config=config,
                       command=_command(settings), threshold_source=threshold_source,
-                      seconds=round(time.perf_counter() - start, 2), data=data)
+                      seconds=round(time.perf_counter() - start, 2), data=data,
+                      other=other or settings.ensemble)

@@ -112,7 +112,11 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
              _threshold_note(m, result.threshold_source)]
     if m.get("threshold_note"):
         notes.append(f"Note: {m['threshold_note']}.")
-    if result.split == "all":
+    if result.split == "all" and result.other:
+        notes.append(f"Split all: every case of {result.data}, another dataset than the run "
+                     "trained on: none of its cases took part in training or in choosing the "
+                     "threshold.")
+    elif result.split == "all":
         notes.append("Split all: every case of the dataset, including any the run trained on.")
     if is_oracle(m):
         notes.insert(0, ORACLE_NOTE)
