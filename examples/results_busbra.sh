@@ -18,9 +18,9 @@
 #   7. if a candidate beat step 2: BrEaST 5-fold from scratch again with it (BrEaST took no
 #      part in choosing)
 #   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
-#   8c. (CHOOSE=1) the U-Net's input size (96 or 128 px), chosen on BUS-BRA's validation IoU
 #   8b. that U-Net on every BrEaST case, then BrEaST 5-fold U-Net fine-tuned from it
 #      (--weights RUN_DIR, lr 1e-4, 12 epochs)
+#   8c. (CHOOSE=1) the U-Net's input size (96 or 128 px), chosen on BUS-BRA's validation IoU
 #   9. (CHOOSE=1) ResNet50 trained on BrEaST folds 1-4 and BUS-BRA folds 2-5 together (train-cls DATA DATA),
 #      each test fold reported apart
 #   10. lesion-centred MobileNetV2 (crops around the lesion, from scratch), its crop margin (0.2

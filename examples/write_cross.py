@@ -134,22 +134,23 @@ CANDIDATES = (
 )
 
 
-def _last_mean(run: Path, n: int = 10) -> float | None:
-    """Mean validation AUC over the last ``n`` epochs (history.csv): how steady a recipe is."""
+def _last_mean(run: Path, n: int = 10, column: str = "val_auc") -> float | None:
+    """Mean of a validation ``column`` (AUC; IoU for a U-Net) over the last ``n`` epochs
+    (history.csv): how steady a recipe is."""
     import csv
 
     file = run / "history.csv"
     if not file.is_file():
         return None
     rows = list(csv.DictReader(file.read_text().splitlines()))[-n:]
-    return sum(float(r["val_auc"]) for r in rows) / len(rows) if rows else None
+    return sum(float(r[column]) for r in rows) / len(rows) if rows else None
 
 
-def _steadiness(run: Path) -> str:
-    """A candidate's table cells: the best epoch's validation AUC (the epoch the run keeps) and
-    the mean over its last 10 epochs."""
+def _steadiness(run: Path, column: str = "val_auc") -> str:
+    """A candidate's table cells: the best epoch's validation AUC (IoU: ``column``; the epoch
+    the run keeps) and the mean over its last 10 epochs."""
     best = _json(run / "best.json") or {}
-    last = _last_mean(run)
+    last = _last_mean(run, column=column)
     return (f"{best.get('value', float('nan')):.3f} ({best.get('epoch')}) | "
             f"{'n/a' if last is None else f'{last:.3f}'}")
 
@@ -200,6 +201,11 @@ def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
 #: the lesion-centred candidates of step 10: (crop margin, input px, run folder)
 ROI_CANDIDATES = (("0.2", 128, "mobilenetv2-roi-f0"), ("0.5", 128, "mobilenetv2-roi0.5-f0"),
                   ("0.2", 160, "mobilenetv2-roi160-f0"))
+
+
+def _img_size(run: Path) -> int | None:
+    """The input size a run trained at (config.json), None when it is absent."""
+    return ((_json(run / "config.json") or {}).get("settings") or {}).get("img_size")
 
 
 def _finished(run: Path) -> bool:
@@ -265,33 +271,80 @@ def roi_choice_section(work: Path) -> list[str]:
 
 #: step 6d: the whole-image MobileNetV2's input size (input px, run folder); 128 is BrEaST's
 MOBILENET_SIZES = ((128, "mobilenetv2-f0"), (160, "mobilenetv2-160-f0"))
+UNET_SIZES = ((96, "unet-f0"), (128, "unet-128-f0"))
+
+
+def _test_seg(run: Path) -> str:
+    """A U-Net candidate's test Dice / IoU with CIs (BUS-BRA fold 1, read after choosing)."""
+    test = _eval(run / "eval-test")
+    if not test:
+        return "n/a"
+    ci = test.get("ci", {})
+    return f"{_ci(test.get('dice'), ci.get('dice'))} / {_ci(test.get('iou'), ci.get('iou'))}"
+
+
+def chosen_size(runs: Path, sizes: tuple[tuple[int, str], ...]) -> tuple[int, list] | None:
+    """(the chosen input size, [(size, run) tried]) among ``sizes`` once every candidate
+    finished and was scored on the test fold: the highest best validation value (best.json,
+    the epoch each run keeps); None before."""
+    tried = [(size, runs / folder) for size, folder in sizes
+             if _finished(runs / folder)
+             and (runs / folder / "eval-test" / "metrics.json").is_file()]
+    if len(tried) < len(sizes):
+        return None
+    best = {size: (_json(run / "best.json") or {}).get("value", float("-inf"))
+            for size, run in tried}
+    return max(best, key=lambda size: best[size]), tried
+
+
+def _size_table(tried: list, chosen: int, metric: str, column: str, test_header: str,
+                test_cell) -> list[str]:
+    lines = [f"| input px | best validation {metric} (epoch) | mean of the last 10 epochs | "
+             f"{test_header}, BUS-BRA fold 1 (read after choosing) | chosen |",
+             "|---:|---:|---:|---:|---|"]
+    return lines + [f"| {size} | {_steadiness(run, column)} | {test_cell(run)} | "
+                    f"{'yes' if size == chosen else ''} |" for size, run in tried]
 
 
 def mobilenet_size_section(runs: Path) -> list[str]:
     """Step 6d: the whole-image MobileNetV2's input size, chosen on BUS-BRA's validation cases
     by step 6's rule (the highest best validation AUC); nothing when not both ran."""
-    tried = [(size, runs / folder) for size, folder in MOBILENET_SIZES
-             if _finished(runs / folder)
-             and (runs / folder / "eval-test" / "metrics.json").is_file()]
-    if len(tried) < 2:
+    choice = chosen_size(runs, MOBILENET_SIZES)
+    if choice is None:
         return []
-    best = {size: (_json(run / "best.json") or {}).get("value", float("-inf"))
-            for size, run in tried}
-    chosen = max(best, key=lambda size: best[size])
-    lines = ["", "Whole-image MobileNetV2 (the reference study's model; results_breast.sh step 2), "
-             "its input size chosen on BUS-BRA's validation cases by the ResNet50 rule above "
-             "(the highest best validation AUC), fixed and committed before either candidate "
-             "trained; 128 px had been chosen on BrEaST's fold 0.", "",
-             "| input px | best validation AUC (epoch) | mean of the last 10 epochs | test AUC, "
-             "BUS-BRA fold 1 (read after choosing) | chosen |", "|---:|---:|---:|---:|---|"]
-    for size, run in tried:
-        lines.append(f"| {size} | {_steadiness(run)} | {_test_auc(run)} | "
-                     f"{'yes' if size == chosen else ''} |")
-    lines += ["", (f"**{chosen} px** chosen: BrEaST's whole-image MobileNetV2 rows keep 128 px, now "
-                   "chosen on BUS-BRA." if chosen == 128 else
-                   f"**{chosen} px** chosen: results_breast.sh step 2 runs BrEaST's whole-image "
-                   f"MobileNetV2 at {chosen} px.")]
-    return lines
+    chosen, tried = choice
+    return ["", "Whole-image MobileNetV2 (the reference study's model; results_breast.sh step 2), "
+            "its input size chosen on BUS-BRA's validation cases by the ResNet50 rule above "
+            "(the highest best validation AUC), fixed and committed before either candidate "
+            "trained; 128 px had been chosen on BrEaST's fold 0.", "",
+            *_size_table(tried, chosen, "AUC", "val_auc", "test AUC", _test_auc), "",
+            (f"**{chosen} px** chosen: BrEaST's whole-image MobileNetV2 rows keep 128 px, now "
+             "chosen on BUS-BRA." if chosen == 128 else
+             f"**{chosen} px** chosen: results_breast.sh step 2 runs BrEaST's whole-image "
+             f"MobileNetV2 at {chosen} px.")]
+
+
+def unet_size_section(runs: Path, breast_unet_px: int | None) -> list[str]:
+    """Step 8c: the U-Net's input size, chosen on BUS-BRA's validation cases (the higher best
+    validation IoU, train-seg's monitor); ``breast_unet_px``: the size BrEaST's U-Net
+    cross-validation ran at. Nothing when not both ran."""
+    choice = chosen_size(runs, UNET_SIZES)
+    if choice is None:
+        return []
+    chosen, tried = choice
+    if chosen == breast_unet_px:
+        outcome = (f"**{chosen} px** chosen: the U-Net rows (BrEaST's and BUS-BRA's) run at "
+                   f"{chosen} px, now chosen on BUS-BRA.")
+    else:
+        outcome = (f"**{chosen} px** chosen, but BrEaST's U-Net cross-validation above still ran "
+                   f"at {breast_unet_px} px (chosen on its fold 0): not re-run yet.")
+    return ["", "U-Net EfficientNetB2 (every segmentation row, and the masks behind every lesion "
+            "crop and descriptor), its input size chosen on BUS-BRA's validation cases: 12 "
+            "epochs each as step 8, the rule fixed and committed before the 128 px candidate "
+            "trained: the higher best validation IoU (the epoch each run keeps). 96 px had been "
+            "chosen on BrEaST's fold 0.", "",
+            *_size_table(tried, chosen, "IoU", "val_iou", "test Dice / IoU", _test_seg), "",
+            outcome]
 
 
 def _predictions(path: Path) -> "object | None":
@@ -574,7 +627,9 @@ def main() -> None:
         + (f"; lesion-centred MobileNetV2 AUC {_goal(_pooled(roi_ft, 'auc')[0], 0.85)}, fused"
            f"{' with descriptors and the ResNet50' if _has_partner(roi_ft) else ''} "
            f"{_cv_goals(roi_ft)}" if roi_ft else "") + ".",
-        "", *recipe, *mobilenet_size_section(bb / "runs"), *roi_choice_section(work),
+        "", *recipe, *mobilenet_size_section(bb / "runs"),
+        *unet_size_section(bb / "runs", _img_size(work / "cv" / "unet-effb2" / "fold-0")),
+        *roi_choice_section(work),
     ]
     if args.commands and args.commands.is_file():
         lines += ["", "Commands of this part (`$BUSBRA` is the BUS-BRA folder, `$WORK` the work "

@@ -286,3 +286,44 @@ def test_the_whole_image_mobilenet_size_is_chosen_on_validation_and_reported(tmp
     assert "| 160 | 0.830 (5) | 0.700 | 0.790 (0.740–0.840) | yes |" in text
     assert "| 128 | 0.800 (5) | 0.750 | 0.810 (0.760–0.860) |  |" in text
     assert "**160 px** chosen: results_breast.sh step 2 runs BrEaST's whole-image" in text
+
+
+def _unet_candidate(run: Path, size: int, best: float, history: list[float],
+                    dice: float | None = None) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "best.json").write_text(json.dumps({"value": best, "epoch": len(history),
+                                               "monitor": "val_iou"}))
+    (run / "history.csv").write_text("epoch,val_iou\n" + "".join(
+        f"{i + 1},{v}\n" for i, v in enumerate(history)))
+    (run / "config.json").write_text(json.dumps({"status": "finished",
+                                                 "settings": {"img_size": size}}))
+    (run / "model.keras").write_bytes(b"stand-in")
+    if dice is not None:
+        (run / "eval-test").mkdir()
+        (run / "eval-test" / "metrics.json").write_text(json.dumps({
+            "n": 376, "dice": dice, "iou": dice - 0.1,
+            "ci": {"dice": [dice - 0.02, dice + 0.02], "iou": [dice - 0.12, dice - 0.08]}}))
+
+
+def test_the_unet_size_is_chosen_on_validation_iou_and_says_whether_breast_ran_it(tmp_path):
+    runs = tmp_path / "work" / "busbra" / "runs"
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    _unet_candidate(runs / "unet-f0", 96, 0.77, [0.7] * 12, dice=0.85)
+    breast = tmp_path / "work" / "cv" / "unet-effb2" / "fold-0"
+    breast.mkdir(parents=True)
+    (breast / "config.json").write_text(json.dumps({"settings": {"img_size": 96}}))
+    assert "U-Net EfficientNetB2 (every" not in _write(tmp_path)  # one candidate: no choice
+    _unet_candidate(runs / "unet-128-f0", 128, 0.76, [0.6] * 12)
+    assert "U-Net EfficientNetB2 (every" not in _write(tmp_path)  # not evaluated yet
+    _unet_candidate(runs / "unet-128-f0", 128, 0.76, [0.6] * 12, dice=0.87)
+    text = _write(tmp_path)
+    # the best validation IoU chooses (96), whatever the test fold says (128 there)
+    assert ("| 96 | 0.770 (12) | 0.700 | 0.850 (0.830–0.870) / 0.750 (0.730–0.770) | yes |"
+            in text)
+    assert "| 128 | 0.760 (12) | 0.600 | 0.870 (0.850–0.890) / 0.770 (0.750–0.790) |  |" in text
+    assert "**96 px** chosen: the U-Net rows (BrEaST's and BUS-BRA's) run at 96 px" in text
+    # a winner BrEaST's cross-validation has not run at is said to be not re-run
+    (runs / "unet-128-f0" / "best.json").write_text(json.dumps({"value": 0.8, "epoch": 12}))
+    text = _write(tmp_path)
+    assert "**128 px** chosen, but BrEaST's U-Net cross-validation above still ran at 96 px" \
+        in text
