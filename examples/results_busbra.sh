@@ -14,7 +14,8 @@
 #   6. (CHOOSE=1) the recipe choice, on BUS-BRA's validation cases only: step 2 again with a cosine
 #      learning-rate schedule (2 epochs of warm-up), with a constant lr of 3e-4, with
 #      augmentation strength 2 (6b) and at 128 px (6c); the highest best validation AUC wins;
-#      6d: the whole-image MobileNetV2's input size (128 or 160 px), by the same rule
+#      6d: the whole-image MobileNetV2's input size (128 or 160 px), by the same rule;
+#      6e: batch-norm momentum 0.99 against 0.9, with step 6's candidates
 #   7. if a candidate beat step 2: BrEaST 5-fold from scratch again with it (BrEaST took no
 #      part in choosing)
 #   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
@@ -119,8 +120,12 @@ train_once "$w/runs/mobilenetv2-f0" "$bb" --fold 0 "${base[@]}" "${constant[@]}"
   --img-size 128
 train_once "$w/runs/mobilenetv2-160-f0" "$bb" --fold 0 "${base[@]}" "${constant[@]}" "${mn[@]}" \
   --img-size 160
+# 6e. batch-norm momentum 0.99 (Keras's own) against step 2's 0.9 (the from-scratch default,
+# chosen on BrEaST's fold 0), by the same rule (added 2026-11-30, before it trained)
+b="$w/runs/resnet50-bn99-f0"
+train_once "$b" "$bb" --fold 0 "${recipe[@]}" "${constant[@]}" --bn-momentum 0.99
 winner=$("$python" -c "import json; best = lambda r: json.load(open(r + '/best.json'))['value']
-print(max(['$r', '$k', '$l', '$a', '$s'], key=best))")
+print(max(['$r', '$k', '$l', '$a', '$s', '$b'], key=best))")
 if [ "$winner" = "$k" ]; then  # 7. BrEaST again, with the choice
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${cosine[@]}" \
     --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
@@ -133,6 +138,10 @@ elif [ "$winner" = "$a" ]; then
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --augment-strength 2 \
     --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
     --out "$work/cv/resnet50-aug2"
+elif [ "$winner" = "$b" ]; then
+  run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --bn-momentum 0.99 \
+    --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+    --out "$work/cv/resnet50-bn99"
 elif [ "$winner" = "$l" ]; then
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --lr 3e-4 \
     --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \

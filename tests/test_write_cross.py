@@ -327,3 +327,15 @@ def test_the_unet_size_is_chosen_on_validation_iou_and_says_whether_breast_ran_i
     text = _write(tmp_path)
     assert "**128 px** chosen, but BrEaST's U-Net cross-validation above still ran at 96 px" \
         in text
+
+
+def test_the_batch_norm_candidate_joins_the_recipe_table_and_can_win(tmp_path):
+    runs = tmp_path / "work" / "busbra" / "runs"
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    _candidate(runs / "resnet50-f0", 0.84, 22, [0.7] * 12)
+    _candidate(runs / "resnet50-bn99-f0", 0.85, 30, [0.8] * 12)
+    _metrics(runs / "resnet50-bn99-f0" / "eval-test", 0.83)
+    text = _write(tmp_path)
+    assert "| batch-norm momentum 0.99 (constant 1e-3, `--bn-momentum 0.99`" in text
+    assert "| 0.850 (30) | 0.800 | 0.830 (0.780–0.880) |" in text
+    assert "**batch-norm momentum 0.99** chosen." in text
