@@ -191,6 +191,81 @@ def _before_rerun(work: Path | None) -> str:
     return (": " + "; ".join(said) + ", with fold 0 among the folds reported") if said else ""
 
 
+def _cross():
+    """examples/write_cross.py, beside this script: the choices made on BUS-BRA."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("write_cross",
+                                                  Path(__file__).with_name("write_cross.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _later_choices(work: Path | None) -> tuple[list[str], list[str]]:
+    """(settings chosen on BUS-BRA by results_busbra.sh steps 6e and 8c, settings still chosen
+    on BrEaST's fold 0), from the runs in WORK/busbra/runs: a setting moves to the first list
+    once its candidates finished and were scored."""
+    fold0 = ["batch-norm momentum 0.9 (the from-scratch default)", "the U-Net's input size "
+             "(96 px; fold-0 Dice 0.77, the other folds lower: fold 0's numbers were "
+             "optimistic)"]
+    if work is None:
+        return [], fold0
+    cross = _cross()
+    runs = Path(work) / "busbra" / "runs"
+    busbra, still = [], []
+    recipe = {name: cross._json(runs / folder / "best.json") for name, folder, _ in
+              cross.CANDIDATES if (runs / folder / "eval-test" / "metrics.json").is_file()}
+    recipe = {name: best["value"] for name, best in recipe.items() if best}
+    if "batch-norm momentum 0.99" in recipe and len(recipe) > 1:
+        won = max(recipe, key=lambda name: recipe[name]) == "batch-norm momentum 0.99"
+        busbra.append("batch-norm momentum (0.99 won there; see the rows re-run with it)" if won
+                      else "batch-norm momentum (0.9 kept: 0.99 lost)")
+    else:
+        still.append(fold0[0])
+    unet = cross.chosen_size(runs, cross.UNET_SIZES)
+    ran = cross._img_size(Path(work) / "cv" / "unet-effb2" / "fold-0")
+    if unet is None:
+        still.append(fold0[1])
+    elif unet[0] == ran:
+        busbra.append(f"the U-Net's input size ({ran} px kept: "
+                      + ", ".join(f"{size} px lost" for size, _ in unet[1] if size != ran) + ")")
+    else:
+        busbra.append(f"the U-Net's input size ({unet[0]} px won there, but the U-Net rows here "
+                      f"still ran at {ran} px: not re-run yet)")
+    return busbra, still
+
+
+def _where_chosen(work: Path | None) -> str:
+    """RESULTS.md's bullet on where each setting was chosen: on BUS-BRA, or on BrEaST's fold 0
+    (also reported)."""
+    busbra, still = _later_choices(work)
+    text = ("- Where each setting was chosen. On BUS-BRA's validation cases (BrEaST took no "
+            "part; see the BUS-BRA section): ResNet50's learning rate and schedule (constant "
+            "1e-3), augmentation strength (1) and input size (96 px), which confirmed what the "
+            "ResNet50 rows here already used; the whole-image MobileNetV2's input size (160 px) "
+            "and the lesion-centred MobileNetV2's crop size and margin (160 px, 0.2), with which "
+            "their rows here were re-run (they had used 128 px, chosen on fold 0"
+            f"{_before_rerun(work)})")
+    text += ("; " + "; ".join(busbra) + "." if busbra else ".")
+    if still:
+        text += (" Still chosen on BrEaST's fold 0, which is also reported (test fold 0 took "
+                 "part in choosing them; the other four did not): " + " and ".join(still)
+                 + ".")
+    return text + (" The U-Net's 30 epochs on BrEaST are a cap: each fold keeps the epoch of "
+                   "its best validation IoU" + _kept_epochs(work) + ".")
+
+
+def _kept_epochs(work: Path | None) -> str:
+    """ (epochs 20-28 of 30)': the epochs BrEaST's U-Net folds kept, when their runs are there."""
+    if work is None:
+        return ""
+    epochs = [json.loads(f.read_text()).get("epoch") for f in
+              sorted((Path(work) / "cv" / "unet-effb2").glob("fold-*/best.json"))]
+    epochs = [e for e in epochs if e is not None]
+    return f" (epochs {min(epochs)}-{max(epochs)} of 30)" if epochs else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
@@ -321,17 +396,7 @@ def main() -> None:
     if args.append is not None and args.append.is_file():
         lines += ["", args.append.read_text().strip()]
     lines += ["", "## How the settings were chosen, and what they do not show", "",
-              "- Where each setting was chosen. On BUS-BRA's validation cases (BrEaST took no "
-              "part; see the BUS-BRA section): ResNet50's learning rate and schedule (constant "
-              "1e-3), augmentation strength (1) and input size (96 px), which confirmed what "
-              "the ResNet50 rows here already used; the whole-image MobileNetV2's input size "
-              "(160 px) and the lesion-centred MobileNetV2's crop size and margin (160 px, "
-              "0.2), with which their rows here were re-run (they had used 128 px, chosen on "
-              f"fold 0{_before_rerun(args.work_dir)}). Still chosen on BrEaST's fold 0, which "
-              "is also reported (test fold 0 took part in choosing them; the other four did "
-              "not): batch-norm momentum 0.9 (the from-scratch default) and the U-Net at 96 px "
-              "for 30 epochs (fold-0 Dice 0.77). The other folds were lower: the fold-0 numbers "
-              "were optimistic.",
+              _where_chosen(args.work_dir),
               "- Not tried for lack of time on 2 CPU cores: larger inputs (224 px), longer "
               "schedules, ImageNet weights (the reference study's setting; not downloadable "
               "here). A cosine learning-rate decay, a lower learning rate, stronger "

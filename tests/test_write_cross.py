@@ -339,3 +339,40 @@ def test_the_batch_norm_candidate_joins_the_recipe_table_and_can_win(tmp_path):
     assert "| batch-norm momentum 0.99 (constant 1e-3, `--bn-momentum 0.99`" in text
     assert "| 0.850 (30) | 0.800 | 0.830 (0.780–0.880) |" in text
     assert "**batch-norm momentum 0.99** chosen." in text
+
+
+def test_results_say_where_each_setting_was_chosen_as_the_runs_decide(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("write_results", SCRIPT.with_name(
+        "write_results.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    work = tmp_path / "work"
+    breast = work / "cv" / "unet-effb2"
+    for k, epoch in enumerate((24, 20, 28)):
+        (breast / f"fold-{k}").mkdir(parents=True)
+        (breast / f"fold-{k}" / "config.json").write_text(json.dumps(
+            {"settings": {"img_size": 96}}))
+        (breast / f"fold-{k}" / "best.json").write_text(json.dumps({"epoch": epoch}))
+    text = module._where_chosen(work)  # neither choice made yet: both still on fold 0
+    assert ("Still chosen on BrEaST's fold 0, which is also reported (test fold 0 took part in "
+            "choosing them; the other four did not): batch-norm momentum 0.9 (the from-scratch "
+            "default) and the U-Net's input size (96 px;") in text
+    assert "each fold keeps the epoch of its best validation IoU (epochs 20-28 of 30)." in text
+    runs = work / "busbra" / "runs"
+    _unet_candidate(runs / "unet-f0", 96, 0.77, [0.7] * 12, dice=0.85)
+    _unet_candidate(runs / "unet-128-f0", 128, 0.76, [0.6] * 12, dice=0.87)
+    _candidate(runs / "resnet50-f0", 0.84, 22, [0.7] * 12)
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    _candidate(runs / "resnet50-bn99-f0", 0.83, 30, [0.8] * 12)
+    _metrics(runs / "resnet50-bn99-f0" / "eval-test", 0.86)
+    text = module._where_chosen(work)
+    assert ("; batch-norm momentum (0.9 kept: 0.99 lost); the U-Net's input size (96 px kept: "
+            "128 px lost).") in text and "Still chosen" not in text
+    (runs / "unet-128-f0" / "best.json").write_text(json.dumps({"value": 0.8, "epoch": 12}))
+    (runs / "resnet50-bn99-f0" / "best.json").write_text(json.dumps({"value": 0.9, "epoch": 3}))
+    text = module._where_chosen(work)
+    assert "batch-norm momentum (0.99 won there; see the rows re-run with it)" in text
+    assert ("the U-Net's input size (128 px won there, but the U-Net rows here still ran at 96 "
+            "px: not re-run yet)") in text
