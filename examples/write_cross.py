@@ -473,6 +473,10 @@ def main() -> None:
     parser.add_argument("--breast-roi-cv", type=Path, default=None,
                         help="BrEaST's from-scratch lesion-centred cross-validation "
                              "(results_breast.sh; default WORK/cv/mobilenetv2-roi160)")
+    parser.add_argument("--breast-two-view-cv", type=Path, default=None,
+                        help="that cross-validation fused with the descriptors and the same "
+                             "fold's whole-image ResNet50 (--fuse-with-cv; default "
+                             "WORK/cv/mobilenetv2-roi160-2v): a row when it ran")
     parser.add_argument("--busbra-dir", default=None, help="the BUS-BRA folder given")
     parser.add_argument("--commands", type=Path, default=None)
     parser.add_argument("--choose-roi", type=Path, metavar="RUNS",
@@ -508,6 +512,8 @@ def main() -> None:
     scratch_crops = (f"{(scratch_plan.get('train') or {}).get('img_size', '?')} px crops, margin "
                      f"{(scratch_plan.get('train') or {}).get('roi_margin', '?')}")
     scratch = _json(args.breast_cv / "summary.json")
+    two_view = _json((args.breast_two_view_cv or work / "cv" / "mobilenetv2-roi160-2v")
+                     / "summary.json")
 
     lines = [
         "## BUS-BRA, and across hospitals", "",
@@ -581,6 +587,10 @@ def main() -> None:
         _cv_row("lesion-centred MobileNetV2, BrEaST only, from scratch "
                 f"({scratch_crops}; crops from BrEaST's U-Net folds)", roi_scratch),
         _cv_row("  the same, fused with lesion descriptors", roi_scratch, fused=True),
+        (_cv_row("  the same, fused with the lesion descriptors and the score of the same "
+                 "fold's whole-image ResNet50 (table above; `--fuse-with-cv`, as step 10 does "
+                 "on BUS-BRA); combination fitted on validation", two_view, fused=True)
+         if _has_partner(two_view) else None),
         _cv_row("lesion-centred MobileNetV2 (the BUS-BRA one above), fine-tuned on BrEaST "
                 "(crops from the fine-tuned U-Net folds below)", roi_ft),
         _cv_row(_with_partner(roi_ft, "  the same, fused with the lesion descriptors",

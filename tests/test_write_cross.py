@@ -376,3 +376,23 @@ def test_results_say_where_each_setting_was_chosen_as_the_runs_decide(tmp_path):
     assert "batch-norm momentum (0.99 won there; see the rows re-run with it)" in text
     assert ("the U-Net's input size (128 px won there, but the U-Net rows here still ran at 96 "
             "px: not re-run yet)") in text
+
+
+def test_breast_two_view_row_appears_once_its_fusion_took_the_resnet50(tmp_path):
+    runs = tmp_path / "work" / "busbra" / "runs"
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    label = "the same, fused with the lesion descriptors and the score of the same fold's whole"
+    assert label not in _write(tmp_path)  # not run
+    cv = tmp_path / "work" / "cv" / "mobilenetv2-roi160-2v"
+    cv.mkdir(parents=True)
+    summary = {"n": 252, "n_malignant": 98, "metrics": {}, "fusion": {"fused": {
+        "auc": {"pooled": 0.83, "ci": [0.78, 0.88]},
+        "sensitivity": {"pooled": 0.86, "ci": [0.79, 0.92]},
+        "specificity": {"pooled": 0.64, "ci": [0.56, 0.71]}}}}
+    (cv / "summary.json").write_text(json.dumps(summary))
+    assert label not in _write(tmp_path)  # fused without a second classifier: not this row
+    summary["fusion"]["partner"] = {"run": "cv/resnet50"}
+    (cv / "summary.json").write_text(json.dumps(summary))
+    row = next(line for line in _write(tmp_path).splitlines() if label in line)
+    assert ("| BrEaST, 5 folds pooled out of fold | 252 (98 malignant) | 0.830 (0.780–0.880) | "
+            "0.860 (0.790–0.920) / 0.640 (0.560–0.710) | 0.611 |") in row
