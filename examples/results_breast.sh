@@ -19,6 +19,8 @@
 #      folds' ground-truth masks, combination and threshold on validation, test descriptors
 #      from the fold's segmenter
 #   7. flip test-time augmentation on step 3's folds (evaluate --tta flip)
+#   8. step 4's folds fused with the descriptors and the same fold's step-3 ResNet50 score
+#      (--fuse-with-cv, the two-view combination of results_busbra.sh step 10)
 #
 # Usage: examples/results_breast.sh PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 #        (writes RESULTS.md in the current folder, or $OUT)
@@ -90,11 +92,25 @@ for k in 0 1 2 3 4; do  # 7.
   run_unless "$fold/eval-test-tta-flip/predictions.csv" \
     breastus evaluate "$fold" --tta flip --bootstrap 0
 done
+# 8. step 4's folds fused with the lesion descriptors and the same fold's step-3 ResNet50 score
+# (--fuse-with-cv: results_busbra.sh step 10's two-view combination, fitted per fold on
+# validation; nothing is retrained), in a copy of step 4's folder so that its CNN + descriptors
+# fusion stays beside it
+two="$work/cv/mobilenetv2-roi160-2v"
+if [ ! -f "$two/cv.json" ]; then
+  rm -rf "$two.partial"
+  run cp -a "$work/cv/mobilenetv2-roi160" "$two.partial"
+  run mv "$two.partial" "$two"
+fi
+run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img-size 160 \
+  --roi mask --roi-margin 0.2 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+  --fuse-with-cv "$work/cv/resnet50" --out "$two"
 
 seconds=$(( $(date +%s) - start ))
 "$python" "$here/write_results.py" "$out" --seconds "$seconds" --commands "$commands" \
   --data-dir "$breast" --work-dir "$work" --append "$work/busbra/section.md" \
   --descriptors "$work/cv/unet-effb2" --tta "ResNet50, whole image=$work/cv/resnet50" \
+  --two-view "lesion-centred MobileNetV2 + whole-image ResNet50 + lesion descriptors=$two" \
   "MobileNetV2, whole image=$work/cv/mobilenetv2-160" \
   "ResNet50, whole image=$work/cv/resnet50" \
   "lesion-centred MobileNetV2=$work/cv/mobilenetv2-roi160" \

@@ -158,6 +158,28 @@ def fusion_rows(label: str, fusion: dict) -> list[str]:
     return rows
 
 
+def two_view_rows(label: str, folder: str) -> tuple[list[str], list[str]]:
+    """(main-table rows, goal lines) of a lesion-centred CV fused with the descriptors and a
+    whole-image classifier's score (cv --fuse-with-cv); nothing before that fusion ran."""
+    file = Path(folder) / "summary.json"
+    fusion = (json.loads(file.read_text()).get("fusion") or {}) if file.is_file() else {}
+    if "partner" not in fusion or "fused" not in fusion:
+        return [], []
+    rows = []
+    for key, name in (("fused", f"{label}, fused (segmenter's masks)"),
+                      ("fused_gt_mask", f"{label}, fused (ground-truth masks: upper bound, "
+                                        "needs the mask)")):
+        if key in fusion:
+            m = fusion[key]
+            rows.append(f"| {name} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('auc'))} | "
+                        f"{_fmt(m.get('sensitivity'))} | {_fmt(m.get('specificity'))} | |")
+    f = fusion["fused"]
+    pooled = {k: f.get(k, {}).get("pooled") for k in ("auc", "sensitivity", "specificity")}
+    return rows, [f"- {label}, fused: AUC {_goal(pooled['auc'], 0.85)}; sensitivity "
+                  f"{_goal(pooled['sensitivity'], 0.85)}; specificity "
+                  f"{_goal(pooled['specificity'], 0.60)}."]
+
+
 def _relative_to(names: dict[str, str | None]):
     """A function writing each given folder (as given and as its absolute path) as its name."""
     pairs = []
@@ -280,6 +302,10 @@ def main() -> None:
                         help="LABEL=CV_DIR whose folds were also evaluated with --tta flip")
     parser.add_argument("--descriptors", type=Path, default=None,
                         help="a segmentation CV folder whose folds wrote descriptors.csv")
+    parser.add_argument("--two-view", default=None,
+                        help="LABEL=CV_DIR: a lesion-centred CV fused with the descriptors and "
+                             "a whole-image classifier (cv --fuse-with-cv): its fused rows and "
+                             "goal")
     parser.add_argument("--append", type=Path, default=None,
                         help="a markdown section to include (examples/write_cross.py's)")
     args = parser.parse_args()
@@ -341,6 +367,10 @@ def main() -> None:
             lines.append(f"| {label} | | | | | Dice {_fmt(m.get('dice'))}, "
                          f"IoU {_fmt(m.get('iou'))} |")
             goals.append(f"- {label}: mean Dice {_goal(m.get('dice', {}).get('pooled'), 0.75)}.")
+    if args.two_view:
+        two_rows, two_goal = two_view_rows(*args.two_view.split("=", 1))
+        lines += two_rows
+        goals += two_goal
     if baseline is not None:
         lines.append(f"| always 'benign' (majority class) | {baseline:.3f} | 0.500 | 0.000 | "
                      "1.000 | |")

@@ -396,3 +396,30 @@ def test_breast_two_view_row_appears_once_its_fusion_took_the_resnet50(tmp_path)
     row = next(line for line in _write(tmp_path).splitlines() if label in line)
     assert ("| BrEaST, 5 folds pooled out of fold | 252 (98 malignant) | 0.830 (0.780–0.880) | "
             "0.860 (0.790–0.920) / 0.640 (0.560–0.710) | 0.611 |") in row
+
+
+def test_results_main_table_takes_the_two_view_fusion_and_its_goal(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("write_results", SCRIPT.with_name(
+        "write_results.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cv = tmp_path / "two"
+    assert module.two_view_rows("two views", str(cv)) == ([], [])  # not run
+    cv.mkdir()
+    cell = lambda v: {"pooled": v, "ci": [v - 0.05, v + 0.05]}  # noqa: E731
+    fusion = {"fused": {"auc": cell(0.821), "sensitivity": cell(0.857),
+                        "specificity": cell(0.649), "accuracy": cell(0.73)},
+              "fused_gt_mask": {"auc": cell(0.838), "sensitivity": cell(0.857),
+                                "specificity": cell(0.597), "accuracy": cell(0.7)}}
+    (cv / "summary.json").write_text(json.dumps({"fusion": fusion}))
+    assert module.two_view_rows("two views", str(cv)) == ([], [])  # no second classifier
+    fusion["partner"] = {"run": "cv/resnet50"}
+    (cv / "summary.json").write_text(json.dumps({"fusion": fusion}))
+    rows, goals = module.two_view_rows("two views", str(cv))
+    assert rows[0].startswith("| two views, fused (segmenter's masks) | 0.730 (0.680–0.780) | "
+                              "0.821 (0.771–0.871) | 0.857 (0.807–0.907) | 0.649")
+    assert "two views, fused (ground-truth masks: upper bound, needs the mask)" in rows[1]
+    assert goals == ["- two views, fused: AUC 0.821 (not met: goal 0.85); sensitivity 0.857 "
+                     "(met: goal 0.85); specificity 0.649 (met: goal 0.6)."]
