@@ -305,18 +305,24 @@ def _unet_candidate(run: Path, size: int, best: float, history: list[float],
             "ci": {"dice": [dice - 0.02, dice + 0.02], "iou": [dice - 0.12, dice - 0.08]}}))
 
 
+def _cross_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("write_cross", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_unet_size_is_chosen_on_validation_iou_and_says_whether_breast_ran_it(tmp_path):
+    cross = _cross_module()
     runs = tmp_path / "work" / "busbra" / "runs"
-    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
     _unet_candidate(runs / "unet-f0", 96, 0.77, [0.7] * 12, dice=0.85)
-    breast = tmp_path / "work" / "cv" / "unet-effb2" / "fold-0"
-    breast.mkdir(parents=True)
-    (breast / "config.json").write_text(json.dumps({"settings": {"img_size": 96}}))
-    assert "U-Net EfficientNetB2 (every" not in _write(tmp_path)  # one candidate: no choice
+    assert cross.unet_size_section(runs, 96) == []  # one candidate: no choice
     _unet_candidate(runs / "unet-128-f0", 128, 0.76, [0.6] * 12)
-    assert "U-Net EfficientNetB2 (every" not in _write(tmp_path)  # not evaluated yet
+    assert cross.unet_size_section(runs, 96) == []  # not evaluated yet
     _unet_candidate(runs / "unet-128-f0", 128, 0.76, [0.6] * 12, dice=0.87)
-    text = _write(tmp_path)
+    text = "\n".join(cross.unet_size_section(runs, 96))
     # the best validation IoU chooses (96), whatever the test fold says (128 there)
     assert ("| 96 | 0.770 (12) | 0.700 | 0.850 (0.830–0.870) / 0.750 (0.730–0.770) | yes |"
             in text)
@@ -324,9 +330,16 @@ def test_the_unet_size_is_chosen_on_validation_iou_and_says_whether_breast_ran_i
     assert "**96 px** chosen: the U-Net rows (BrEaST's and BUS-BRA's) run at 96 px" in text
     # a winner BrEaST's cross-validation has not run at is said to be not re-run
     (runs / "unet-128-f0" / "best.json").write_text(json.dumps({"value": 0.8, "epoch": 12}))
-    text = _write(tmp_path)
+    text = "\n".join(cross.unet_size_section(runs, 96))
     assert "**128 px** chosen, but BrEaST's U-Net cross-validation above still ran at 96 px" \
         in text
+    # and the section is in what the script writes, BrEaST's size read from its fold 0
+    breast = tmp_path / "work" / "cv" / "unet-effb2" / "fold-0"
+    breast.mkdir(parents=True)
+    (breast / "config.json").write_text(json.dumps({"settings": {"img_size": 128}}))
+    _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    assert "**128 px** chosen: the U-Net rows (BrEaST's and BUS-BRA's) run at 128 px" in \
+        _write(tmp_path)
 
 
 def test_the_batch_norm_candidate_joins_the_recipe_table_and_can_win(tmp_path):
