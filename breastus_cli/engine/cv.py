@@ -163,18 +163,26 @@ def _fold_dir(out: Path, k: int) -> Path:
     return Path(out) / f"fold-{k}"
 
 
-def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False) -> bool:
+def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
+              seg_cv: str | None = None) -> bool:
     """Fold ``k`` trained and evaluated (with its fused classifier when ``fusion`` asks, and
-    that with a second classifier's score when ``partner``)."""
+    that with a second classifier's score when ``partner``; with the masks of fold ``k`` of the
+    segmentation CV ``seg_cv`` when given)."""
     run = _fold_dir(out, k)
     config = run / "config.json"
     metrics = run / "eval-test" / "metrics.json"
     if not (config.is_file() and json.loads(config.read_text()).get("status") == "finished"
             and metrics.is_file()):
         return False
+    m = json.loads(metrics.read_text())
+    if seg_cv is not None:
+        masks = ((m.get("roi") or {}).get("crops_from")
+                 or (m.get("fusion") or {}).get("masks_from"))
+        if masks is not None and masks != f"segmentation run {_fold_dir(Path(seg_cv), k)}":
+            return False  # scored with another segmenter's masks: score it again
     if fusion == "none":
         return True
-    block = json.loads(metrics.read_text()).get("fusion")
+    block = m.get("fusion")
     return block is not None and (not partner or "partner" in block)
 
 
@@ -196,6 +204,16 @@ def _adds_fusion(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
             == {k: v for k, v in wanted.items() if k not in FUSION_KEYS})
 
 
+def _new_segmenter(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether ``wanted`` is ``existing`` (or it plus fusion) with another segmentation CV of
+    the same folds (``--seg-cv``): a finished CV is scored again with its masks (lesion crops,
+    descriptors), nothing retrained."""
+    if existing.get("seg_cv") in (None, wanted.get("seg_cv")) or wanted.get("seg_cv") is None:
+        return False
+    moved = {**existing, "seg_cv": wanted["seg_cv"]}
+    return moved == wanted or _adds_fusion(moved, wanted)
+
+
 def run_fold(out: Path, k: int) -> str:
     """Train (or resume) fold ``k`` and evaluate it on its held-out fold."""
     from breastus_cli.engine import tasks
@@ -208,7 +226,7 @@ def run_fold(out: Path, k: int) -> str:
     check_plan_split(str(out), plan)  # the folds are still the ones it began on
     fusion = plan.get("fusion", "none")
     partner_cv = plan.get("fuse_with_cv")
-    if fold_done(out, k, fusion, partner_cv is not None):
+    if fold_done(out, k, fusion, partner_cv is not None, plan.get("seg_cv")):
         return "skipped"
     run = _fold_dir(out, k)
     settings = SETTINGS_TYPES[plan["task"]].from_dict({**TRAIN_ADDED, **plan["train"]})
@@ -263,9 +281,10 @@ def cv(settings: CVSettings) -> CVResult:
         # the folds are compared apart (cv.json has them since issue 11)
         recorded = {key: existing.pop(key, None) for key in SPLIT_KEYS}
         wanted = {k: v for k, v in plan.items() if k not in SPLIT_KEYS}
-        if _adds_fusion(existing, wanted):
-            # fusion is fitted after training: a finished cross-validation takes it on
-            # without retraining (each fold's CNN is re-scored with the fused model beside)
+        if _adds_fusion(existing, wanted) or _new_segmenter(existing, wanted):
+            # fusion is fitted after training, and crops and descriptors come from the
+            # segmenter at evaluation: a finished cross-validation takes either on without
+            # retraining (each fold's CNN is scored again, the fused model refitted beside)
             write_json(out / PLAN, {**plan, **recorded})
         elif _adds_fusion(wanted, existing):
             pass  # the same training without --fusion: the fused folds are kept as they are
