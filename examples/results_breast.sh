@@ -3,7 +3,8 @@
 # model trained from scratch (no pretrained weights: none can be downloaded on this machine nor
 # on most clusters' compute nodes), beside the reference study's single 27-image test split.
 #
-#   1. U-Net EfficientNetB2 segmenter (96 px)                   breastus cv seg
+#   1. U-Net EfficientNetB2 segmenter (128 px: chosen on BUS-BRA's validation cases against
+#      fold 0's 96, examples/results_busbra.sh step 8c)         breastus cv seg
 #   2. MobileNetV2, whole image (160 px: chosen on BUS-BRA's validation cases against fold 0's
 #      128, examples/results_busbra.sh step 6d)                 breastus cv cls
 #   3. ResNet50, whole image (96 px)                            breastus cv cls
@@ -72,21 +73,22 @@ common=(--weights none --folds 5 --val-fraction 0.15 --seed 42)
 cls=(--epochs 40 --lr 1e-3 --lr-schedule constant --warmup-epochs 0 --batch-size 16
      --target-sensitivity 0.9)
 
-run breastus cv seg "$data" "${common[@]}" --img-size 96 --epochs 30 --lr 1e-3 \
-  --batch-size 8 --out "$work/cv/unet-effb2"
+seg="$work/cv/unet-effb2-128"  # every lesion crop and descriptor below comes from its folds
+run breastus cv seg "$data" "${common[@]}" --img-size 128 --epochs 30 --lr 1e-3 \
+  --batch-size 8 --out "$seg"
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img-size 160 \
   --out "$work/cv/mobilenetv2-160"
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model resnet50 --img-size 96 \
   --out "$work/cv/resnet50"
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img-size 160 \
-  --roi mask --roi-margin 0.2 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+  --roi mask --roi-margin 0.2 --seg-cv "$seg" --fusion descriptors \
   --out "$work/cv/mobilenetv2-roi160"
 for k in 0 1 2 3 4; do  # 5. (folds evaluated by this version have it already)
-  fold="$work/cv/unet-effb2/fold-$k"
+  fold="$seg/fold-$k"
   run_unless "$fold/eval-test/descriptors.csv" breastus evaluate "$fold" --bootstrap 0
 done
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model resnet50 --img-size 96 \
-  --seg-cv "$work/cv/unet-effb2" --fusion descriptors --out "$work/cv/resnet50"  # 6.
+  --seg-cv "$seg" --fusion descriptors --out "$work/cv/resnet50"  # 6.
 for k in 0 1 2 3 4; do  # 7.
   fold="$work/cv/resnet50/fold-$k"
   run_unless "$fold/eval-test-tta-flip/predictions.csv" \
@@ -103,15 +105,15 @@ if [ ! -f "$two/cv.json" ]; then
   run mv "$two.partial" "$two"
 fi
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img-size 160 \
-  --roi mask --roi-margin 0.2 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+  --roi mask --roi-margin 0.2 --seg-cv "$seg" --fusion descriptors \
   --fuse-with-cv "$work/cv/resnet50" --out "$two"
 
 seconds=$(( $(date +%s) - start ))
 "$python" "$here/write_results.py" "$out" --seconds "$seconds" --commands "$commands" \
   --data-dir "$breast" --work-dir "$work" --append "$work/busbra/section.md" \
-  --descriptors "$work/cv/unet-effb2" --tta "ResNet50, whole image=$work/cv/resnet50" \
+  --descriptors "$seg" --tta "ResNet50, whole image=$work/cv/resnet50" \
   --two-view "lesion-centred MobileNetV2 + whole-image ResNet50 + lesion descriptors=$two" \
   "MobileNetV2, whole image=$work/cv/mobilenetv2-160" \
   "ResNet50, whole image=$work/cv/resnet50" \
   "lesion-centred MobileNetV2=$work/cv/mobilenetv2-roi160" \
-  "U-Net EfficientNetB2=$work/cv/unet-effb2"
+  "U-Net EfficientNetB2=$seg"

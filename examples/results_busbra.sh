@@ -18,7 +18,8 @@
 #      6e: batch-norm momentum 0.99 against 0.9, with step 6's candidates
 #   7. if a candidate beat step 2: BrEaST 5-fold from scratch again with it (BrEaST took no
 #      part in choosing)
-#   8. U-Net EfficientNetB2 (96 px, 12 epochs: BrEaST's 30 would not fit the time) on BUS-BRA fold 1
+#   8. U-Net EfficientNetB2 (128 px, step 8c's choice; 12 epochs: BrEaST's 30 would not fit
+#      the time) on BUS-BRA fold 1
 #   8b. that U-Net on every BrEaST case, then BrEaST 5-fold U-Net fine-tuned from it
 #      (--weights RUN_DIR, lr 1e-4, 12 epochs)
 #   8c. (CHOOSE=1) the U-Net's input size (96 or 128 px), chosen on BUS-BRA's validation IoU
@@ -62,6 +63,7 @@ run() { log "$@"; "$@"; }
 run_unless() { local file=$1; shift; log "$@"; [ -f "$file" ] || "$@"; }
 
 br="$work/data"
+seg="$work/cv/unet-effb2-128"  # results_breast.sh's U-Net folds (128 px, step 8c's choice)
 [ -f "$br/splits.csv" ] || { echo "run examples/results_breast.sh $breast $work first" >&2; exit 2; }
 bb="$w/data"
 if [ ! -f "$bb/splits.csv" ]; then
@@ -95,7 +97,7 @@ for k in 0 1 2 3 4; do  # each fold model alone on BUS-BRA: what averaging them 
 done
 run breastus cv cls "$br" --weights "$r" --folds 5 --val-fraction 0.15 --seed 42 \
   --epochs 20 --lr 1e-4 "${constant[@]}" --batch-size 16 --target-sensitivity 0.9 --model resnet50 \
-  --img-size 96 --seg-cv "$work/cv/unet-effb2" --fusion descriptors --out "$w/cv/resnet50-ft"  # 5.
+  --img-size 96 --seg-cv "$seg" --fusion descriptors --out "$w/cv/resnet50-ft"  # 5.
 # 6. the recipe choice, on BUS-BRA's validation cases: constant lr 1e-3 (step 2) against
 # cosine and against constant 3e-4 (CHOOSE=1 only: the choice is made; constant 1e-3 won)
 if [ "$choose" = 1 ]; then
@@ -128,57 +130,59 @@ winner=$("$python" -c "import json; best = lambda r: json.load(open(r + '/best.j
 print(max(['$r', '$k', '$l', '$a', '$s', '$b'], key=best))")
 if [ "$winner" = "$k" ]; then  # 7. BrEaST again, with the choice
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${cosine[@]}" \
-    --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+    --target-sensitivity 0.9 --seg-cv "$seg" --fusion descriptors \
     --out "$work/cv/resnet50-cosine"
 elif [ "$winner" = "$s" ]; then
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --img-size 128 \
-    --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+    --target-sensitivity 0.9 --seg-cv "$seg" --fusion descriptors \
     --out "$work/cv/resnet50-128"
 elif [ "$winner" = "$a" ]; then
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --augment-strength 2 \
-    --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+    --target-sensitivity 0.9 --seg-cv "$seg" --fusion descriptors \
     --out "$work/cv/resnet50-aug2"
 elif [ "$winner" = "$b" ]; then
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --bn-momentum 0.99 \
-    --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+    --target-sensitivity 0.9 --seg-cv "$seg" --fusion descriptors \
     --out "$work/cv/resnet50-bn99"
 elif [ "$winner" = "$l" ]; then
   run breastus cv cls "$br" --folds 5 "${recipe[@]}" "${constant[@]}" --lr 3e-4 \
-    --target-sensitivity 0.9 --seg-cv "$work/cv/unet-effb2" --fusion descriptors \
+    --target-sensitivity 0.9 --seg-cv "$seg" --fusion descriptors \
     --out "$work/cv/resnet50-lr3e-4"
 fi
 fi
-u="$w/runs/unet-f0"                                                                 # 8.
-if [ ! -f "$u/model.keras" ] || [ -d "$u/checkpoints" ]; then
-  if [ -f "$u/config.json" ]; then run breastus train-seg --resume "$u" || true
-  else run breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 \
-    --epochs 12 --lr 1e-3 --batch-size 8 --img-size 96 --run-dir "$u"; fi
-fi
-run_unless "$u/eval-test/metrics.json" breastus evaluate "$u"
+# 8. the U-Net at 128 px, the size step 8c chose (BUS-BRA's validation IoU 0.794 against 96
+# px's 0.773; 96 had been chosen on BrEaST's fold 0)
+train_seg_once() {  # train_seg_once RUN_DIR PX: train (or resume) a BUS-BRA U-Net, then score it
+  local run=$1 px=$2
+  if [ ! -f "$run/model.keras" ] || [ -d "$run/checkpoints" ]; then
+    if [ -f "$run/config.json" ]; then run breastus train-seg --resume "$run" || true
+    else run breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 \
+      --epochs 12 --lr 1e-3 --batch-size 8 --img-size "$px" --run-dir "$run"; fi
+  fi
+  run_unless "$run/eval-test/metrics.json" breastus evaluate "$run"
+}
+u="$w/runs/unet-128-f0"
+train_seg_once "$u" 128                                                             # 8.
 # 8c. (CHOOSE=1) the U-Net's input size: 96 px (chosen on BrEaST's fold 0, which is also
 # reported) against 128, trained on BUS-BRA like step 8; the rule, fixed before the 128 px
 # candidate trained (2026-11-30): the higher best validation IoU (the epoch each run keeps,
-# train-seg's monitor). If 128 wins, results_breast.sh's U-Net and step 8 take it. (The
-# epoch count is not a candidate: 30 is a cap, and each BrEaST fold keeps its best validation
+# train-seg's monitor). 128 won, so results_breast.sh's U-Net and step 8 take it. (The epoch
+# count is not a candidate: 30 is a cap, and each BrEaST fold keeps its best validation
 # epoch, 20-28 when this was written.)
-if [ "$choose" = 1 ]; then
-  u128="$w/runs/unet-128-f0"
-  if [ ! -f "$u128/model.keras" ] || [ -d "$u128/checkpoints" ]; then
-    if [ -f "$u128/config.json" ]; then run breastus train-seg --resume "$u128" || true
-    else run breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 \
-      --epochs 12 --lr 1e-3 --batch-size 8 --img-size 128 --run-dir "$u128"; fi
-  fi
-  run_unless "$u128/eval-test/metrics.json" breastus evaluate "$u128"  # read after choosing
-fi
+[ "$choose" = 1 ] && train_seg_once "$w/runs/unet-f0" 96
 run_unless "$u/eval-data-all/metrics.json" breastus evaluate "$u" --data "$br" --split all  # 8b.
-run_unless "$w/cv/unet-ft/summary.json" breastus cv seg "$br" --weights "$u" --folds 5 \
-  --val-fraction 0.15 --seed 42 --epochs 12 --lr 1e-4 --batch-size 8 --img-size 96 \
-  --out "$w/cv/unet-ft"
+run_unless "$w/cv/unet-128-ft/summary.json" breastus cv seg "$br" --weights "$u" --folds 5 \
+  --val-fraction 0.15 --seed 42 --epochs 12 --lr 1e-4 --batch-size 8 --img-size 128 \
+  --out "$w/cv/unet-128-ft"
+# FILE (an evaluation's metrics.json, a run's fusion.json) names the masks of segmentation run
+# U: a run scored with another U-Net's masks is scored again (the fused model refitted)
+scored_with() { grep -qF "segmentation run $2\"" "$1" 2>/dev/null; }
 # 2b. step 2's model fused with the U-Net's lesion descriptors (RUN/fusion.json), on BUS-BRA
 # fold 1 and on every BrEaST case (the plain numbers of step 3 are kept beside)
-run_unless "$r/fusion.json" breastus evaluate "$r" --seg-run "$u" --fusion descriptors \
-  --target-sensitivity 0.9
-if ! grep -q '"fused"' "$r/eval-data-all/metrics.json"; then
+if ! scored_with "$r/fusion.json" "$u"; then
+  run breastus evaluate "$r" --seg-run "$u" --fusion descriptors --target-sensitivity 0.9
+else log breastus evaluate "$r" --seg-run "$u" --fusion descriptors --target-sensitivity 0.9; fi
+if ! scored_with "$r/eval-data-all/metrics.json" "$u"; then
   run breastus evaluate "$r" --data "$br" --split all --seg-run "$u"
 else log breastus evaluate "$r" --data "$br" --split all --seg-run "$u"; fi
 if [ "$choose" = 1 ]; then  # 9. (CHOOSE=1 only: 84 minutes, and no gain when it last ran)
@@ -209,18 +213,19 @@ print(c['roi']['margin'], c['settings']['img_size'])")
 name=$(basename "$m")
 # the threshold and the fused classifier chosen on validation crops from the U-Net, as at test;
 # the combination also takes step 2's whole-image score (the same split: it never saw fold 1)
-if ! grep -q '"partner"' "$m/fusion.json" 2>/dev/null; then
+if ! grep -q '"partner"' "$m/fusion.json" 2>/dev/null || ! scored_with "$m/fusion.json" "$u"; then
   run breastus evaluate "$m" --seg-run "$u" --fusion descriptors --fuse-with "$r" \
     --target-sensitivity 0.9
 else log breastus evaluate "$m" --seg-run "$u" --fusion descriptors --fuse-with "$r" \
     --target-sensitivity 0.9; fi
-if ! grep -q '"partner"' "$m/eval-data-all/metrics.json" 2>/dev/null; then
+if ! grep -q '"partner"' "$m/eval-data-all/metrics.json" 2>/dev/null \
+    || ! scored_with "$m/eval-data-all/metrics.json" "$u"; then
   run breastus evaluate "$m" --data "$br" --split all --seg-run "$u"
 else log breastus evaluate "$m" --data "$br" --split all --seg-run "$u"; fi
 run breastus cv cls "$br" --weights "$m" \
   --folds 5 --val-fraction 0.15 --seed 42 --epochs 20 --lr 1e-4 "${constant[@]}" --batch-size 16 \
   --target-sensitivity 0.9 "${roi[@]}" --roi-margin "$margin" --img-size "$size" \
-  --seg-cv "$w/cv/unet-ft" --fusion descriptors --fuse-with-cv "$w/cv/resnet50-ft" \
+  --seg-cv "$w/cv/unet-128-ft" --fusion descriptors --fuse-with-cv "$w/cv/resnet50-ft" \
   --out "$w/cv/${name%-f0}-ft"
 
 "$python" "$here/write_cross.py" "$w/section.md" --work-dir "$work" \

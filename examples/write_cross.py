@@ -11,7 +11,7 @@ not run):
     CV_DIR/eval-ensemble-*-all/                     BrEaST's 5 fold models on every BUS-BRA case
     busbra/runs/both-f0/eval-test/                  trained on both (per dataset)
     busbra/cv/resnet50-ft/summary.json              BrEaST 5-fold, BUS-BRA-pretrained
-    busbra/runs/unet-f0/eval-test/                  U-Net on BUS-BRA fold 1
+    busbra/runs/unet-128-f0/eval-test/              U-Net on BUS-BRA fold 1
     busbra/runs/mobilenetv2{,-160}-f0/              whole-image MobileNetV2 sizes (step 6d)
     busbra/runs/mobilenetv2-roi*-f0/                lesion-centred candidates (step 10); the
                                                     chosen one's eval-*/ on both datasets
@@ -209,6 +209,20 @@ ROI_CANDIDATES = (("0.2", 128, "mobilenetv2-roi-f0"), ("0.5", 128, "mobilenetv2-
 def _img_size(run: Path) -> int | None:
     """The input size a run trained at (config.json), None when it is absent."""
     return ((_json(run / "config.json") or {}).get("settings") or {}).get("img_size")
+
+
+def breast_seg_cv(work: Path) -> Path:
+    """results_breast.sh's U-Net cross-validation in WORK: cv/unet-effb2-128 (step 8c's
+    choice), else the 96 px cv/unet-effb2 of a work folder from before it."""
+    return next((work / "cv" / f for f in ("unet-effb2-128", "unet-effb2")
+                 if (work / "cv" / f / "fold-0" / "config.json").is_file()),
+                work / "cv" / "unet-effb2-128")
+
+
+def step8_unet(runs: Path) -> Path:
+    """Step 8's U-Net: the 128 px one (step 8c's choice) once it finished, else the 96 px one
+    of a work folder from before the choice."""
+    return runs / ("unet-128-f0" if _finished(runs / "unet-128-f0") else "unet-f0")
 
 
 def _finished(run: Path) -> bool:
@@ -477,6 +491,9 @@ def main() -> None:
                         help="that cross-validation fused with the descriptors and the same "
                              "fold's whole-image ResNet50 (--fuse-with-cv; default "
                              "WORK/cv/mobilenetv2-roi160-2v): a row when it ran")
+    parser.add_argument("--breast-seg-cv", type=Path, default=None,
+                        help="BrEaST's from-scratch U-Net cross-validation (results_breast.sh; "
+                             "default WORK/cv/unet-effb2-128, else WORK/cv/unet-effb2)")
     parser.add_argument("--busbra-dir", default=None, help="the BUS-BRA folder given")
     parser.add_argument("--commands", type=Path, default=None)
     parser.add_argument("--choose-roi", type=Path, metavar="RUNS",
@@ -497,7 +514,8 @@ def main() -> None:
     to_breast = _other(run, "eval-*-all")
     to_busbra = _other(args.breast_cv, "eval-ensemble-*-all")
     both = _eval(bb / "runs" / "both-f0" / "eval-test")
-    unet = _eval(bb / "runs" / "unet-f0" / "eval-test")
+    unet_run = step8_unet(bb / "runs")
+    unet = _eval(unet_run / "eval-test")
     ft = _json(bb / "cv" / "resnet50-ft" / "summary.json")
     roi_run = choose_roi(bb / "runs") or bb / "runs" / "mobilenetv2-roi-f0"
     roi_own = _eval(roi_run / "eval-test")
@@ -512,6 +530,7 @@ def main() -> None:
     scratch_crops = (f"{(scratch_plan.get('train') or {}).get('img_size', '?')} px crops, margin "
                      f"{(scratch_plan.get('train') or {}).get('roi_margin', '?')}")
     scratch = _json(args.breast_cv / "summary.json")
+    breast_seg = args.breast_seg_cv or breast_seg_cv(work)
     two_view = _json((args.breast_two_view_cv or work / "cv" / "mobilenetv2-roi160-2v")
                      / "summary.json")
 
@@ -597,9 +616,16 @@ def main() -> None:
                               "the score of the same fold's fine-tuned ResNet50 above "
                               "(`--fuse-with-cv`)"), roi_ft, fused=True),
     ]
-    unet_breast = _other(bb / "runs" / "unet-f0", "eval-*-all")
-    unet_ft = _json(bb / "cv" / "unet-ft" / "summary.json")
-    seg_scratch = _json(work / "cv" / "unet-effb2" / "summary.json")
+    unet_breast = _other(unet_run, "eval-*-all")
+    ft_dir = bb / "cv" / ("unet-128-ft" if unet_run.name == "unet-128-f0" else "unet-ft")
+    unet_ft = _json(ft_dir / "summary.json")
+    seg_scratch = _json(breast_seg / "summary.json")
+
+    def px(plan_or_config: dict | None) -> str:
+        """'128 px, ' from a run's config.json or a CV's cv.json; '' when unknown."""
+        c = plan_or_config or {}
+        size = (c.get("settings") or c.get("train") or {}).get("img_size")
+        return f"{size} px, " if size else ""
 
     def seg_row(label: str, tested: str, m: dict | None, pooled: bool = False) -> str:
         if m is None:
@@ -612,16 +638,18 @@ def main() -> None:
         return (f"| {label} | {tested} | {m['n']} | {_ci(m.get('dice'), ci.get('dice'))} | "
                 f"{_ci(m.get('iou'), ci.get('iou'))} |")
 
-    lines += ["", "Segmentation, U-Net EfficientNetB2 at 96 px, batch 8 (Dice and IoU per image, "
+    lines += ["", "Segmentation, U-Net EfficientNetB2, batch 8 (Dice and IoU per image, "
                   "averaged; 95% bootstrap CIs over images):", "",
               "| model | tested on | images | Dice | IoU |", "|---|---|---:|---:|---:|",
-              seg_row("from scratch on BUS-BRA folds 2-5 (12 epochs, lr 1e-3)",
-                      "BUS-BRA fold 1", unet),
+              seg_row(f"from scratch on BUS-BRA folds 2-5 ({px(_json(unet_run / 'config.json'))}"
+                      "12 epochs, lr 1e-3)", "BUS-BRA fold 1", unet),
               seg_row("the same model", "BrEaST, all 252 (another hospital)", unet_breast),
-              seg_row("BrEaST only, from scratch (30 epochs, lr 1e-3; table above)",
-                      "BrEaST, 5 folds pooled out of fold", seg_scratch, pooled=True),
-              seg_row("BUS-BRA-pretrained, fine-tuned on BrEaST (12 epochs, lr 1e-4)",
-                      "BrEaST, 5 folds pooled out of fold", unet_ft, pooled=True)]
+              seg_row(f"BrEaST only, from scratch ({px(_json(breast_seg / 'cv.json'))}30 epochs, "
+                      "lr 1e-3; table above)", "BrEaST, 5 folds pooled out of fold",
+                      seg_scratch, pooled=True),
+              seg_row(f"BUS-BRA-pretrained, fine-tuned on BrEaST ({px(_json(ft_dir / 'cv.json'))}"
+                      "12 epochs, lr 1e-4)", "BrEaST, 5 folds pooled out of fold", unet_ft,
+                      pooled=True)]
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None
     lines += [
@@ -642,7 +670,7 @@ def main() -> None:
            f"{' with descriptors and the ResNet50' if _has_partner(roi_ft) else ''} "
            f"{_cv_goals(roi_ft)}" if roi_ft else "") + ".",
         "", *recipe, *mobilenet_size_section(bb / "runs"),
-        *unet_size_section(bb / "runs", _img_size(work / "cv" / "unet-effb2" / "fold-0")),
+        *unet_size_section(bb / "runs", _img_size(breast_seg / "fold-0")),
         *roi_choice_section(work),
     ]
     if args.commands and args.commands.is_file():

@@ -246,12 +246,20 @@ def _later_choices(work: Path | None) -> tuple[list[str], list[str]]:
     else:
         still.append(fold0[0])
     unet = cross.chosen_size(runs, cross.UNET_SIZES)
-    ran = cross._img_size(Path(work) / "cv" / "unet-effb2" / "fold-0")
+    ran = cross._img_size(cross.breast_seg_cv(Path(work)) / "fold-0")
     if unet is None:
         still.append(fold0[1])
-    elif unet[0] == ran:
-        busbra.append(f"the U-Net's input size ({ran} px kept: "
+    elif unet[0] == ran == 96:
+        busbra.append("the U-Net's input size (96 px kept: "
                       + ", ".join(f"{size} px lost" for size, _ in unet[1] if size != ran) + ")")
+    elif unet[0] == ran:
+        old = Path(work) / "cv" / "unet-effb2" / "summary.json"
+        dice = (json.loads(old.read_text())["metrics"]["dice"]["pooled"] if old.is_file()
+                else None)
+        busbra.append(f"the U-Net's input size ({ran} px, with which BrEaST's U-Net "
+                      "cross-validation was re-run, and every lesion crop and descriptor taken "
+                      "from its masks; 96 px had been chosen on fold 0"
+                      + (f", Dice {dice:.3f}" if dice is not None else "") + ")")
     else:
         busbra.append(f"the U-Net's input size ({unet[0]} px won there, but the U-Net rows here "
                       f"still ran at {ran} px: not re-run yet)")
@@ -283,7 +291,7 @@ def _kept_epochs(work: Path | None) -> str:
     if work is None:
         return ""
     epochs = [json.loads(f.read_text()).get("epoch") for f in
-              sorted((Path(work) / "cv" / "unet-effb2").glob("fold-*/best.json"))]
+              sorted(_cross().breast_seg_cv(Path(work)).glob("fold-*/best.json"))]
     epochs = [e for e in epochs if e is not None]
     return f" (epochs {min(epochs)}-{max(epochs)} of 30)" if epochs else ""
 

@@ -334,12 +334,20 @@ def test_the_unet_size_is_chosen_on_validation_iou_and_says_whether_breast_ran_i
     assert "**128 px** chosen, but BrEaST's U-Net cross-validation above still ran at 96 px" \
         in text
     # and the section is in what the script writes, BrEaST's size read from its fold 0
-    breast = tmp_path / "work" / "cv" / "unet-effb2" / "fold-0"
-    breast.mkdir(parents=True)
-    (breast / "config.json").write_text(json.dumps({"settings": {"img_size": 128}}))
+    breast = tmp_path / "work" / "cv" / "unet-effb2-128"
+    (breast / "fold-0").mkdir(parents=True)
+    (breast / "fold-0" / "config.json").write_text(json.dumps({"settings": {"img_size": 128}}))
+    (breast / "summary.json").write_text(json.dumps({"n": 252, "metrics": {
+        "dice": {"pooled": 0.75, "ci": [0.72, 0.78]}, "iou": {"pooled": 0.65, "ci": [0.62, 0.68]}}}))
+    (breast / "cv.json").write_text(json.dumps({"train": {"img_size": 128}}))
     _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
-    assert "**128 px** chosen: the U-Net rows (BrEaST's and BUS-BRA's) run at 128 px" in \
-        _write(tmp_path)
+    text = _write(tmp_path)
+    assert "**128 px** chosen: the U-Net rows (BrEaST's and BUS-BRA's) run at 128 px" in text
+    # the segmentation rows: step 8's U-Net is the 128 px one, each row says its input size
+    assert ("| from scratch on BUS-BRA folds 2-5 (128 px, 12 epochs, lr 1e-3) | BUS-BRA fold 1 | "
+            "376 | 0.870 (0.850–0.890) |") in text
+    assert ("| BrEaST only, from scratch (128 px, 30 epochs, lr 1e-3; table above) | BrEaST, 5 "
+            "folds pooled out of fold | 252 | 0.750 (0.720–0.780) |") in text
 
 
 def test_the_batch_norm_candidate_joins_the_recipe_table_and_can_win(tmp_path):
@@ -389,6 +397,14 @@ def test_results_say_where_each_setting_was_chosen_as_the_runs_decide(tmp_path):
     assert "batch-norm momentum (0.99 won there; see the rows re-run with it)" in text
     assert ("the U-Net's input size (128 px won there, but the U-Net rows here still ran at 96 "
             "px: not re-run yet)") in text
+    # BrEaST's U-Net re-run at the winner: said, with the number it replaced
+    (breast / "summary.json").write_text(json.dumps({"metrics": {"dice": {"pooled": 0.711}}}))
+    for k in range(3):
+        (breast / f"fold-{k}" / "config.json").write_text(json.dumps(
+            {"settings": {"img_size": 128}}))
+    assert ("the U-Net's input size (128 px, with which BrEaST's U-Net cross-validation was "
+            "re-run, and every lesion crop and descriptor taken from its masks; 96 px had been "
+            "chosen on fold 0, Dice 0.711)") in module._where_chosen(work)
 
 
 def test_breast_two_view_row_appears_once_its_fusion_took_the_resnet50(tmp_path):
