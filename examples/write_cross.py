@@ -219,6 +219,15 @@ def breast_seg_cv(work: Path) -> Path:
                 work / "cv" / "unet-effb2-128")
 
 
+def _dice_before(old: Path, new: Path) -> tuple[float, float] | None:
+    """(pooled Dice of the segmentation CV ``old``, of ``new``) when they differ and both
+    finished."""
+    a, b = _json(old / "summary.json"), _json(new / "summary.json")
+    if old == new or not a or not b:
+        return None
+    return a["metrics"]["dice"]["pooled"], b["metrics"]["dice"]["pooled"]
+
+
 def step8_unet(runs: Path) -> Path:
     """Step 8's U-Net: the 128 px one (step 8c's choice) once it finished, else the 96 px one
     of a work folder from before the choice."""
@@ -341,10 +350,12 @@ def mobilenet_size_section(runs: Path) -> list[str]:
              f"MobileNetV2 at {chosen} px.")]
 
 
-def unet_size_section(runs: Path, breast_unet_px: int | None) -> list[str]:
+def unet_size_section(runs: Path, breast_unet_px: int | None,
+                      before: tuple[float, float] | None = None) -> list[str]:
     """Step 8c: the U-Net's input size, chosen on BUS-BRA's validation cases (the higher best
     validation IoU, train-seg's monitor); ``breast_unet_px``: the size BrEaST's U-Net
-    cross-validation ran at. Nothing when not both ran."""
+    cross-validation ran at; ``before``: (its pooled Dice at 96 px, at the size it runs now)
+    when both are there. Nothing when not both candidates ran."""
     choice = chosen_size(runs, UNET_SIZES)
     if choice is None:
         return []
@@ -352,6 +363,10 @@ def unet_size_section(runs: Path, breast_unet_px: int | None) -> list[str]:
     if chosen == breast_unet_px:
         outcome = (f"**{chosen} px** chosen: the U-Net rows (BrEaST's and BUS-BRA's) run at "
                    f"{chosen} px, now chosen on BUS-BRA.")
+        if before is not None and chosen != 96:
+            outcome += (f" BrEaST's 5-fold U-Net, from scratch: Dice {before[1]:.3f} at "
+                        f"{chosen} px against {before[0]:.3f} at 96 px, and every lesion crop "
+                        "and descriptor of both sections now comes from the 128 px masks.")
     else:
         outcome = (f"**{chosen} px** chosen, but BrEaST's U-Net cross-validation above still ran "
                    f"at {breast_unet_px} px (chosen on its fold 0): not re-run yet.")
@@ -670,7 +685,8 @@ def main() -> None:
            f"{' with descriptors and the ResNet50' if _has_partner(roi_ft) else ''} "
            f"{_cv_goals(roi_ft)}" if roi_ft else "") + ".",
         "", *recipe, *mobilenet_size_section(bb / "runs"),
-        *unet_size_section(bb / "runs", _img_size(breast_seg / "fold-0")),
+        *unet_size_section(bb / "runs", _img_size(breast_seg / "fold-0"), _dice_before(
+            work / "cv" / "unet-effb2", breast_seg)),
         *roi_choice_section(work),
     ]
     if args.commands and args.commands.is_file():

@@ -341,8 +341,13 @@ def test_the_unet_size_is_chosen_on_validation_iou_and_says_whether_breast_ran_i
         "dice": {"pooled": 0.75, "ci": [0.72, 0.78]}, "iou": {"pooled": 0.65, "ci": [0.62, 0.68]}}}))
     (breast / "cv.json").write_text(json.dumps({"train": {"img_size": 128}}))
     _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
+    old = tmp_path / "work" / "cv" / "unet-effb2"
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps({"metrics": {"dice": {"pooled": 0.711}}}))
     text = _write(tmp_path)
     assert "**128 px** chosen: the U-Net rows (BrEaST's and BUS-BRA's) run at 128 px" in text
+    assert "BrEaST's 5-fold U-Net, from scratch: Dice 0.750 at 128 px against 0.711 at 96 px" \
+        in text
     # the segmentation rows: step 8's U-Net is the 128 px one, each row says its input size
     assert ("| from scratch on BUS-BRA folds 2-5 (128 px, 12 epochs, lr 1e-3) | BUS-BRA fold 1 | "
             "376 | 0.870 (0.850–0.890) |") in text
