@@ -30,6 +30,16 @@ def _candidate(run: Path, best: float, epoch: int, history: list[float]) -> None
         f"{i + 1},{v}\n" for i, v in enumerate(history)))
 
 
+def _module(name: str):
+    """examples/NAME.py imported, to call its functions in process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _write(tmp_path: Path, *extra: str) -> str:
     out = tmp_path / "section.md"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(out), "--work-dir",
@@ -250,12 +260,7 @@ def test_two_views_are_averaged_case_by_case_with_the_gain_over_the_better(tmp_p
 def test_results_name_the_lesion_centred_numbers_the_rerun_replaced(tmp_path):
     """write_results.py: BrEaST's lesion-centred CV re-run with the crops chosen on BUS-BRA;
     the fold-0-chosen one's numbers are quoted when its folder is still in the work folder."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("write_results", SCRIPT.with_name(
-        "write_results.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _module("write_results")
     assert module._before_rerun(tmp_path) == "" and module._before_rerun(None) == ""
     old = tmp_path / "cv" / "mobilenetv2-roi"
     old.mkdir(parents=True)
@@ -305,17 +310,8 @@ def _unet_candidate(run: Path, size: int, best: float, history: list[float],
             "ci": {"dice": [dice - 0.02, dice + 0.02], "iou": [dice - 0.12, dice - 0.08]}}))
 
 
-def _cross_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("write_cross", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_unet_size_is_chosen_on_validation_iou_and_says_whether_breast_ran_it(tmp_path):
-    cross = _cross_module()
+    cross = _module("write_cross")
     runs = tmp_path / "work" / "busbra" / "runs"
     _unet_candidate(runs / "unet-f0", 96, 0.77, [0.7] * 12, dice=0.85)
     assert cross.unet_size_section(runs, 96) == []  # one candidate: no choice
@@ -368,12 +364,7 @@ def test_the_batch_norm_candidate_joins_the_recipe_table_and_can_win(tmp_path):
 
 
 def test_results_say_where_each_setting_was_chosen_as_the_runs_decide(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("write_results", SCRIPT.with_name(
-        "write_results.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _module("write_results")
     work = tmp_path / "work"
     breast = work / "cv" / "unet-effb2"
     for k, epoch in enumerate((24, 20, 28)):
@@ -433,12 +424,7 @@ def test_breast_two_view_row_appears_once_its_fusion_took_the_resnet50(tmp_path)
 
 
 def test_results_main_table_takes_the_two_view_fusion_and_its_goal(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("write_results", SCRIPT.with_name(
-        "write_results.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _module("write_results")
     cv = tmp_path / "two"
     assert module.two_view_rows("two views", str(cv)) == ([], [])  # not run
     cv.mkdir()
