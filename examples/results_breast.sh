@@ -30,8 +30,11 @@
 # CPU cores: measured 93 minutes alone with steps 2 and 4 at 128 px (U-Net 36, ResNet50 26,
 # each MobileNetV2 12 minutes of training; 2026-11-25), plus about 6 minutes for steps 5-7
 # (2026-11-29). At 160 px step 2 took 23 minutes and step 4 24 minutes, with their
-# evaluations and fusion (2026-11-30, each partly beside another run): about 2 h in all. For a shorter run, lower ResNet50's
-# epochs or the U-Net's input size. Resumable: run it again after an interruption and
+# evaluations and fusion (2026-11-30, each partly beside another run). The U-Net at 128 px
+# (results_busbra.sh step 8c's choice) trained 56 minutes beside another training; its last
+# fold, nearly alone, took 16 s an epoch, about 41 minutes for all five (2026-11-30). Step 8
+# takes about 4 minutes. About 2 h in all. For a shorter run, lower ResNet50's epochs or the
+# U-Net's input size. Resumable: run it again after an interruption and
 # finished folds are kept (the wall time reported is then that of the last invocation).
 # Each classifier's decision threshold is chosen per fold on its validation cases (carved from
 # the training folds) to reach malignant sensitivity 0.9 there; AUC does not depend on it.

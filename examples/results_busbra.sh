@@ -37,10 +37,12 @@
 # Usage: examples/results_busbra.sh PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]
 # BUSBRA is the folder with bus_data.csv, Images/ and Masks/ (Gómez-Flores et al., Medical
 # Physics 2024). Training minutes on 2 CPU cores (2026-11-29, the runs' history.csv; some
-# shared the cores with test runs): step 2 46, step 5 21, step 8 25 and 8b 13, step 10 18 (160
-# px) + 8: 131 minutes; by each run's median epoch time (robust to the epochs a test run
-# slowed) 102. Evaluations add about half an hour (not timed apart): about 2.2-2.7 hours, and
-# 4.2-4.7 with results_breast.sh's 2; never timed in one quiet run. The choices already
+# shared the cores with test runs): step 2 46, step 5 21, step 8 25 and 8b 13 at 96 px, step
+# 10 18 (160 px) + 8: 131 minutes; by each run's median epoch time (robust to the epochs a
+# test run slowed) 102. At 128 px (step 8c's choice, 2026-11-30) steps 8 and 8b took 29 and
+# 28 minutes, each beside another training: add up to 20. Evaluations add about half an hour
+# (not timed apart): about 2.4-3 hours, and 4.4-5 with results_breast.sh's 2; never timed in
+# one quiet run, and over the 4 hours the issue asked for. The choices already
 # made are opt-in:
 # CHOOSE=1 adds step 6's candidates (40 + 34; 6b 33 alone and 6c 49, partly beside a test run,
 # on 2026-11-30; 6d 16 + 27, 2026-11-30), step 9 (84) and step 10's other crop settings (18 + 17), about 4.6 hours more; without it their tables are left out and the section says
