@@ -155,13 +155,13 @@ fi
 # 8. the U-Net at 128 px, the size step 8c chose (BUS-BRA's validation IoU 0.794 against 96
 # px's 0.773; 96 had been chosen on BrEaST's fold 0)
 train_seg_once() {  # train_seg_once RUN_DIR PX: train (or resume) a BUS-BRA U-Net, then score it
-  local run=$1 px=$2
-  if [ ! -f "$run/model.keras" ] || [ -d "$run/checkpoints" ]; then
-    if [ -f "$run/config.json" ]; then run breastus train-seg --resume "$run" || true
+  local dir=$1 px=$2
+  if [ ! -f "$dir/model.keras" ] || [ -d "$dir/checkpoints" ]; then
+    if [ -f "$dir/config.json" ]; then run breastus train-seg --resume "$dir" || true
     else run breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 \
-      --epochs 12 --lr 1e-3 --batch-size 8 --img-size "$px" --run-dir "$run"; fi
+      --epochs 12 --lr 1e-3 --batch-size 8 --img-size "$px" --run-dir "$dir"; fi
   fi
-  run_unless "$run/eval-test/metrics.json" breastus evaluate "$run"
+  run_unless "$dir/eval-test/metrics.json" breastus evaluate "$dir"
 }
 u="$w/runs/unet-128-f0"
 train_seg_once "$u" 128                                                             # 8.
