@@ -47,6 +47,29 @@ def test_lesion_centred_cv_takes_crops_from_the_same_folds_segmenter(learn_data,
         skm.recall_score(oof["y_true"], oof["y_pred_gt_roi"]))
     assert "ground-truth crops" in (out / "summary.md").read_text()
 
+    # another segmentation CV of the same folds (here a copy, so the same masks): the finished
+    # CV is scored again with its crops, nothing retrained; a second run has nothing to do
+    seg2 = tmp_path / "seg2"
+    shutil.copytree(cv_seg, seg2)
+    histories = [(out / f"fold-{k}/history.csv").read_text() for k in range(3)]
+    again = ["cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "1",
+             "--roi", "mask", "--seg-cv", str(seg2), "--out", str(out), "--bootstrap", "200"]
+    proc = run_cli(*again)
+    assert proc.returncode == 0, proc.stderr
+    for k in range(3):
+        assert (out / f"fold-{k}/history.csv").read_text() == histories[k]
+        metrics = json.loads((out / f"fold-{k}/eval-test/metrics.json").read_text())
+        assert metrics["roi"]["crops_from"] == f"segmentation run {seg2.resolve() / f'fold-{k}'}"
+    assert json.loads((out / "cv.json").read_text())["seg_cv"] == str(seg2.resolve())
+    rescored = json.loads((out / "summary.json").read_text())
+    assert rescored["crops_from"].endswith(str(seg2.resolve()))
+    assert rescored["metrics"]["auc"]["pooled"] == pytest.approx(
+        summary["metrics"]["auc"]["pooled"])
+    stamps = [(out / f"fold-{k}/eval-test/metrics.json").stat().st_mtime_ns for k in range(3)]
+    assert run_cli(*again).returncode == 0
+    assert stamps == [(out / f"fold-{k}/eval-test/metrics.json").stat().st_mtime_ns
+                      for k in range(3)]
+
 def test_seg_cv_is_checked_before_any_training(learn_data, cv_seg, cv_cls, tmp_path):
     whole = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "1",
                     "--seg-cv", str(cv_seg), "--out", str(tmp_path / "a"))
@@ -203,25 +226,6 @@ def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cl
     assert stamps == [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
     assert json.loads((out / "cv.json").read_text())["fuse_with_cv"] == str(cv_cls.resolve())
 
-    # another segmentation CV of the same folds (here a copy, so the same masks): the finished
-    # CV is scored again with its masks and its fusion refitted, nothing retrained
-    seg2 = tmp_path / "seg2"
-    shutil.copytree(cv_seg, seg2)
-    other_seg = ["--fusion", "descriptors", "--seg-cv", str(seg2), "--fuse-with-cv", str(cv_cls)]
-    proc = run_cli(*base, *other_seg)
-    assert proc.returncode == 0, proc.stderr
-    for k in range(3):
-        assert (out / f"fold-{k}/history.csv").read_text() == (
-            cv_cls / f"fold-{k}/history.csv").read_text()
-        metrics = json.loads((out / f"fold-{k}/eval-test/metrics.json").read_text())
-        assert metrics["fusion"]["masks_from"] == f"segmentation run {seg2.resolve() / f'fold-{k}'}"
-    assert [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)] != stamps
-    assert json.loads((out / "cv.json").read_text())["seg_cv"] == str(seg2.resolve())
-    assert json.loads((out / "summary.json").read_text())["fusion"]["fused"]["auc"]["pooled"] \
-        == pytest.approx(pooled["fused"]["auc"]["pooled"])
-    stamps = [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
-    assert run_cli(*base, *other_seg).returncode == 0  # scored with it already: nothing to do
-    assert stamps == [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
 
 def _pooled(row: dict) -> str:
     return f"{row['pooled']:.3f} ({row['ci'][0]:.3f}–{row['ci'][1]:.3f})"
