@@ -64,9 +64,11 @@ run_unless() {  # run_unless FILE COMMAND...: log the command; run it unless FIL
 }
 
 data="$work/data"
+log breastus prepare "$breast" --out "$data" --overwrite  # logged also when already done
+log breastus split "$data" --folds 5 --seed 42
 if [ ! -f "$data/splits.csv" ]; then
-  run breastus prepare "$breast" --out "$data" --overwrite
-  run breastus split "$data" --folds 5 --seed 42
+  breastus prepare "$breast" --out "$data" --overwrite
+  breastus split "$data" --folds 5 --seed 42
 fi
 
 # shared by every run: from scratch, 5 folds, 15% of the training folds for validation
@@ -102,10 +104,12 @@ done
 # validation; nothing is retrained), in a copy of step 4's folder so that its CNN + descriptors
 # fusion stays beside it
 two="$work/cv/mobilenetv2-roi160-2v"
+log cp -a "$work/cv/mobilenetv2-roi160" "$two.partial"
+log mv "$two.partial" "$two"
 if [ ! -f "$two/cv.json" ]; then
   rm -rf "$two.partial"
-  run cp -a "$work/cv/mobilenetv2-roi160" "$two.partial"
-  run mv "$two.partial" "$two"
+  cp -a "$work/cv/mobilenetv2-roi160" "$two.partial"
+  mv "$two.partial" "$two"
 fi
 run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img-size 160 \
   --roi mask --roi-margin 0.2 --seg-cv "$seg" --fusion descriptors \

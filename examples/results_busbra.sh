@@ -68,9 +68,12 @@ br="$work/data"
 seg="$work/cv/unet-effb2-128"  # results_breast.sh's U-Net folds (128 px, step 8c's choice)
 [ -f "$br/splits.csv" ] || { echo "run examples/results_breast.sh $breast $work first" >&2; exit 2; }
 bb="$w/data"
+# each command is logged also when a resumed run skips it: the log is the whole recipe
+log breastus prepare "$busbra" --out "$bb" --overwrite
+log breastus split "$bb" --folds 5 --seed 42     # the published folds
 if [ ! -f "$bb/splits.csv" ]; then
-  run breastus prepare "$busbra" --out "$bb" --overwrite
-  run breastus split "$bb" --folds 5 --seed 42     # the published folds
+  breastus prepare "$busbra" --out "$bb" --overwrite
+  breastus split "$bb" --folds 5 --seed 42
 fi
 base=(--weights none --val-fraction 0.15 --seed 42 --epochs 40 --lr 1e-3 --batch-size 16)
 recipe=("${base[@]}" --model resnet50 --img-size 96)
@@ -79,10 +82,11 @@ cosine=(--lr-schedule cosine --warmup-epochs 2)      # the alternative of step 6
 train_once() {  # train_once RUN_DIR TRAIN-ARGS...: train (or resume), then choose the threshold
   local r=$1
   shift
+  log breastus train-cls "$@" --run-dir "$r"
   if [ -f "$r/config.json" ] && [ ! -f "$r/model.keras" -o ! -f "$r/threshold.json" ]; then
-    run breastus train-cls --resume "$r" || true
+    breastus train-cls --resume "$r" || true
   elif [ ! -f "$r/config.json" ]; then
-    run breastus train-cls "$@" --run-dir "$r"
+    breastus train-cls "$@" --run-dir "$r"
   fi
   run_unless "$r/threshold.json" breastus evaluate "$r" --target-sensitivity 0.9
 }
@@ -156,10 +160,12 @@ fi
 # px's 0.773; 96 had been chosen on BrEaST's fold 0)
 train_seg_once() {  # train_seg_once RUN_DIR PX: train (or resume) a BUS-BRA U-Net, then score it
   local dir=$1 px=$2
+  local train=(breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42
+               --epochs 12 --lr 1e-3 --batch-size 8 --img-size "$px" --run-dir "$dir")
+  log "${train[@]}"
   if [ ! -f "$dir/model.keras" ] || [ -d "$dir/checkpoints" ]; then
-    if [ -f "$dir/config.json" ]; then run breastus train-seg --resume "$dir" || true
-    else run breastus train-seg "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 \
-      --epochs 12 --lr 1e-3 --batch-size 8 --img-size "$px" --run-dir "$dir"; fi
+    if [ -f "$dir/config.json" ]; then breastus train-seg --resume "$dir" || true
+    else "${train[@]}"; fi
   fi
   run_unless "$dir/eval-test/metrics.json" breastus evaluate "$dir"
 }
@@ -202,11 +208,13 @@ candidates=(0.2:160:mobilenetv2-roi160-f0)  # the one chosen; CHOOSE=1 trains th
 for candidate in "${candidates[@]}"; do
   IFS=: read -r margin size name <<< "$candidate"
   c="$w/runs/$name"
+  train=(breastus train-cls "$bb" --fold 0 "${base[@]}" "${constant[@]}" "${roi[@]}"
+         --roi-margin "$margin" --img-size "$size" --run-dir "$c")
+  log "${train[@]}"
   if [ -f "$c/config.json" ] && [ ! -f "$c/model.keras" -o -d "$c/checkpoints" ]; then
-    run breastus train-cls --resume "$c" || true
+    breastus train-cls --resume "$c" || true
   elif [ ! -f "$c/config.json" ]; then
-    run breastus train-cls "$bb" --fold 0 "${base[@]}" "${constant[@]}" "${roi[@]}" \
-      --roi-margin "$margin" --img-size "$size" --run-dir "$c"
+    "${train[@]}"
   fi
 done
 m=$("$python" "$here/write_cross.py" --choose-roi "$w/runs")
