@@ -206,6 +206,13 @@ ROI_CANDIDATES = (("0.2", 128, "mobilenetv2-roi-f0"), ("0.5", 128, "mobilenetv2-
                   ("0.2", 160, "mobilenetv2-roi160-f0"))
 
 
+def _masks_px(cv_dir: Path) -> int | None:
+    """The input size of the segmentation CV a classifier CV took its masks from (--seg-cv)."""
+    seg_cv = (_json(cv_dir / "cv.json") or {}).get("seg_cv")
+    return ((_json(Path(seg_cv) / "cv.json") or {}).get("train") or {}).get("img_size") \
+        if seg_cv else None
+
+
 def _img_size(run: Path) -> int | None:
     """The input size a run trained at (config.json), None when it is absent."""
     return ((_json(run / "config.json") or {}).get("settings") or {}).get("img_size")
@@ -288,9 +295,12 @@ def roi_choice_section(work: Path) -> list[str]:
                 f"; the chosen one's CNN alone gives {kept_auc:.3f}: "
                 + ("higher than" if kept_auc > cnn else "lower than" if kept_auc < cnn
                    else "the same as") + f" this candidate's {cnn:.3f}")
+        masks = _masks_px(fine_tuned_dir(work, run))
+        other = (f", its crops and descriptors from the {masks} px fine-tuned U-Net"
+                 if masks and masks != _masks_px(fine_tuned_dir(work, chosen)) else "")
         lines += ["", f"Read after choosing: the {size} px, margin {margin} candidate, "
-                  "fine-tuned on BrEaST the same way before the choice was made, gave a fused "
-                  f"(CNN + descriptors) AUC of {fused['auc']:.3f} (sensitivity "
+                  f"fine-tuned on BrEaST the same way before the choice was made{other}, gave a "
+                  f"fused (CNN + descriptors) AUC of {fused['auc']:.3f} (sensitivity "
                   f"{fused['sensitivity']:.3f}, specificity {fused['specificity']:.3f}){than}."]
     return lines
 
