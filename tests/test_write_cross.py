@@ -443,3 +443,16 @@ def test_results_main_table_takes_the_two_view_fusion_and_its_goal(tmp_path):
     assert "two views, fused (ground-truth masks: upper bound, needs the mask)" in rows[1]
     assert goals == ["- two views, fused: AUC 0.821 (not met: goal 0.85); sensitivity 0.857 "
                      "(met: goal 0.85); specificity 0.649 (met: goal 0.6)."]
+
+
+def test_a_classifier_cv_knows_the_input_size_of_the_u_net_its_masks_came_from(tmp_path):
+    cross = _module("write_cross")
+    seg, cls = tmp_path / "seg", tmp_path / "cls"
+    seg.mkdir()
+    cls.mkdir()
+    assert cross._masks_px(cls) is None  # no cv.json
+    (cls / "cv.json").write_text(json.dumps({"seg_cv": None}))
+    assert cross._masks_px(cls) is None  # whole image, no masks
+    (seg / "cv.json").write_text(json.dumps({"train": {"img_size": 96}}))
+    (cls / "cv.json").write_text(json.dumps({"seg_cv": str(seg)}))
+    assert cross._masks_px(cls) == 96
