@@ -17,6 +17,7 @@ machine's absolute paths.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -142,7 +143,6 @@ def descriptor_section(folder: Path) -> list[str]:
 
 def fusion_rows(label: str, fusion: dict) -> list[str]:
     """Main-table rows of a fused CV: descriptors alone and fused, then the oracle rows."""
-    rows = []
     names = (("descriptors", "lesion descriptors alone (logistic regression; segmenter's "
                              "masks)"),
              ("fused", f"{label} + lesion descriptors, fused (segmenter's masks)"),
@@ -150,12 +150,28 @@ def fusion_rows(label: str, fusion: dict) -> list[str]:
                                      "bound, needs the mask)"),
              ("fused_gt_mask", f"{label} + descriptors, fused (ground-truth masks: upper "
                                "bound, needs the mask)"))
+    return _score_rows(fusion, names)
+
+
+def _score_rows(scores: dict, names: tuple[tuple[str, str], ...]) -> list[str]:
+    """A main-table row (accuracy, AUC, sensitivity, specificity) for each ``(key, name)`` of
+    ``names`` present in ``scores`` (a fusion block of summary.json)."""
+    rows = []
     for key, name in names:
-        if key in fusion:
-            m = fusion[key]
+        if key in scores:
+            m = scores[key]
             rows.append(f"| {name} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('auc'))} | "
                         f"{_fmt(m.get('sensitivity'))} | {_fmt(m.get('specificity'))} | |")
     return rows
+
+
+def _fused_goal(label: str, fused: dict) -> str:
+    """The goal line of a fused classifier's pooled AUC, sensitivity and specificity."""
+    pooled = {k: (fused.get(k) or {}).get("pooled") for k in ("auc", "sensitivity",
+                                                              "specificity")}
+    return (f"- {label}, fused: AUC {_goal(pooled['auc'], 0.85)}; sensitivity "
+            f"{_goal(pooled['sensitivity'], 0.85)}; specificity "
+            f"{_goal(pooled['specificity'], 0.60)}.")
 
 
 def two_view_rows(label: str, folder: str) -> tuple[list[str], list[str]]:
@@ -165,19 +181,10 @@ def two_view_rows(label: str, folder: str) -> tuple[list[str], list[str]]:
     fusion = (json.loads(file.read_text()).get("fusion") or {}) if file.is_file() else {}
     if "partner" not in fusion or "fused" not in fusion:
         return [], []
-    rows = []
-    for key, name in (("fused", f"{label}, fused (segmenter's masks)"),
-                      ("fused_gt_mask", f"{label}, fused (ground-truth masks: upper bound, "
-                                        "needs the mask)")):
-        if key in fusion:
-            m = fusion[key]
-            rows.append(f"| {name} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('auc'))} | "
-                        f"{_fmt(m.get('sensitivity'))} | {_fmt(m.get('specificity'))} | |")
-    f = fusion["fused"]
-    pooled = {k: f.get(k, {}).get("pooled") for k in ("auc", "sensitivity", "specificity")}
-    return rows, [f"- {label}, fused: AUC {_goal(pooled['auc'], 0.85)}; sensitivity "
-                  f"{_goal(pooled['sensitivity'], 0.85)}; specificity "
-                  f"{_goal(pooled['specificity'], 0.60)}."]
+    rows = _score_rows(fusion, (("fused", f"{label}, fused (segmenter's masks)"),
+                                ("fused_gt_mask", f"{label}, fused (ground-truth masks: upper "
+                                                  "bound, needs the mask)")))
+    return rows, [_fused_goal(label, fusion["fused"])]
 
 
 def _relative_to(names: dict[str, str | None]):
@@ -213,8 +220,10 @@ def _before_rerun(work: Path | None) -> str:
     return (": " + "; ".join(said) + ", with fold 0 among the folds reported") if said else ""
 
 
+@functools.lru_cache(maxsize=1)
 def _cross():
-    """examples/write_cross.py, beside this script: the choices made on BUS-BRA."""
+    """examples/write_cross.py, beside this script: the choices made on BUS-BRA (imported
+    once)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("write_cross",
@@ -365,12 +374,8 @@ def main() -> None:
                 # two fused CVs on the same segmentation folds share the descriptor model:
                 # its rows are written once
                 lines += [row for row in fusion_rows(label, summary["fusion"]) if row not in lines]
-                f = summary["fusion"].get("fused", {})
-                spec = f.get("specificity", {}).get("pooled")
-                goals.append(f"- {label} + lesion descriptors, fused: AUC "
-                             f"{_goal(f.get('auc', {}).get('pooled'), 0.85)}; sensitivity "
-                             f"{_goal(f.get('sensitivity', {}).get('pooled'), 0.85)}; "
-                             f"specificity {_goal(spec, 0.60)}.")
+                goals.append(_fused_goal(f"{label} + lesion descriptors",
+                                         summary["fusion"].get("fused", {})))
         else:
             lines.append(f"| {label} | | | | | Dice {_fmt(m.get('dice'))}, "
                          f"IoU {_fmt(m.get('iou'))} |")
