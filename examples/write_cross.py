@@ -209,13 +209,14 @@ ROI_CANDIDATES = (("0.2", 128, "mobilenetv2-roi-f0"), ("0.5", 128, "mobilenetv2-
 def _masks_px(cv_dir: Path) -> int | None:
     """The input size of the segmentation CV a classifier CV took its masks from (--seg-cv)."""
     seg_cv = (_json(cv_dir / "cv.json") or {}).get("seg_cv")
-    return ((_json(Path(seg_cv) / "cv.json") or {}).get("train") or {}).get("img_size") \
-        if seg_cv else None
+    return _img_size(Path(seg_cv)) if seg_cv else None
 
 
-def _img_size(run: Path) -> int | None:
-    """The input size a run trained at (config.json), None when it is absent."""
-    return ((_json(run / "config.json") or {}).get("settings") or {}).get("img_size")
+def _img_size(folder: Path) -> int | None:
+    """The input size a run (config.json) or a cross-validation (cv.json) trained at, None
+    when neither is there."""
+    run, cv = _json(folder / "config.json") or {}, _json(folder / "cv.json") or {}
+    return (run.get("settings") or cv.get("train") or {}).get("img_size")
 
 
 def breast_seg_cv(work: Path) -> Path:
@@ -646,10 +647,9 @@ def main() -> None:
     unet_ft = _json(ft_dir / "summary.json")
     seg_scratch = _json(breast_seg / "summary.json")
 
-    def px(plan_or_config: dict | None) -> str:
-        """'128 px, ' from a run's config.json or a CV's cv.json; '' when unknown."""
-        c = plan_or_config or {}
-        size = (c.get("settings") or c.get("train") or {}).get("img_size")
+    def px(folder: Path) -> str:
+        """'128 px, ' for a run or a cross-validation; '' when unknown."""
+        size = _img_size(folder)
         return f"{size} px, " if size else ""
 
     def seg_row(label: str, tested: str, m: dict | None, pooled: bool = False) -> str:
@@ -666,13 +666,13 @@ def main() -> None:
     lines += ["", "Segmentation, U-Net EfficientNetB2, batch 8 (Dice and IoU per image, "
                   "averaged; 95% bootstrap CIs over images):", "",
               "| model | tested on | images | Dice | IoU |", "|---|---|---:|---:|---:|",
-              seg_row(f"from scratch on BUS-BRA folds 2-5 ({px(_json(unet_run / 'config.json'))}"
+              seg_row(f"from scratch on BUS-BRA folds 2-5 ({px(unet_run)}"
                       "12 epochs, lr 1e-3)", "BUS-BRA fold 1", unet),
               seg_row("the same model", "BrEaST, all 252 (another hospital)", unet_breast),
-              seg_row(f"BrEaST only, from scratch ({px(_json(breast_seg / 'cv.json'))}30 epochs, "
+              seg_row(f"BrEaST only, from scratch ({px(breast_seg)}30 epochs, "
                       "lr 1e-3; table above)", "BrEaST, 5 folds pooled out of fold",
                       seg_scratch, pooled=True),
-              seg_row(f"BUS-BRA-pretrained, fine-tuned on BrEaST ({px(_json(ft_dir / 'cv.json'))}"
+              seg_row(f"BUS-BRA-pretrained, fine-tuned on BrEaST ({px(ft_dir)}"
                       "12 epochs, lr 1e-4)", "BrEaST, 5 folds pooled out of fold", unet_ft,
                       pooled=True)]
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
