@@ -262,9 +262,9 @@ def _later_choices(work: Path | None) -> tuple[list[str], list[str]]:
         busbra.append("the U-Net's input size (96 px kept: "
                       + ", ".join(f"{size} px lost" for size, _ in unet[1] if size != ran) + ")")
     elif unet[0] == ran:
-        old = Path(work) / "cv" / "unet-effb2" / "summary.json"
-        dice = (json.loads(old.read_text())["metrics"]["dice"]["pooled"] if old.is_file()
-                else None)
+        before = cross._dice_before(Path(work) / "cv" / "unet-effb2",
+                                    cross.breast_seg_cv(Path(work)))
+        dice = before[0] if before else None
         busbra.append(f"the U-Net's input size ({ran} px, with which BrEaST's U-Net "
                       "cross-validation was re-run, and every lesion crop and descriptor taken "
                       "from its masks; 96 px had been chosen on fold 0"
