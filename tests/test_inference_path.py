@@ -127,13 +127,20 @@ def test_training_cache_and_serving_resize_identically(synth_data):
 
 
 def test_a_loaded_model_is_reused_until_its_file_changes(cls_run, tmp_path):
-    import os
-
     from breastus_cli.engine.inference import load_model
 
     run = copy_run(cls_run, tmp_path / "run")
     first = load_model(run)
     assert load_model(run / "model.keras") is first  # same file: not rebuilt
-    stat = (run / "model.keras").stat()
-    os.utime(run / "model.keras", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert load_model(run) is not first  # changed (here: touched): checked and loaded again
+    # a copy of the run holds the same bytes: the same model, not checked and built again
+    assert load_model(copy_run(cls_run, tmp_path / "copy")) is first
+    # other bytes at the same path: checked and loaded again, with the new weights
+    changed = load_model(tmp_path / "copy")
+    weights = changed.get_weights()
+    changed.set_weights([w + 1 for w in weights])
+    changed.save(run / "model.keras")
+    changed.set_weights(weights)
+    again = load_model(run)
+    assert again is not first
+    np.testing.assert_allclose(again.get_weights()[0], weights[0] + 1)
+    assert load_model(tmp_path / "copy") is first

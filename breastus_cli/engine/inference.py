@@ -55,9 +55,8 @@ def load_model(run_dir_or_file: str | Path) -> Any:
     from breastus_cli.engine import tasks  # noqa: F401  (registers custom metrics/losses)
     from breastus_cli.models.safe_load import load_keras_model
 
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key in _LOADED:  # the same unchanged file, already checked and loaded in this process
+    key = _content_key(path)
+    if key in _LOADED:  # the same bytes, already checked and loaded in this process
         _LOADED.move_to_end(key)
         return _LOADED[key]
     model = load_keras_model(path)
@@ -67,12 +66,31 @@ def load_model(run_dir_or_file: str | Path) -> Any:
     return model
 
 
-#: Models loaded in this process, by (real path, size, mtime): a notebook or a test session that
-#: applies the same run again does not rebuild it (a U-Net EfficientNetB2 takes ~10 s to load on
-#: 2 cores). A changed file has another key and is checked and loaded anew. Inference never
-#: changes a model, so sharing it is safe.
+#: Models loaded in this process, by the SHA-256 of their file: a notebook or a test session
+#: that applies the same run again, or a copy of it, does not rebuild it (a U-Net
+#: EfficientNetB2 takes ~10 s to load on 2 cores). A changed file has another key and is checked
+#: and loaded anew. Inference never changes a model, so sharing it is safe.
 MODEL_CACHE_SIZE = 4
-_LOADED: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
+_LOADED: OrderedDict[str, Any] = OrderedDict()
+#: each file's digest by (real path, size, mtime), so an unchanged file is read once
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _content_key(path: Path) -> str:
+    """The SHA-256 of ``path``'s bytes (remembered while its size and mtime stay the same)."""
+    import hashlib
+
+    stat = path.stat()
+    where = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if where not in _DIGESTS:
+        if len(_DIGESTS) >= 64:
+            _DIGESTS.clear()
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[where] = digest.hexdigest()
+    return _DIGESTS[where]
 
 
 def keras_runner(model: Any, size: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
