@@ -36,6 +36,9 @@
 # takes about 4 minutes. About 2 h in all. For a shorter run, lower ResNet50's epochs or the
 # U-Net's input size. Resumable: run it again after an interruption and
 # finished folds are kept (the wall time reported is then that of the last invocation).
+# Every breastus command that runs is timed into $WORK/times.tsv (UTC end time, seconds, exit
+# status, command; results_busbra.sh writes the same file), across invocations: the time of a
+# whole run is  awk -F'\t' '{s += $2} END {print s / 3600, "h"}' $WORK/times.tsv
 # Each classifier's decision threshold is chosen per fold on its validation cases (carved from
 # the training folds) to reach malignant sensitivity 0.9 there; AUC does not depend on it.
 set -euo pipefail
@@ -48,20 +51,7 @@ start=$(date +%s)
 mkdir -p "$work"
 commands="$work/commands.sh"
 : > "$commands"
-log() {  # the command, as it can be re-run, into the commands file
-  printf '%q ' "$@" | sed 's/ $//' >> "$commands"
-  echo >> "$commands"
-}
-run() {  # log the command and run it
-  log "$@"
-  "$@"
-}
-run_unless() {  # run_unless FILE COMMAND...: log the command; run it unless FILE exists
-  local file=$1
-  shift
-  log "$@"
-  [ -f "$file" ] || "$@"
-}
+. "$here/results_lib.sh"  # log, run, run_unless; each breastus command timed
 
 data="$work/data"
 log breastus prepare "$breast" --out "$data" --overwrite  # logged also when already done

@@ -47,7 +47,8 @@
 # CHOOSE=1 adds step 6's candidates (40 + 34; 6b 33 alone and 6c 49, partly beside a test run,
 # on 2026-11-30; 6d 16 + 27, 2026-11-30), step 9 (84) and step 10's other crop settings (18 + 17), about 4.6 hours more; without it their tables are left out and the section says
 # so. Each step resumes and can run alone (resumable like results_breast.sh); step 7 runs only
-# when a candidate wins.
+# when a candidate wins. Each breastus command that runs is timed into $WORK/times.tsv, as
+# results_breast.sh says.
 set -euo pipefail
 busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 breast=${2:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
@@ -60,9 +61,7 @@ w="$work/busbra"
 mkdir -p "$w"
 commands="$w/commands.sh"
 : > "$commands"
-log() { printf '%q ' "$@" | sed 's/ $//' >> "$commands"; echo >> "$commands"; }
-run() { log "$@"; "$@"; }
-run_unless() { local file=$1; shift; log "$@"; [ -f "$file" ] || "$@"; }
+. "$here/results_lib.sh"  # log, run, run_unless; each breastus command timed
 
 br="$work/data"
 seg="$work/cv/unet-effb2-128"  # results_breast.sh's U-Net folds (128 px, step 8c's choice)
