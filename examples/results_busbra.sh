@@ -45,8 +45,9 @@
 # one quiet run, and over the 4 hours the issue asked for. The choices already
 # made are opt-in:
 # CHOOSE=1 adds step 6's candidates (40 + 34; 6b 33 alone and 6c 49, partly beside a test run,
-# on 2026-11-30; 6d 16 + 27, 2026-11-30), step 9 (84) and step 10's other crop settings (18 + 17), about 4.6 hours more; without it their tables are left out and the section says
-# so. Each step resumes and can run alone (resumable like results_breast.sh); step 7 runs only
+# on 2026-11-30; 6d 16 + 27, 2026-11-30; 6e 42 with evaluation, beside a niced test run,
+# 2026-11-30), step 9 (84) and step 10's other crop settings (18 + 17): about 6 hours more;
+# without it their tables are left out and the section says so. Each step resumes and can run alone (resumable like results_breast.sh); step 7 runs only
 # when a candidate wins. Each breastus command that runs is timed into $WORK/times.tsv, as
 # results_breast.sh says.
 set -euo pipefail
@@ -54,7 +55,7 @@ busbra=${1:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 breast=${2:?usage: $0 PATH/TO/BUSBRA PATH/TO/BrEaST-Lesions_USG [WORK_DIR]}
 work=${3:-work/results}
 choose=${CHOOSE:-0}  # 1: also train the candidates of the choices already made (steps 6, 7, 9
-                     # and step 10's other crop settings; about 3 hours more)
+                     # and step 10's other crop settings; about 6 hours more)
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-python}
 w="$work/busbra"
