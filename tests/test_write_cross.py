@@ -393,11 +393,15 @@ def test_results_say_where_each_setting_was_chosen_as_the_runs_decide(tmp_path):
     assert "batch-norm momentum (0.99 won there; see the rows re-run with it)" in text
     assert ("the U-Net's input size (128 px won there, but the U-Net rows here still ran at 96 "
             "px: not re-run yet)") in text
-    # BrEaST's U-Net re-run at the winner: said, with the number it replaced
+    # BrEaST's U-Net re-run at the winner (results_breast.sh's cv/unet-effb2-128, beside the
+    # 96 px folder): said, with the number it replaced
     (breast / "summary.json").write_text(json.dumps({"metrics": {"dice": {"pooled": 0.711}}}))
+    rerun = work / "cv" / "unet-effb2-128"
     for k in range(3):
-        (breast / f"fold-{k}" / "config.json").write_text(json.dumps(
+        (rerun / f"fold-{k}").mkdir(parents=True)
+        (rerun / f"fold-{k}" / "config.json").write_text(json.dumps(
             {"settings": {"img_size": 128}}))
+    (rerun / "summary.json").write_text(json.dumps({"metrics": {"dice": {"pooled": 0.705}}}))
     assert ("the U-Net's input size (128 px, with which BrEaST's U-Net cross-validation was "
             "re-run, and every lesion crop and descriptor taken from its masks; 96 px had been "
             "chosen on fold 0, Dice 0.711)") in module._where_chosen(work)
