@@ -233,6 +233,32 @@ def test_two_logical_cpu_devices_with_mirrored_strategy(learn_data, tmp_path):
     assert json.loads((run / "config.json").read_text())["devices"] == 2
 
 
+def test_mixed_precision_saves_a_float32_model_that_evaluates(learn_data, tmp_path,
+                                                              monkeypatch):
+    """--mixed-precision (float16 compute, a GPU's setting; forced here on the CPU, where
+    float16 runs, slowly): the model.keras that evaluate and predict load is float32 (the safe
+    loader refused the mixed-precision policies in its config), and the process's Keras policy
+    is float32 again after training."""
+    import zipfile
+
+    from breastus_cli import backend
+    from breastus_cli.engine import train as training
+
+    from breastus_cli import api
+
+    monkeypatch.setattr(training, "_has_gpu", lambda tf: True)
+    run = tmp_path / "mixed"
+    # through the Python API: the test helper run_cli resets the policy itself after a command
+    api.train_cls(learn_data, model="smallcnn", weights="none", img_size=64, batch_size=16,
+                  epochs=1, mixed_precision=True, run_dir=run)
+    assert json.loads((run / "config.json").read_text())["precision"] == "mixed_float16"
+    assert backend.keras().mixed_precision.global_policy().name == "float32"
+    assert "mixed_float16" not in zipfile.ZipFile(run / "model.keras").read("config.json").decode()
+    proc = run_cli("evaluate", str(run), "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "eval-test" / "metrics.json").is_file()
+
+
 def test_fold_runs_evaluate_and_aggregate(learn_data, tmp_path):
     parent = tmp_path / "cv"
     for fold in (0, 1):

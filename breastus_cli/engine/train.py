@@ -72,14 +72,42 @@ def _strategy(settings: TrainSettings, tf: Any) -> Any:
     return tf.distribute.MirroredStrategy(devices)
 
 
+def _has_gpu(tf: Any) -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def _precision(settings: TrainSettings, tf: Any, keras: Any) -> str:
+    """Set the process's Keras dtype policy for this training ("float32" or "mixed_float16");
+    :func:`train` sets it back to float32 when the training ends. On a CPU, float32: mixed
+    bfloat16 made ResNet50's training step faster but the U-Net's slower on this project's
+    CPUs (BENCHMARKS.md, training precision)."""
     if not settings.mixed_precision:
         return "float32"
-    if not tf.config.list_physical_devices("GPU"):
+    if not _has_gpu(tf):
         log.warning("--mixed-precision needs a GPU; training in float32 on the CPU")
         return "float32"
     keras.mixed_precision.set_global_policy("mixed_float16")
     return "mixed_float16"
+
+
+def _inference_copy(model: Any, task: Task, settings: TrainSettings, keras: Any) -> Any:
+    """A model of the same layers and weights shapes as ``model``, without its optimizer, in
+    float32: model.keras is written from it. A mixed-precision model is rebuilt under the
+    float32 policy (its config would name the mixed policy, which inference on a CPU should not
+    run and the safe loader refuses)."""
+    policy = keras.mixed_precision.global_policy().name
+    if policy == "float32":
+        return keras.models.clone_model(model)
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = task.build(settings, None)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    shapes = [tuple(w.shape) for w in model.weights]
+    if [tuple(w.shape) for w in copy.weights] != shapes:
+        raise WorkError("internal error: the float32 copy of the mixed-precision model has "
+                        "other weights")
+    return copy
 
 
 def _prepare_run_dir(settings: TrainSettings, task: Task, resume: bool) -> tuple[Path, bool]:
@@ -243,7 +271,7 @@ def train(
         # model.keras holds an optimizer-free copy: the .keras format would otherwise store
         # Adam's two slots per weight (3x the size; a U-Net EfficientNetB2 took 94 s to load
         # instead of 5.5 s). Resuming uses the BackupAndRestore checkpoints, not model.keras.
-        inference_copy = keras.models.clone_model(model)
+        inference_copy = _inference_copy(model, task, settings, keras)
 
         def save_best(trained: Any, path: Path) -> None:
             inference_copy.set_weights(trained.get_weights())
@@ -325,6 +353,7 @@ def train(
         raise failure from exc
     finally:
         detach_log(handler)
+        keras.mixed_precision.set_global_policy("float32")  # the next model in this process
 
 
 def _remove_unstarted(run_dir: Path, made: bool) -> None:
