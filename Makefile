@@ -46,6 +46,7 @@ bench-all: bench
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/seg_pipeline.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/predict_throughput.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/sweep_cost.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/train_precision.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
