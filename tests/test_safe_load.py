@@ -295,6 +295,11 @@ def test_real_models_load_through_the_safe_loader(tiny_run, seg_run, tmp_path):
     reference = keras.models.load_model(path, compile=False, safe_mode=True)
     batch = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 1)).astype("float32")
     np.testing.assert_allclose(loaded(batch).numpy(), reference(batch).numpy(), atol=1e-5)
+    # (the weights are read from memory, not through the zip member: every one equal)
+    assert [w.name for w in loaded.weights] == [w.name for w in reference.weights]
+    for ours, theirs in zip(loaded.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert loaded.get_config() == reference.get_config()
 
     # A compiled model: breastus's registered loss and metrics in compile_config pass too.
     small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
