@@ -47,6 +47,7 @@ bench-all: bench
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/predict_throughput.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/sweep_cost.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/train_precision.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/model_load.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
