@@ -52,6 +52,19 @@ def command_line(script: str) -> str:
         [""] + [shown(a) if os.path.isabs(a) else a for a in args])
 
 
+def in_fresh_process(script: str, *args: str) -> tuple[dict | None, str]:
+    """Run ``python SCRIPT ARGS...`` in a new process (nothing cached, no global state shared):
+    (the JSON object its last stdout line holds, or None when it failed; its stderr)."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return None, proc.stderr
+    return json.loads(lines[-1]), proc.stderr
+
+
 def rotated(items, shift: int) -> list:
     """``items`` as a list, started ``shift`` places on (round-robin order for round ``shift``)."""
     items = list(items)

@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line  # noqa: E402
+from _common import command_line, in_fresh_process  # noqa: E402
 from _record import record  # noqa: E402
 
 MODELS = {"resnet50": "ResNet50 classifier, 96 px", "unet": "U-Net EfficientNetB2, 128 px"}
@@ -41,6 +40,7 @@ def _save(model: str, path: Path) -> None:
 
         net = build_unet("efficientnetb2", 128, bn_momentum=0.9)
     keras.models.clone_model(net).save(path)
+    print(json.dumps({"saved": str(path)}))
 
 
 def _load(loader: str, path: Path) -> None:
@@ -62,11 +62,10 @@ def _load(loader: str, path: Path) -> None:
 
 
 def _child(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{args} failed:\n{proc.stderr[-3000:]}")
-    lines = proc.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+    result, stderr = in_fresh_process(__file__, *args)
+    if result is None:
+        raise SystemExit(f"{args} failed:\n{stderr[-3000:]}")
+    return result
 
 
 def main() -> None:

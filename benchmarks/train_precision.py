@@ -18,12 +18,11 @@ import argparse
 import json
 import re
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line  # noqa: E402
+from _common import command_line, in_fresh_process  # noqa: E402
 from _record import record  # noqa: E402
 
 MODELS = {"resnet50": ("ResNet50 classifier, 96 px, batch 16", 96, 16),
@@ -73,14 +72,14 @@ def _worker(model: str, setting: str, steps: int, warmup: int) -> None:
 
 def _measure(model: str, setting: str, steps: int, warmup: int) -> dict:
     """{"steps": [...], "loss_finite": bool}, or {"failed": the error's first line}."""
-    proc = subprocess.run([sys.executable, __file__, "--worker", model, setting, "--steps",
-                           str(steps), "--warmup", str(warmup)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        unsupported = re.search(r"Detected unsupported operations[^:]*: (\w+)", proc.stderr)
-        last = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:]
+    result, stderr = in_fresh_process(__file__, "--worker", model, setting, "--steps",
+                                      str(steps), "--warmup", str(warmup))
+    if result is None:
+        unsupported = re.search(r"Detected unsupported operations[^:]*: (\w+)", stderr)
+        last = [line for line in stderr.strip().splitlines() if line.strip()][-1:]
         return {"failed": (f"unsupported operation {unsupported[1]}" if unsupported
-                           else (last[0][:120] if last else f"exit {proc.returncode}"))}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+                           else (last[0][:120] if last else "failed"))}
+    return result
 
 
 def main() -> None:
