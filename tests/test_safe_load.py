@@ -275,6 +275,25 @@ def test_allowlisted_custom_names_are_the_registered_ones():
 
 
 # ---- real breastus models still load ----------------------------------------------------------
+def test_weights_over_the_memory_cap_load_through_the_archive(tiny_run, monkeypatch):
+    """Weights above MAX_WEIGHTS_IN_MEMORY are not read into memory whole: Keras's own loader
+    reads them from the archive, and the model is the same."""
+    import numpy as np
+
+    from breastus_cli.models import safe_load
+
+    fast = safe_load.load_keras_model(tiny_run / "model.keras")
+    calls = []
+    keras_load = safe_load.backend.keras().models.load_model
+    monkeypatch.setattr(safe_load, "MAX_WEIGHTS_IN_MEMORY", 0)
+    monkeypatch.setattr(safe_load.backend.keras().models, "load_model",
+                        lambda *a, **k: calls.append(a) or keras_load(*a, **k))
+    slow = safe_load.load_keras_model(tiny_run / "model.keras")
+    assert len(calls) == 1
+    for ours, theirs in zip(fast.get_weights(), slow.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_real_models_load_through_the_safe_loader(tiny_run, seg_run, tmp_path):
     from breastus_cli import backend
     from breastus_cli.engine import tasks

@@ -36,6 +36,9 @@ WEIGHTS = ("model.weights.h5", "model.weights.npz")
 ENTRIES = {CONFIG, "metadata.json", *WEIGHTS}
 #: config.json larger than this is not a model breastus wrote (a U-Net EfficientNetB2: ~0.5 MB).
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
+#: weights larger than this are read through the archive, as tf-keras does (slower, but not all
+#: in memory at once); breastus's largest, ResNet50, are 95 MB
+MAX_WEIGHTS_IN_MEMORY = 2 * 1024**3
 
 #: Public tf-keras API modules the serializer writes for built-in classes (the deserializer maps
 #: them to ``tf_keras`` symbols by name, never importing anything outside tf-keras).
@@ -298,7 +301,8 @@ def _load_checked(path: Path) -> Any:
     except (ImportError, AttributeError):
         state = None
     with zipfile.ZipFile(path) as archive:
-        if state is None or WEIGHTS[0] not in archive.namelist():
+        if (state is None or WEIGHTS[0] not in archive.namelist()
+                or archive.getinfo(WEIGHTS[0]).file_size > MAX_WEIGHTS_IN_MEMORY):
             return keras.models.load_model(path, compile=False, safe_mode=True)
         config = json.loads(archive.read(CONFIG))
         weights = io.BytesIO(archive.read(WEIGHTS[0]))
