@@ -270,18 +270,19 @@ def load_keras_model(path: str | Path) -> Any:
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
         try:
-            check_model_file(copy)
+            config = check_model_file(copy)
         except InputError as exc:  # name the user's file, not the private copy
             raise InputError(exc.message.replace(str(copy), str(path)), hint=exc.hint) from None
         try:
-            return _load_checked(copy)
+            return _load_checked(copy, config)
         except Exception as exc:
             raise InputError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
 
 
-def _load_checked(path: Path) -> Any:
+def _load_checked(path: Path, config: dict[str, Any]) -> Any:
     """What ``keras.models.load_model(path, compile=False, safe_mode=True)`` returns, for a
-    checked file, with its HDF5 weights read from memory.
+    checked file and the config :func:`check_model_file` read and checked from it, with its
+    HDF5 weights read from memory.
 
     tf-keras hands h5py the weights as a member of the open zip archive. Python 3.11's zip
     member seeks backwards by reading again from the member's start, and h5py seeks a great
@@ -304,7 +305,6 @@ def _load_checked(path: Path) -> Any:
         if (state is None or WEIGHTS[0] not in archive.namelist()
                 or archive.getinfo(WEIGHTS[0]).file_size > MAX_WEIGHTS_IN_MEMORY):
             return keras.models.load_model(path, compile=False, safe_mode=True)
-        config = json.loads(archive.read(CONFIG))
         weights = io.BytesIO(archive.read(WEIGHTS[0]))
     config["compile_config"] = None  # compile=False
     flag, sharing, store_type, load_state = state
