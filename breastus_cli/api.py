@@ -177,7 +177,7 @@ def evaluate(run: PathLike, **options: Any) -> Evaluation:
     ``RUN/eval-<split>/``; returned in memory as well.
 
     Options: data, split, target_sensitivity, threshold, n_bootstrap, batch_size, seed,
-    seg_run, ensemble, tta, fusion, fuse_with.
+    seg_run, ensemble, tta, fusion, fuse_with, postprocess.
 
     >>> api.evaluate("runs/cls/mnv2", split="test").metrics["auc"]  # doctest: +SKIP
     0.83
@@ -262,8 +262,8 @@ def predict(inputs: PathLike | Sequence[PathLike], out: PathLike | None = None,
     folder that is deleted on return, and everything (masks included) is returned in memory.
     With a ``seg_run`` the masks are saved (``save_masks`` defaults to True here) and
     ``masks`` reads them from ``out`` on access. Options: engine, threshold, seg_threshold,
-    pixel_size, manifest, save_masks, save_overlays, explain, batch_size, resume, overwrite,
-    num_parts, part_id, max_pixels.
+    seg_postprocess, pixel_size, manifest, save_masks, save_overlays, explain, batch_size,
+    resume, overwrite, num_parts, part_id, max_pixels, tta.
 
     >>> res = api.predict("scans/", cls_run="runs/cls/mnv2", seg_run="runs/seg/unet")  # doctest: +SKIP
     >>> res.predictions[["path", "p_malignant", "label"]], res.masks[0].shape  # doctest: +SKIP

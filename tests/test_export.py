@@ -304,9 +304,17 @@ def seg_reference(seg_export_run, learn_data) -> tuple[np.ndarray, np.ndarray]:
 
 def test_segmenter_float_tflite_agrees_with_keras(seg_export_run, seg_reference):
     from breastus_cli.engine.export import TFLiteModel
+    from breastus_cli.engine.inference import open_run
 
+    (seg_export_run / "postprocess.json").write_text(json.dumps(  # as evaluate chose it
+        {"method": "largest", "validation_dice": {"none": 0.7, "largest": 0.8},
+         "n_validation": 4}))
     meta = _export(seg_export_run)
     assert meta["task"] == "seg" and meta["output"]["shape"] == [None, 64, 64, 1]
+    # the mask post-processing travels with the file: predict applies it to a bare .tflite
+    assert meta["postprocess"] == "largest"
+    assert meta["postprocess_source"].startswith("chosen on 4 validation cases")
+    assert open_run(seg_export_run / "export" / "model.tflite").postprocess.method == "largest"
     assert meta["labels"] == ["background", "lesion"] and meta["positive_label"] == "lesion"
     agreement = meta["agreement"]
     assert agreement["max_abs_diff"] <= FLOAT_TOL and agreement["within_tolerance"]

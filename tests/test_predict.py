@@ -297,3 +297,36 @@ def test_a_failing_batch_still_writes_the_rows_of_the_batch_before(scan_folder, 
                                     batch_size=2))
     frame = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert len(frame) == calls[0] == 2
+
+
+def test_predict_applies_the_segmenters_chosen_post_processing(scan_folder, seg_run, tmp_path):
+    """RUN/postprocess.json (written by evaluate) is applied to predict's masks and areas and
+    recorded in predict.json; --seg-postprocess none gives the plain masks, and resuming with
+    another post-processing is refused."""
+    import json
+
+    import breastus_cli.engine.predict as P
+    from breastus_cli.engine.postprocess import largest_component
+    from conftest import copy_run
+
+    run = copy_run(seg_run, tmp_path / "unet")
+    (run / "postprocess.json").write_text(json.dumps(
+        {"method": "largest", "validation_dice": {"none": 0.5, "largest": 0.6},
+         "n_validation": 3}))
+    P.predict(P.PredictSettings([scan_folder], tmp_path / "kept", seg_run=run, save_masks=True))
+    P.predict(P.PredictSettings([scan_folder], tmp_path / "plain", seg_run=run, save_masks=True,
+                                seg_postprocess="none"))
+    assert json.loads((tmp_path / "kept" / "predict.json").read_text())["seg_postprocess"] \
+        == "largest"
+    kept, plain = (pd.read_csv(tmp_path / name / "predictions.csv", keep_default_na=False)
+                   for name in ("kept", "plain"))
+    assert len(kept) == len(plain) == GOOD_ROWS
+    for a, b in zip(kept.itertuples(), plain.itertuples()):
+        mask = np.asarray(Image.open(tmp_path / "kept" / a.mask)) > 0
+        raw = np.asarray(Image.open(tmp_path / "plain" / b.mask)) > 0
+        assert np.array_equal(mask, largest_component(raw)), a.path
+        assert int(a.lesion_area_px) == int(mask.sum())
+    proc = run_cli("predict", str(scan_folder), "--seg-run", str(run), "--out",
+                   str(tmp_path / "kept"), "--resume", "--seg-postprocess", "none")
+    assert proc.returncode == 2, proc.stderr
+    assert "--seg-postprocess largest -> none" in proc.stderr

@@ -68,6 +68,45 @@ def test_evaluate_writes_every_segmentation_artifact(seg_eval, learn_data):
     assert {"dataset_iou", "empty_predictions"} <= set(metrics)
 
 
+def _masks(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.asarray(Image.open(p)) > 0 for p in sorted(folder.glob("*.png"))}
+
+
+def test_evaluate_chooses_the_mask_post_processing_on_validation_cases(seg_eval):
+    """The first evaluation chooses it on the run's validation cases (RUN/postprocess.json),
+    applies it to the test masks and says so; --postprocess forces the other one into its own
+    folder, and the masks differ exactly by the post-processing."""
+    from breastus_cli.engine.postprocess import largest_component
+
+    run = seg_eval.parent
+    chosen = json.loads((run / "postprocess.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    assert chosen["n_validation"] == config["data"]["n_val"]
+    dice = chosen["validation_dice"]
+    assert set(dice) == {"none", "largest"} and all(0 <= v <= 1 for v in dice.values())
+    assert chosen["method"] == ("largest" if dice["largest"] > dice["none"] else "none")
+    metrics = json.loads((seg_eval / "metrics.json").read_text())
+    assert metrics["postprocess"] == chosen["method"]
+    assert metrics["postprocess_source"].startswith(
+        f"chosen on {chosen['n_validation']} validation cases")
+    assert "Post-processing" in (seg_eval / "report.md").read_text()
+
+    other = "none" if chosen["method"] == "largest" else "largest"
+    before = (seg_eval / "metrics.json").read_bytes()
+    proc = run_cli("evaluate", str(run), "--postprocess", other, "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    forced = run / f"eval-test-postprocess-{other}"
+    forced_metrics = json.loads((forced / "metrics.json").read_text())
+    assert forced_metrics["postprocess"] == other
+    assert forced_metrics["postprocess_source"] == "given with --postprocess"
+    assert (seg_eval / "metrics.json").read_bytes() == before  # the run's evaluation kept
+    plain, kept = ((_masks(forced / "masks"), _masks(seg_eval / "masks")) if other == "none"
+                   else (_masks(seg_eval / "masks"), _masks(forced / "masks")))
+    assert plain.keys() == kept.keys() and plain
+    for case, mask in plain.items():
+        assert np.array_equal(kept[case], largest_component(mask)), case
+
+
 def test_segmenter_learned_far_beyond_trivial_answers(seg_eval, learn_data):
     """Mean IoU on unseen cases against the two trivial answers: an empty mask (IoU 0) and the
     whole image (IoU = lesion area / image area)."""

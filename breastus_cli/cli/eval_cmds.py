@@ -59,6 +59,12 @@ def evaluate_cmd(
     tta: str = typer.Option("none", "--tta",
                             help="Test-time augmentation: none, or flip (the mean of the outputs "
                                  "on the image and on its horizontal mirror image)."),
+    postprocess: str = typer.Option(
+        None, "--postprocess", metavar="none|largest",
+        help="Segmentation runs: force the mask post-processing (largest: keep the largest "
+             "connected component, holes filled) and write eval-<split>-postprocess-<method>/. "
+             "Default: the run's, chosen on its validation cases the first time it is "
+             "evaluated (RUN/postprocess.json; predict applies it too)."),
 ) -> None:
     """Metrics with 95% bootstrap CIs, plots and a report for runs on a split.
 
@@ -73,7 +79,7 @@ def evaluate_cmd(
                              target_sensitivity=target_sensitivity, threshold=threshold,
                              n_bootstrap=bootstrap, batch_size=batch_size, seg_run=seg_run,
                              ensemble=ensemble, tta=tta, fusion=fusion,
-                             fuse_with=fuse_with)
+                             fuse_with=fuse_with, postprocess=postprocess)
                 for r in find_runs(list(runs), ensemble=ensemble)]
     for s in settings:
         s.validate()

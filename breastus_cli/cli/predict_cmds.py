@@ -36,6 +36,11 @@ def predict_cmd(
     threshold: float = typer.Option(None, "--threshold",
                                     help="Malignant threshold (default: the run's chosen one)."),
     seg_threshold: float = typer.Option(0.5, "--seg-threshold", help="Lesion mask threshold."),
+    seg_postprocess: str = typer.Option(
+        None, "--seg-postprocess", metavar="none|largest",
+        help="Lesion mask post-processing (largest: the largest connected component, holes "
+             "filled). Default: the segmenter's, chosen on its validation cases "
+             "(RUN/postprocess.json, written by evaluate)."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="mm per pixel, for mm^2 areas."),
     manifest: Path = typer.Option(None, "--manifest",
                                   help="A manifest.csv giving pixel sizes by file name."),
@@ -76,7 +81,7 @@ def predict_cmd(
         engine=engine, threshold=threshold, seg_threshold=seg_threshold, pixel_size=pixel_size,
         manifest=manifest, save_masks=save_masks, save_overlays=save_overlays, explain=explain,
         batch_size=batch_size, resume=resume, overwrite=overwrite, num_parts=num_parts,
-        part_id=part_id, max_pixels=max_pixels, tta=tta)
+        part_id=part_id, max_pixels=max_pixels, tta=tta, seg_postprocess=seg_postprocess)
     settings.validate()
     from breastus_cli import backend
 

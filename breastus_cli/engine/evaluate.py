@@ -44,6 +44,9 @@ class EvalSettings:
     tta: str = "none"  # test-time augmentation: none or flip (inference.with_tta)
     fusion: str = "none"  # "descriptors": fit the run's fused classifier (engine/fusion.py)
     fuse_with: Path | None = None  # a second classifier run whose score the combiner also takes
+    #: a segmenter's mask post-processing: None = the run's (engine/postprocess.py, chosen on
+    #: its validation cases the first time), or one of postprocess.METHODS forced
+    postprocess: str | None = None
 
     def validate(self) -> None:
         from breastus_cli.engine.inference import TTA_MODES
@@ -52,6 +55,11 @@ class EvalSettings:
             raise UsageError(f"--split must be test, val, train or all (got '{self.split}')")
         if self.tta not in TTA_MODES:
             raise UsageError(f"--tta must be {' or '.join(TTA_MODES)} (got '{self.tta}')")
+        from breastus_cli.engine.postprocess import METHODS
+
+        if self.postprocess is not None and self.postprocess not in METHODS:
+            raise UsageError(f"--postprocess must be {' or '.join(METHODS)} "
+                             f"(got '{self.postprocess}')")
         if self.ensemble and self.data is None:
             raise UsageError("--ensemble scores a fold ensemble on another dataset: give it with "
                              "--data (its fold models together saw every case of the "
@@ -97,8 +105,11 @@ class EvalSettings:
         """``RUN/eval-<split>/``; on ``other`` (``--data``, not the run's own dataset)
         ``RUN/eval-<dataset>-<split>/``, so scoring another hospital's cases never replaces the
         run's own evaluation; a fold ensemble's ``CV_DIR/eval-ensemble-<dataset>-<split>/``;
-        with test-time augmentation ``...-tta-flip/`` (the plain evaluation is kept)."""
+        with test-time augmentation ``...-tta-flip/`` (the plain evaluation is kept), with a
+        forced segmentation post-processing ``...-postprocess-<method>/``."""
         suffix = "" if self.tta == "none" else f"-tta-{self.tta}"
+        if self.postprocess is not None:
+            suffix += f"-postprocess-{self.postprocess}"
         from breastus_cli.data.combine import dataset_names
 
         if self.ensemble:
@@ -234,7 +245,8 @@ def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
     if loaded is None:
         loaded = open_run(seg_run, "seg", tta=tta)
     probabilities = loaded.run_files(image_paths, batch_size)
-    masks = [to_original_size(prob, read_luminance(path).shape, threshold)[1]
+    method = loaded.postprocess.method  # the segmenter's own (RUN/postprocess.json)
+    masks = [to_original_size(prob, read_luminance(path).shape, threshold, method)[1]
              for path, prob in zip(image_paths, probabilities)]
     if memo is not None:
         memo[run_key], memo[key] = loaded, masks
@@ -551,6 +563,45 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
                       other=other or settings.ensemble)
 
 
+def _seg_postprocess(settings: EvalSettings, config: dict[str, Any], loaded: Any,
+                     include_other: bool) -> Any:
+    """The mask post-processing a segmentation evaluation applies: ``--postprocess`` when
+    given, else the run's (a fold ensemble's majority). A run without RUN/postprocess.json
+    chooses it now on its own validation cases (:func:`postprocess.choose`, at the run's own
+    threshold) and writes the file; when those cases cannot be read, masks stay as they are."""
+    from breastus_cli.data.imaging import read_mask
+    from breastus_cli.engine import postprocess
+    from breastus_cli.engine.inference import to_original_size
+
+    if settings.postprocess is not None:
+        return postprocess.Postprocess(settings.postprocess, "given with --postprocess")
+    run_dir = Path(settings.run_dir)
+    if settings.ensemble or (run_dir / postprocess.POSTPROCESS).is_file():
+        return loaded.postprocess
+    try:
+        own = Path(config["data"]["path"])
+        check_same_split(run_dir, config, own)
+        frame = run_cases(config, "val", own)
+    except (InputError, KeyError, TypeError, OSError) as exc:
+        reason = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        return postprocess.Postprocess("none", f"none (not chosen: the run's validation cases "
+                                               f"cannot be read: {reason})")
+    frame = frame[frame["mask_path"] != ""].reset_index(drop=True)
+    if len(frame) == 0:
+        return postprocess.Postprocess("none", "none (not chosen: no validation case has a mask)")
+    threshold = read_threshold(run_dir, config).value
+    probabilities = loaded.run_files(list(frame["image_path"]), settings.batch_size)
+    truths, preds = [], []
+    for i, case in frame.iterrows():
+        paths = [case["mask_path"]]
+        if include_other and case.get("other_mask_path"):
+            paths.append(case["other_mask_path"])
+        truths.append(read_mask(paths))
+        preds.append(to_original_size(probabilities[i], truths[-1].shape, threshold)[1])
+    postprocess.write(run_dir, postprocess.choose(truths, preds))
+    return postprocess.read(run_dir)
+
+
 def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
     """Per-case IoU, Dice, precision, recall, HD95 and areas, scored at each image's original
     size (the predicted probability map is resized back before thresholding)."""
@@ -575,6 +626,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
         threshold, threshold_source = chosen.value, chosen.source
     include_other = bool(config["settings"].get("include_other_masks"))
     loaded = open_run(settings.run_dir, "seg", config=config, tta=settings.tta)
+    chosen = _seg_postprocess(settings, config, loaded, include_other)
     probabilities = loaded.run_files(list(frame["image_path"]), settings.batch_size)
     if not np.isfinite(probabilities).all():
         raise WorkError(f"{settings.run_dir}: the model outputs non-finite values; the training "
@@ -590,7 +642,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
             paths.append(case["other_mask_path"])
         truth = read_mask(paths)
         height, width = truth.shape
-        pred = to_original_size(probabilities[i], truth.shape, threshold)[1]
+        pred = to_original_size(probabilities[i], truth.shape, threshold, chosen.method)[1]
         save_png(pred, mask_dir / f"{case['case_id']}.png")
         pixel = case.get("pixel_size_mm")
         pixel = float(pixel) if pixel is not None and np.isfinite(float(pixel)) else None
@@ -614,6 +666,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
         per_case.insert(1, "dataset", frame["dataset"])
     metrics.update({"split": settings.split, "threshold": threshold,
                     "threshold_source": threshold_source, "threshold_rule": THRESHOLD_RULE,
+                    "postprocess": chosen.method, "postprocess_source": chosen.source,
                     "run_dir": str(settings.run_dir),
                     "backbone": config["settings"].get("backbone"),
                     "fold": config["settings"].get("fold"),

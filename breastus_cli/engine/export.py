@@ -40,6 +40,7 @@ import numpy as np
 from breastus_cli import __version__, backend
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.data.manifest import file_sha256
+from breastus_cli.engine import postprocess
 from breastus_cli.engine.agreement import (  # noqa: F401  (re-exported)
     INT8_CLOSE,
     INT8_MIN_LABEL_AGREEMENT,
@@ -242,7 +243,8 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
     else:
         labels, positive = ["background", "lesion"], "lesion"
         output = {"shape": [None, img_size, img_size, 1], "dtype": "float32",
-                  "meaning": "sigmoid lesion probability per pixel; mask = p >= threshold"}
+                  "meaning": "sigmoid lesion probability per pixel; mask = p >= threshold "
+                             "(at the image's size), then the postprocess method"}
     # Entries of earlier exports of the same model.keras stay listed (one folder, many files).
     exports: dict[str, Any] = {}
     previous = target.parent / METADATA
@@ -254,6 +256,7 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
                            if (target.parent / k).exists()}
     exports[target.name] = entry
     settings_ = config.get("settings", {})
+    pp = postprocess.read(run_dir) if task == "seg" else None
     return {
         "task": task,
         "model": settings_.get("model") or (f"unet-{settings_['backbone']}"
@@ -272,6 +275,8 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
         "threshold": threshold,
         "threshold_source": threshold_source,
         "threshold_rule": THRESHOLD_RULE,
+        # a segmenter's mask post-processing (engine/postprocess.py; predict reads this)
+        **({"postprocess": pp.method, "postprocess_source": pp.source} if pp else {}),
         "source_run": str(run_dir.resolve()),
         "source_model": MODEL,
         "source_model_sha256": model_sha,

@@ -7,7 +7,8 @@ check all go through it.
     LoadedRun.run(batch)          (N, S, S, 1) float32 0..255 -> (N, 2) or (N, S, S, 1)
     LoadedRun.run_files(paths)    the training pipeline's decode + resize, then run
     resize_input(image, S)        the training pipeline's resize for an in-memory image
-    to_original_size(prob, shape, threshold)  a probability map back at the image's size, masked
+    to_original_size(prob, shape, threshold, postprocess)  a probability map back at the
+                                              image's size, masked (and post-processed)
     lesion_crop(image, mask, margin)          a lesion-centred classifier's input
 
 The forward pass is a compiled function (Keras: faster than ``model.predict`` on small CPUs, the
@@ -124,6 +125,7 @@ class LoadedRun:
     keras_model: Any = None  # None for the TFLite engine (unless asked for, e.g. Grad-CAM)
     roi_margin: float | None = None  # lesion-centred classifier: crop around the lesion
     exported_threshold: Threshold | None = None  # a .tflite file's, from its metadata.json
+    exported_postprocess: str | None = None  # a .tflite segmenter's, from its metadata.json
     members: list[Path] = field(default_factory=list)  # a fold ensemble's fold run directories
     tta: str = "none"  # test-time augmentation applied by ``run`` (:func:`with_tta`)
     #: ``run`` may be called from two threads at once: a Keras model's compiled function can
@@ -145,6 +147,18 @@ class LoadedRun:
     @property
     def threshold(self) -> float:
         return self.decision.value
+
+    @cached_property
+    def postprocess(self) -> Any:
+        """A segmenter's mask post-processing (:mod:`breastus_cli.engine.postprocess`):
+        RUN/postprocess.json, a fold ensemble's majority, a .tflite file's metadata."""
+        from breastus_cli.engine import postprocess
+
+        if self.exported_postprocess is not None:
+            return postprocess.Postprocess(self.exported_postprocess, "export metadata")
+        if self.members:
+            return postprocess.ensemble(self.members)
+        return postprocess.read(self.source)
 
     def run_files(self, paths: list[str], batch_size: int = 16) -> np.ndarray:
         """Outputs for prepared image files, decoded and resized by the training pipeline."""
@@ -196,7 +210,8 @@ def _open_single(source: Path, expected: str | None, engine: str, need_keras: bo
                            str(lite.metadata.get("threshold_source", "export metadata")))
         return LoadedRun(task, lite.input_size, lite.predict, source,
                          roi_margin=roi_margin({**lite.metadata, "task": task}),
-                         exported_threshold=chosen)
+                         exported_threshold=chosen,
+                         exported_postprocess=str(lite.metadata.get("postprocess", "none")))
     config = read_config(source) if config is None else config
     task = config.get("task")
     if expected is not None and task != expected:
@@ -389,12 +404,15 @@ def upsample(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                       .resize((int(width), int(height)), Image.BILINEAR))
 
 
-def to_original_size(prob: np.ndarray, shape: tuple[int, int],
-                     threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def to_original_size(prob: np.ndarray, shape: tuple[int, int], threshold: float,
+                     postprocess: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """A segmenter's probability map at the image's original (height, width) and the lesion
-    mask there (``p >= threshold`` after upsampling, as evaluate scores it)."""
+    mask there (``p >= threshold`` after upsampling, as evaluate scores it, then the run's
+    ``postprocess`` method: :mod:`breastus_cli.engine.postprocess`)."""
+    from breastus_cli.engine.postprocess import apply
+
     big = upsample(prob, shape)
-    return big, big >= threshold
+    return big, apply(big >= threshold, postprocess)
 
 
 def lesion_crop(image: np.ndarray, mask: np.ndarray,

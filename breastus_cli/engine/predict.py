@@ -77,6 +77,9 @@ class PredictSettings:
     engine: str = "keras"
     threshold: float | None = None
     seg_threshold: float = 0.5
+    #: the segmenter's mask post-processing: None = the run's (RUN/postprocess.json: chosen on
+    #: its validation cases), or one of postprocess.METHODS
+    seg_postprocess: str | None = None
     pixel_size: float | None = None
     manifest: Path | None = None
     save_masks: bool = False
@@ -102,6 +105,11 @@ class PredictSettings:
             raise UsageError(f"--threshold must lie in [0, 1] (got {self.threshold})")
         if not 0 < self.seg_threshold < 1:
             raise UsageError(f"--seg-threshold must lie in (0, 1) (got {self.seg_threshold})")
+        from breastus_cli.engine.postprocess import METHODS
+
+        if self.seg_postprocess is not None and self.seg_postprocess not in METHODS:
+            raise UsageError(f"--seg-postprocess must be {' or '.join(METHODS)} "
+                             f"(got '{self.seg_postprocess}')")
         if self.pixel_size is not None and not self.pixel_size > 0:
             raise UsageError(f"--pixel-size must be positive mm per pixel (got {self.pixel_size})")
         if self.batch_size < 1:
@@ -282,6 +290,7 @@ def _record(settings: PredictSettings, threshold: float | None,
             "models": {"cls": _model_record(settings.cls_run, settings.engine),
                        "seg": _model_record(settings.seg_run, settings.engine)},
             "threshold": threshold, "seg_threshold": settings.seg_threshold,
+            "seg_postprocess": settings.seg_postprocess,
             "engine": settings.engine, "tta": settings.tta,
             "fusion": None if fused is None else {
                 "path": str(Path(settings.cls_run or "") / FUSION),
@@ -313,6 +322,10 @@ def _differences(old: dict[str, Any], new: dict[str, Any], part: bool) -> list[s
     tta = (old.get("tta") or "none", new.get("tta") or "none")  # none before --tta existed
     if tta[0] != tta[1]:
         found.append(f"--tta {tta[0]} -> {tta[1]}")
+    kept = [(r.get("seg_postprocess") or "none") if r.get("models", {}).get("seg") else None
+            for r in (old, new)]  # none before post-processing existed
+    if kept[0] != kept[1]:
+        found.append(f"--seg-postprocess {kept[0]} -> {kept[1]}")
     fused = [(r.get("fusion") or {}).get("sha256") for r in (old, new)]
     if fused[0] != fused[1]:
         found.append("the classifier's fusion.json " + ("changed" if all(fused) else
@@ -433,6 +446,8 @@ def predict(settings: PredictSettings,
                       settings.tta) if settings.cls_run else None
     seg = _open_model(settings.seg_run, "seg", settings.engine, False,
                       settings.tta) if settings.seg_run else None
+    if seg is not None and settings.seg_postprocess is None:  # the run's own choice
+        settings.seg_postprocess = seg.postprocess.method
     if cls is not None and cls.roi_margin is not None and seg is None:
         raise UsageError(f"--cls-run {settings.cls_run} classifies lesion crops: give the "
                          "segmenter that finds them with --seg-run")
@@ -578,9 +593,9 @@ class _Outputs:
     p_partner: np.ndarray | None = None  # the fusion's second classifier's p(malignant)
 
 
-def _full_size(frames: list[Frame], probs: np.ndarray,
-               threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [to_original_size(prob, frame.image.shape, threshold)
+def _full_size(frames: list[Frame], probs: np.ndarray, threshold: float,
+               postprocess: str | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [to_original_size(prob, frame.image.shape, threshold, postprocess or "none")
             for frame, prob in zip(frames, probs)]
 
 
@@ -601,7 +616,8 @@ def _forward(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | None,
     if seg is not None:
         outputs.probs = seg.run(np.stack([_input(f, seg.size, tf) for f in frames]))
         if any(m is not None and m.roi_margin is not None for m in (cls, partner)):
-            outputs.big = _full_size(frames, outputs.probs, settings.seg_threshold)  # crops
+            outputs.big = _full_size(frames, outputs.probs, settings.seg_threshold,
+                                     settings.seg_postprocess)  # crops
     if partner is not None:
         outputs.p_partner = partner.run(_cls_batch(frames, partner, outputs.big or [], tf))[:, 1]
     if cls is not None:
@@ -640,7 +656,8 @@ def _predict_batch(frames: list[Frame], outputs: _Outputs, cls: LoadedRun | None
     rows: list[dict[str, Any]] = []
     probs, p_mal, heat = outputs.probs, outputs.p_mal, outputs.heat
     big = outputs.big if outputs.big is not None else (
-        _full_size(frames, probs, settings.seg_threshold) if probs is not None else [])
+        _full_size(frames, probs, settings.seg_threshold, settings.seg_postprocess)
+        if probs is not None else [])
     for i, frame in enumerate(frames):
         height, width = frame.image.shape
         pixel = (settings.pixel_size or frame.pixel_size_mm

@@ -160,6 +160,13 @@ def _per_class_table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _postprocess(m: dict) -> str:
+    """A segmentation evaluation's mask post-processing and where it came from."""
+    method = m.get("postprocess", "none")
+    name = "largest connected component, holes filled" if method == "largest" else method
+    return f"{name} ({m.get('postprocess_source', 'not recorded')})"
+
+
 def cls_table(result: EvalResult) -> Table:
     m = result.metrics
     table = Table(title=f"{result.run_dir} on {result.split} ({m['n']} cases, "
@@ -256,7 +263,8 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
         figures.append(("history.png", "Training history"))
     rows = [(label, _value(m, key, ci)) for label, key, ci in SEG_ROWS]
     rows += [("Cases", str(m["n"])), ("Empty predictions", str(m["empty_predictions"])),
-             ("Threshold", f"{m['threshold']:.2f} ({result.threshold_source})")]
+             ("Threshold", f"{m['threshold']:.2f} ({result.threshold_source})"),
+             ("Post-processing", _postprocess(m))]
     settings = result.config.get("settings", {})
     worst = ranked.head(5)[["case_id", "iou", "dice"]]
     sections = [("Lowest IoU", "| case | IoU | Dice |\n|---|---:|---:|\n" + "\n".join(
@@ -295,6 +303,7 @@ def seg_table(result: EvalResult) -> Table:
     for label, key, ci in SEG_ROWS:
         table.add_row(label, _value(m, key, ci))
     table.add_row("empty predictions", str(m["empty_predictions"]))
+    table.add_row("post-processing", _postprocess(m))
     table.caption = f"written to {result.out_dir}"
     return table
 
