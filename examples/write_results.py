@@ -355,7 +355,7 @@ def main() -> None:
               for name, acc, auc, sens, spec, seg in REFERENCE]
     baseline = None
     goals: list[str] = []
-    for label, _, summary, _plan in runs:
+    for label, folder, summary, _plan in runs:
         m = summary["metrics"]
         if summary["task"] == "cls":
             baseline = summary.get("majority_baseline_accuracy", baseline)
@@ -377,8 +377,9 @@ def main() -> None:
                 goals.append(_fused_goal(f"{label} + lesion descriptors",
                                          summary["fusion"].get("fused", {})))
         else:
-            lines.append(f"| {label} | | | | | Dice {_fmt(m.get('dice'))}, "
-                         f"IoU {_fmt(m.get('iou'))} |")
+            kept = _cross().postprocess_chosen(folder)  # the mask post-processing, per fold
+            lines.append(f"| {label} (post-processing: {kept}) | | | | | Dice "
+                         f"{_fmt(m.get('dice'))}, IoU {_fmt(m.get('iou'))} |")
             goals.append(f"- {label}: mean Dice {_goal(m.get('dice', {}).get('pooled'), 0.75)}.")
     if args.two_view:
         two_rows, two_goal = two_view_rows(*args.two_view.split("=", 1))

@@ -107,6 +107,10 @@ def test_write_results_reports_the_pooled_numbers(cv_cls, cv_seg, tmp_path):
     auc = cls["metrics"]["auc"]
     assert f"{auc['pooled']:.3f} ({auc['ci'][0]:.3f}–{auc['ci'][1]:.3f})" in text
     assert f"Dice {seg['metrics']['dice']['pooled']:.3f}" in text
+    # each fold chose its mask post-processing on its own validation cases; the row says so
+    assert all((cv_seg / f"fold-{k}" / "postprocess.json").is_file() for k in range(3))
+    assert "| U-Net (post-processing: largest component in " in text
+    assert " of 3 folds (validation Dice " in text
     assert f"| always 'benign' (majority class) | {cls['majority_baseline_accuracy']:.3f}" in text
     assert "Wall time of the whole script: 1.5 minutes." in text
     assert "breastus cv cls data --folds 3" in text

@@ -349,6 +349,21 @@ def test_the_unet_size_is_chosen_on_validation_iou_and_says_whether_breast_ran_i
             "376 | 0.870 (0.850–0.890) |") in text
     assert ("| BrEaST only, from scratch (128 px, 30 epochs, lr 1e-3; table above) | BrEaST, 5 "
             "folds pooled out of fold | 252 | 0.750 (0.720–0.780) |") in text
+    assert "| not chosen (run before post-processing existed) |" in text
+    # each row says the mask post-processing its run(s) chose on validation, and the gain
+    def chose(run: Path, method: str, none: float, largest: float) -> None:
+        (run / "postprocess.json").write_text(json.dumps(
+            {"method": method, "validation_dice": {"none": none, "largest": largest}}))
+
+    chose(runs / "unet-128-f0", "largest", 0.80, 0.81)
+    chose(breast / "fold-0", "none", 0.70, 0.70)
+    (breast / "fold-1").mkdir()
+    chose(breast / "fold-1", "largest", 0.70, 0.73)
+    text = _write(tmp_path)
+    assert "| 0.870 (0.850–0.890) | 0.770 (0.750–0.790) | largest component (validation Dice " \
+           "+0.010) |" in text
+    assert ("| 0.750 (0.720–0.780) | 0.650 (0.620–0.680) | largest component in 1 of 2 folds "
+            "(validation Dice +0.015 on average) |") in text
 
 
 def test_the_batch_norm_candidate_joins_the_recipe_table_and_can_win(tmp_path):
