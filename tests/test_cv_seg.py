@@ -33,6 +33,9 @@ def test_lesion_centred_cv_takes_crops_from_the_same_folds_segmenter(learn_data,
     for k in range(3):
         metrics = json.loads((out / f"fold-{k}/eval-test/metrics.json").read_text())
         assert metrics["roi"]["crops_from"] == f"segmentation run {cv_seg / f'fold-{k}'}"
+        # the crops come from the masks as the fold's segmenter post-processes them
+        chosen = json.loads((cv_seg / f"fold-{k}" / "postprocess.json").read_text())
+        assert metrics["roi"]["mask_postprocess"] == chosen["method"]
     summary = json.loads((out / "summary.json").read_text())
     oof = pd.read_csv(out / "oof_predictions.csv")
     assert len(oof) == oof["case_id"].nunique() == summary["n"]
@@ -142,6 +145,8 @@ def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cl
         assert set(fused["descriptor_weights"]) >= {"solidity", "circularity", "log_area_mm2"}
         metrics = json.loads((out / f"fold-{k}/eval-test/metrics.json").read_text())
         assert metrics["fusion"]["masks_from"] == f"segmentation run {cv_seg / f'fold-{k}'}"
+        assert metrics["fusion"]["mask_postprocess"] == json.loads(
+            (cv_seg / f"fold-{k}" / "postprocess.json").read_text())["method"]
         assert (out / f"fold-{k}/eval-test/descriptors.csv").is_file()
     oof = pd.read_csv(out / "oof_predictions.csv")
     fusion = json.loads((out / "summary.json").read_text())["fusion"]

@@ -258,3 +258,28 @@ def test_fold_summary_means_folds_of_one_model_only() -> None:
     assert fold_summary(folds[:1]) is None  # one run is no spread
     assert fold_summary([*folds[:2], {**folds[2], "model": "mobilenetv2"}]) is None
     assert fold_summary([*folds[:2], {**folds[2], "fold": None}]) is None
+
+
+def test_scores_are_rounded_once_so_predictions_csv_reproduces_the_metrics(tmp_path):
+    """Two saturated scores 3e-8 apart, the benign one higher: unrounded, the AUC counted that
+    pair as lost while predictions.csv (6 decimals) showed a tie, so the file gave another AUC
+    than metrics.json (seen as a flaky fused-classifier test)."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from breastus_cli.engine.evaluate import _p_malignant
+    from breastus_cli.engine.metrics import classification_metrics
+
+    class Saturated:  # a LoadedRun's run_files: (N, 2) softmax outputs
+        def run_files(self, images, batch_size):
+            return np.array([[0, 0.99999991], [0, 0.99999994], [0.7, 0.3], [0.8, 0.2]],
+                            np.float32).astype(np.float64)
+
+    y = np.array([1, 0, 0, 0])
+    p = _p_malignant(Saturated(), ["a", "b", "c", "d"], 2)
+    assert p[0] == p[1] == 1.0
+    pd.DataFrame({"y_true": y, "p_malignant": p}).to_csv(tmp_path / "p.csv", index=False)
+    frame = pd.read_csv(tmp_path / "p.csv")
+    auc = classification_metrics(y, p, 0.5, n_bootstrap=0)["auc"]
+    assert auc == pytest.approx(roc_auc_score(frame["y_true"], frame["p_malignant"]))
+    assert auc == pytest.approx(2.5 / 3)

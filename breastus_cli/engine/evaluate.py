@@ -208,7 +208,9 @@ def _cases(data: Path, split: str, config: dict[str, Any]) -> Any:
 
 def _p_malignant(loaded: Any, images: list[str], batch_size: int) -> np.ndarray:
     """p(malignant) of each prepared image through the one inference path."""
-    return loaded.run_files(images, batch_size)[:, 1].astype(np.float64)
+    from breastus_cli.engine.metrics import as_score
+
+    return as_score(loaded.run_files(images, batch_size)[:, 1])  # as predictions.csv has it
 
 
 #: while an evaluation runs: each segmenter opened once, and its masks of an image list kept
@@ -452,6 +454,10 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         extra["roi_source"] = crops_from if source == "seg" else ORACLE_ROI
         extra["roi"] = {"crops_from": crops_from, "oracle": source == "gt",
                         "lesion_found": int(sum(found or [])), "n": int(len(frame))}
+        if source == "seg":  # the segmenter's mask post-processing (engine/postprocess.py)
+            from breastus_cli.engine import postprocess
+
+            extra["roi"]["mask_postprocess"] = postprocess.of(settings.seg_run).method
     val = p_val = None
     if settings.target_sensitivity is not None or settings.fusion != "none":
         val = _cases(data, "val", config)

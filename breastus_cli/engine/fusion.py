@@ -189,7 +189,10 @@ class Fusion:
                 raise InputError(f"this fused classifier also takes the score of "
                                  f"{self.partner['path']} (--fuse-with): none was given")
             inputs.append(logit(p_partner))
-        return p_desc, self.combiner.predict(np.column_stack(inputs))
+        from breastus_cli.engine.metrics import as_score
+
+        # reported as predictions.csv writes them: metrics and labels then follow the file
+        return as_score(p_desc), as_score(self.combiner.predict(np.column_stack(inputs)))
 
     def explain(self, x: np.ndarray, top: int = 3) -> list[str]:
         """Per lesion, the descriptors that moved its descriptor score most, signed (log-odds
@@ -353,6 +356,7 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
     Returns metrics.json's ``fusion`` block and predictions columns; writes
     ``out_dir/descriptors.csv`` (each case's descriptors from the segmenter's mask)."""
     from breastus_cli.atomic import atomic_path
+    from breastus_cli.engine import postprocess
     from breastus_cli.engine.evaluate import predicted_masks
     from breastus_cli.engine.metrics import classification_metrics
 
@@ -373,6 +377,7 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
         "descriptors": block(p_desc, fused.descriptor_threshold),
         "fused": block(p_fused, fused.threshold),
         "masks_from": f"segmentation run {seg_run}",
+        "mask_postprocess": postprocess.of(seg_run).method,
         "lesion_found": int(sum(bool(np.asarray(m).any()) for m in masks)),
         "n": int(len(y)),
         "descriptor_weights": fused.descriptors.weights(),

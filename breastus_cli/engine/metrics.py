@@ -26,6 +26,15 @@ from breastus_cli.engine.bootstrap import percentile_ci, resample_counts
 LABELS = ("benign", "malignant")  # index = class id; 1 = malignant = positive
 
 CI_KEYS = ("accuracy", "auc", "sensitivity", "specificity", "balanced_accuracy")
+#: every p(malignant) breastus reports is rounded to this many decimals once, before any
+#: metric or label is computed from it, so that predictions.csv reproduces metrics.json exactly
+#: (two saturated scores 1e-7 apart would otherwise be a tie in the file and not in the metric)
+SCORE_DECIMALS = 6
+
+
+def as_score(p: Any) -> np.ndarray:
+    """Probabilities as breastus reports them (float64, :data:`SCORE_DECIMALS` decimals)."""
+    return np.round(np.asarray(p, dtype=np.float64), SCORE_DECIMALS)
 
 # --------------------------------------------------------------------------------------------
 # input validation

@@ -38,6 +38,7 @@ from breastus_cli.engine.inference import (
     TFLITE_EXPORTS, TTA_MODES, LoadedRun, is_cv_dir, lesion_crop, open_run, resize_input,
     to_original_size, upsample,
 )
+from breastus_cli.engine.metrics import as_score
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.atomic import write_json
 from breastus_cli.ownership import PREDICT_FORMAT, is_owned, read_marker
@@ -668,8 +669,8 @@ def _predict_batch(frames: list[Frame], outputs: _Outputs, cls: LoadedRun | None
                                "pixel_size_mm": "" if pixel is None else round(pixel, 6)}
         stem = _stem(frame)
         if p_mal is not None:
-            p = float(p_mal[i])
-            row.update({"p_malignant": round(p, 6), "threshold": threshold,
+            p = float(as_score(p_mal[i]))  # the label follows the score as written
+            row.update({"p_malignant": p, "threshold": threshold,
                         "label": "malignant" if p >= (0.5 if threshold is None else threshold)
                         else "benign"})
         if heat is not None and cls is not None and cls.roi_margin is None:
@@ -685,8 +686,9 @@ def _predict_batch(frames: list[Frame], outputs: _Outputs, cls: LoadedRun | None
             row.update(_descriptor_cells(values))
             if fused is not None and p_mal is not None:
                 x = fusion.feature_row(values)
-                p_two = None if outputs.p_partner is None else outputs.p_partner[i:i + 1]
-                p_desc, p_fused = fused.scores(p_mal[i:i + 1], x, p_two)
+                p_two = (None if outputs.p_partner is None
+                         else as_score(outputs.p_partner[i:i + 1]))  # as evaluate scores it
+                p_desc, p_fused = fused.scores(as_score(p_mal[i:i + 1]), x, p_two)
                 if p_two is not None:
                     row["p_partner"] = round(float(p_two[0]), 6)
                 row.update({"p_descriptors": round(float(p_desc[0]), 6),
