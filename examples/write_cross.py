@@ -408,6 +408,71 @@ def unet_size_section(runs: Path, breast_unet_px: int | None,
             outcome]
 
 
+#: step 8d's candidates: the fine-tuned U-Net's epoch cap and its cross-validation folder; the
+#: first is step 8b's (the default: the fine-tuned rows and crops come from it)
+FT_CAPS = ((12, "unet-128-ft"), (30, "unet-128-ft30"))
+
+
+def _fold_bests(cv: Path) -> list[tuple[float, int, int]] | None:
+    """(best validation IoU, its epoch, epochs run) of each fold of a finished segmentation
+    cross-validation (summary.json written), None before."""
+    if not (cv / "summary.json").is_file():
+        return None
+    folds = []
+    for fold in sorted(cv.glob("fold-*")):
+        best = _json(fold / "best.json") or {}
+        history = fold / "history.csv"
+        ran = len(history.read_text().strip().splitlines()) - 1 if history.is_file() else 0
+        folds.append((float(best.get("value", float("nan"))), int(best.get("epoch") or 0), ran))
+    return folds or None
+
+
+def chosen_ft_cap(cv_root: Path) -> tuple[int, list] | None:
+    """Step 8d: (the chosen epoch cap, [(cap, folder, fold bests)]) once every candidate's
+    cross-validation finished: the higher mean over the folds of the best validation IoU."""
+    tried = [(cap, cv_root / name, _fold_bests(cv_root / name)) for cap, name in FT_CAPS]
+    if any(bests is None for _, _, bests in tried):
+        return None
+    mean = {cap: sum(b[0] for b in bests) / len(bests) for cap, _, bests in tried}
+    return max(mean, key=lambda cap: mean[cap]), tried
+
+
+def ft_cap_section(cv_root: Path) -> list[str]:
+    """Step 8d's table: each epoch cap's mean best validation IoU over BrEaST's folds (the
+    rule), how many folds kept one of their last two epochs, and the pooled test Dice / IoU
+    read after choosing; nothing before both ran."""
+    choice = chosen_ft_cap(cv_root)
+    if choice is None:
+        return []
+    chosen, tried = choice
+    lines = ["", "The fine-tuned U-Net's epoch cap (step 8d), chosen on BrEaST's validation cases "
+             "(each fold's, carved from its training folds; the test folds take no part): 12 "
+             "epochs had been set by the time budget; 30 (the from-scratch U-Net's cap) was tried "
+             "because the 12-epoch folds kept their last epochs, validation IoU still rising. The "
+             "rule, committed before the 30-epoch candidate trained: the higher mean over the "
+             "folds of the best validation IoU (the epoch each fold keeps).", "",
+             "| epoch cap | mean best validation IoU (folds' best epochs) | folds that kept one of "
+             "their last two epochs | pooled test Dice / IoU, BrEaST 5 folds (read after "
+             "choosing) | chosen |", "|---:|---:|---:|---:|---|"]
+    for cap, folder, bests in tried:
+        mean = sum(b[0] for b in bests) / len(bests)
+        epochs = ", ".join(str(b[1]) for b in bests)
+        late = sum(b[1] >= b[2] - 1 for b in bests)
+        summary = _json(folder / "summary.json") or {}
+        metrics = summary.get("metrics", {})
+        test = (f"{_ci(metrics['dice']['pooled'], metrics['dice'].get('ci'))} / "
+                f"{_ci(metrics['iou']['pooled'], metrics['iou'].get('ci'))}"
+                if "dice" in metrics and "iou" in metrics else "n/a")
+        lines.append(f"| {cap} | {mean:.3f} ({epochs}) | {late} of {len(bests)} | {test} | "
+                     f"{'yes' if cap == chosen else ''} |")
+    default = FT_CAPS[0][0]
+    return lines + ["", f"**{chosen} epochs** chosen" + (
+        ": the fine-tuned U-Net rows and the crops and descriptors of the fine-tuned "
+        "classifiers come from it." if chosen == default else
+        f", but the fine-tuned rows above still come from the {default}-epoch folders: "
+        "not re-run yet.")]
+
+
 def _predictions(path: Path) -> "object | None":
     """An evaluation's predictions.csv or a cross-validation's oof_predictions.csv."""
     import pandas as pd
@@ -661,7 +726,7 @@ def main() -> None:
                               "(`--fuse-with-cv`)"), roi_ft, fused=True),
     ]
     unet_breast = _other(unet_run, "eval-*-all")
-    ft_dir = bb / "cv" / ("unet-128-ft" if unet_run.name == "unet-128-f0" else "unet-ft")
+    ft_dir = bb / "cv" / (FT_CAPS[0][1] if unet_run.name == "unet-128-f0" else "unet-ft")
     unet_ft = _json(ft_dir / "summary.json")
     seg_scratch = _json(breast_seg / "summary.json")
 
@@ -698,7 +763,7 @@ def main() -> None:
                       "lr 1e-3; table above)", "BrEaST, 5 folds pooled out of fold",
                       seg_scratch, breast_seg, pooled=True),
               seg_row(f"BUS-BRA-pretrained, fine-tuned on BrEaST ({px(ft_dir)}"
-                      "12 epochs, lr 1e-4)", "BrEaST, 5 folds pooled out of fold", unet_ft,
+                      f"{FT_CAPS[0][0]} epochs, lr 1e-4)", "BrEaST, 5 folds pooled out of fold", unet_ft,
                       ft_dir, pooled=True)]
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None
@@ -722,6 +787,7 @@ def main() -> None:
         "", *recipe, *mobilenet_size_section(bb / "runs"),
         *unet_size_section(bb / "runs", _img_size(breast_seg / "fold-0"), _dice_before(
             work / "cv" / "unet-effb2", breast_seg)),
+        *ft_cap_section(bb / "cv"),
         *roi_choice_section(work),
     ]
     if args.commands and args.commands.is_file():

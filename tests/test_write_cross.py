@@ -475,3 +475,38 @@ def test_a_classifier_cv_knows_the_input_size_of_the_u_net_its_masks_came_from(t
     (seg / "cv.json").write_text(json.dumps({"train": {"img_size": 96}}))
     (cls / "cv.json").write_text(json.dumps({"seg_cv": str(seg)}))
     assert cross._masks_px(cls) == 96
+
+
+def _seg_cv(cv: Path, folds: list[tuple[float, int, int]], dice: float) -> None:
+    """A stand-in finished segmentation cross-validation: each fold's (best validation IoU,
+    its epoch, epochs run), and the pooled test Dice."""
+    for k, (value, epoch, ran) in enumerate(folds):
+        fold = cv / f"fold-{k}"
+        fold.mkdir(parents=True)
+        (fold / "best.json").write_text(json.dumps({"value": value, "epoch": epoch}))
+        (fold / "history.csv").write_text("epoch,val_iou\n" + "".join(
+            f"{i + 1},0.5\n" for i in range(ran)))
+    (cv / "summary.json").write_text(json.dumps({"n": 252, "metrics": {
+        "dice": {"pooled": dice, "ci": [dice - 0.03, dice + 0.03]},
+        "iou": {"pooled": dice - 0.1, "ci": [dice - 0.13, dice - 0.07]}}}))
+
+
+def test_the_fine_tuned_unet_epoch_cap_is_chosen_on_breast_validation_iou(tmp_path):
+    cross = _module("write_cross")
+    root = tmp_path / "work" / "busbra" / "cv"
+    _seg_cv(root / "unet-128-ft", [(0.69, 12, 12), (0.72, 12, 12), (0.67, 11, 12)], 0.77)
+    assert cross.ft_cap_section(root) == []  # one candidate: no choice yet
+    _seg_cv(root / "unet-128-ft30", [(0.71, 25, 30), (0.73, 18, 30), (0.66, 30, 30)], 0.79)
+    text = "\n".join(cross.ft_cap_section(root))
+    assert "| 12 | 0.693 (12, 12, 11) | 3 of 3 | 0.770 (0.740–0.800) / 0.670 (0.640–0.700) |  |" \
+        in text
+    assert "| 30 | 0.700 (25, 18, 30) | 1 of 3 | 0.790 (0.760–0.820) / 0.690 (0.660–0.720) | yes |" \
+        in text
+    assert "**30 epochs** chosen, but the fine-tuned rows above still come from the 12-epoch " \
+           "folders: not re-run yet." in text
+    # the rule is validation IoU: the higher test Dice does not win
+    (root / "unet-128-ft30" / "fold-0" / "best.json").write_text(json.dumps(
+        {"value": 0.5, "epoch": 25}))
+    assert cross.chosen_ft_cap(root)[0] == 12
+    assert "**12 epochs** chosen: the fine-tuned U-Net rows" in "\n".join(
+        cross.ft_cap_section(root))
