@@ -450,7 +450,10 @@ def ft_cap_section(cv_root: Path) -> list[str]:
              "epochs had been set by the time budget; 30 (the from-scratch U-Net's cap) was tried "
              "because the 12-epoch folds kept their last epochs, validation IoU still rising. The "
              "rule, committed before the 30-epoch candidate trained: the higher mean over the "
-             "folds of the best validation IoU (the epoch each fold keeps).", "",
+             "folds of the best validation IoU (the epoch each fold keeps). With the same seed "
+             "the longer run repeats the shorter one's epochs exactly (seen in the histories), "
+             "so its best validation IoU cannot be lower: the rule asks whether validation IoU "
+             "still rose after epoch 12, and the test Dice says whether that carried over.", "",
              "| epoch cap | mean best validation IoU (folds' best epochs) | folds that kept one of "
              "their last two epochs | pooled test Dice / IoU, BrEaST 5 folds (read after "
              "choosing) | chosen |", "|---:|---:|---:|---:|---|"]
