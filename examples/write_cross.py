@@ -50,8 +50,8 @@ def postprocess_chosen(folder: Path) -> str:
     chosen = [c for c in (_json(run / "postprocess.json") for run in runs) if c]
     if not chosen or len(chosen) < len(runs):
         return "not chosen (run before post-processing existed)"
-    gain = sum(c["validation_dice"]["largest"] - c["validation_dice"]["none"]
-               for c in chosen) / len(chosen)
+    gain = round(sum(c["validation_dice"]["largest"] - c["validation_dice"]["none"]
+                     for c in chosen) / len(chosen), 3) + 0.0  # never "-0.000"
     kept = sum(c["method"] == "largest" for c in chosen)
     if len(runs) == 1:
         return (("largest component" if kept else "none")
@@ -409,8 +409,9 @@ def unet_size_section(runs: Path, breast_unet_px: int | None,
 
 
 #: step 8d's candidates: the fine-tuned U-Net's epoch cap and its cross-validation folder; the
-#: first is step 8b's (the default: the fine-tuned rows and crops come from it)
-FT_CAPS = ((12, "unet-128-ft"), (30, "unet-128-ft30"))
+#: first is step 8b's (the default, 30 since step 8d chose it: the fine-tuned rows and crops
+#: come from it)
+FT_CAPS = ((30, "unet-128-ft30"), (12, "unet-128-ft"))
 
 
 def _fold_bests(cv: Path) -> list[tuple[float, int, int]] | None:
@@ -729,7 +730,10 @@ def main() -> None:
                               "(`--fuse-with-cv`)"), roi_ft, fused=True),
     ]
     unet_breast = _other(unet_run, "eval-*-all")
-    ft_dir = bb / "cv" / (FT_CAPS[0][1] if unet_run.name == "unet-128-f0" else "unet-ft")
+    # the fine-tuned U-Net folds: step 8d's chosen default beside the 128 px U-Net, the 12-epoch
+    # 96 px folder of older work folders
+    ft_epochs, ft_name = FT_CAPS[0] if unet_run.name == "unet-128-f0" else (12, "unet-ft")
+    ft_dir = bb / "cv" / ft_name
     unet_ft = _json(ft_dir / "summary.json")
     seg_scratch = _json(breast_seg / "summary.json")
 
@@ -766,7 +770,7 @@ def main() -> None:
                       "lr 1e-3; table above)", "BrEaST, 5 folds pooled out of fold",
                       seg_scratch, breast_seg, pooled=True),
               seg_row(f"BUS-BRA-pretrained, fine-tuned on BrEaST ({px(ft_dir)}"
-                      f"{FT_CAPS[0][0]} epochs, lr 1e-4)", "BrEaST, 5 folds pooled out of fold", unet_ft,
+                      f"{ft_epochs} epochs, lr 1e-4)", "BrEaST, 5 folds pooled out of fold", unet_ft,
                       ft_dir, pooled=True)]
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None

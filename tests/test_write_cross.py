@@ -494,19 +494,25 @@ def _seg_cv(cv: Path, folds: list[tuple[float, int, int]], dice: float) -> None:
 def test_the_fine_tuned_unet_epoch_cap_is_chosen_on_breast_validation_iou(tmp_path):
     cross = _module("write_cross")
     root = tmp_path / "work" / "busbra" / "cv"
-    _seg_cv(root / "unet-128-ft", [(0.69, 12, 12), (0.72, 12, 12), (0.67, 11, 12)], 0.77)
-    assert cross.ft_cap_section(root) == []  # one candidate: no choice yet
     _seg_cv(root / "unet-128-ft30", [(0.71, 25, 30), (0.73, 18, 30), (0.66, 30, 30)], 0.79)
+    assert cross.ft_cap_section(root) == []  # one candidate: no choice yet
+    _seg_cv(root / "unet-128-ft", [(0.69, 12, 12), (0.72, 12, 12), (0.67, 11, 12)], 0.77)
     text = "\n".join(cross.ft_cap_section(root))
     assert "| 12 | 0.693 (12, 12, 11) | 3 of 3 | 0.770 (0.740–0.800) / 0.670 (0.640–0.700) |  |" \
         in text
     assert "| 30 | 0.700 (25, 18, 30) | 1 of 3 | 0.790 (0.760–0.820) / 0.690 (0.660–0.720) | yes |" \
         in text
-    assert "**30 epochs** chosen, but the fine-tuned rows above still come from the 12-epoch " \
-           "folders: not re-run yet." in text
-    # the rule is validation IoU: the higher test Dice does not win
+    assert "**30 epochs** chosen: the fine-tuned U-Net rows and the crops" in text
+    # the rule is validation IoU: the higher test Dice does not win; the default's rows then
+    # say they are not the chosen setting's
     (root / "unet-128-ft30" / "fold-0" / "best.json").write_text(json.dumps(
         {"value": 0.5, "epoch": 25}))
     assert cross.chosen_ft_cap(root)[0] == 12
-    assert "**12 epochs** chosen: the fine-tuned U-Net rows" in "\n".join(
-        cross.ft_cap_section(root))
+    assert "**12 epochs** chosen, but the fine-tuned rows above still come from the 30-epoch " \
+           "folders: not re-run yet." in "\n".join(cross.ft_cap_section(root))
+    # the fine-tuned rows come from the default's folders (step 8b: 30 epochs) beside the
+    # 128 px U-Net
+    _unet_candidate(tmp_path / "work" / "busbra" / "runs" / "unet-128-f0", 128, 0.76, [0.6] * 12,
+                    dice=0.87)
+    assert ("| BUS-BRA-pretrained, fine-tuned on BrEaST (30 epochs, lr 1e-4) | BrEaST, 5 folds "
+            "pooled out of fold | 252 | 0.790 (0.760–0.820) |") in _write(tmp_path)
