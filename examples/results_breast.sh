@@ -33,7 +33,11 @@
 # evaluations and fusion (2026-11-30, each partly beside another run). The U-Net at 128 px
 # (results_busbra.sh step 8c's choice) trained 56 minutes beside another training; its last
 # fold, nearly alone, took 16 s an epoch, about 41 minutes for all five (2026-11-30). Step 8
-# takes about 4 minutes. About 2 h in all. For a shorter run, lower ResNet50's epochs or the
+# takes about 4 minutes. About 2 h in all. On another 2-core machine (AMD EPYC, 2026-11-30),
+# whose training steps are 2.0-2.1x faster (benchmarks/train_precision.py float32), steps 2-8
+# took 31.9 minutes in one run (times.tsv: MobileNetV2 7.0, ResNet50 14.0, lesion-centred
+# 8.2, fusion, TTA and step 8 2.7) and the U-Net about 20 alone (40 beside another
+# training): about 52 minutes in all. For a shorter run, lower ResNet50's epochs or the
 # U-Net's input size. Resumable: run it again after an interruption and
 # finished folds are kept (the wall time reported is then that of the last invocation).
 # Every breastus command that runs is timed into $WORK/times.tsv (UTC end time, seconds, exit
