@@ -569,13 +569,23 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
                       other=other or settings.ensemble)
 
 
+def _truth_mask(case: Any, include_other: bool) -> np.ndarray:
+    """A case's ground-truth lesion mask: its mask, united with its 'other' masks when the
+    run's settings say so (``include_other_masks``)."""
+    from breastus_cli.data.imaging import read_mask
+
+    paths = [case["mask_path"]]
+    if include_other and case.get("other_mask_path"):
+        paths.append(case["other_mask_path"])
+    return read_mask(paths)
+
+
 def _seg_postprocess(settings: EvalSettings, config: dict[str, Any], loaded: Any,
                      include_other: bool) -> Any:
     """The mask post-processing a segmentation evaluation applies: ``--postprocess`` when
     given, else the run's (a fold ensemble's majority). A run without RUN/postprocess.json
     chooses it now on its own validation cases (:func:`postprocess.choose`, at the run's own
     threshold) and writes the file; when those cases cannot be read, masks stay as they are."""
-    from breastus_cli.data.imaging import read_mask
     from breastus_cli.engine import postprocess
     from breastus_cli.engine.inference import to_original_size
 
@@ -597,13 +607,9 @@ def _seg_postprocess(settings: EvalSettings, config: dict[str, Any], loaded: Any
         return postprocess.Postprocess("none", "none (not chosen: no validation case has a mask)")
     threshold = read_threshold(run_dir, config).value
     probabilities = loaded.run_files(list(frame["image_path"]), settings.batch_size)
-    truths, preds = [], []
-    for i, case in frame.iterrows():
-        paths = [case["mask_path"]]
-        if include_other and case.get("other_mask_path"):
-            paths.append(case["other_mask_path"])
-        truths.append(read_mask(paths))
-        preds.append(to_original_size(probabilities[i], truths[-1].shape, threshold)[1])
+    truths = [_truth_mask(case, include_other) for _, case in frame.iterrows()]
+    preds = [to_original_size(prob, truth.shape, threshold)[1]
+             for prob, truth in zip(probabilities, truths)]
     postprocess.write(run_dir, postprocess.choose(truths, preds))
     return postprocess.read(run_dir)
 
@@ -613,7 +619,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     size (the predicted probability map is resized back before thresholding)."""
     import pandas as pd
 
-    from breastus_cli.data.imaging import read_luminance, read_mask, save_png
+    from breastus_cli.data.imaging import read_luminance, save_png
     from breastus_cli.engine.descriptors import agreement as descriptor_agreement
     from breastus_cli.engine.descriptors import describe
     from breastus_cli.engine.inference import open_run, to_original_size
@@ -643,10 +649,7 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     mask_dir.mkdir(parents=True, exist_ok=True)
     rows, described = [], []
     for i, case in frame.iterrows():
-        paths = [case["mask_path"]]
-        if include_other and case.get("other_mask_path"):
-            paths.append(case["other_mask_path"])
-        truth = read_mask(paths)
+        truth = _truth_mask(case, include_other)
         height, width = truth.shape
         pred = to_original_size(probabilities[i], truth.shape, threshold, chosen.method)[1]
         save_png(pred, mask_dir / f"{case['case_id']}.png")

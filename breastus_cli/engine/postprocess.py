@@ -77,10 +77,11 @@ def choose(truths: list[np.ndarray], preds: list[np.ndarray]) -> dict[str, Any]:
     size), with the mean Dice of every candidate and how many masks each one changed."""
     if not truths or len(truths) != len(preds):
         raise ValueError("choose() needs one predicted mask per truth mask, at least one")
-    dice = {m: float(np.mean([_dice(np.asarray(t, bool), apply(np.asarray(p, bool), m))
-                              for t, p in zip(truths, preds)])) for m in METHODS}
-    changed = sum(bool((apply(np.asarray(p, bool), "largest") != np.asarray(p, bool)).any())
-                  for p in preds)
+    truths = [np.asarray(t, bool) for t in truths]
+    candidates = {m: [apply(np.asarray(p, bool), m) for p in preds] for m in METHODS}
+    dice = {m: float(np.mean([_dice(t, p) for t, p in zip(truths, masks)]))
+            for m, masks in candidates.items()}
+    changed = sum(bool((a != b).any()) for a, b in zip(candidates["none"], candidates["largest"]))
     return {"method": "largest" if dice["largest"] > dice["none"] else "none",
             "validation_dice": dice, "n_validation": len(truths),
             "masks_changed": changed, "rule": RULE}
