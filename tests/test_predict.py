@@ -313,7 +313,9 @@ def test_predict_applies_the_segmenters_chosen_post_processing(scan_folder, seg_
     (run / "postprocess.json").write_text(json.dumps(
         {"method": "largest", "validation_dice": {"none": 0.5, "largest": 0.6},
          "n_validation": 3}))
-    P.predict(P.PredictSettings([scan_folder], tmp_path / "kept", seg_run=run, save_masks=True))
+    given = P.PredictSettings([scan_folder], tmp_path / "kept", seg_run=run, save_masks=True)
+    P.predict(given)
+    assert given.seg_postprocess is None  # the run's choice applied, the caller's object kept
     P.predict(P.PredictSettings([scan_folder], tmp_path / "plain", seg_run=run, save_masks=True,
                                 seg_postprocess="none"))
     assert json.loads((tmp_path / "kept" / "predict.json").read_text())["seg_postprocess"] \

@@ -546,7 +546,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
                     "fold": config["settings"].get("fold"), **extra})
     predictions = pd.DataFrame({
         "case_id": frame["case_id"], "image": frame["image"], "y_true": y,
-        "label": frame["label"], "p_malignant": np.round(p, 6),
+        "label": frame["label"], "p_malignant": p,  # rounded where made (as_score)
         "y_pred": (p >= threshold).astype(int),
     })
     if "dataset" in frame.columns:
@@ -554,7 +554,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     if found is not None:
         predictions["lesion_found"] = np.asarray(found, dtype=int)
     if p_gt is not None:  # pooled by cv --seg-cv beside the predicted-crop numbers
-        predictions["p_malignant_gt_roi"] = np.round(p_gt, 6)
+        predictions["p_malignant_gt_roi"] = p_gt
         predictions["y_pred_gt_roi"] = (p_gt >= threshold).astype(int)
     for name, values in fusion_columns.items():  # the fused classifier's, beside the CNN's
         predictions[name] = values

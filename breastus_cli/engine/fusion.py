@@ -404,5 +404,5 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
                     "y_pred_descriptors_gt_mask": p_desc_gt >= fused.descriptor_threshold,
                     "p_fused_gt_mask": p_fused_gt,
                     "y_pred_fused_gt_mask": p_fused_gt >= fused.threshold}
-    return report, {k: (np.round(v, 6) if v.dtype.kind == "f" else
-                        v if v.dtype.kind == "O" else v.astype(int)) for k, v in columns.items()}
+    # the scores are rounded already (Fusion.scores, metrics.as_score); labels as 0/1
+    return report, {k: (v if v.dtype.kind in "fO" else v.astype(int)) for k, v in columns.items()}

@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -447,8 +447,9 @@ def predict(settings: PredictSettings,
                       settings.tta) if settings.cls_run else None
     seg = _open_model(settings.seg_run, "seg", settings.engine, False,
                       settings.tta) if settings.seg_run else None
-    if seg is not None and settings.seg_postprocess is None:  # the run's own choice
-        settings.seg_postprocess = seg.postprocess.method
+    if seg is not None and settings.seg_postprocess is None:  # the run's own choice (a copy:
+        # the caller's settings are left as given)
+        settings = replace(settings, seg_postprocess=seg.postprocess.method)
     if cls is not None and cls.roi_margin is not None and seg is None:
         raise UsageError(f"--cls-run {settings.cls_run} classifies lesion crops: give the "
                          "segmenter that finds them with --seg-run")
@@ -689,11 +690,11 @@ def _predict_batch(frames: list[Frame], outputs: _Outputs, cls: LoadedRun | None
                 p_two = (None if outputs.p_partner is None
                          else as_score(outputs.p_partner[i:i + 1]))  # as evaluate scores it
                 p_desc, p_fused = fused.scores(as_score(p_mal[i:i + 1]), x, p_two)
-                if p_two is not None:
-                    row["p_partner"] = round(float(p_two[0]), 6)
-                row.update({"p_descriptors": round(float(p_desc[0]), 6),
+                if p_two is not None:  # scores are rounded where made (metrics.as_score)
+                    row["p_partner"] = float(p_two[0])
+                row.update({"p_descriptors": float(p_desc[0]),
                             "fused_why": fused.explain(x)[0],
-                            "p_fused": round(float(p_fused[0]), 6),
+                            "p_fused": float(p_fused[0]),
                             "label_fused": "malignant" if p_fused[0] >= fused.threshold
                             else "benign"})
             if settings.save_masks:
