@@ -110,7 +110,10 @@ run breastus cv cls "$data" "${common[@]}" "${cls[@]}" --model mobilenetv2 --img
   --fuse-with-cv "$work/cv/resnet50" --out "$two"
 
 seconds=$(( $(date +%s) - start ))
+# the time: this invocation's, and the recipe's measured across invocations (both scripts'
+# commands in times.tsv; results_busbra.sh's commands.sh when it has run)
 "$python" "$here/write_results.py" "$out" --seconds "$seconds" --commands "$commands" \
+  --times "$work/times.tsv" --recipe "$commands" "$work/busbra/commands.sh" \
   --data-dir "$breast" --work-dir "$work" --append "$work/busbra/section.md" \
   --descriptors "$seg" --tta "ResNet50, whole image=$work/cv/resnet50" \
   --two-view "lesion-centred MobileNetV2 + whole-image ResNet50 + lesion descriptors=$two" \

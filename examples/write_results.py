@@ -2,7 +2,8 @@
 
 Usage: python examples/write_results.py OUT.md --seconds S --commands FILE
            [--data-dir BREAST_DIR] [--work-dir WORK_DIR] [--tta LABEL=CV_DIR]
-           [--descriptors SEG_CV_DIR] LABEL=CV_DIR ...
+           [--descriptors SEG_CV_DIR] [--times WORK/times.tsv [--recipe COMMANDS ...]]
+           LABEL=CV_DIR ...
 
 Each CV_DIR holds summary.json from `breastus cv`; a classifier CV fused with lesion
 descriptors (`--fusion descriptors`) adds the fused rows; ``--tta`` names a CV whose folds were
@@ -204,6 +205,63 @@ def _relative_to(names: dict[str, str | None]):
     return relative
 
 
+def _cpu() -> str:
+    """The processor's model name where Linux says it (times differ 2x between 2-core
+    machines), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def recipe_seconds(times: Path, recipes: list[Path]) -> tuple[float, int, list[str]]:
+    """The wall clock the recipe's breastus commands ran for, from a times.tsv (UTC end time,
+    seconds, exit status, command; examples/results_lib.sh): the union of their running
+    intervals, so runs that overlapped count once and an interrupted attempt counts with its
+    re-run. Returns the seconds, how many recipe commands were timed, and those never timed
+    (skipped by every invocation: their work came from elsewhere)."""
+    import datetime as dt
+
+    wanted = [line.strip() for path in recipes if path.is_file()
+              for line in path.read_text().splitlines() if line.startswith("breastus ")]
+    intervals, seen = [], set()
+    for row in times.read_text().splitlines():
+        parts = row.split("\t", 3)
+        if len(parts) != 4 or parts[3] not in wanted:
+            continue
+        end = dt.datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%SZ").timestamp()
+        intervals.append((end - float(parts[1]), end))
+        seen.add(parts[3])
+    total, reach = 0.0, None
+    for start, end in sorted(intervals):
+        if reach is not None and start < reach:
+            start = reach
+        if end > start:
+            total += end - start
+        reach = end if reach is None else max(reach, end)
+    return total, len(seen), [c for c in dict.fromkeys(wanted) if c not in seen]
+
+
+def time_line(times: Path | None, recipes: list[Path]) -> str:
+    """RESULTS.md's time, measured across resumed invocations ('' without a times.tsv)."""
+    if times is None or not times.is_file():
+        return ""
+    seconds, timed, missing = recipe_seconds(times, recipes)
+    line = (f"Time: {seconds / 60:.1f} minutes of wall clock for the {timed} timed recipe "
+            f"commands ({seconds / 3600:.2f} h; {times.name}, across invocations: the union of "
+            "their running intervals, so commands that ran side by side count once and an "
+            "interrupted attempt counts with its re-run; other commands timed there, such as "
+            "experiments, are left out)")
+    if missing:
+        line += (f"; {len(missing)} recipe command{'s' if len(missing) > 1 else ''} "
+                 f"{'have' if len(missing) > 1 else 'has'} no timing (done before "
+                 f"{times.name} existed, or skipped by every invocation)")
+    return line + "."
+
+
 def _before_rerun(work: Path | None) -> str:
     """The two MobileNetV2 CVs at fold 0's 128 px, when their folders are still in WORK
     (cv/mobilenetv2, cv/mobilenetv2-roi): their pooled AUCs, for the reader to compare."""
@@ -323,6 +381,11 @@ def main() -> None:
                         help="LABEL=CV_DIR: a lesion-centred CV fused with the descriptors and "
                              "a whole-image classifier (cv --fuse-with-cv): its fused rows and "
                              "goal")
+    parser.add_argument("--times", type=Path, default=None,
+                        help="WORK/times.tsv: the recipe's time measured across invocations")
+    parser.add_argument("--recipe", type=Path, nargs="*", default=None,
+                        help="the commands files whose commands are the recipe timed with "
+                             "--times (default: --commands)")
     parser.add_argument("--append", type=Path, default=None,
                         help="a markdown section to include (examples/write_cross.py's)")
     args = parser.parse_args()
@@ -458,10 +521,15 @@ def main() -> None:
               "- The reference study's accuracies (0.63/0.67 on 27 images) are within one or two "
               "images of the majority-class baseline on its split; its CIs would span "
               "roughly ±0.18."]
-    lines += ["", f"Hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
+    lines += ["", f"Hardware: {_cpu()}, {os.cpu_count()} CPU "
               f"cores, no GPU; Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}."]
+    recipe = args.recipe if args.recipe is not None else [args.commands] if args.commands else []
+    measured = time_line(args.times, [r for r in recipe if r is not None])
+    if measured:  # resumable: the last invocation's wall time alone would say too little
+        lines.append(measured)
     if args.seconds is not None:
-        lines.append(f"Wall time of the whole script: {args.seconds / 60:.1f} minutes"
+        lines.append(f"Wall time of {'the last invocation of ' if measured else ''}the whole "
+                     f"script: {args.seconds / 60:.1f} minutes"
                      + (f" ({args.wall_note})" if args.wall_note else "") + ".")
     elif args.wall_note:  # no single timed run: what the time is made of, said as such
         lines.append(f"Time: {args.wall_note}.")

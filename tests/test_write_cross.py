@@ -516,3 +516,27 @@ def test_the_fine_tuned_unet_epoch_cap_is_chosen_on_breast_validation_iou(tmp_pa
                     dice=0.87)
     assert ("| BUS-BRA-pretrained, fine-tuned on BrEaST (30 epochs, lr 1e-4) | BrEaST, 5 folds "
             "pooled out of fold | 252 | 0.790 (0.760–0.820) |") in _write(tmp_path)
+
+
+def test_results_time_is_the_recipe_commands_wall_clock_across_resumed_invocations(tmp_path):
+    """RESULTS.md's time line, from WORK/times.tsv: only the recipe's commands (the commands
+    files) count, overlapping runs count once, a command interrupted and re-run counts both
+    attempts, and a recipe command with no timing is said (a resumed script that skipped it)."""
+    module = _module("write_results")
+    recipe = tmp_path / "commands.sh"
+    recipe.write_text("breastus cv seg d --out a\nbreastus cv cls d --out b\n"
+                      "breastus evaluate b --tta flip\nbreastus prepare x\n")
+    times = tmp_path / "times.tsv"
+    rows = [("2026-11-30T12:00:00Z", 600, 0, "breastus cv seg d --out a"),       # 11:50-12:00
+            ("2026-11-30T12:05:00Z", 600, 0, "breastus evaluate other --tta flip"),  # not recipe
+            ("2026-11-30T12:10:00Z", 300, 143, "breastus cv cls d --out b"),     # 12:05-12:10
+            ("2026-11-30T12:20:00Z", 420, 0, "breastus cv cls d --out b"),       # 12:13-12:20
+            ("2026-11-30T12:19:00Z", 60, 0, "breastus evaluate b --tta flip")]   # inside it
+    times.write_text("".join(f"{t}\t{s}\t{rc}\t{c}\n" for t, s, rc, c in rows))
+    seconds, timed, missing = module.recipe_seconds(times, [recipe])
+    assert seconds == 600 + 300 + 420
+    assert (timed, missing) == (3, ["breastus prepare x"])
+    line = module.time_line(times, [recipe])
+    assert line.startswith("Time: 22.0 minutes of wall clock for the 3 timed recipe commands")
+    assert "1 recipe command has no timing" in line
+    assert module.time_line(tmp_path / "absent.tsv", [recipe]) == ""
