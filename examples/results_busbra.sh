@@ -55,7 +55,9 @@
 # on 2026-11-30; 6d 16 + 27, 2026-11-30; 6e 42 with evaluation, beside a niced test run,
 # 2026-11-30), step 8d's 12-epoch candidate (13), step 9 (84) and step 10's other crop
 # settings (18 + 17): about 6 hours more;
-# without it their tables are left out and the section says so. Each step resumes and can run alone (resumable like results_breast.sh); step 7 runs only
+# without it their tables come from examples/choices.json, the record of when they last trained
+# (said as such; CHOOSE=1 rewrites it). Each step resumes and can run alone (resumable like
+# results_breast.sh); step 7 runs only
 # when a candidate wins. Each breastus command that runs is timed into $WORK/times.tsv, as
 # results_breast.sh says.
 set -euo pipefail
@@ -257,7 +259,11 @@ run breastus cv cls "$br" --weights "$m" \
   --seg-cv "$w/cv/unet-128-ft30" --fusion descriptors --fuse-with-cv "$w/cv/resnet50-ft" \
   --out "$w/cv/${name%-f0}-ft"
 
+# CHOOSE=1 trained every candidate: their tables become the record (examples/choices.json) that
+# RESULTS.md shows when a work folder lacks them
+save=()
+[ "$choose" = 1 ] && save=(--save-choices "$here/choices.json")
 "$python" "$here/write_cross.py" "$w/section.md" --work-dir "$work" \
   --breast-cv "$work/cv/resnet50" --breast-roi-cv "$work/cv/mobilenetv2-roi160" \
-  --busbra-dir "$busbra" --commands "$commands"
+  --busbra-dir "$busbra" --commands "$commands" "${save[@]}"
 "$here/results_breast.sh" "$breast" "$work"   # RESULTS.md with this section (all resumed)

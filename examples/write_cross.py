@@ -192,11 +192,8 @@ def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
         # a finished candidate: trained, then evaluated (a run still training has a best.json)
         if file.is_file() and (runs / folder / "eval-test" / "metrics.json").is_file():
             best[name] = json.loads(file.read_text())
-    if len(best) < 2:
-        return ["The recipe candidates of step 6 (a cosine schedule, a constant lr of 3e-4) were "
-                "not trained here: `CHOOSE=1 examples/results_busbra.sh` trains them (about 75 "
-                "minutes). Every row uses the BrEaST recipe above, which they left in place when "
-                "they last ran."]
+    if len(best) < 2:  # not trained in this work folder: the record, or ABSENT["recipe"]
+        return []
     chosen = max(best, key=lambda k: best[k]["value"])
     tried = [(name, folder, what) for name, folder, what in CANDIDATES if name in best]
     lines = ["### The recipe, chosen on BUS-BRA", "",
@@ -282,11 +279,8 @@ def roi_choice_section(work: Path) -> list[str]:
     runs = work / "busbra" / "runs"
     tried = [(margin, size, runs / folder) for margin, size, folder in ROI_CANDIDATES
              if _finished(runs / folder)]
-    if len(tried) < 2:
-        return ["", f"Lesion-centred MobileNetV2: the crop margin {tried[0][0]} and input size "
-                f"{tried[0][1]} px were chosen on BUS-BRA's validation cases among "
-                f"{len(ROI_CANDIDATES)} candidates; the others were not trained here (`CHOOSE=1` "
-                "trains them, about 35 minutes)."] if tried else []
+    if len(tried) < 2:  # not trained in this work folder: the record, or roi_absent()
+        return []
     chosen = choose_roi(runs)
     lines = ["", "Lesion-centred MobileNetV2, the crop margin (a fraction of the lesion's size "
              "added around it) and the input size, chosen on BUS-BRA's validation cases "
@@ -477,6 +471,125 @@ def ft_cap_section(cv_root: Path) -> list[str]:
         "not re-run yet.")]
 
 
+#: the tables of the choices made on BUS-BRA's validation cases, as this script wrote them when
+#: their candidates last trained; RESULTS.md shows them from here when a work folder lacks the
+#: candidates (``CHOOSE=1 examples/results_busbra.sh`` trains them again and rewrites it)
+CHOICES = Path(__file__).with_name("choices.json")
+#: the choice sections, in RESULTS.md's order
+CHOICE_SECTIONS = ("recipe", "mobilenet_size", "unet_size", "ft_cap", "roi")
+
+RECIPE_ABSENT = ["The recipe candidates of step 6 (a cosine schedule, a constant lr of 3e-4) were "
+                 "not trained here: `CHOOSE=1 examples/results_busbra.sh` trains them (about 75 "
+                 "minutes). Every row uses the BrEaST recipe above, which they left in place when "
+                 "they last ran."]
+
+
+def roi_absent(work: Path) -> list[str]:
+    """Step 10's sentence when only the chosen lesion-centred candidate is in WORK."""
+    runs = work / "busbra" / "runs"
+    tried = [(m, px) for m, px, folder in ROI_CANDIDATES if _finished(runs / folder)]
+    return ["", f"Lesion-centred MobileNetV2: the crop margin {tried[0][0]} and input size "
+            f"{tried[0][1]} px were chosen on BUS-BRA's validation cases among "
+            f"{len(ROI_CANDIDATES)} candidates; the others were not trained here (`CHOOSE=1` "
+            "trains them, about 35 minutes)."] if tried else []
+
+
+def with_record(live: dict[str, list[str]], absent: dict[str, list[str]],
+                choices: Path | None) -> list[str]:
+    """The choice sections in order: each from this work folder's candidates when they ran
+    (``live`` non-empty), else from the record (``choices``), said once as recorded, else the
+    ``absent`` sentence."""
+    record = ((_json(choices) or {}).get("sections") or {}) if choices else {}
+    lines, said = [], False
+    for name in CHOICE_SECTIONS:
+        if live.get(name):
+            lines += live[name]
+        elif record.get(name):
+            if not said:
+                lines += ([""] if lines else []) + [f"The choices below are recorded from when their candidates last "
+                          f"trained ({_json(choices).get('recorded', 'date not recorded')}; "
+                          "`examples/choices.json`): this work folder does not hold those "
+                          "candidates. `CHOOSE=1 examples/results_busbra.sh` trains them again "
+                          "(several hours on 2 cores) and rewrites the record. A chosen "
+                          "candidate's test numbers there can differ a little from its rows "
+                          "above, which come from this run's training (the U-Net's does not "
+                          "repeat exactly from one machine to another)."]
+                lines += [""] if not record[name][0] == "" else []
+                said = True
+            lines += record[name]
+        else:
+            lines += absent.get(name, [])
+    return lines
+
+
+def save_choices(path: Path, live: dict[str, list[str]], later: dict[str, list[str]]) -> list[str]:
+    """Write the record from this work folder's candidates; returns the sections that could not
+    be recorded (their candidates did not all run), and writes nothing then."""
+    import datetime as dt
+
+    missing = [name for name in CHOICE_SECTIONS if not live.get(name)]
+    if missing:
+        return missing
+    path.write_text(json.dumps({
+        "recorded": dt.date.today().isoformat(),
+        "about": "The tables of the choices examples/results_busbra.sh made on BUS-BRA's "
+                 "validation cases (and step 8d's on BrEaST's), as examples/write_cross.py "
+                 "wrote them when the candidates last trained. RESULTS.md shows them from here "
+                 "when a work folder lacks the candidates; CHOOSE=1 examples/results_busbra.sh "
+                 "trains them again and rewrites this file.",
+        "sections": {name: live[name] for name in CHOICE_SECTIONS},
+        "later_choices": later}, indent=1, ensure_ascii=False) + "\n")
+    return []
+
+
+def later_choices(work: Path | None, choices: Path | None = CHOICES
+                  ) -> tuple[list[str], list[str]]:
+    """(settings chosen on BUS-BRA by results_busbra.sh steps 6e and 8c, settings still chosen
+    on BrEaST's fold 0), from the runs in WORK/busbra/runs: a setting moves to the first list
+    once its candidates finished and were scored; without them, as recorded in ``choices``."""
+    fold0 = ["batch-norm momentum 0.9 (the from-scratch default)", "the U-Net's input size "
+             "(96 px; fold-0 Dice 0.77, the other folds lower: fold 0's numbers were "
+             "optimistic)"]
+    recorded = ((_json(choices) or {}).get("later_choices") or {}) if choices else {}
+    if work is None:
+        return [], fold0
+    runs = Path(work) / "busbra" / "runs"
+    busbra, still = [], []
+    recipe = {name: _json(runs / folder / "best.json") for name, folder, _ in
+              CANDIDATES if (runs / folder / "eval-test" / "metrics.json").is_file()}
+    recipe = {name: best["value"] for name, best in recipe.items() if best}
+    if "batch-norm momentum 0.99" in recipe and len(recipe) > 1:
+        won = max(recipe, key=lambda name: recipe[name]) == "batch-norm momentum 0.99"
+        busbra.append("batch-norm momentum (0.99 won there; see the rows re-run with it)" if won
+                      else "batch-norm momentum (0.9 kept: 0.99 lost)")
+    elif any(c.startswith("batch-norm momentum") for c in recorded.get("busbra", [])):
+        busbra += [c for c in recorded["busbra"] if c.startswith("batch-norm momentum")]
+    else:
+        still.append(fold0[0])
+    unet = chosen_size(runs, UNET_SIZES)
+    ran = _img_size(breast_seg_cv(Path(work)) / "fold-0")
+    if unet is None:
+        said = [c for c in recorded.get("busbra", []) if c.startswith("the U-Net's input size")]
+        if said:
+            busbra += said
+        else:
+            still.append(fold0[1])
+    elif unet[0] == ran == 96:
+        busbra.append("the U-Net's input size (96 px kept: "
+                      + ", ".join(f"{size} px lost" for size, _ in unet[1] if size != ran) + ")")
+    elif unet[0] == ran:
+        before = _dice_before(Path(work) / "cv" / "unet-effb2", breast_seg_cv(Path(work)))
+        dice = before[0] if before else None
+        busbra.append(f"the U-Net's input size ({ran} px, with which BrEaST's U-Net "
+                      "cross-validation was re-run, and every lesion crop and descriptor taken "
+                      "from its masks; 96 px had been chosen on fold 0"
+                      + (f", Dice {dice:.3f}" if dice is not None else "") + ")")
+    else:
+        busbra.append(f"the U-Net's input size ({unet[0]} px won there, but the U-Net rows here "
+                      f"still ran at {ran} px: not re-run yet)")
+    return busbra, still
+
+
 def _predictions(path: Path) -> "object | None":
     """An evaluation's predictions.csv or a cross-validation's oof_predictions.csv."""
     import pandas as pd
@@ -609,6 +722,12 @@ def main() -> None:
                              "default WORK/cv/unet-effb2-128, else WORK/cv/unet-effb2)")
     parser.add_argument("--busbra-dir", default=None, help="the BUS-BRA folder given")
     parser.add_argument("--commands", type=Path, default=None)
+    parser.add_argument("--choices", type=Path, default=CHOICES,
+                        help="the record of the choices' tables, shown when this work folder "
+                             "lacks their candidates (default: examples/choices.json)")
+    parser.add_argument("--save-choices", type=Path, default=None, metavar="FILE",
+                        help="write the record from this work folder's candidates (CHOOSE=1); "
+                             "refused, exit 2, when some did not run")
     parser.add_argument("--choose-roi", type=Path, metavar="RUNS",
                         help="print step 10's chosen lesion-centred run under RUNS and exit")
     args = parser.parse_args()
@@ -791,12 +910,14 @@ def main() -> None:
         + (f"; lesion-centred MobileNetV2 AUC {_goal(_pooled(roi_ft, 'auc')[0], 0.85)}, fused"
            f"{' with descriptors and the ResNet50' if _has_partner(roi_ft) else ''} "
            f"{_cv_goals(roi_ft)}" if roi_ft else "") + ".",
-        "", *recipe, *mobilenet_size_section(bb / "runs"),
-        *unet_size_section(bb / "runs", _img_size(breast_seg / "fold-0"), _dice_before(
-            work / "cv" / "unet-effb2", breast_seg)),
-        *ft_cap_section(bb / "cv"),
-        *roi_choice_section(work),
+        "",
     ]
+    live = {"recipe": recipe, "mobilenet_size": mobilenet_size_section(bb / "runs"),
+            "unet_size": unet_size_section(bb / "runs", _img_size(breast_seg / "fold-0"),
+                                           _dice_before(work / "cv" / "unet-effb2", breast_seg)),
+            "ft_cap": ft_cap_section(bb / "cv"), "roi": roi_choice_section(work)}
+    lines += with_record(live, {"recipe": RECIPE_ABSENT, "roi": roi_absent(work)},
+                         args.choices)
     if args.commands and args.commands.is_file():
         lines += ["", "Commands of this part (`$BUSBRA` is the BUS-BRA folder, `$WORK` the work "
                       "folder given to `examples/results_busbra.sh`):", "", "```bash",
@@ -807,6 +928,12 @@ def main() -> None:
             text = text.replace(str(Path(folder).resolve()), name).replace(str(folder), name)
     args.out.write_text(text)
     print(text)
+    if args.save_choices:  # after the section, which stands either way
+        busbra_said, still = later_choices(work, None)
+        missing = save_choices(args.save_choices, live, {"busbra": busbra_said, "still": still})
+        if missing:
+            parser.exit(2, f"not recorded: the candidates of {', '.join(missing)} did not all "
+                           f"run in {work}\n")
 
 
 if __name__ == "__main__":

@@ -291,52 +291,12 @@ def _cross():
     return module
 
 
-def _later_choices(work: Path | None) -> tuple[list[str], list[str]]:
-    """(settings chosen on BUS-BRA by results_busbra.sh steps 6e and 8c, settings still chosen
-    on BrEaST's fold 0), from the runs in WORK/busbra/runs: a setting moves to the first list
-    once its candidates finished and were scored."""
-    fold0 = ["batch-norm momentum 0.9 (the from-scratch default)", "the U-Net's input size "
-             "(96 px; fold-0 Dice 0.77, the other folds lower: fold 0's numbers were "
-             "optimistic)"]
-    if work is None:
-        return [], fold0
-    cross = _cross()
-    runs = Path(work) / "busbra" / "runs"
-    busbra, still = [], []
-    recipe = {name: cross._json(runs / folder / "best.json") for name, folder, _ in
-              cross.CANDIDATES if (runs / folder / "eval-test" / "metrics.json").is_file()}
-    recipe = {name: best["value"] for name, best in recipe.items() if best}
-    if "batch-norm momentum 0.99" in recipe and len(recipe) > 1:
-        won = max(recipe, key=lambda name: recipe[name]) == "batch-norm momentum 0.99"
-        busbra.append("batch-norm momentum (0.99 won there; see the rows re-run with it)" if won
-                      else "batch-norm momentum (0.9 kept: 0.99 lost)")
-    else:
-        still.append(fold0[0])
-    unet = cross.chosen_size(runs, cross.UNET_SIZES)
-    ran = cross._img_size(cross.breast_seg_cv(Path(work)) / "fold-0")
-    if unet is None:
-        still.append(fold0[1])
-    elif unet[0] == ran == 96:
-        busbra.append("the U-Net's input size (96 px kept: "
-                      + ", ".join(f"{size} px lost" for size, _ in unet[1] if size != ran) + ")")
-    elif unet[0] == ran:
-        before = cross._dice_before(Path(work) / "cv" / "unet-effb2",
-                                    cross.breast_seg_cv(Path(work)))
-        dice = before[0] if before else None
-        busbra.append(f"the U-Net's input size ({ran} px, with which BrEaST's U-Net "
-                      "cross-validation was re-run, and every lesion crop and descriptor taken "
-                      "from its masks; 96 px had been chosen on fold 0"
-                      + (f", Dice {dice:.3f}" if dice is not None else "") + ")")
-    else:
-        busbra.append(f"the U-Net's input size ({unet[0]} px won there, but the U-Net rows here "
-                      f"still ran at {ran} px: not re-run yet)")
-    return busbra, still
-
-
-def _where_chosen(work: Path | None) -> str:
+def _where_chosen(work: Path | None, choices: Path | None = None) -> str:
     """RESULTS.md's bullet on where each setting was chosen: on BUS-BRA, or on BrEaST's fold 0
-    (also reported)."""
-    busbra, still = _later_choices(work)
+    (also reported); from the candidates in WORK, else as ``choices`` recorded them (default
+    examples/choices.json)."""
+    cross = _cross()
+    busbra, still = cross.later_choices(work, cross.CHOICES if choices is None else choices)
     text = ("- Where each setting was chosen. On BUS-BRA's validation cases (BrEaST took no "
             "part; see the BUS-BRA section): ResNet50's learning rate and schedule (constant "
             "1e-3), augmentation strength (1) and input size (96 px), which confirmed what the "
@@ -386,6 +346,9 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, nargs="*", default=None,
                         help="the commands files whose commands are the recipe timed with "
                              "--times (default: --commands)")
+    parser.add_argument("--choices", type=Path, default=None,
+                        help="the record of the choices made on BUS-BRA, used when WORK lacks "
+                             "their candidates (default: examples/choices.json)")
     parser.add_argument("--append", type=Path, default=None,
                         help="a markdown section to include (examples/write_cross.py's)")
     args = parser.parse_args()
@@ -503,7 +466,7 @@ def main() -> None:
     if args.append is not None and args.append.is_file():
         lines += ["", args.append.read_text().strip()]
     lines += ["", "## How the settings were chosen, and what they do not show", "",
-              _where_chosen(args.work_dir),
+              _where_chosen(args.work_dir, args.choices),
               "- Not tried for lack of time on 2 CPU cores: larger inputs (224 px), longer "
               "schedules, ImageNet weights (the reference study's setting; not downloadable "
               "here). A cosine learning-rate decay, a lower learning rate, stronger "

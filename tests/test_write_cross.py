@@ -41,10 +41,13 @@ def _module(name: str):
 
 
 def _write(tmp_path: Path, *extra: str) -> str:
+    """The section for tmp_path/work; without a record of earlier choices unless --choices
+    names one (the repository's examples/choices.json would fill the absent tables)."""
     out = tmp_path / "section.md"
+    record = [] if "--choices" in extra else ["--choices", str(tmp_path / "no-record.json")]
     proc = subprocess.run([sys.executable, str(SCRIPT), str(out), "--work-dir",
                            str(tmp_path / "work"), "--breast-cv", str(tmp_path / "work" / "cv"),
-                           *extra], capture_output=True, text=True, timeout=60)
+                           *record, *extra], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return out.read_text()
 
@@ -387,7 +390,8 @@ def test_results_say_where_each_setting_was_chosen_as_the_runs_decide(tmp_path):
         (breast / f"fold-{k}" / "config.json").write_text(json.dumps(
             {"settings": {"img_size": 96}}))
         (breast / f"fold-{k}" / "best.json").write_text(json.dumps({"epoch": epoch}))
-    text = module._where_chosen(work)  # neither choice made yet: both still on fold 0
+    none = tmp_path / "no-record.json"
+    text = module._where_chosen(work, none)  # neither choice made yet: both still on fold 0
     assert ("Still chosen on BrEaST's fold 0, which is also reported (test fold 0 took part in "
             "choosing them; the other four did not): batch-norm momentum 0.9 (the from-scratch "
             "default) and the U-Net's input size (96 px;") in text
@@ -399,12 +403,12 @@ def test_results_say_where_each_setting_was_chosen_as_the_runs_decide(tmp_path):
     _metrics(runs / "resnet50-f0" / "eval-test", 0.84)
     _candidate(runs / "resnet50-bn99-f0", 0.83, 30, [0.8] * 12)
     _metrics(runs / "resnet50-bn99-f0" / "eval-test", 0.86)
-    text = module._where_chosen(work)
+    text = module._where_chosen(work, none)
     assert ("; batch-norm momentum (0.9 kept: 0.99 lost); the U-Net's input size (96 px kept: "
             "128 px lost).") in text and "Still chosen" not in text
     (runs / "unet-128-f0" / "best.json").write_text(json.dumps({"value": 0.8, "epoch": 12}))
     (runs / "resnet50-bn99-f0" / "best.json").write_text(json.dumps({"value": 0.9, "epoch": 3}))
-    text = module._where_chosen(work)
+    text = module._where_chosen(work, none)
     assert "batch-norm momentum (0.99 won there; see the rows re-run with it)" in text
     assert ("the U-Net's input size (128 px won there, but the U-Net rows here still ran at 96 "
             "px: not re-run yet)") in text
@@ -419,7 +423,7 @@ def test_results_say_where_each_setting_was_chosen_as_the_runs_decide(tmp_path):
     (rerun / "summary.json").write_text(json.dumps({"metrics": {"dice": {"pooled": 0.705}}}))
     assert ("the U-Net's input size (128 px, with which BrEaST's U-Net cross-validation was "
             "re-run, and every lesion crop and descriptor taken from its masks; 96 px had been "
-            "chosen on fold 0, Dice 0.711)") in module._where_chosen(work)
+            "chosen on fold 0, Dice 0.711)") in module._where_chosen(work, none)
 
 
 def test_breast_two_view_row_appears_once_its_fusion_took_the_resnet50(tmp_path):
@@ -540,3 +544,63 @@ def test_results_time_is_the_recipe_commands_wall_clock_across_resumed_invocatio
     assert line.startswith("Time: 22.0 minutes of wall clock for the 3 timed recipe commands")
     assert "1 recipe command has no timing" in line
     assert module.time_line(tmp_path / "absent.tsv", [recipe]) == ""
+
+
+def test_choices_absent_from_the_work_folder_come_from_the_record_said_as_such(tmp_path):
+    """A work folder without the candidates of the choices made on BUS-BRA (a fresh machine,
+    CHOOSE=0) shows their tables as recorded when the candidates last trained, says so once,
+    and RESULTS.md's 'where chosen' bullet follows the record instead of falling back on
+    'still chosen on fold 0'; the repository's record holds every section."""
+    cross = _module("write_cross")
+    repo = json.loads(cross.CHOICES.read_text())
+    assert set(repo["sections"]) <= set(cross.CHOICE_SECTIONS) and repo["recorded"]
+    assert {"recipe", "mobilenet_size", "unet_size", "roi"} <= set(repo["sections"])
+    _metrics(tmp_path / "work" / "busbra" / "runs" / "resnet50-f0" / "eval-test", 0.8)
+    record = tmp_path / "choices.json"
+    record.write_text(json.dumps({"recorded": "2026-01-02", "sections": {
+        "recipe": ["### The recipe, chosen on BUS-BRA", "", "| constant 1e-3 | 0.840 (22) |"],
+        "unet_size": ["", "| 128 | 0.794 (11) | yes |"]},
+        "later_choices": {"busbra": ["batch-norm momentum (0.9 kept: 0.99 lost)",
+                                     "the U-Net's input size (128 px, recorded)"], "still": []}}))
+    text = _write(tmp_path, "--choices", str(record))
+    assert text.count("recorded from when their candidates last trained (2026-01-02;") == 1
+    assert "| constant 1e-3 | 0.840 (22) |" in text and "| 128 | 0.794 (11) | yes |" in text
+    assert "were not trained here" not in text
+    assert text.index("recorded from when") < text.index("### The recipe, chosen on BUS-BRA")
+    bullet = _module("write_results")._where_chosen(tmp_path / "work", record)
+    assert ("; batch-norm momentum (0.9 kept: 0.99 lost); the U-Net's input size (128 px, "
+            "recorded).") in bullet and "Still chosen" not in bullet
+    # no record: the sentences of old, and the fold-0 choices said as such
+    text = _write(tmp_path)
+    assert "recorded from when" not in text and "were not trained here" in text
+    assert "Still chosen on BrEaST's fold 0" in _module("write_results")._where_chosen(
+        tmp_path / "work", tmp_path / "no-record.json")
+
+
+def test_the_record_is_written_only_from_a_work_folder_that_ran_every_candidate(tmp_path):
+    cross = _module("write_cross")
+    record = tmp_path / "choices.json"
+    _metrics(tmp_path / "work" / "busbra" / "runs" / "resnet50-f0" / "eval-test", 0.8)
+    out = tmp_path / "section.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), "--work-dir",
+                           str(tmp_path / "work"), "--breast-cv", str(tmp_path / "work" / "cv"),
+                           "--save-choices", str(record)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and not record.exists()
+    assert proc.stderr.startswith("not recorded: the candidates of recipe, mobilenet_size, "
+                                  "unet_size, ft_cap, roi did not all run in ")
+    live = {name: ["", f"| {name} table |"] for name in cross.CHOICE_SECTIONS}
+    later = {"busbra": ["batch-norm momentum (0.9 kept: 0.99 lost)"], "still": []}
+    assert cross.save_choices(record, {**live, "roi": []}, later) == ["roi"]
+    assert not record.exists()
+    assert cross.save_choices(record, live, later) == []
+    saved = json.loads(record.read_text())
+    assert saved["sections"] == live and saved["later_choices"] == later
+    # read back with nothing live: the same tables, after the one provenance sentence
+    shown = cross.with_record({}, {}, record)
+    assert [line for line in shown if "table |" in line] == [
+        f"| {name} table |" for name in cross.CHOICE_SECTIONS]
+    assert sum("recorded from when" in line for line in shown) == 1
+    # what runs live wins over the record
+    shown = cross.with_record({"recipe": ["| live recipe |"]}, {}, record)
+    assert "| live recipe |" in shown and "| recipe table |" not in shown
