@@ -206,12 +206,16 @@ fi
 # FILE (an evaluation's metrics.json, a run's fusion.json) names the masks of segmentation run
 # U: a run scored with another U-Net's masks is scored again (the fused model refitted)
 scored_with() { grep -qF "segmentation run $2\"" "$1" 2>/dev/null; }
+# FILE's fused classifier chose its threshold on cross-fitted validation scores (today's rule);
+# one fitted before is fitted and scored again, as cv's resumed folds are
+cross_fitted() { grep -qF "cross-fitted" "$1" 2>/dev/null; }
 # 2b. step 2's model fused with the U-Net's lesion descriptors (RUN/fusion.json), on BUS-BRA
 # fold 1 and on every BrEaST case (the plain numbers of step 3 are kept beside)
-if ! scored_with "$r/fusion.json" "$u"; then
+if ! scored_with "$r/fusion.json" "$u" || ! cross_fitted "$r/fusion.json"; then
   run breastus evaluate "$r" --seg-run "$u" --fusion descriptors --target-sensitivity 0.9
 else log breastus evaluate "$r" --seg-run "$u" --fusion descriptors --target-sensitivity 0.9; fi
-if ! scored_with "$r/eval-data-all/metrics.json" "$u"; then
+if ! scored_with "$r/eval-data-all/metrics.json" "$u" \
+    || ! cross_fitted "$r/eval-data-all/metrics.json"; then
   run breastus evaluate "$r" --data "$br" --split all --seg-run "$u"
 else log breastus evaluate "$r" --data "$br" --split all --seg-run "$u"; fi
 if [ "$choose" = 1 ]; then  # 9. (CHOOSE=1 only: 84 minutes, and no gain when it last ran)
@@ -244,13 +248,15 @@ print(c['roi']['margin'], c['settings']['img_size'])")
 name=$(basename "$m")
 # the threshold and the fused classifier chosen on validation crops from the U-Net, as at test;
 # the combination also takes step 2's whole-image score (the same split: it never saw fold 1)
-if ! grep -q '"partner"' "$m/fusion.json" 2>/dev/null || ! scored_with "$m/fusion.json" "$u"; then
+if ! grep -q '"partner"' "$m/fusion.json" 2>/dev/null || ! scored_with "$m/fusion.json" "$u" \
+    || ! cross_fitted "$m/fusion.json"; then
   run breastus evaluate "$m" --seg-run "$u" --fusion descriptors --fuse-with "$r" \
     --target-sensitivity 0.9
 else log breastus evaluate "$m" --seg-run "$u" --fusion descriptors --fuse-with "$r" \
     --target-sensitivity 0.9; fi
 if ! grep -q '"partner"' "$m/eval-data-all/metrics.json" 2>/dev/null \
-    || ! scored_with "$m/eval-data-all/metrics.json" "$u"; then
+    || ! scored_with "$m/eval-data-all/metrics.json" "$u" \
+    || ! cross_fitted "$m/eval-data-all/metrics.json"; then
   run breastus evaluate "$m" --data "$br" --split all --seg-run "$u"
 else log breastus evaluate "$m" --data "$br" --split all --seg-run "$u"; fi
 run breastus cv cls "$br" --weights "$m" \

@@ -168,6 +168,22 @@ def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cl
                     "--seg-cv", str(cv_seg), "--fusion", "descriptors")
     assert again.returncode == 0, again.stderr
     assert stamps == [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
+    # a fold fused before the threshold rule changed (chosen on the combiner's own fitted
+    # validation scores): fitted and scored again on resuming, nothing retrained
+    metrics_file = out / "fold-1/eval-test/metrics.json"
+    old = json.loads(metrics_file.read_text())
+    old["fusion"]["fitted_on"]["threshold"] = "chosen on validation cases for target sensitivity 0.9"
+    metrics_file.write_text(json.dumps(old))
+    again = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3",
+                    "--lr", "1e-3", "--out", str(out), "--bootstrap", "300",
+                    "--seg-cv", str(cv_seg), "--fusion", "descriptors")
+    assert again.returncode == 0, again.stderr
+    now = [(out / f"fold-{k}/fusion.json").stat().st_mtime_ns for k in range(3)]
+    assert now[0] == stamps[0] and now[2] == stamps[2] and now[1] != stamps[1]
+    assert (out / "fold-1/history.csv").read_text() == (cv_cls / "fold-1/history.csv").read_text()
+    refit = json.loads(metrics_file.read_text())["fusion"]["fitted_on"]["threshold"]
+    assert "cross-fitted" in refit or refit.startswith("default")
+    stamps = now
     # and the first command again (without --fusion, as a resumed script repeats it): the
     # same training, so nothing is refused, retrained or refitted, and the fusion stays
     plain = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3",

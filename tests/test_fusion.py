@@ -333,3 +333,41 @@ def test_an_evaluation_runs_its_segmenter_once_per_image_list(seg_run, learn_dat
     assert len(opened) == 2 and segmented == [5, 5, 4, 5]
     ev.predicted_masks(seg_run, first, 8)  # the cache ended with the block
     assert len(opened) == 3
+
+
+def test_the_fused_threshold_is_chosen_on_scores_of_cases_the_combiner_did_not_fit():
+    """The combiner is fitted on the validation cases; choosing the threshold on its own fitted
+    scores of those cases (in-sample, optimistic) put it too high, and the test sensitivity
+    fell short of the target (BrEaST's fused folds: 0.69-0.81 against 0.9). The threshold is
+    now chosen on cross-fitted scores: each validation case scored by a combiner fitted
+    without it (10-fold), as a new case would be. Small validation sets of BrEaST's
+    size (~40 cases, ~15 malignant), a second view whose weight the combiner must learn
+    (measured over 30 such sets: lower in all 30, mean test sensitivity 0.905 against 0.866)."""
+    from breastus_cli.engine.metrics import threshold_for_sensitivity
+
+    y_tr, _, x_tr = _cases(300, 1)
+    y_te, p_te, x_te = _cases(4000, 3)
+    q_te = _second_view(y_te, 13)
+    partner = {"path": "../whole-image", "sha256": "ab" * 32}
+    new, old, lower = [], [], 0
+    for seed in range(10):
+        y_val, p_val, x_val = _cases(40, 100 + seed)
+        q_val = _second_view(y_val, 200 + seed)
+        if y_val.sum() < 5:
+            continue
+        fused = fusion.fit(y_tr, x_tr, y_val, p_val, x_val, 0.9, "masks", q_val, partner)
+        inputs = np.column_stack([fusion.logit(p_val), fusion.logit(
+            fused.descriptors.predict(x_val)), fusion.logit(q_val)])
+        in_sample = threshold_for_sensitivity(y_val, fused.combiner.predict(inputs), 0.9)
+        p_fused = fused.scores(p_te, x_te, q_te)[1]
+        new.append(float((p_fused[y_te == 1] >= fused.threshold).mean()))
+        old.append(float((p_fused[y_te == 1] >= in_sample).mean()))
+        lower += fused.threshold <= in_sample + 1e-12
+    assert len(new) >= 8
+    # the cross-fitted threshold is lower or equal most of the time, and the test sensitivity
+    # it gives is on average closer to the target than the in-sample one's
+    assert lower >= 0.7 * len(new)
+    assert abs(np.mean(new) - 0.9) < abs(np.mean(old) - 0.9)
+    assert np.mean(new) > np.mean(old)
+    assert "cross-fitted" in fused.threshold_source and "(10-fold)" in fused.fitted_on[
+        "threshold"]

@@ -183,7 +183,11 @@ def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
     if fusion == "none":
         return True
     block = m.get("fusion")
-    return block is not None and (not partner or "partner" in block)
+    from breastus_cli.engine.fusion import threshold_current
+
+    # a fusion whose threshold was chosen by an older rule is fitted and scored again
+    return (block is not None and (not partner or "partner" in block)
+            and threshold_current(block.get("fitted_on")))
 
 
 #: the plan's keys of the fused classifier: fitted after training, so a finished CV takes them on

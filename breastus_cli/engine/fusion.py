@@ -7,7 +7,9 @@ Two logistic regressions, fitted so that no scored case's number depends on its 
    fitted on the run's **training** cases, descriptors from their ground-truth masks;
 2. the *combiner*: ``logit p_fused = a * logit p_cnn + b * logit p_descriptors + c``, fitted on
    the run's **validation** cases, descriptors from the segmenter's masks (as at inference).
-   The fused decision threshold is chosen on the same validation cases.
+   The fused decision threshold is chosen on the same validation cases, on *cross-fitted*
+   scores: each one scored by a combiner fitted without it (10-fold), as a new case would be. The combiner's own fitted scores of its fitting cases are optimistic, and a
+   threshold chosen on them sat too high (test sensitivity short of the target).
    With ``--fuse-with RUN2`` the combiner takes a second classifier's score as a third input
    (``+ d * logit p_partner``): a model of another view of the same scan, e.g. a whole-image
    CNN beside a lesion-centred one. RUN2 must not have trained on any case the combiner is
@@ -38,6 +40,8 @@ FUSION = "fusion.json"
 #: L2 strength of both logistic regressions (sklearn's C): small data, strong shrinkage.
 C_DESCRIPTORS = 0.5
 C_COMBINER = 1.0
+#: folds of the cross-fitting that scores the validation cases the fused threshold is chosen on
+CROSS_FIT_FOLDS = 10
 _EPS = 1e-6
 
 
@@ -130,6 +134,33 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, names: Sequence[str], c: float) -
     model = LogisticRegression(C=c, max_iter=1000).fit((filled - mean) / scale, y)
     return Logistic(list(names), median, [float(v) for v in mean], [float(v) for v in scale],
                     [float(v) for v in model.coef_[0]], float(model.intercept_[0]))
+
+
+def threshold_current(fitted_on: dict[str, str] | None) -> bool:
+    """Whether a fused classifier's record (``fitted_on``, in fusion.json and in an
+    evaluation's fusion block) chose its threshold by today's rule: on cross-fitted validation
+    scores, or none asked (default 0.5). A fusion fitted before is fitted again when its CV is
+    resumed (nothing retrained)."""
+    rule = str((fitted_on or {}).get("threshold", ""))
+    return "cross-fitted" in rule or rule.startswith("default")
+
+
+def cross_fitted(x: np.ndarray, y: np.ndarray, names: Sequence[str], c: float,
+                 folds: int = CROSS_FIT_FOLDS) -> np.ndarray:
+    """Cross-fitted scores of :func:`fit_logistic`: each case scored by the model fitted on the
+    other folds of a stratified ``folds``-fold split (fewer when a class has fewer cases; the
+    fitted scores themselves when a class has one case only)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x = np.asarray(x, dtype=np.float64).reshape(len(y), len(names))
+    y = np.asarray(y, dtype=int)
+    k = min(folds, int(np.bincount(y, minlength=2).min()))
+    if k < 2:
+        return fit_logistic(x, y, names, c).predict(x)
+    out = np.empty(len(y))
+    for fit_on, held in StratifiedKFold(k, shuffle=True, random_state=0).split(x, y):
+        out[held] = fit_logistic(x[fit_on], y[fit_on], names, c).predict(x[held])
+    return out
 
 
 # ---- descriptors of cases ------------------------------------------------------------------
@@ -239,11 +270,14 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
         inputs.append(logit(np.asarray(p_partner_val)))
         names.append("partner")
     combiner = fit_logistic(np.column_stack(inputs), y_val, names, C_COMBINER)
-    p_val = combiner.predict(np.column_stack(inputs))
     if target_sensitivity is not None and (np.asarray(y_val) == 1).any():
+        # the combiner's fitted scores of its own fitting cases are optimistic: the threshold
+        # is chosen on cross-fitted scores instead (the descriptor model never saw these cases)
+        p_val = cross_fitted(np.column_stack(inputs), y_val, names, C_COMBINER)
         threshold = threshold_for_sensitivity(y_val, p_val, target_sensitivity)
         descriptor_threshold = threshold_for_sensitivity(y_val, p_desc_val, target_sensitivity)
-        source = (f"chosen on validation cases for target sensitivity {target_sensitivity:g}")
+        source = (f"chosen on validation cases for target sensitivity {target_sensitivity:g} "
+                  "(their fused scores cross-fitted)")
     else:
         threshold, descriptor_threshold, source = 0.5, 0.5, "default 0.5"
     fitted_on = {
@@ -252,7 +286,9 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
         "combiner": f"fitted on {len(y_val)} validation cases: the CNN's score"
                     + (f", the score of {partner['path']} (second classifier)" if partner else "")
                     + f" and descriptors from {val_masks_from}",
-        "threshold": source,
+        "threshold": source + (f"; each validation case scored by a combiner fitted on the "
+                               f"others ({CROSS_FIT_FOLDS}-fold), as a new case would be"
+                               if source != "default 0.5" else ""),
     }
     return Fusion(descriptors, combiner, float(threshold), source, fitted_on,
                   float(descriptor_threshold), partner)
