@@ -604,3 +604,21 @@ def test_the_record_is_written_only_from_a_work_folder_that_ran_every_candidate(
     # what runs live wins over the record
     shown = cross.with_record({"recipe": ["| live recipe |"]}, {}, record)
     assert "| live recipe |" in shown and "| recipe table |" not in shown
+
+
+def test_the_threshold_note_gives_the_test_sensitivities_the_validation_threshold_gave(tmp_path):
+    module = _module("write_results")
+    cell = lambda v: {"pooled": v}  # noqa: E731
+    runs = [{"task": "cls", "metrics": {"sensitivity": cell(0.735)},
+             "fusion": {"fused": {"sensitivity": cell(0.786)}}},
+            {"task": "cls", "metrics": {"sensitivity": cell(0.867)}},
+            {"task": "seg", "metrics": {"dice": cell(0.7)}}]
+    two = tmp_path / "two"
+    two.mkdir()
+    (two / "summary.json").write_text(json.dumps({"fusion": {"fused": {
+        "sensitivity": cell(0.881)}}}))
+    note = module.threshold_note(runs, f"two views={two}")
+    assert "pooled test sensitivities of 0.735-0.867 for the CNNs alone and 0.786-0.881 fused." \
+        in note
+    assert module.threshold_note(runs[1:2]).endswith("of 0.867 for the CNNs alone.")
+    assert module.threshold_note([runs[2]]) == ""
