@@ -8,8 +8,9 @@ Two logistic regressions, fitted so that no scored case's number depends on its 
 2. the *combiner*: ``logit p_fused = a * logit p_cnn + b * logit p_descriptors + c``, fitted on
    the run's **validation** cases, descriptors from the segmenter's masks (as at inference).
    The fused decision threshold is chosen on the same validation cases, on *cross-fitted*
-   scores: each one scored by a combiner fitted without it (10-fold), as a new case would be. The combiner's own fitted scores of its fitting cases are optimistic, and a
-   threshold chosen on them sat too high (test sensitivity short of the target).
+   scores: each one scored by a combiner fitted without it (10-fold), as a new case would be.
+   The combiner's own fitted scores of its fitting cases are optimistic, and a threshold
+   chosen on them sat too high (test sensitivity short of the target).
    With ``--fuse-with RUN2`` the combiner takes a second classifier's score as a third input
    (``+ d * logit p_partner``): a model of another view of the same scan, e.g. a whole-image
    CNN beside a lesion-centred one. RUN2 must not have trained on any case the combiner is
