@@ -499,23 +499,24 @@ def with_record(live: dict[str, list[str]], absent: dict[str, list[str]],
     """The choice sections in order: each from this work folder's candidates when they ran
     (``live`` non-empty), else from the record (``choices``), said once as recorded, else the
     ``absent`` sentence."""
-    record = ((_json(choices) or {}).get("sections") or {}) if choices else {}
-    lines, said = [], False
+    saved = (_json(choices) or {}) if choices else {}
+    record = saved.get("sections") or {}
+    said = ("The choices below are recorded from when their candidates last trained "
+            f"({saved.get('recorded', 'date not recorded')}; `examples/choices.json`): this "
+            "work folder does not hold those candidates. `CHOOSE=1 examples/results_busbra.sh` "
+            "trains them again (several hours on 2 cores) and rewrites the record. A chosen "
+            "candidate's test numbers there can differ a little from its rows above, which come "
+            "from this run's training (the U-Net's does not repeat exactly from one machine to "
+            "another).")
+    lines: list[str] = []
     for name in CHOICE_SECTIONS:
         if live.get(name):
             lines += live[name]
         elif record.get(name):
-            if not said:
-                lines += ([""] if lines else []) + [f"The choices below are recorded from when their candidates last "
-                          f"trained ({_json(choices).get('recorded', 'date not recorded')}; "
-                          "`examples/choices.json`): this work folder does not hold those "
-                          "candidates. `CHOOSE=1 examples/results_busbra.sh` trains them again "
-                          "(several hours on 2 cores) and rewrites the record. A chosen "
-                          "candidate's test numbers there can differ a little from its rows "
-                          "above, which come from this run's training (the U-Net's does not "
-                          "repeat exactly from one machine to another)."]
-                lines += [""] if not record[name][0] == "" else []
-                said = True
+            if said:  # once, before the first recorded table, set apart by blank lines
+                lines += ([""] if lines else []) + [said] + (
+                    [] if record[name][0] == "" else [""])
+                said = ""
             lines += record[name]
         else:
             lines += absent.get(name, [])
