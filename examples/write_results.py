@@ -207,9 +207,10 @@ def threshold_note(summaries: list[dict], two_view: str | None = None) -> str:
     parts = ([f"{span(alone)} for the CNNs alone"] if alone else []) + (
         [f"{span(fused)} fused"] if fused else [])
     return ("- Each threshold is chosen per fold on about 15 validation malignancies (carved from "
-            "the training folds), a noisy choice; the CNN's validation cases also chose its "
-            "best epoch, which flatters them (the fused classifier's threshold is chosen on "
-            "cross-fitted scores, so its own fit does not). Aiming at sensitivity 0.9 on "
+            "the training folds), a noisy choice. The CNN's validation cases also chose its "
+            "best epoch, so its scores there are flattered and its threshold sits high; the "
+            "fused classifier's threshold is chosen on cross-fitted scores, so its own fit "
+            "does not flatter them. Aiming at sensitivity 0.9 on "
             "validation gave pooled test sensitivities of " + " and ".join(parts) + ".") \
         if parts else ""
 
