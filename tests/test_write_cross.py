@@ -588,7 +588,7 @@ def test_the_record_is_written_only_from_a_work_folder_that_ran_every_candidate(
                           timeout=60)
     assert proc.returncode == 2 and not record.exists()
     assert proc.stderr.startswith("not recorded: the candidates of recipe, mobilenet_size, "
-                                  "unet_size, ft_cap, roi did not all run in ")
+                                  "unet_size, ft_cap, ft_lr, roi did not all run in ")
     live = {name: ["", f"| {name} table |"] for name in cross.CHOICE_SECTIONS}
     later = {"busbra": ["batch-norm momentum (0.9 kept: 0.99 lost)"], "still": []}
     assert cross.save_choices(record, {**live, "roi": []}, later) == ["roi"]
@@ -622,3 +622,23 @@ def test_the_threshold_note_gives_the_test_sensitivities_the_validation_threshol
         in note
     assert module.threshold_note(runs[1:2]).endswith("of 0.867 for the CNNs alone.")
     assert module.threshold_note([runs[2]]) == ""
+
+
+def test_the_fine_tuned_unet_learning_rate_is_chosen_by_the_same_rule(tmp_path):
+    cross = _module("write_cross")
+    root = tmp_path / "work" / "busbra" / "cv"
+    _seg_cv(root / "unet-128-ft30", [(0.71, 25, 30), (0.73, 18, 30), (0.66, 30, 30)], 0.79)
+    assert cross.ft_lr_section(root) == []  # the candidate has not run
+    _seg_cv(root / "unet-128-ft30-lr3e-4", [(0.74, 12, 30), (0.72, 9, 30), (0.69, 15, 30)], 0.78)
+    text = "\n".join(cross.ft_lr_section(root))
+    assert "| learning rate | mean best validation IoU" in text
+    assert "| 3e-4 | 0.717 (12, 9, 15) | 0 of 3 | 0.780 (0.750–0.810) / 0.680 (0.650–0.710) | " \
+           "yes |" in text
+    assert "| 1e-4 | 0.700 (25, 18, 30) | 1 of 3 |" in text
+    # the higher validation IoU wins although its test Dice is lower, and the rows above say
+    # they still come from the default's folders
+    assert "**3e-4** chosen, but the fine-tuned rows above still come from the 1e-4 folders: " \
+           "not re-run yet." in text
+    (root / "unet-128-ft30-lr3e-4" / "fold-0" / "best.json").write_text(json.dumps(
+        {"value": 0.6, "epoch": 12}))
+    assert "**1e-4** chosen: the fine-tuned U-Net rows" in "\n".join(cross.ft_lr_section(root))
