@@ -402,9 +402,8 @@ def unet_size_section(runs: Path, breast_unet_px: int | None,
             outcome]
 
 
-#: step 8d's candidates: the fine-tuned U-Net's epoch cap and its cross-validation folder; the
-#: first is step 8b's (the default, 30 since step 8d chose it: the fine-tuned rows and crops
-#: come from it)
+#: step 8d's candidates (at lr 1e-4): the fine-tuned U-Net's epoch cap and its cross-validation
+#: folder; the first is the cap step 8b runs (30 since step 8d chose it)
 FT_CAPS = ((30, "unet-128-ft30"), (12, "unet-128-ft"))
 
 
@@ -422,9 +421,10 @@ def _fold_bests(cv: Path) -> list[tuple[float, int, int]] | None:
     return folds or None
 
 
-#: step 8e's candidates: the fine-tuned U-Net's learning rate and its cross-validation folder;
-#: the first is step 8b's (the default)
-FT_LRS = (("1e-4", "unet-128-ft30"), ("3e-4", "unet-128-ft30-lr3e-4"))
+#: step 8e's candidates (30 epochs): the fine-tuned U-Net's learning rate and its
+#: cross-validation folder; the first is step 8b's (3e-4 since step 8e chose it: the fine-tuned
+#: rows and crops come from it; a work folder from before has only the 1e-4 one)
+FT_LRS = (("3e-4", "unet-128-ft30-lr3e-4"), ("1e-4", "unet-128-ft30"))
 
 
 def chosen_ft(cv_root: Path, candidates: tuple = FT_CAPS) -> tuple[object, list] | None:
@@ -494,10 +494,10 @@ def ft_lr_section(cv_root: Path) -> list[str]:
         return []
     chosen, tried = choice
     default = FT_LRS[0][0]
-    return ["", "The fine-tuned U-Net's learning rate (step 8e), chosen the same way on BrEaST's "
-            "validation cases: 1e-4 had been set with the from-scratch 1e-3 in mind, never "
-            "compared; 3e-4 was tried because at 1e-4 most folds still kept a late epoch. The "
-            "rule, committed before the 3e-4 candidate trained: step 8d's.", "",
+    return ["", "The fine-tuned U-Net's learning rate (step 8e, 30 epochs), chosen the same way "
+            "on BrEaST's validation cases: 1e-4 had been set with the from-scratch 1e-3 in mind, "
+            "never compared; 3e-4 was tried because at 1e-4 most folds still kept a late epoch. "
+            "The rule, committed before the 3e-4 candidate trained: step 8d's.", "",
             *_ft_table(tried, chosen, "learning rate"), "",
             f"**{chosen}** chosen" + (
                 ": the fine-tuned U-Net rows and the crops and descriptors of the fine-tuned "
@@ -887,7 +887,12 @@ def main() -> None:
     unet_breast = _other(unet_run, "eval-*-all")
     # the fine-tuned U-Net folds: step 8d's chosen default beside the 128 px U-Net, the 12-epoch
     # 96 px folder of older work folders
-    ft_epochs, ft_name = FT_CAPS[0] if unet_run.name == "unet-128-f0" else (12, "unet-ft")
+    if unet_run.name == "unet-128-f0":  # step 8b's folders: step 8e's choice, else the 1e-4 one
+        ft_epochs = FT_CAPS[0][0]
+        ft_lr, ft_name = next(((lr, name) for lr, name in FT_LRS
+                               if (bb / "cv" / name / "summary.json").is_file()), FT_LRS[0])
+    else:  # the 96 px, 12-epoch folder of older work folders
+        ft_epochs, ft_lr, ft_name = 12, "1e-4", "unet-ft"
     ft_dir = bb / "cv" / ft_name
     unet_ft = _json(ft_dir / "summary.json")
     seg_scratch = _json(breast_seg / "summary.json")
@@ -925,7 +930,7 @@ def main() -> None:
                       "lr 1e-3; table above)", "BrEaST, 5 folds pooled out of fold",
                       seg_scratch, breast_seg, pooled=True),
               seg_row(f"BUS-BRA-pretrained, fine-tuned on BrEaST ({px(ft_dir)}"
-                      f"{ft_epochs} epochs, lr 1e-4)", "BrEaST, 5 folds pooled out of fold", unet_ft,
+                      f"{ft_epochs} epochs, lr {ft_lr})", "BrEaST, 5 folds pooled out of fold", unet_ft,
                       ft_dir, pooled=True)]
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None

@@ -635,10 +635,15 @@ def test_the_fine_tuned_unet_learning_rate_is_chosen_by_the_same_rule(tmp_path):
     assert "| 3e-4 | 0.717 (12, 9, 15) | 0 of 3 | 0.780 (0.750–0.810) / 0.680 (0.650–0.710) | " \
            "yes |" in text
     assert "| 1e-4 | 0.700 (25, 18, 30) | 1 of 3 |" in text
-    # the higher validation IoU wins although its test Dice is lower, and the rows above say
-    # they still come from the default's folders
-    assert "**3e-4** chosen, but the fine-tuned rows above still come from the 1e-4 folders: " \
-           "not re-run yet." in text
+    # the higher validation IoU wins although its test Dice is lower: step 8b's default
+    assert "**3e-4** chosen: the fine-tuned U-Net rows" in text
+    # had 1e-4 won, the rows above would say they still come from the default's folders
     (root / "unet-128-ft30-lr3e-4" / "fold-0" / "best.json").write_text(json.dumps(
         {"value": 0.6, "epoch": 12}))
-    assert "**1e-4** chosen: the fine-tuned U-Net rows" in "\n".join(cross.ft_lr_section(root))
+    assert "**1e-4** chosen, but the fine-tuned rows above still come from the 3e-4 folders: " \
+           "not re-run yet." in "\n".join(cross.ft_lr_section(root))
+    # the fine-tuned U-Net row comes from step 8b's folders (3e-4), beside the 128 px U-Net
+    _unet_candidate(tmp_path / "work" / "busbra" / "runs" / "unet-128-f0", 128, 0.76, [0.6] * 12,
+                    dice=0.87)
+    assert ("| BUS-BRA-pretrained, fine-tuned on BrEaST (30 epochs, lr 3e-4) | BrEaST, 5 folds "
+            "pooled out of fold | 252 | 0.780 (0.750–0.810)") in _write(tmp_path)
