@@ -214,7 +214,8 @@ fi
 # a late epoch (27, 20, 26, 17, 30 of 30): training may be slow rather than done. The rule,
 # committed before the 3e-4 candidate trained (2026-11-30, session 13), as step 8d's: the higher
 # mean over the 5 folds of the best validation IoU; BrEaST's test folds take no part. 3e-4 won
-# (mean 0.726 against 0.722), so step 8b runs it and step 10 takes its masks; the 1e-4
+# (mean 0.728 against 0.722; the test Dice read after choosing is lower, 0.764 against
+# 0.784, within the noise), so step 8b runs it and step 10 takes its masks; the 1e-4
 # candidate is step 8d's 30-epoch folder above.
 # FILE (an evaluation's metrics.json, a run's fusion.json) names the masks of segmentation run
 # U: a run scored with another U-Net's masks is scored again (the fused model refitted)
