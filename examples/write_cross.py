@@ -463,47 +463,49 @@ def _ft_table(tried: list, chosen: object, first: str) -> list[str]:
     return lines
 
 
-def ft_cap_section(cv_root: Path) -> list[str]:
-    """Step 8d's table (:func:`_ft_table`) and choice; nothing before both ran."""
-    choice = chosen_ft(cv_root, FT_CAPS)
+def _ft_section(cv_root: Path, candidates: tuple, intro: str, first: str, named,
+                folders=None) -> list[str]:
+    """Step 8d's or 8e's section: ``intro``, the table (:func:`_ft_table`, its first column
+    ``first``) and the choice, a candidate written by ``named`` (its folders by ``folders``,
+    default ``named``); nothing before all ran."""
+    choice = chosen_ft(cv_root, candidates)
     if choice is None:
         return []
     chosen, tried = choice
-    default = FT_CAPS[0][0]
-    return ["", "The fine-tuned U-Net's epoch cap (step 8d), chosen on BrEaST's validation cases "
-            "(each fold's, carved from its training folds; the test folds take no part): 12 "
-            "epochs had been set by the time budget; 30 (the from-scratch U-Net's cap) was tried "
-            "because the 12-epoch folds kept their last epochs, validation IoU still rising. The "
-            "rule, committed before the 30-epoch candidate trained: the higher mean over the "
-            "folds of the best validation IoU (the epoch each fold keeps). With the same seed "
-            "the longer run repeats the shorter one's epochs exactly (seen in the histories), "
-            "so its best validation IoU cannot be lower: the rule asks whether validation IoU "
-            "still rose after epoch 12, and the test Dice says whether that carried over.", "",
-            *_ft_table(tried, chosen, "epoch cap"), "",
-            f"**{chosen} epochs** chosen" + (
+    default = candidates[0][0]
+    return ["", intro, "", *_ft_table(tried, chosen, first), "",
+            f"**{named(chosen)}** chosen" + (
                 ": the fine-tuned U-Net rows and the crops and descriptors of the fine-tuned "
                 "classifiers come from it." if chosen == default else
-                f", but the fine-tuned rows above still come from the {default}-epoch folders: "
-                "not re-run yet.")]
+                ", but the fine-tuned rows above still come from the "
+                f"{(folders or named)(default)} folders: not re-run yet.")]
+
+
+def ft_cap_section(cv_root: Path) -> list[str]:
+    """Step 8d: the fine-tuned U-Net's epoch cap (:func:`_ft_section`)."""
+    return _ft_section(
+        cv_root, FT_CAPS,
+        "The fine-tuned U-Net's epoch cap (step 8d), chosen on BrEaST's validation cases (each "
+        "fold's, carved from its training folds; the test folds take no part): 12 epochs had "
+        "been set by the time budget; 30 (the from-scratch U-Net's cap) was tried because the "
+        "12-epoch folds kept their last epochs, validation IoU still rising. The rule, "
+        "committed before the 30-epoch candidate trained: the higher mean over the folds of the "
+        "best validation IoU (the epoch each fold keeps). With the same seed the longer run "
+        "repeats the shorter one's epochs exactly (seen in the histories), so its best "
+        "validation IoU cannot be lower: the rule asks whether validation IoU still rose after "
+        "epoch 12, and the test Dice says whether that carried over.",
+        "epoch cap", lambda cap: f"{cap} epochs", lambda cap: f"{cap}-epoch")
 
 
 def ft_lr_section(cv_root: Path) -> list[str]:
-    """Step 8e's table (:func:`_ft_table`) and choice; nothing before both ran."""
-    choice = chosen_ft(cv_root, FT_LRS)
-    if choice is None:
-        return []
-    chosen, tried = choice
-    default = FT_LRS[0][0]
-    return ["", "The fine-tuned U-Net's learning rate (step 8e, 30 epochs), chosen the same way "
-            "on BrEaST's validation cases: 1e-4 had been set with the from-scratch 1e-3 in mind, "
-            "never compared; 3e-4 was tried because at 1e-4 most folds still kept a late epoch. "
-            "The rule, committed before the 3e-4 candidate trained: step 8d's.", "",
-            *_ft_table(tried, chosen, "learning rate"), "",
-            f"**{chosen}** chosen" + (
-                ": the fine-tuned U-Net rows and the crops and descriptors of the fine-tuned "
-                "classifiers come from it." if chosen == default else
-                f", but the fine-tuned rows above still come from the {default} folders: "
-                "not re-run yet.")]
+    """Step 8e: the fine-tuned U-Net's learning rate (:func:`_ft_section`)."""
+    return _ft_section(
+        cv_root, FT_LRS,
+        "The fine-tuned U-Net's learning rate (step 8e, 30 epochs), chosen the same way on "
+        "BrEaST's validation cases: 1e-4 had been set with the from-scratch 1e-3 in mind, never "
+        "compared; 3e-4 was tried because at 1e-4 most folds still kept a late epoch. The rule, "
+        "committed before the 3e-4 candidate trained: step 8d's.",
+        "learning rate", str)
 
 
 #: the tables of the choices made on BUS-BRA's validation cases, as this script wrote them when
