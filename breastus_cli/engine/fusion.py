@@ -279,17 +279,17 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
         descriptor_threshold = threshold_for_sensitivity(y_val, p_desc_val, target_sensitivity)
         source = (f"chosen on validation cases for target sensitivity {target_sensitivity:g} "
                   "(their fused scores cross-fitted)")
+        how = (f"; each validation case scored by a combiner fitted on the others "
+               f"({CROSS_FIT_FOLDS}-fold), as a new case would be")
     else:
-        threshold, descriptor_threshold, source = 0.5, 0.5, "default 0.5"
+        threshold, descriptor_threshold, source, how = 0.5, 0.5, "default 0.5", ""
     fitted_on = {
         "descriptor_model": f"fitted on {len(y_train)} training cases, descriptors from their "
                             "ground-truth masks",
         "combiner": f"fitted on {len(y_val)} validation cases: the CNN's score"
                     + (f", the score of {partner['path']} (second classifier)" if partner else "")
                     + f" and descriptors from {val_masks_from}",
-        "threshold": source + (f"; each validation case scored by a combiner fitted on the "
-                               f"others ({CROSS_FIT_FOLDS}-fold), as a new case would be"
-                               if source != "default 0.5" else ""),
+        "threshold": source + how,
     }
     return Fusion(descriptors, combiner, float(threshold), source, fitted_on,
                   float(descriptor_threshold), partner)
