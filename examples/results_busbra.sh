@@ -50,9 +50,9 @@
 # and over the 4 hours the issue asked for. On a 2-core AMD EPYC whose training steps are
 # 2.0-2.1x faster (2026-11-30, times.tsv): step 2 16.4 minutes, steps 3-4 2.7, step 8 20,
 # step 8b (30 epochs) about 20 alone; with results_breast.sh's, both scripts' commands ran
-# for 2.44 hours of wall clock there (times.tsv across resumed invocations, RESULTS.md's time
-# line; about 10 minutes of it refitting the fused classifiers), under the 4 hours. The choices
-# already made are opt-in:
+# for 2.76 hours of wall clock there (times.tsv across resumed invocations, RESULTS.md's time
+# line; about 15 minutes of it refitting and re-scoring after session 13's fixes, some runs
+# slowed by tests beside them), under the 4 hours. The choices already made are opt-in:
 # CHOOSE=1 adds step 6's candidates (40 + 34; 6b 33 alone and 6c 49, partly beside a test run,
 # on 2026-11-30; 6d 16 + 27, 2026-11-30; 6e 42 with evaluation, beside a niced test run,
 # 2026-11-30), step 8d's 12-epoch candidate (13), step 9 (84) and step 10's other crop

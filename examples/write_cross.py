@@ -192,7 +192,7 @@ def recipe_section(runs: Path, breast_rerun: str | None) -> list[str]:
         # a finished candidate: trained, then evaluated (a run still training has a best.json)
         if file.is_file() and (runs / folder / "eval-test" / "metrics.json").is_file():
             best[name] = json.loads(file.read_text())
-    if len(best) < 2:  # not trained in this work folder: the record, or ABSENT["recipe"]
+    if len(best) < 2:  # not trained in this work folder: the record, or RECIPE_ABSENT
         return []
     chosen = max(best, key=lambda k: best[k]["value"])
     tried = [(name, folder, what) for name, folder, what in CANDIDATES if name in best]
@@ -427,7 +427,7 @@ def _fold_bests(cv: Path) -> list[tuple[float, int, int]] | None:
 FT_LRS = (("3e-4", "unet-128-ft30-lr3e-4"), ("1e-4", "unet-128-ft30"))
 
 
-def chosen_ft(cv_root: Path, candidates: tuple = FT_CAPS) -> tuple[object, list] | None:
+def chosen_ft(cv_root: Path, candidates: tuple) -> tuple[object, list] | None:
     """Steps 8d and 8e: (the chosen candidate, [(candidate, folder, fold bests)]) among
     ``candidates`` ((value, cross-validation folder) pairs) once every one finished: the higher
     mean over the folds of the best validation IoU."""
@@ -436,11 +436,6 @@ def chosen_ft(cv_root: Path, candidates: tuple = FT_CAPS) -> tuple[object, list]
         return None
     mean = {key: sum(b[0] for b in bests) / len(bests) for key, _, bests in tried}
     return max(mean, key=lambda key: mean[key]), tried
-
-
-def chosen_ft_cap(cv_root: Path) -> tuple[int, list] | None:
-    """Step 8d: the chosen epoch cap (:func:`chosen_ft`)."""
-    return chosen_ft(cv_root, FT_CAPS)
 
 
 def _ft_table(tried: list, chosen: object, first: str) -> list[str]:
@@ -571,7 +566,8 @@ def save_choices(path: Path, live: dict[str, list[str]], later: dict[str, list[s
     path.write_text(json.dumps({
         "recorded": dt.date.today().isoformat(),
         "about": "The tables of the choices examples/results_busbra.sh made on BUS-BRA's "
-                 "validation cases (and step 8d's on BrEaST's), as examples/write_cross.py "
+                 "validation cases (and steps 8d and 8e's on BrEaST's), as "
+                 "examples/write_cross.py "
                  "wrote them when the candidates last trained. RESULTS.md shows them from here "
                  "when a work folder lacks the candidates; CHOOSE=1 examples/results_busbra.sh "
                  "trains them again and rewrites this file.",
@@ -589,6 +585,10 @@ def later_choices(work: Path | None, choices: Path | None = CHOICES
              "(96 px; fold-0 Dice 0.77, the other folds lower: fold 0's numbers were "
              "optimistic)"]
     recorded = ((_json(choices) or {}).get("later_choices") or {}) if choices else {}
+
+    def as_recorded(setting: str) -> list[str]:  # what the record says of a setting
+        return [c for c in recorded.get("busbra", []) if c.startswith(setting)]
+
     if work is None:
         return [], fold0
     runs = Path(work) / "busbra" / "runs"
@@ -600,16 +600,15 @@ def later_choices(work: Path | None, choices: Path | None = CHOICES
         won = max(recipe, key=lambda name: recipe[name]) == "batch-norm momentum 0.99"
         busbra.append("batch-norm momentum (0.99 won there; see the rows re-run with it)" if won
                       else "batch-norm momentum (0.9 kept: 0.99 lost)")
-    elif any(c.startswith("batch-norm momentum") for c in recorded.get("busbra", [])):
-        busbra += [c for c in recorded["busbra"] if c.startswith("batch-norm momentum")]
+    elif as_recorded("batch-norm momentum"):
+        busbra += as_recorded("batch-norm momentum")
     else:
         still.append(fold0[0])
     unet = chosen_size(runs, UNET_SIZES)
     ran = _img_size(breast_seg_cv(Path(work)) / "fold-0")
     if unet is None:
-        said = [c for c in recorded.get("busbra", []) if c.startswith("the U-Net's input size")]
-        if said:
-            busbra += said
+        if as_recorded("the U-Net's input size"):
+            busbra += as_recorded("the U-Net's input size")
         else:
             still.append(fold0[1])
     elif unet[0] == ran == 96:
@@ -887,8 +886,6 @@ def main() -> None:
                               "(`--fuse-with-cv`)"), roi_ft, fused=True),
     ]
     unet_breast = _other(unet_run, "eval-*-all")
-    # the fine-tuned U-Net folds: step 8d's chosen default beside the 128 px U-Net, the 12-epoch
-    # 96 px folder of older work folders
     if unet_run.name == "unet-128-f0":  # step 8b's folders: step 8e's choice, else the 1e-4 one
         ft_epochs = FT_CAPS[0][0]
         ft_lr, ft_name = next(((lr, name) for lr, name in FT_LRS
@@ -932,8 +929,8 @@ def main() -> None:
                       "lr 1e-3; table above)", "BrEaST, 5 folds pooled out of fold",
                       seg_scratch, breast_seg, pooled=True),
               seg_row(f"BUS-BRA-pretrained, fine-tuned on BrEaST ({px(ft_dir)}"
-                      f"{ft_epochs} epochs, lr {ft_lr})", "BrEaST, 5 folds pooled out of fold", unet_ft,
-                      ft_dir, pooled=True)]
+                      f"{ft_epochs} epochs, lr {ft_lr})", "BrEaST, 5 folds pooled out of fold",
+                      unet_ft, ft_dir, pooled=True)]
     recipe = recipe_section(bb / "runs", rerun[0] if rerun else None)
     ft_auc = _pooled(ft, "auc")[0] if ft else None
     lines += [

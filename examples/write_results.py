@@ -252,8 +252,9 @@ def recipe_seconds(times: Path, recipes: list[Path]) -> tuple[float, int, list[s
     (skipped by every invocation: their work came from elsewhere)."""
     import datetime as dt
 
-    wanted = [line.strip() for path in recipes if path.is_file()
-              for line in path.read_text().splitlines() if line.startswith("breastus ")]
+    wanted = dict.fromkeys(line.strip() for path in recipes if path.is_file()  # in order
+                           for line in path.read_text().splitlines()
+                           if line.startswith("breastus "))
     intervals, seen = [], set()
     for row in times.read_text().splitlines():
         parts = row.split("\t", 3)
@@ -269,7 +270,7 @@ def recipe_seconds(times: Path, recipes: list[Path]) -> tuple[float, int, list[s
         if end > start:
             total += end - start
         reach = end if reach is None else max(reach, end)
-    return total, len(seen), [c for c in dict.fromkeys(wanted) if c not in seen]
+    return total, len(seen), [c for c in wanted if c not in seen]
 
 
 def time_line(times: Path | None, recipes: list[Path]) -> str:

@@ -511,7 +511,7 @@ def test_the_fine_tuned_unet_epoch_cap_is_chosen_on_breast_validation_iou(tmp_pa
     # say they are not the chosen setting's
     (root / "unet-128-ft30" / "fold-0" / "best.json").write_text(json.dumps(
         {"value": 0.5, "epoch": 25}))
-    assert cross.chosen_ft_cap(root)[0] == 12
+    assert cross.chosen_ft(root, cross.FT_CAPS)[0] == 12
     assert "**12 epochs** chosen, but the fine-tuned rows above still come from the 30-epoch " \
            "folders: not re-run yet." in "\n".join(cross.ft_cap_section(root))
     # the fine-tuned rows come from the default's folders (step 8b: 30 epochs) beside the
