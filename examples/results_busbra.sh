@@ -51,8 +51,9 @@
 # 2.0-2.1x faster (2026-11-30, times.tsv): step 2 16.4 minutes, steps 3-4 2.7, step 8 20,
 # step 8b (30 epochs) about 20 alone; with results_breast.sh's, both scripts' commands ran
 # for 2.76 hours of wall clock there (times.tsv across resumed invocations, RESULTS.md's time
-# line; about 15 minutes of it refitting and re-scoring after session 13's fixes, some runs
-# slowed by tests beside them), under the 4 hours. The choices already made are opt-in:
+# line; about 15 minutes of it refitting and re-scoring after the fixes of commits da227c7 to
+# 3f70431, chiefly the fused threshold's in 14d170a, some runs slowed by tests beside them),
+# under the 4 hours. The choices already made are opt-in:
 # CHOOSE=1 adds step 6's candidates (40 + 34; 6b 33 alone and 6c 49, partly beside a test run,
 # on 2026-11-30; 6d 16 + 27, 2026-11-30; 6e 42 with evaluation, beside a niced test run,
 # 2026-11-30), step 8d's 12-epoch candidate (13), step 9 (84) and step 10's other crop
@@ -212,9 +213,9 @@ fi
 # 8e. (CHOOSE=1) the fine-tuned U-Net's learning rate: 3e-4 against 1e-4 (set with the
 # from-scratch one's 1e-3 in mind, never compared). Tried because at 1e-4 most folds still kept
 # a late epoch (27, 20, 26, 17, 30 of 30): training may be slow rather than done. The rule,
-# committed before the 3e-4 candidate trained (2026-11-30, session 13), as step 8d's: the higher
-# mean over the 5 folds of the best validation IoU; BrEaST's test folds take no part. 3e-4 won
-# (mean 0.728 against 0.722; the test Dice read after choosing is lower, 0.764 against
+# committed before the 3e-4 candidate trained (2026-11-30, commit 80a5b79), as step 8d's: the
+# higher mean over the 5 folds of the best validation IoU; BrEaST's test folds take no part.
+# 3e-4 won (mean 0.728 against 0.722; the test Dice read after choosing is lower, 0.764 against
 # 0.784, within the noise), so step 8b runs it and step 10 takes its masks; the 1e-4
 # candidate is step 8d's 30-epoch folder above.
 # FILE (an evaluation's metrics.json, a run's fusion.json) names the masks of segmentation run
