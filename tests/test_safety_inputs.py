@@ -12,10 +12,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import copy_run, run_cli
+from conftest import breast_row, copy_run, run_cli, write_breast
 
 REFUSED = "not a safe Keras model file"
 
@@ -232,3 +233,72 @@ def test_keras_weights_files_pass_the_check(weight_files, name):
 
     check_weights_file(weight_files / name)  # no error: either layout Keras writes
 
+
+# ---- workbook values: numbers only in name, names no file system holds -------------------------
+def _prepare(tmp_path: Path, rows: list[dict]) -> tuple[object, Path]:
+    src = write_breast(tmp_path / "src", rows)
+    data = tmp_path / "data"
+    return run_cli("prepare", str(src), "--out", str(data)), data
+
+
+@pytest.mark.parametrize("size", [float("inf"), "inf", float("-inf"), 1e308])
+def test_an_infinite_pixel_size_is_unknown_like_nan(tmp_path, size):
+    """``Pixel_size`` inf (or one that overflows to inf once turned into mm) went into
+    manifest.csv as ``inf`` (areas in mm^2 of inf); it is unknown, as NaN and <= 0 are."""
+    proc, data = _prepare(tmp_path, [breast_row(1), breast_row(2, "malignant", Pixel_size=size),
+                                     breast_row(3, Pixel_size=float("nan"))])
+    assert proc.returncode == 0, proc.stderr
+    manifest = pd.read_csv(data / "manifest.csv").set_index("case_id")
+    assert manifest.loc["case001", "pixel_size_mm"] == pytest.approx(0.1)
+    assert manifest["pixel_size_mm"].isna().tolist() == [False, True, True]
+
+
+@pytest.mark.parametrize("case_id", [float("inf"), "inf", "-inf", 1e300, "1e300"])
+def test_a_case_id_that_is_no_case_number_names_the_case_from_its_file(tmp_path, case_id):
+    """CaseID ``inf`` (OverflowError) and ``1e300`` (a case file name of 300 digits: "File
+    name too long") were internal errors; they are treated as any CaseID that is not a case
+    number: the case is named after its image file, as the reader does for text ids."""
+    rows = [breast_row(1), breast_row(2, "malignant", CaseID=case_id, Image_filename="scan_b.png")]
+    proc, data = _prepare(tmp_path, rows)
+    assert proc.returncode == 0, proc.stderr
+    manifest = pd.read_csv(data / "manifest.csv")
+    assert sorted(manifest["case_id"]) == ["case001", "scan_b"]
+    assert (data / "seg/images/scan_b.png").is_file()
+
+
+def test_a_case_id_that_is_no_case_number_and_no_usable_file_name_is_skipped(tmp_path):
+    """With no usable file name either (one longer than a case id may be), the row is skipped
+    and listed, as an invalid CaseID always was."""
+    long_stem = "y" * 150
+    rows = [breast_row(1), breast_row(2, "malignant", CaseID=1e300,
+                                      Image_filename=f"{long_stem}.png")]
+    proc, data = _prepare(tmp_path, rows)
+    assert proc.returncode == 0, proc.stderr
+    skipped = json.loads((data / "prepare.json").read_text())["skipped"]
+    assert [(s["case_id"], s["reason"]) for s in skipped] == [("row3", "invalid CaseID")]
+    assert pd.read_csv(data / "manifest.csv")["case_id"].tolist() == ["case001"]
+
+
+@pytest.mark.parametrize("column, what", [("Image_filename", "image"),
+                                          ("Mask_tumor_filename", "mask"),
+                                          ("Mask_other_filename", "mask")])
+def test_a_file_name_too_long_for_the_file_system_is_skipped_and_listed(tmp_path, column, what):
+    """A 300-character file name in the workbook: "File name too long" from the first stat,
+    an internal error; now the row is skipped and listed with the reason, the others kept."""
+    name = "z" * 296 + ".png"
+    rows = [breast_row(1), breast_row(2, "malignant", **{column: name})]
+    src = write_breast(tmp_path / "src", rows, files=False)
+    good = write_breast(tmp_path / "good", [breast_row(1), breast_row(2, "malignant")])
+    for path in (good / "BrEaST-Lesions_USG-images_and_masks").iterdir():
+        shutil.copy(path, src / "BrEaST-Lesions_USG-images_and_masks" / path.name)
+    data = tmp_path / "data"
+    proc = run_cli("prepare", str(src), "--out", str(data), "--include-other-masks")
+    assert proc.returncode == 0, proc.stderr
+    skipped = json.loads((data / "prepare.json").read_text())["skipped"]
+    assert [(s["case_id"], s["reason"]) for s in skipped] == [
+        ("case002", f"{what} file name too long (300 bytes; file names hold at most 255)")]
+    assert skipped[0]["value"] == name[:60] + "..."
+    assert pd.read_csv(data / "manifest.csv")["case_id"].tolist() == ["case001"]
+    strict = run_cli("prepare", str(src), "--out", str(tmp_path / "strict"), "--strict")
+    assert strict.returncode == 2 and len(strict.stderr.strip().splitlines()) <= 2, strict.stderr
+    assert "too long" in strict.stderr and "internal error" not in strict.stderr
