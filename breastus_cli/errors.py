@@ -54,3 +54,14 @@ class Interrupted(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` (often a library's message of several lines) on one line: runs of whitespace,
+    newlines included, become one space; beyond ``limit`` characters the middle is elided (the
+    start says what failed, the end usually why). ``--debug`` shows the message in full."""
+    flat = " ".join(str(text).split())
+    if limit is None or len(flat) <= limit:
+        return flat
+    half = (limit - 5) // 2
+    return f"{flat[:half]} ... {flat[-half:]}"

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from breastus_cli import __version__, atomic
-from breastus_cli.errors import BreastusError, Interrupted
+from breastus_cli.errors import BreastusError, Interrupted, one_line
 from breastus_cli.reports import console
 
 app = typer.Typer(
@@ -133,12 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     except BreastusError as exc:
         if console.state.debug:
             traceback.print_exc()
-        console.error(exc.message, exc.hint)
+        console.error(one_line(exc.message), exc.hint)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug: say so in one line, the traceback with --debug
         if console.state.debug:
             traceback.print_exc()
-        console.error(f"internal error: {type(exc).__name__}: {exc}",
+        console.error(f"internal error: {type(exc).__name__}: {one_line(exc)}",
                       None if console.state.debug else "run again with --debug for the traceback")
         sys.exit(1)
     finally:

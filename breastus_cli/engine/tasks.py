@@ -18,11 +18,14 @@ from breastus_cli.data.pipeline import Augment, make_dataset
 from breastus_cli.data.sources.base import LABELS
 from breastus_cli.engine.rundir import MODEL, read_config
 from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
-from breastus_cli.errors import InputError, UsageError
+from breastus_cli.errors import InputError, UsageError, one_line
 from breastus_cli.models import weights as weight_files
 from breastus_cli.models.safe_load import check_model_file, load_keras_model
 
 keras = backend.keras()
+#: What ``--weights`` accepts, said with every refusal of a file.
+WEIGHTS_ACCEPTED = ("--weights takes imagenet, none, a run directory, a .keras model or a Keras "
+                    "weights file (.h5 / .weights.h5, as save_weights writes)")
 
 
 @keras.saving.register_keras_serializable(package="breastus")
@@ -68,6 +71,18 @@ class Task(ABC, Generic[S]):
     @abstractmethod
     def build(self, settings: S, backbone_weights: Path | None) -> Any:
         ...
+
+    def build_model(self, settings: S, backbone_weights: Path | None) -> Any:
+        """:meth:`build`, with a weights file that does not fit this backbone (another
+        architecture, another layer count) refused in one line."""
+        try:
+            return self.build(settings, backbone_weights)
+        except ValueError as exc:
+            if backbone_weights is None:
+                raise
+            raise UsageError(f"--weights {backbone_weights}: does not fit the "
+                             f"{self.backbone_architecture(settings)} backbone "
+                             f"({one_line(exc, 200)}); {WEIGHTS_ACCEPTED}") from exc
 
     @abstractmethod
     def compile(self, model: Any, settings: S) -> None:
@@ -119,9 +134,37 @@ class Task(ABC, Generic[S]):
             if path.suffix == ".keras":
                 check_model_file(path)
                 return None, path
+            check_weights_file(path)
             return path, None
         raise UsageError(f"--weights must be imagenet, none, a weights file or a run directory "
                          f"(got '{choice}': no such file or folder)")
+
+
+def check_weights_file(path: Path) -> None:
+    """A ``--weights`` file that is not a ``.keras`` model must be a Keras weights file, in the
+    layout Keras will read it by its name: ``*.weights.h5`` its ``layers`` groups, any other
+    name HDF5 with ``layer_names`` at its root (``save_weights('x.h5')``, the Keras-applications
+    no-top files). Read as data (h5py), nothing deserialized; else one line, exit 2."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            full_model = "model_config" in handle.attrs
+            legacy, v3 = "layer_names" in handle.attrs, "layers" in handle
+    except OSError:
+        raise UsageError(f"--weights {path}: not a Keras weights file (not HDF5); "
+                         f"{WEIGHTS_ACCEPTED}") from None
+    if full_model:
+        raise UsageError(f"--weights {path}: a whole HDF5 model, not a weights file (save its "
+                         f"weights with save_weights); {WEIGHTS_ACCEPTED}")
+    if path.name.endswith(".weights.h5") and not v3:
+        raise UsageError(f"--weights {path}: no Keras weights in it (no 'layers' group, which a "
+                         f"*.weights.h5 file holds); {WEIGHTS_ACCEPTED}")
+    if not path.name.endswith(".weights.h5") and not legacy:
+        reason = ("the layout of a *.weights.h5 file: name it so" if v3
+                  else "no 'layer_names', which an .h5 weights file holds")
+        raise UsageError(f"--weights {path}: not Keras weights as its name says ({reason}); "
+                         f"{WEIGHTS_ACCEPTED}")
 
 
 def copy_backbone(model: Any, source_model_file: Path, layer: str = "backbone") -> int:

@@ -237,7 +237,7 @@ def train(
         val_ds = task.dataset(val_frame, settings, training=False,
                               cache=task.cache(settings, run_dir, "val"))
         with strategy.scope():
-            model = task.build(settings, backbone_file)
+            model = task.build_model(settings, backbone_file)
             copied = copy_backbone(model, copy_from, task.transfer_layer) if copy_from else 0
             task.compile(model, settings)
 

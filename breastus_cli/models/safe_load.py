@@ -7,6 +7,9 @@ to find a class. So before Keras sees a file, :func:`check_model_file` reads it 
 
 * it must be the native zip format (``config.json`` + ``model.weights.h5`` or ``.npz``, nothing
   else), named ``*.keras`` so that Keras takes the zip path;
+* the sizes its members declare (each, their total, and each one's compression ratio) must be
+  within caps before anything is inflated, and ``config.json`` is inflated as a bounded stream,
+  so that a small archive cannot make breastus hold gigabytes (a zip bomb);
 * every object in ``config.json`` (layers, initializers, regularizers, constraints, activations,
   losses, metrics, optimizers, functions, at any depth) must name a module and class of the
   allowlist below; ``Lambda``-like layers and Python lambdas are refused outright.
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from breastus_cli import backend
-from breastus_cli.errors import InputError
+from breastus_cli.errors import InputError, one_line
 
 CONFIG = "config.json"
 WEIGHTS = ("model.weights.h5", "model.weights.npz")
@@ -39,6 +42,16 @@ MAX_CONFIG_BYTES = 64 * 1024 * 1024
 #: weights larger than this are read through the archive, as tf-keras does (slower, but not all
 #: in memory at once); breastus's largest, ResNet50, are 95 MB
 MAX_WEIGHTS_IN_MEMORY = 2 * 1024**3
+#: The archive's members may declare at most this many bytes in all (and the file on disk may be
+#: at most this large): a ResNet50 .keras is ~95 MB, a U-Net EfficientNetB2 ~60 MB.
+MAX_ARCHIVE_BYTES = 2 * 1024**3
+#: A member that declares more than MIN_RATIO_BYTES may inflate at most MAX_RATIO times its
+#: compressed size. tf-keras stores members uncompressed (ratio 1); float weights deflate to
+#: ~0.9 of their size, a JSON config ~10x; a run of zeros deflates up to ~1000x.
+MAX_RATIO = 100
+MIN_RATIO_BYTES = 1024**2
+#: Keras's reason for not loading a file is cut to this many characters on the one error line.
+MAX_MESSAGE = 300
 
 #: Public tf-keras API modules the serializer writes for built-in classes (the deserializer maps
 #: them to ``tf_keras`` symbols by name, never importing anything outside tf-keras).
@@ -135,9 +148,11 @@ def _read_config(path: Path) -> Any:
                 raise _Refused(f"no {CONFIG} in the archive")
             if not any(name in names for name in WEIGHTS):
                 raise _Refused(f"no {WEIGHTS[0]} in the archive")
-            if archive.getinfo(CONFIG).file_size > MAX_CONFIG_BYTES:
+            _check_sizes(archive.infolist())
+            with archive.open(CONFIG) as member:  # a header that under-declares reads no further
+                raw = member.read(MAX_CONFIG_BYTES + 1)
+            if len(raw) > MAX_CONFIG_BYTES:
                 raise _Refused(f"{CONFIG} is larger than {MAX_CONFIG_BYTES // 2**20} MB")
-            raw = archive.read(CONFIG)
     except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
         raise _Refused(f"unreadable archive ({exc})") from None
     try:
@@ -147,6 +162,24 @@ def _read_config(path: Path) -> Any:
     if not isinstance(config, dict) or "class_name" not in config:
         raise _Refused(f"{CONFIG} does not describe a model")
     return config
+
+
+def _check_sizes(members: list[zipfile.ZipInfo]) -> None:
+    """Refuse an archive whose members declare more than the caps, from its directory alone
+    (nothing inflated): ``config.json`` over MAX_CONFIG_BYTES, a member over MIN_RATIO_BYTES
+    that inflates more than MAX_RATIO times, or a total over MAX_ARCHIVE_BYTES."""
+    total = 0
+    for info in members:
+        if info.filename == CONFIG and info.file_size > MAX_CONFIG_BYTES:
+            raise _Refused(f"{CONFIG} is larger than {MAX_CONFIG_BYTES // 2**20} MB")
+        if info.file_size > MIN_RATIO_BYTES \
+                and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise _Refused(f"'{info.filename}' inflates {info.compress_size:,} bytes to "
+                           f"{info.file_size:,}, more than {MAX_RATIO} times (a zip bomb?)")
+        total += info.file_size
+    if total > MAX_ARCHIVE_BYTES:
+        raise _Refused(f"its members inflate to {total:,} bytes, more than the cap of "
+                       f"{MAX_ARCHIVE_BYTES // 2**20} MB")
 
 
 def _objects(config: Any) -> Iterator[tuple[dict[str, Any], str]]:
@@ -263,6 +296,8 @@ def load_keras_model(path: str | Path) -> Any:
         raise InputError(f"no model file at {path}")
     if path.suffix != ".keras":
         raise _refuse(path, "the name must end in .keras (the native zip format)")
+    if path.stat().st_size > MAX_ARCHIVE_BYTES:  # before it is copied
+        raise _refuse(path, f"larger than the cap of {MAX_ARCHIVE_BYTES // 2**20} MB")
     with tempfile.TemporaryDirectory(prefix="breastus-model-") as private:
         copy = Path(private) / "model.keras"  # a name tf-keras sends to the zip loader
         try:
@@ -275,8 +310,9 @@ def load_keras_model(path: str | Path) -> Any:
             raise InputError(exc.message.replace(str(copy), str(path)), hint=exc.hint) from None
         try:
             return _load_checked(copy, config)
-        except Exception as exc:
-            raise InputError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # Keras's message can run several lines: --debug shows it all
+            raise InputError(f"cannot load {path}: {type(exc).__name__}: "
+                             f"{one_line(exc, MAX_MESSAGE)}") from exc
 
 
 def _load_checked(path: Path, config: dict[str, Any]) -> Any:

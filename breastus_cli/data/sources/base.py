@@ -59,11 +59,17 @@ class SourceScan:
     rows_read: int
 
 
+#: The longest file name (one path component) and path most file systems take, in bytes; a
+#: longer name cannot be a file there (stat fails with "File name too long").
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
 def resolve_inside(root: Path, name: str, *, what: str = "file") -> Path:
     """Resolve a file name from a source table against ``root``, refusing names that escape it.
 
-    Raises :class:`RowError` for an empty name, an absolute path, or one that points outside
-    ``root`` (``../x.png``, also through symbolic links).
+    Raises :class:`RowError` for an empty name, an absolute path, one that points outside
+    ``root`` (``../x.png``, also through symbolic links), or one too long to be a file.
 
     >>> resolve_inside(Path("/d"), "case001.png")  # doctest: +SKIP
     PosixPath('/d/case001.png')
@@ -73,8 +79,15 @@ def resolve_inside(root: Path, name: str, *, what: str = "file") -> Path:
         raise RowError(f"empty {what} name")
     if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise RowError(f"{what} name is an absolute path", hint=name)
+    longest = max(len(part.encode()) for part in name.replace("\\", "/").split("/"))
+    if longest > NAME_MAX:
+        raise RowError(f"{what} name too long ({longest} bytes; file names hold at most "
+                       f"{NAME_MAX})", hint=f"{name[:60]}...")
     root_resolved = root.resolve()
     candidate = (root / name).resolve()
+    if len(str(candidate).encode()) >= PATH_MAX:
+        raise RowError(f"{what} path too long (paths hold at most {PATH_MAX - 1} bytes)",
+                       hint=f"{name[:60]}...")
     try:
         candidate.relative_to(root_resolved)
     except ValueError:

@@ -10,6 +10,7 @@ names joined by '&'.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -28,6 +29,10 @@ FORMAT = "breast"
 SHEET_NAME = "BrEaST-Lesions-USG clinical dat"  # Excel cut the real name at 31 characters
 IMAGE_FOLDER = "BrEaST-Lesions_USG-images_and_masks"
 REQUIRED_COLUMNS = ("CaseID", "Image_filename", "Mask_tumor_filename", "Classification")
+#: A CaseID above this is no case number (``1e300`` would name a file of 300 digits); a case id
+#: taken from a file name is at most MAX_CASE_ID_CHARS long (it names the prepared files).
+MAX_CASE_NUMBER = 10**9
+MAX_CASE_ID_CHARS = 100
 #: Clinical descriptor columns carried into the manifest (snake_case names there).
 DESCRIPTOR_COLUMNS = (
     "Age", "Tissue_composition", "Signs", "Symptoms", "Shape", "Margin", "Echogenicity",
@@ -90,17 +95,19 @@ def _read_sheet(workbook: Path):  # -> pandas.DataFrame
 
 
 def _case_id(row, image_names: list[str]) -> str:
+    """``caseNNN`` from a numeric CaseID in [0, MAX_CASE_NUMBER]; else (text, ``inf``,
+    ``1e300``, a negative number) the image file's name, made safe; else RowError."""
     raw = row.get("CaseID")
     try:
-        number = int(float(str(raw).strip()))
-        if number >= 0:
-            return f"case{number:03d}"
+        value = float(str(raw).strip())
+        if 0 <= value <= MAX_CASE_NUMBER:  # False for NaN and inf
+            return f"case{int(value):03d}"
     except (TypeError, ValueError):
         pass
     if image_names:
         stem = Path(image_names[0]).stem
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
-        if safe:
+        if safe and len(safe) <= MAX_CASE_ID_CHARS:
             return safe
     raise RowError("invalid CaseID", hint=str(raw))
 
@@ -195,7 +202,7 @@ def read(root: Path, *, include_other_masks: bool = False) -> SourceScan:
         pixel_size_mm: float | None
         try:
             pixel_size_mm = float(row.get("Pixel_size")) * 10.0  # the workbook gives cm/pixel
-            if not pixel_size_mm > 0:
+            if not (math.isfinite(pixel_size_mm) and pixel_size_mm > 0):
                 pixel_size_mm = None
         except (TypeError, ValueError):
             pixel_size_mm = None
