@@ -51,6 +51,10 @@ class SplitSettings:
             raise UsageError(f"--ratio must sum to 1, got {sum(ratio):g}")
         if ratio[0] <= 0:
             raise UsageError("--ratio: the training share must be above 0")
+        if ratio[1] <= 0:  # an empty val is no split to train on (0 test: no test split)
+            raise UsageError(f"--ratio {' '.join(f'{r:g}' for r in ratio)}: the validation "
+                             "share must be above 0 (training needs validation cases for its "
+                             "metric and best checkpoint)")
         if self.folds is not None and self.folds < 2:
             raise UsageError(f"--folds must be at least 2, got {self.folds}")
         if self.seed < 0:
