@@ -119,6 +119,8 @@ def combine(datasets: list[Path], out: Path, *, overwrite: bool = False) -> Comb
         frame["dataset_case_id"] = frame["case_id"]
         frame["case_id"] = [f"{name}-{c}" for c in frame["case_id"]]
         frame["patient_id"] = [f"{name}-{p}" for p in frame["patient_id"]]
+        if "dup_group" in frame.columns:  # twin groups are named by case id: prefixed alike
+            frame["dup_group"] = [f"{name}-{g}" if g else "" for g in frame["dup_group"]]
         for column in PATH_COLUMNS:
             if column in frame.columns:
                 frame[column] = [_relative(p, folder, out) for p in frame[column]]

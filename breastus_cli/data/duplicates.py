@@ -110,12 +110,18 @@ def pair_similarity(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray,
         centre = centre - centre.mean(axis=(1, 2), keepdims=True)
         centre_norm = np.sqrt(np.einsum("pij,pij->p", centre, centre))
         other = thumbs[j[start:start + block]]
+        # integral images: each window's sum and sum of squares in four look-ups
+        sums = np.pad(other.astype(np.float64), ((0, 0), (1, 0), (1, 0))).cumsum(1).cumsum(2)
+        squares = np.pad(other.astype(np.float64) ** 2,
+                         ((0, 0), (1, 0), (1, 0))).cumsum(1).cumsum(2)
         best = np.full(len(centre), -1.0, np.float32)
         for dy, dx in _offsets(SHIFT):
-            window = other[:, SHIFT + dy:SHIFT + dy + side, SHIFT + dx:SHIFT + dx + side]
+            y, x = SHIFT + dy, SHIFT + dx
+            window = other[:, y:y + side, x:x + side]
+            total, total2 = (t[:, y + side, x + side] - t[:, y, x + side] - t[:, y + side, x]
+                             + t[:, y, x] for t in (sums, squares))
             # the centre has mean 0, so its dot product with the raw window is the covariance
-            total = window.sum(axis=(1, 2))
-            spread = np.einsum("pij,pij->p", window, window) - total * total / side ** 2
+            spread = (total2 - total * total / side ** 2).astype(np.float32)
             norm = centre_norm * np.sqrt(np.maximum(spread, 0.0))
             corr = np.divide(np.einsum("pij,pij->p", centre, window), norm,
                              out=np.zeros_like(norm), where=norm > 1e-6)
