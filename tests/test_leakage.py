@@ -214,3 +214,13 @@ def test_evaluate_counts_test_cases_with_a_twin_in_training(twins, tmp_path):
     assert proc.returncode == 0, proc.stderr
     again = json.loads((run / "eval-test" / "metrics.json").read_text())["near_duplicates"]
     assert again["with_twin_in_training"] == expected and again["source"] == "manifest"
+
+
+@pytest.mark.realdata
+def test_real_breast_has_no_near_duplicates(real_breast):
+    """BrEaST holds one image per lesion: prepare finds no twin there (its closest distinct
+    pair correlates about 0.87, under the 0.95 threshold)."""
+    record = json.loads((real_breast / "prepare.json").read_text())["near_duplicates"]
+    assert record["pairs"] == [] and record["threshold"] == 0.95
+    manifest = pd.read_csv(real_breast / "manifest.csv", dtype=str, keep_default_na=False)
+    assert len(manifest) == 252 and (manifest["dup_group"] == manifest["case_id"]).all()
