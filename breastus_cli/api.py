@@ -15,8 +15,9 @@ Options are the settings' field names (the command's long options with ``_`` for
 the setting's type does not take (``img_size="big"``, checked by pydantic against the same
 settings dataclass the CLI fills), raises :class:`OptionError` (a ``TypeError`` and a
 :class:`~breastus_cli.errors.UsageError`) before any work; the settings' own checks (ranges,
-names) then raise what the CLI raises. Errors are the toolkit's own (``UsageError``, ``InputError``, ``WorkError``).
-Importing this module is cheap: TensorFlow loads on the first call that needs it.
+names) then raise what the CLI raises. Errors are the toolkit's own (``UsageError``,
+``InputError``, ``WorkError``). Importing this module is cheap: TensorFlow loads on the first
+call that needs it.
 """
 
 from __future__ import annotations

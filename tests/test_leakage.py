@@ -63,7 +63,8 @@ def test_a_member_resplit_after_combining_is_refused_when_scored_on_it(synth_dat
     proc = run_cli("evaluate", str(run), "--split", "test", "--bootstrap", "0")
     assert proc.returncode == 0, proc.stderr
     # a member left alone still evaluates; every case (--split all) asks no split question
-    for args in (["--data", str(data), "--split", "test"], ["--data", str(data3), "--split", "all"]):
+    for args in (["--data", str(data), "--split", "test"],
+                 ["--data", str(data3), "--split", "all"]):
         proc = run_cli("evaluate", str(run), *args, "--bootstrap", "0")
         assert proc.returncode == 0, (args, proc.stderr)
 

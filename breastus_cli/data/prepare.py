@@ -255,7 +255,8 @@ def _write_cases(
         except RowError as err:
             return SkippedRow(case.case_id, err.message, err.hint or "")
         # taken from the decoded pixels: the near-duplicate search decodes nothing again
-        return _write_one(decoded, tmp), duplicates.thumbnail(decoded.image)  # type: ignore[arg-type]
+        thumb = duplicates.thumbnail(decoded.image)  # type: ignore[arg-type]
+        return _write_one(decoded, tmp), thumb
 
     total = len(cases)
     pool = ThreadPoolExecutor(max_workers=workers)
