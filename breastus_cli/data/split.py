@@ -253,7 +253,7 @@ def split_dataset(settings: SplitSettings) -> SplitResult:
         fold_source = "published" if folds is not None else "stratified-group"
         if folds is None:
             folds = assign_folds(keyed, settings.folds, settings.seed)
-        else:
+        elif keyed["patient_id"].nunique() < patients:  # twins across the source's patients
             spanning = keyed.assign(_fold=[folds[str(c)] for c in keyed["case_id"]]) \
                 .groupby("patient_id")["_fold"].nunique().gt(1).sum()
             if spanning:
