@@ -12,7 +12,9 @@ to 75% or re-saved as JPEG (quality 60) lie above 0.95.
 
 All pairs are compared on 16x16 reductions first (one matrix product per shift of up to 1
 pixel, in blocks of rows to bound memory); only pairs within :data:`COARSE_MARGIN` of the
-threshold there are compared at 64x64::
+threshold there are compared at 64x64, each image's shifted windows cut once and met by all
+its candidates in one matrix product. BUS-BRA's 1,875 images: 15,458 candidates of 1.76 M
+pairs, 2.3 s of CPU on the 2-core machine here::
 
     thumbs = np.stack([thumbnail(img) for img in images])     # (n, 64, 64) float32
     pairs = similar_pairs(thumbs, 0.95)                        # [(i, j, 0.987), ...] i < j
@@ -36,11 +38,11 @@ SHIFT = 2
 COARSE = 16
 COARSE_SHIFT = 1
 #: a pair is compared at full thumbnail size when its coarse similarity reaches
-#: ``threshold - COARSE_MARGIN`` (twins above 0.95 measured above 0.9 at 16x16)
+#: ``threshold - COARSE_MARGIN`` (the twins above measured 0.84 or more at 16x16)
 COARSE_MARGIN = 0.15
 #: pairs whose similarity reaches this are near-duplicates (``--dup-threshold``)
 DEFAULT_THRESHOLD = 0.95
-#: rows of the coarse similarity matrix computed at once; pairs verified at once
+#: rows of the coarse similarity matrix computed at once (BLOCK x n float32 values)
 BLOCK = 1024
 #: what prepare.json and metrics.json name the method by
 METHOD = (f"{THUMB}x{THUMB} thumbnail correlation (blurred, best of shifts up to {SHIFT} "
@@ -98,35 +100,21 @@ def _coarse_candidates(thumbs: np.ndarray, floor: float,
     return np.concatenate(first), np.concatenate(second)
 
 
-def pair_similarity(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray,
-                    block: int = BLOCK) -> np.ndarray:
+def pair_similarity(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """The similarity of each pair ``(i[k], j[k])`` of thumbnails: the best correlation of
-    i's centre window with j's window over shifts of up to SHIFT pixels. The windows are views
-    of the thumbnails (nothing copied per shift), correlated one shift at a time."""
+    i's centre window with j's window over shifts of up to SHIFT pixels. Each j's shifted
+    windows are cut once and meet all its partners' centres in one matrix product."""
     side = THUMB - 2 * SHIFT
     out = np.empty(len(i), np.float32)
-    for start in range(0, len(i), block):
-        centre = thumbs[i[start:start + block], SHIFT:THUMB - SHIFT, SHIFT:THUMB - SHIFT]
-        centre = centre - centre.mean(axis=(1, 2), keepdims=True)
-        centre_norm = np.sqrt(np.einsum("pij,pij->p", centre, centre))
-        other = thumbs[j[start:start + block]]
-        # integral images: each window's sum and sum of squares in four look-ups
-        sums = np.pad(other.astype(np.float64), ((0, 0), (1, 0), (1, 0))).cumsum(1).cumsum(2)
-        squares = np.pad(other.astype(np.float64) ** 2,
-                         ((0, 0), (1, 0), (1, 0))).cumsum(1).cumsum(2)
-        best = np.full(len(centre), -1.0, np.float32)
-        for dy, dx in _offsets(SHIFT):
-            y, x = SHIFT + dy, SHIFT + dx
-            window = other[:, y:y + side, x:x + side]
-            total, total2 = (t[:, y + side, x + side] - t[:, y, x + side] - t[:, y + side, x]
-                             + t[:, y, x] for t in (sums, squares))
-            # the centre has mean 0, so its dot product with the raw window is the covariance
-            spread = (total2 - total * total / side ** 2).astype(np.float32)
-            norm = centre_norm * np.sqrt(np.maximum(spread, 0.0))
-            corr = np.divide(np.einsum("pij,pij->p", centre, window), norm,
-                             out=np.zeros_like(norm), where=norm > 1e-6)
-            np.maximum(best, corr, out=best)
-        out[start:start + block] = best
+    if not len(i):
+        return out
+    centres = _window(thumbs, 0, 0, SHIFT)
+    order = np.argsort(j, kind="stable")
+    firsts = np.flatnonzero(np.r_[True, np.diff(j[order]) != 0])
+    for rows in np.split(order, firsts[1:]):
+        other = np.lib.stride_tricks.sliding_window_view(thumbs[j[rows[0]]], (side, side))
+        windows = _unit(other.reshape(-1, side * side))  # (2 SHIFT + 1)^2 shifted windows
+        out[rows] = (centres[i[rows]] @ windows.T).max(axis=1)
     return out
 
 
