@@ -11,21 +11,28 @@ function, writes the same files, and returns the results in memory as well::
     res = api.predict("new_scans/", cls_run=cls_run, seg_run=seg_run); res.predictions.head()
 
 Options are the settings' field names (the command's long options with ``_`` for ``-``, e.g.
-``img_size=64``; ``evaluate``'s ``--bootstrap`` is ``n_bootstrap``); an unknown one raises
-:class:`OptionError` (a ``TypeError`` and a :class:`~breastus_cli.errors.UsageError`) before
-any work. Errors are the toolkit's own (``UsageError``, ``InputError``, ``WorkError``).
-Importing this module is cheap: TensorFlow loads on the first call that needs it.
+``img_size=64``; ``evaluate``'s ``--bootstrap`` is ``n_bootstrap``); an unknown one, or a value
+the setting's type does not take (``img_size="big"``, checked by pydantic against the same
+settings dataclass the CLI fills), raises :class:`OptionError` (a ``TypeError`` and a
+:class:`~breastus_cli.errors.UsageError`) before any work; the settings' own checks (ranges,
+names) then raise what the CLI raises. Errors are the toolkit's own (``UsageError``,
+``InputError``, ``WorkError``). Importing this module is cheap: TensorFlow loads on the first
+call that needs it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import tempfile
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from breastus_cli.errors import UsageError
 
@@ -46,14 +53,33 @@ PathLike = str | Path
 
 
 class OptionError(UsageError, TypeError):
-    """An API function was given a keyword argument its settings do not have."""
+    """An API function was given a keyword argument its settings do not have, or a value of a
+    type the setting does not take."""
 
 
 # ---- settings -------------------------------------------------------------------------------
+@functools.cache
+def _adapter(annotation: Any) -> TypeAdapter:
+    return TypeAdapter(annotation)
+
+
+def _valid(function: str, name: str, value: Any, annotation: Any) -> Any:
+    """``value`` as the setting's type ``annotation`` takes it (``"64"`` -> 64, ``"data"`` ->
+    ``Path("data")``, as Typer converts the CLI's text), or :class:`OptionError` naming it."""
+    try:
+        return _adapter(annotation).validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{part!r}]" for part in first["loc"])
+        raise OptionError(f"{function}(): {name}{where}={value!r} is not accepted: "
+                          f"{first['msg']}") from None
+
+
 def _build(function: str, settings_type: type, given: dict[str, Any],
            options: dict[str, Any]) -> Any:
-    """``settings_type(**given, **options)``, refusing unknown names and turning strings into
-    paths where the field holds a path (as Typer does for the CLI)."""
+    """``settings_type(**given, **options)``, refusing unknown names and values of another
+    type than the field's (strings become paths where the field holds a path, as Typer does
+    for the CLI)."""
     fields = {f.name: f for f in dataclasses.fields(settings_type)}
     unknown = [name for name in options if name not in fields or name in given]
     if unknown:
@@ -61,10 +87,9 @@ def _build(function: str, settings_type: type, given: dict[str, Any],
             n, [f for f in fields if f not in given], n=1)) else "") for n in unknown]
         raise OptionError(f"{function}() got unknown option{'s' if len(unknown) > 1 else ''} "
                           f"{', '.join(hints)}; see help(breastus_cli.api.{function})")
-    values = {**given, **options}
-    for name, value in values.items():
-        if isinstance(value, str) and "Path" in str(fields[name].type):
-            values[name] = Path(value)
+    hints = typing.get_type_hints(settings_type)
+    values = {name: _valid(function, name, value, hints[name])
+              for name, value in {**given, **options}.items()}
     return settings_type(**values)
 
 
@@ -89,8 +114,7 @@ def prepare(source: PathLike, out: PathLike, *,
     from breastus_cli.data.prepare import PrepareSettings
     from breastus_cli.data.prepare import prepare as run
 
-    settings = _build("prepare", PrepareSettings,
-                      {"source": Path(source), "out": Path(out)}, options)
+    settings = _build("prepare", PrepareSettings, {"source": source, "out": out}, options)
     return run(settings, on_progress=on_progress)
 
 
@@ -104,11 +128,9 @@ def split(data: PathLike, **options: Any) -> SplitResult:
     """
     from breastus_cli.data.split import SplitSettings, split_dataset
 
-    if "ratio" in options:
-        options["ratio"] = tuple(options["ratio"])
     if options.get("folds") == 0:
         options["folds"] = None
-    return split_dataset(_build("split", SplitSettings, {"data": Path(data)}, options))
+    return split_dataset(_build("split", SplitSettings, {"data": data}, options))
 
 
 # ---- training -------------------------------------------------------------------------------
@@ -127,8 +149,7 @@ def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = 
 
     if task not in types:
         raise UsageError(f"train() task must be 'cls' or 'seg' (got {task!r})")
-    settings = _build("train", types[task],
-                      {"data": None if data is None else Path(data)}, options)
+    settings = _build("train", types[task], {"data": data}, options)
     if resume is None:
         settings.validate()  # bad options fail before TensorFlow loads
     _configure()
@@ -137,7 +158,7 @@ def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = 
     from breastus_cli.engine.train import train as run
 
     if resume is not None:
-        settings = resume_settings(Path(resume), types[task])
+        settings = resume_settings(_valid("train", "resume", resume, Path), types[task])
     return run(settings, tasks.task_for(task), resume=resume is not None, on_epoch=on_epoch)
 
 
@@ -185,7 +206,8 @@ def evaluate(run: PathLike, **options: Any) -> Evaluation:
     from breastus_cli.atomic import _json_safe
     from breastus_cli.engine.evaluate import EvalSettings, find_runs
 
-    runs = find_runs([Path(run)], ensemble=bool(options.get("ensemble")))  # a cv folder, whole
+    runs = find_runs([_valid("evaluate", "run", run, Path)],
+                     ensemble=bool(options.get("ensemble")))  # a cv folder, whole
     if len(runs) > 1:
         raise UsageError(f"{run} is a folder of {len(runs)} runs: evaluate them one at a time")
     settings = _build("evaluate", EvalSettings, {"run_dir": runs[0]}, options)
@@ -270,16 +292,16 @@ def predict(inputs: PathLike | Sequence[PathLike], out: PathLike | None = None,
     """
     from breastus_cli.engine.predict import ERRORS, PREDICTIONS, PredictSettings
 
-    paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(i) for i in inputs]
+    paths = [inputs] if isinstance(inputs, (str, Path)) else inputs
+    if out is not None:
+        out = _valid("predict", "out", out, Path)
     if options.get("save_masks") is None:
         options["save_masks"] = seg_run is not None
     temporary = tempfile.TemporaryDirectory(prefix="breastus-predict-") if out is None else None
     try:
         target = Path(temporary.name) / "out" if temporary is not None else Path(out)
         settings = _build("predict", PredictSettings, {
-            "inputs": paths, "out": target,
-            "cls_run": None if cls_run is None else Path(cls_run),
-            "seg_run": None if seg_run is None else Path(seg_run)}, options)
+            "inputs": paths, "out": target, "cls_run": cls_run, "seg_run": seg_run}, options)
         settings.validate()
         _configure()
         from breastus_cli.engine.predict import predict as run

@@ -76,6 +76,51 @@ def test_bad_task_and_bad_values_raise_usage_errors(tmp_path):
         api.train("cls", tmp_path, img_size=33)
 
 
+@pytest.mark.parametrize("call, named", [
+    (lambda p: api.train("cls", p, img_size="big", run_dir=p / "run"), "img_size='big'"),
+    (lambda p: api.train_seg(p, epochs=[3]), "epochs"),
+    (lambda p: api.split(p, folds="three"), "folds='three'"),
+    (lambda p: api.split(p, ratio="0.8 0.1 0.1"), "ratio"),
+    (lambda p: api.predict(p, p / "out", cls_run=p, threshold="high"), "threshold='high'"),
+    (lambda p: api.prepare(p / "src", 123), "out=123"),
+    (lambda p: api.prepare(p / "src", p / "out", strict="sometimes"), "strict"),
+    (lambda p: api.predict(123, p / "out", cls_run=p), "inputs=123"),
+    (lambda p: api.predict([p, 5], p / "out", cls_run=p), "inputs[1]"),
+    (lambda p: api.predict(p, 7, cls_run=p), "out=7"),
+    (lambda p: api.evaluate(3.5), "run=3.5"),
+    (lambda p: api.evaluate(p, n_bootstrap="many"), "n_bootstrap='many'"),
+])
+def test_values_of_the_wrong_type_raise_the_cli_error_naming_them(tmp_path, call, named):
+    """A bare TypeError before (issue 28): now the CLI's error type, naming the argument and
+    its value, before anything is written."""
+    (tmp_path / "config.json").write_text('{"task": "cls"}')  # evaluate's run check passes
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(UsageError) as caught:
+        call(tmp_path)
+    assert isinstance(caught.value, api.OptionError) and isinstance(caught.value, TypeError)
+    assert named in str(caught.value) and "\n" not in str(caught.value)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_values_the_cli_would_take_are_converted_as_typer_does(tmp_path):
+    """Text that the command line would accept is accepted as the CLI converts it, and the
+    settings' own checks (ranges) still apply."""
+    data = tmp_path / "d"
+    data.mkdir()
+    rows = [{"case_id": f"{lab[0]}{i:02d}", "patient_id": f"{lab[0]}{i:02d}",
+             "image": f"cls/{lab}/{i}.png", "mask": "", "label": lab}
+            for lab in ("benign", "malignant") for i in range(10)]
+    pd.DataFrame(rows).to_csv(data / "manifest.csv", index=False)
+    result = api.split(str(data), folds="2", seed=np.int64(3), ratio=[0.6, 0.2, 0.2])
+    assert sorted(result.fold_table) == [0, 1]
+    assert sum(result.table["train"].values()) == 12
+    with pytest.raises(UsageError, match="--img-size"):
+        api.train("cls", data, img_size="33")
+    with pytest.raises(UsageError, match="--threshold"):
+        api.predict(data, tmp_path / "out", cls_run=data, threshold="1.5")
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_and_evaluate_return_what_they_write(api_data, tmp_path):
     run = tmp_path / "run"
     epochs = []

@@ -127,6 +127,22 @@ def test_cli_split_prints_counts_and_rejects_bad_input(tmp_path):
     assert proc.returncode == 2 and "breastus prepare" in proc.stderr
 
 
+def test_a_split_with_no_validation_share_is_refused_in_one_line(tmp_path):
+    """``--ratio 1 0 0`` left val and test empty with exit 0 (issue 28): training needs
+    validation cases, so a zero validation share is refused before splits.csv is written;
+    a zero test share (no test split) stays allowed."""
+    data = _manifest(tmp_path / "d", 20, 10)
+    for ratio in (("1", "0", "0"), ("0.9", "0", "0.1")):
+        proc = run_cli("split", str(data), "--ratio", *ratio)
+        assert proc.returncode == 2, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "--ratio" in lines[0] and "validation" in lines[0]
+        assert "Traceback" not in proc.stderr
+        assert not (data / "splits.csv").exists()
+    proc = run_cli("split", str(data), "--ratio", "0.8", "0.2", "0")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_materialize_keeps_images_and_masks_together(synth_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(synth_data, data)

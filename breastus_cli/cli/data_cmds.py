@@ -72,6 +72,10 @@ def prepare_cmd(
     max_pixels: int = typer.Option(50_000_000, "--max-pixels", metavar="N",
                                    help="Skip (and list) any image with more than N pixels, read "
                                         "from its header before decoding."),
+    dup_threshold: float = typer.Option(0.95, "--dup-threshold", metavar="R",
+                                        help="Images whose 64x64 thumbnails correlate at R or "
+                                             "more are near-duplicates: one dup_group, kept in "
+                                             "one split."),
 ) -> None:
     """Read a source layout, validate and decode every case, write a normalized dataset.
 
@@ -85,7 +89,7 @@ def prepare_cmd(
 
     settings = PrepareSettings(source=source, out=out, format=format, strict=strict,
                                include_other_masks=include_other_masks, overwrite=overwrite,
-                               max_pixels=max_pixels)
+                               max_pixels=max_pixels, dup_threshold=dup_threshold)
     with progress("decoding cases") as update:
         result = prepare(settings, on_progress=update)
     _show(*prepare_tables(result))

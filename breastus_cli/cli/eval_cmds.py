@@ -96,6 +96,8 @@ def evaluate_cmd(
         results.append(result)
         if not console.state.quiet:
             console.out().print(evaluation.result_table(result))
+        if evaluation.twins_note(result.metrics, result.split):
+            console.warn(f"{result.run_dir}: {evaluation.twins_note(result.metrics, result.split)}")
     if len(results) > 1 and not console.state.quiet:
         tasks = {r.task for r in results}
         if tasks == {"cls"}:

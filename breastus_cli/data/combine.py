@@ -119,6 +119,8 @@ def combine(datasets: list[Path], out: Path, *, overwrite: bool = False) -> Comb
         frame["dataset_case_id"] = frame["case_id"]
         frame["case_id"] = [f"{name}-{c}" for c in frame["case_id"]]
         frame["patient_id"] = [f"{name}-{p}" for p in frame["patient_id"]]
+        if "dup_group" in frame.columns:  # twin groups are named by case id: prefixed alike
+            frame["dup_group"] = [f"{name}-{g}" if g else "" for g in frame["dup_group"]]
         for column in PATH_COLUMNS:
             if column in frame.columns:
                 frame[column] = [_relative(p, folder, out) for p in frame[column]]
@@ -166,6 +168,39 @@ def combine(datasets: list[Path], out: Path, *, overwrite: bool = False) -> Comb
             "manifest_sha256": manifest_hash(out),
         })
     return CombineResult(out, record, len(manifest), folds, notes)
+
+
+def members(folder: str | Path) -> list[tuple[dict[str, Any], Any]]:
+    """Each dataset of the combined dataset ``folder`` as the combination holds it: its record
+    in prepare.json (name, path, manifest and splits.csv SHA-256 when combined) and its rows of
+    ``folder/splits.csv`` under the dataset's own case and patient ids, so the split (or folds)
+    a run on the combination used can be compared with the dataset's own splits.csv later;
+    [] for a dataset that is not a combination or has no splits.csv."""
+    from breastus_cli.data.split import read_splits
+
+    folder = Path(folder)
+    if not is_view(folder) or not (folder / SPLITS).is_file():
+        return []
+    from breastus_cli.ownership import read_marker
+
+    records = (read_marker(folder, "dataset") or {}).get("combined") or []
+    manifest = read_manifest(folder)
+    if "dataset" not in manifest.columns:
+        return []
+    splits = read_splits(folder).merge(manifest[["case_id", "dataset", "dataset_case_id"]],
+                                       on="case_id", how="inner")
+    found = []
+    for record in records:
+        if not isinstance(record, dict) or not record.get("name"):
+            continue
+        name = str(record["name"])
+        part = splits[splits["dataset"] == name].copy()
+        part["case_id"] = part["dataset_case_id"].astype(str)
+        if "patient_id" in part.columns:
+            part["patient_id"] = [str(p)[len(name) + 1:] if str(p).startswith(f"{name}-")
+                                  else str(p) for p in part["patient_id"]]
+        found.append((record, part.drop(columns=["dataset", "dataset_case_id"])))
+    return found
 
 
 def dataset_column(frame: Any) -> str | None:

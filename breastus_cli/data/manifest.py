@@ -39,7 +39,8 @@ def read_manifest(data_dir: str | Path):  # -> pandas.DataFrame
     try:
         frame = pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "label": str,
                                          "image": str, "mask": str,
-                                         "other_mask": str}, keep_default_na=False,
+                                         "other_mask": str, "dup_group": str},
+                            keep_default_na=False,
                             na_values={"pixel_size_mm": [""]})
     except Exception as exc:
         raise InputError(f"cannot read {path}: {exc}") from None

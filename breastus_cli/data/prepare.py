@@ -6,11 +6,17 @@ Output (built in a temporary folder beside DATA, then renamed into place)::
     DATA/cls/<label>/<case>.png  luminance images by class (hard links to seg/images when possible)
     DATA/seg/images/<case>.png   the same images, for cases that have a lesion mask
     DATA/seg/masks/<case>.png    the union of the case's masks, 0/255
-    DATA/prepare.json            settings, counts read/kept/skipped, every skipped row and why
+    DATA/prepare.json            settings, counts read/kept/skipped, every skipped row and why,
+                                 the near-duplicate pairs found and their similarity
+
+Near-duplicates (the same scan re-saved, shifted or re-scaled: :mod:`.duplicates`) are found
+from thumbnails taken while each image is decoded; ``dup_group`` in manifest.csv names each
+case's twin group (its own case id when it has none), which ``split`` keeps in one split.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -23,6 +29,7 @@ from pathlib import Path
 
 from breastus_cli import __version__
 from breastus_cli.atomic import uninterrupted, write_json
+from breastus_cli.data import duplicates
 from breastus_cli.data.imaging import DEFAULT_MAX_PIXELS, read_luminance, read_mask, save_png
 from breastus_cli.data.manifest import CORE_COLUMNS, MANIFEST, PREPARE_JSON, file_sha256
 from breastus_cli.data.sources import FORMATS, detect_format, reader
@@ -47,10 +54,14 @@ class PrepareSettings:
     labels: tuple[str, ...] = LABELS
     workers: int = 0  # 0: one per CPU core
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped, read from their header
+    #: thumbnail correlation at or above which two images are near-duplicates (duplicates.py)
+    dup_threshold: float = duplicates.DEFAULT_THRESHOLD
 
     def validate(self) -> None:
         if self.format != "auto" and self.format not in FORMATS:
             raise UsageError(f"--format must be one of auto, {', '.join(FORMATS)} (got '{self.format}')")
+        if not (math.isfinite(self.dup_threshold) and 0 < self.dup_threshold <= 1):
+            raise UsageError(f"--dup-threshold must lie in (0, 1] (got {self.dup_threshold})")
         if self.max_pixels < 1:
             raise UsageError(f"--max-pixels must be at least 1 (got {self.max_pixels})")
         # A workbook's folder is the source folder (its image folder sits beside it).
@@ -74,6 +85,9 @@ class PrepareResult:
     seconds: float
     manifest_sha256: str
     strict_problems: list[SkippedRow] = field(default_factory=list)
+    #: near-duplicate pairs found (a, b, similarity) and the seconds their search took
+    dup_pairs: list[dict[str, object]] = field(default_factory=list)
+    dup_seconds: float = 0.0
 
     @property
     def skipped_by_reason(self) -> dict[str, int]:
@@ -172,7 +186,7 @@ def prepare(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        rows, problems = _write_cases(candidates, tmp, settings, on_progress)
+        rows, problems, thumbs = _write_cases(candidates, tmp, settings, on_progress)
         skipped.extend(problems)
         strict_problems = [s for s in skipped if s.reason not in POLICY_REASONS]
         if settings.strict and strict_problems:
@@ -186,6 +200,11 @@ def prepare(
         extra_columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in CORE_COLUMNS]
         frame = pd.DataFrame(rows, columns=list(CORE_COLUMNS) + extra_columns)
         frame = frame.sort_values("case_id").reset_index(drop=True)
+        found = time.perf_counter()
+        frame["dup_group"], dup_pairs = duplicates.find(
+            list(frame["case_id"]), [thumbs[str(c)] for c in frame["case_id"]],
+            settings.dup_threshold)
+        dup_seconds = round(time.perf_counter() - found, 3)
         # Integer columns with gaps (cases without a mask, cases outside a published fold)
         # would otherwise be written as floats (100.0).
         for column in ["lesion_area_px"] + [c for c in extra_columns if c.startswith("published_fold_")]:
@@ -204,6 +223,7 @@ def prepare(
             out=out, format=fmt, rows_read=scan.rows_read, kept=len(frame), counts=counts,
             with_mask=int((frame["mask"] != "").sum()), skipped=skipped, image_size=sizes,
             pixel_size_mm=pixel, seconds=0.0, manifest_sha256=sha, strict_problems=strict_problems,
+            dup_pairs=dup_pairs, dup_seconds=dup_seconds,
         )
         result.seconds = round(time.perf_counter() - start, 3)
         write_json(tmp / PREPARE_JSON, _report(result, settings, source))
@@ -222,17 +242,21 @@ def _write_cases(
     tmp: Path,
     settings: PrepareSettings,
     on_progress: Callable[[int, int], None] | None,
-) -> tuple[list[dict[str, object]], list[SkippedRow]]:
+) -> tuple[list[dict[str, object]], list[SkippedRow], dict[str, object]]:
+    """Decode and write every case: (manifest rows, skipped rows, case_id -> thumbnail)."""
     workers = settings.workers or max(1, os.cpu_count() or 1)
     rows: list[dict[str, object]] = []
     problems: list[SkippedRow] = []
+    thumbs: dict[str, object] = {}
 
-    def work(case: SourceCase) -> dict[str, object] | SkippedRow:
+    def work(case: SourceCase) -> tuple[dict[str, object], object] | SkippedRow:
         try:
             decoded = _decode(case, settings.include_other_masks, settings.max_pixels)
         except RowError as err:
             return SkippedRow(case.case_id, err.message, err.hint or "")
-        return _write_one(decoded, tmp)
+        # taken from the decoded pixels: the near-duplicate search decodes nothing again
+        thumb = duplicates.thumbnail(decoded.image)  # type: ignore[arg-type]
+        return _write_one(decoded, tmp), thumb
 
     total = len(cases)
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -241,7 +265,8 @@ def _write_cases(
             if isinstance(outcome, SkippedRow):
                 problems.append(outcome)
             else:
-                rows.append(outcome)
+                rows.append(outcome[0])
+                thumbs[str(outcome[0]["case_id"])] = outcome[1]
             if on_progress is not None:
                 on_progress(done, total)
     except BaseException:
@@ -250,7 +275,7 @@ def _write_cases(
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    return rows, problems
+    return rows, problems, thumbs
 
 
 def _write_one(decoded: _Decoded, tmp: Path) -> dict[str, object]:
@@ -312,4 +337,8 @@ def _report(result: PrepareResult, settings: PrepareSettings, source: Path) -> d
         "pixel_size_mm": result.pixel_size_mm,
         "manifest_sha256": result.manifest_sha256,
         "seconds": result.seconds,
+        "near_duplicates": {
+            "method": duplicates.METHOD, "threshold": settings.dup_threshold,
+            "pairs_found": len(result.dup_pairs), "seconds": result.dup_seconds,
+            "pairs": result.dup_pairs},
     }

@@ -1,6 +1,8 @@
 """``breastus split``: case-level (patient-level where known), stratified, seeded splits.
 
-* A patient (or, without patient ids, a case) never spans two splits or two folds.
+* A patient (or, without patient ids, a case) never spans two splits or two folds; nor does a
+  group of near-duplicate images (manifest column ``dup_group``, found by ``prepare``): cases
+  that share a patient or a ``dup_group`` are split together.
 * Each label is split on its own (stratification); per label the counts follow the ratios by
   largest-remainder rounding, so each split is within one group of its target.
 * The same seed gives the same split on any machine (numpy's PCG64, sorted inputs).
@@ -51,6 +53,10 @@ class SplitSettings:
             raise UsageError(f"--ratio must sum to 1, got {sum(ratio):g}")
         if ratio[0] <= 0:
             raise UsageError("--ratio: the training share must be above 0")
+        if ratio[1] <= 0:  # an empty val is no split to train on (0 test: no test split)
+            raise UsageError(f"--ratio {' '.join(f'{r:g}' for r in ratio)}: the validation "
+                             "share must be above 0 (training needs validation cases for its "
+                             "metric and best checkpoint)")
         if self.folds is not None and self.folds < 2:
             raise UsageError(f"--folds must be at least 2, got {self.folds}")
         if self.seed < 0:
@@ -84,6 +90,24 @@ def largest_remainder(total: int, ratio: Sequence[float]) -> list[int]:
     for i in order[:remainder]:
         counts[i] += 1
     return counts
+
+
+def split_groups(frame) -> list[str]:
+    """The group each case is split with: cases linked by a shared patient or a shared
+    ``dup_group`` (near-duplicate images) form one group, named by its smallest patient id, so
+    a manifest without ``dup_group`` (or without twins) splits exactly as by patient."""
+    from breastus_cli.data.duplicates import components
+
+    patients = [str(p) for p in frame["patient_id"]]
+    if "dup_group" not in frame.columns:
+        return patients
+    links: list[tuple[str, str]] = []
+    for group, part in frame.assign(_p=patients).groupby("dup_group", sort=False):
+        members = sorted(set(part["_p"]))
+        if str(group) and str(group) != "nan":
+            links.extend((members[0], other) for other in members[1:])
+    root = components(sorted(set(patients)), links)
+    return [root[p] for p in patients]
 
 
 def _group_labels(frame) -> dict[str, str]:  # patient -> label used for stratification
@@ -208,15 +232,19 @@ def split_dataset(settings: SplitSettings) -> SplitResult:
         ensure_replaceable(data / "split", "split", legacy=_legacy_split)
     patients = frame["patient_id"].nunique()
     groups = "patient" if patients < len(frame) else "case"
+    # patients and near-duplicate groups together: the unit each split and fold keeps whole
+    keyed = frame.assign(patient_id=split_groups(frame))
+    if keyed["patient_id"].nunique() < patients:
+        groups += " + near-duplicate"
 
     _check_classes(frame, data)
-    assignment = assign_splits(frame, settings.ratio, settings.seed)
-    warnings = _empty_shares(frame, assignment, settings.ratio)
+    assignment = assign_splits(keyed, settings.ratio, settings.seed)
+    warnings = _empty_shares(keyed, assignment, settings.ratio)
     out = pd.DataFrame({
         "case_id": frame["case_id"],
         "patient_id": frame["patient_id"],
         "label": frame["label"],
-        "split": [assignment[str(p)] for p in frame["patient_id"]],
+        "split": [assignment[str(p)] for p in keyed["patient_id"]],
     })
     fold_table: dict[int, dict[str, int]] = {}
     fold_source = None
@@ -224,7 +252,14 @@ def split_dataset(settings: SplitSettings) -> SplitResult:
         folds = _published_folds(frame, settings.folds) if settings.published_folds else None
         fold_source = "published" if folds is not None else "stratified-group"
         if folds is None:
-            folds = assign_folds(frame, settings.folds, settings.seed)
+            folds = assign_folds(keyed, settings.folds, settings.seed)
+        elif keyed["patient_id"].nunique() < patients:  # twins across the source's patients
+            spanning = keyed.assign(_fold=[folds[str(c)] for c in keyed["case_id"]]) \
+                .groupby("patient_id")["_fold"].nunique().gt(1).sum()
+            if spanning:
+                warnings.append(f"{spanning} group(s) of near-duplicate images span the "
+                                "source's published folds; --no-published-folds keeps each "
+                                "in one fold")
         out["fold"] = [folds[str(c)] for c in out["case_id"]]
         for fold, part in out.groupby("fold"):
             fold_table[int(fold)] = part["label"].value_counts().sort_index().to_dict()
@@ -329,9 +364,10 @@ def select_cases(data_dir: str | Path, role: str, *, fold: int | None = None,
             frame = frame[frame["fold"] == fold]
         elif role in ("train", "val"):
             rest = frame[frame["fold"] != fold]
-            carve = assign_splits(rest, (1.0 - val_fraction, val_fraction, 0.0), seed)
+            keyed = rest.assign(patient_id=split_groups(rest))  # twins stay on one side
+            carve = assign_splits(keyed, (1.0 - val_fraction, val_fraction, 0.0), seed)
             wanted = {str(p) for p, s in carve.items() if s == role}
-            frame = rest[rest["patient_id"].astype(str).isin(wanted)]
+            frame = rest[keyed["patient_id"].astype(str).isin(wanted).to_numpy()]
     elif role != "all":
         frame = frame[frame["split"] == role]
     frame = frame.sort_values("case_id").reset_index(drop=True)

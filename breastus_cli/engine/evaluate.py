@@ -353,6 +353,9 @@ def evaluate(settings: EvalSettings) -> EvalResult:
         with mask_cache():  # the segmenter's masks, computed once for crops and descriptors
             result = _evaluate_cls(settings, config, start)
     result.metrics["tta"] = settings.tta
+    twins = None if settings.ensemble else twins_in_training(settings, config)
+    if twins is not None:
+        result.metrics["near_duplicates"] = twins
     if settings.ensemble:
         result.metrics["ensemble"] = config["ensemble"]
         if result.task == "seg" and settings.threshold is None:  # the median, said so
@@ -360,6 +363,24 @@ def evaluate(settings: EvalSettings) -> EvalResult:
             result.metrics["threshold_source"] = result.threshold_source
     write_json(result.out_dir / "metrics.json", result.metrics)
     return result
+
+
+def twins_in_training(settings: EvalSettings, config: dict[str, Any]) -> dict[str, Any] | None:
+    """How many of the scored (test or val) cases have a near-duplicate image among the run's
+    training cases (a split made before ``split`` kept twins together, or a manifest without
+    ``dup_group``: then found from the images now); None for another dataset, whose
+    training cases are elsewhere, and for ``--split train``/``all``."""
+    from breastus_cli.data import duplicates
+    from breastus_cli.ownership import read_marker
+
+    data = Path(settings.data or (config.get("data") or {}).get("path") or "")
+    if settings.split not in ("test", "val") or not data.is_dir() \
+            or _is_other(settings, config, data):
+        return None
+    found = (read_marker(data, "dataset") or {}).get("near_duplicates") or {}
+    threshold = found.get("threshold", duplicates.DEFAULT_THRESHOLD)
+    return duplicates.twins_in(run_cases(config, settings.split, data),
+                               run_cases(config, "train", data), float(threshold))
 
 
 def check_not_own_data(cv_dir: Path, data: Path, option: str = "--ensemble") -> None:

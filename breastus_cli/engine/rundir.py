@@ -111,13 +111,17 @@ def split_fingerprint(data: str | Path, by_fold: bool) -> str | None:
     """SHA-256 of the assignment a run's cases come from: each case's patient and split
     (``by_fold``: its fold) in ``DATA/splits.csv``; None without that file or column. Unlike
     the file's hash it survives re-writing the same split (adding folds with the same seed)."""
-    import hashlib
-
     from breastus_cli.data.split import read_splits
 
     if not (Path(data) / "splits.csv").is_file():
         return None
-    splits = read_splits(data)
+    return splits_fingerprint(read_splits(data), by_fold)
+
+
+def splits_fingerprint(splits: Any, by_fold: bool) -> str | None:
+    """:func:`split_fingerprint` of a splits table (case_id, patient_id, split[, fold])."""
+    import hashlib
+
     column = "fold" if by_fold else "split"
     if column not in splits.columns:
         return None
@@ -129,13 +133,28 @@ def split_fingerprint(data: str | Path, by_fold: bool) -> str | None:
 
 def data_record(data: Path, fold: int | None) -> dict[str, Any]:
     """What config.json records about the dataset a run trains on: its path, the manifest's
-    and splits.csv's SHA-256, the run's fold, and the :func:`split_fingerprint` it used."""
+    and splits.csv's SHA-256, the run's fold, and the :func:`split_fingerprint` it used; for a
+    combined dataset (``breastus combine``) also ``members``: each dataset's path, manifest
+    and splits.csv SHA-256 as combined, and the fingerprint of its cases' split (or folds) in
+    the combination, so that a dataset re-split after it was combined is caught when the run
+    is scored on it (:func:`check_same_split`)."""
+    from breastus_cli.data.combine import members
     from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash
 
     splits = Path(data) / SPLITS
-    return {"path": str(Path(data).resolve()), "manifest_sha256": manifest_hash(data),
-            "splits_sha256": file_sha256(splits) if splits.is_file() else None,
-            "split_sha256": split_fingerprint(data, fold is not None), "fold": fold}
+    record: dict[str, Any] = {
+        "path": str(Path(data).resolve()), "manifest_sha256": manifest_hash(data),
+        "splits_sha256": file_sha256(splits) if splits.is_file() else None,
+        "split_sha256": split_fingerprint(data, fold is not None), "fold": fold}
+    found = members(data)
+    if found:
+        record["members"] = [
+            {"name": member.get("name"), "path": member.get("path"),
+             "manifest_sha256": member.get("manifest_sha256"),
+             "splits_sha256": member.get("splits_sha256"),
+             "split_sha256": splits_fingerprint(part, fold is not None)}
+            for member, part in found]
+    return record
 
 
 def same_dataset(folder: Path, recorded: dict[str, Any]) -> bool:
@@ -168,18 +187,41 @@ def split_changed(name: str | Path, recorded: dict[str, Any], folder: Path, by_f
             + f": re-split since? {advice}")
 
 
+def member_split_changed(name: str | Path, recorded: dict[str, Any], member: dict[str, Any],
+                         folder: Path, by_fold: bool) -> str | None:
+    """The one-line refusal when ``folder``, one dataset (``member``) of the combined dataset a
+    run trained on (``recorded``), no longer splits its cases as the combination did."""
+    want = member.get("split_sha256")
+    now = split_fingerprint(folder, by_fold)
+    if not want or now == want:
+        return None
+    what = "folds" if by_fold else "train/val/test split"
+    return (f"{name} was trained on the combined dataset {recorded.get('path')}, where "
+            f"{folder} ({member.get('name')}) had another {what} (sha256 {want[:12]}…, now "
+            + (f"{now[:12]}…" if now else f"none in {Path(folder) / 'splits.csv'}")
+            + "): re-split since? its cases could be training cases; evaluate on the combined "
+              "dataset or retrain")
+
+
 def check_same_split(run_dir: str | Path, config: dict[str, Any],
                      data: str | Path | None = None) -> None:
     """Refuse (:class:`InputError`, exit 2) when the run's own dataset (``data`` or the recorded
     one: same path or same manifest) has been re-split since the run trained: its "test" cases
-    could be training cases. Another dataset, and runs that predate the record, pass."""
+    could be training cases. The same for a dataset that was one member of the combined
+    dataset the run trained on. Another dataset, and runs that predate the record, pass."""
     recorded = config.get("data") or {}
     folder = Path(data or recorded.get("path") or config.get("settings", {}).get("data") or "")
-    if not recorded.get("splits_sha256") or not folder.is_dir() \
-            or not same_dataset(folder, recorded):
+    if not folder.is_dir():
         return
     fold = recorded.get("fold", config.get("settings", {}).get("fold"))
-    message = split_changed(run_dir, recorded, folder, fold is not None)
+    if same_dataset(folder, recorded):
+        message = split_changed(run_dir, recorded, folder, fold is not None) \
+            if recorded.get("splits_sha256") else None
+    else:
+        message = next((found for member in recorded.get("members") or []
+                        if isinstance(member, dict) and same_dataset(folder, member)
+                        and (found := member_split_changed(run_dir, recorded, member, folder,
+                                                           fold is not None))), None)
     if message:
         raise InputError(message)
 

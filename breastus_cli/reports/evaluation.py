@@ -56,6 +56,17 @@ def _threshold_note(m: dict[str, Any], source: str) -> str:
             f"{m.get('threshold_rule', 'threshold.json when present, else 0.5')}.")
 
 
+def twins_note(m: dict[str, Any], split: str) -> str | None:
+    """The line saying how many scored cases have a near-duplicate in training, when any."""
+    twins = m.get("near_duplicates") or {}
+    if not twins.get("with_twin_in_training"):
+        return None
+    return (f"{twins['with_twin_in_training']} of {twins['n']} {split} cases have a "
+            f"near-duplicate image among the run's training cases ({twins['method']} >= "
+            f"{twins['threshold']:g}, {twins['source']}): these numbers are optimistic; split "
+            "again (breastus split keeps near-duplicates together) and retrain")
+
+
 def write_cls_artifacts(result: EvalResult) -> list[Path]:
     """Confusion matrix, ROC, PR, calibration and the report for one classification eval."""
     from breastus_cli.reports import plots
@@ -118,6 +129,8 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
                      "threshold.")
     elif result.split == "all":
         notes.append("Split all: every case of the dataset, including any the run trained on.")
+    if twins_note(m, result.split):
+        notes.append(f"Leakage: {twins_note(m, result.split)}.")
     if is_oracle(m):
         notes.insert(0, ORACLE_NOTE)
     elif gt:
@@ -284,6 +297,8 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
              f"thresholded at {m['threshold']:.2f} before scoring. CIs: {m.get('ci_method')}.",
              f"Per-case numbers: per_case.csv; predicted masks: masks/. Mean IoU "
              f"{np.mean(per_case['iou']):.3f} over {len(per_case)} cases."]
+    if twins_note(m, result.split):
+        notes.append(f"Leakage: {twins_note(m, result.split)}.")
     md, html = write_report(out, title=f"Segmentation evaluation: {result.run_dir.name} "
                             f"({result.split})", summary_rows=rows, sections=sections,
                             figures=figures, command=result.command, notes=notes)

@@ -40,6 +40,7 @@ def prepare_tables(result: PrepareResult) -> list[Table]:
         f"images {size['min_width']}-{size['max_width']} x {size['min_height']}-{size['max_height']} px"
         + (f", pixel {px['min']:.4f}-{px['max']:.4f} mm" if px.get("min") is not None else "")
         + f", {result.with_mask} with lesion mask, {result.seconds:.1f} s"
+        + f"; {len(result.dup_pairs)} near-duplicate pair(s) (prepare.json)"
     )
     tables = [counts]
     if result.skipped:
