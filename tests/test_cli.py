@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 
 COMMANDS = ["synth", "prepare", "split", "train-cls", "train-seg", "sweep", "evaluate",
-            "predict", "export", "cv", "weights"]
+            "predict", "review", "export", "cv", "weights"]
 
 # Runs the CLI in-process and reports which heavy modules it imported.
 _PROBE = """
