@@ -314,7 +314,29 @@ def test_chromium_shows_the_rows_sorts_filters_and_loads_the_images(tmp_path):
     assert order(selfcheck(page, "sort=area&dir=desc")) == ["a.png", f"{EVIL}.png", "c.png",
                                                             "b.png"]
     benign = selfcheck(page, "label=benign")
-    assert order(benign) == [f"{EVIL}.png", "a.png"] and benign["shown"] == "Showing 2 of 4"
+    assert order(benign) == [f"{EVIL}.png", "a.png"]
+    assert benign["shown"] == "Showing 2 of 2 matching (4 scans)"
     assert order(selfcheck(page, "q=C.PNG")) == ["c.png"]
     # the file name with a script in it stayed text: no script of it ran, the row is there
     assert str(scans / f"{EVIL}.png") in first["order"]
+
+
+@needs_chromium
+def test_chromium_lays_out_a_page_of_rows_and_loads_the_rest_on_request(tmp_path, monkeypatch):
+    from breastus_cli.reports import review_page
+
+    monkeypatch.setattr(review_page, "PAGE_ROWS", 2)
+    out = fake_output(tmp_path, [{"name": f"s{i}.png", "p_malignant": i / 10, "label": "benign"}
+                                 for i in range(5)])
+    page = write_review_page(out).path
+    rows = table_rows(page.read_text())
+    # rows after the first page wait hidden, their thumbnails not even requested
+    assert [" hidden" in r.split(">", 1)[0] for r in rows] == [False, False, True, True, True]
+    assert all('data-src="thumbs/' in r and ' src="' not in r for r in rows[2:])
+    first = selfcheck(page)
+    assert first["shown"] == "Showing 2 of 5" and len(first["order"]) == 2
+    assert (first["images"], first["loaded"]) == (4, 4)
+    every = selfcheck(page, "show=all&sort=file&dir=asc")
+    assert [Path(p).name for p in every["order"]] == [f"s{i}.png" for i in range(5)]
+    assert every["shown"] == "Showing 5 of 5" and (every["images"], every["loaded"]) == (10, 10)
+    assert selfcheck(page, "show=4")["shown"] == "Showing 4 of 5"  # "Show more", twice
