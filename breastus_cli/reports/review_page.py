@@ -671,8 +671,9 @@ def render_page(out: Path, record: dict[str, Any], csv_columns: list[str],
         "</head>", "<body>",
         "<header>", f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(out.resolve())} · predicted {_e(created)} by breastus '
-        f'{_e(record.get("breastus_version", "?"))} · page written by breastus '
-        f"{_e(__version__)}</p>", prov, f'<p class="counts">{" · ".join(counts)}</p>',
+        f'{_e(record.get("breastus_version", "?"))} · this page written '
+        f'{_e(time.strftime("%Y-%m-%dT%H:%M:%S%z"))} by breastus {_e(__version__)}</p>',
+        prov, f'<p class="counts">{" · ".join(counts)}</p>',
         f'<noscript><p class="meta">Without JavaScript the rows cannot be sorted nor '
         f"filtered, and the rows after the first {PAGE_ROWS} show no thumbnails.</p></noscript>"
         '<div class="controls"><input id="q" type="search" placeholder="Filter: file name, '
