@@ -10,8 +10,9 @@
 
 Every text on the page is HTML-escaped; images are referred to by paths relative to OUT, so
 the folder can be moved or zipped. The page works without JavaScript (rows in the order
-written: most suspicious first); the script only sorts and filters. ``#sort=COLUMN&dir=asc``,
-``#q=TEXT`` and ``#label=malignant`` in the address set the view (a bookmark keeps it);
+written: most suspicious first); the script sorts, filters and lays out PAGE_ROWS rows at a
+time ("Show more"). ``#sort=COLUMN&dir=asc``, ``#q=TEXT``, ``#label=malignant`` and
+``#show=all`` in the address set the view (a bookmark keeps it);
 ``#selfcheck`` writes the page's own timings and image checks into ``#selfcheck-result`` (the
 headless-browser test reads them).
 """
