@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 
 COMMANDS = ["synth", "prepare", "split", "train-cls", "train-seg", "sweep", "evaluate",
-            "predict", "export", "cv", "weights"]
+            "predict", "review", "export", "cv", "weights"]
 
 # Runs the CLI in-process and reports which heavy modules it imported.
 _PROBE = """
@@ -84,7 +84,7 @@ def test_debug_shows_the_traceback_anywhere_on_the_line(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["train-cls"], ["train-seg"], ["evaluate"], ["predict"],
-                                  ["export"], ["sweep", "cls"], ["sweep", "collect"],
+                                  ["review"], ["export"], ["sweep", "cls"], ["sweep", "collect"],
                                   ["cv", "cls"], ["weights", "list"]])
 def test_every_command_has_help_with_examples(args):
     proc = run_cli(*args, "--help")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from breastus_cli.cli.app import app
+from breastus_cli.cli.review_cmds import write_page
 from breastus_cli.reports import console
 
 
@@ -59,6 +60,9 @@ def predict_cmd(
                                    help="List in errors.csv, undecoded, any image with more than "
                                         "N pixels per frame, and any DICOM whose frames decode to "
                                         "more than 8 x N bytes in all (read from the header)."),
+    report: bool = typer.Option(False, "--report",
+                                help="At the end, write OUT/index.html: a review page (one row "
+                                     "per scan, sortable; 'breastus review OUT' rewrites it)."),
 ) -> None:
     """Batch-predict scans: p(malignant) and label, lesion mask and area, per image.
 
@@ -75,6 +79,8 @@ def predict_cmd(
             console.out().print(predict_table(result, merged=len(inputs)))
         if result.errors:
             console.warn(f"{result.errors} error row(s): see {out / 'errors.csv'}")
+        if report:
+            write_page(out)
         return
     settings = PredictSettings(
         inputs=[Path(i) for i in inputs], out=out, cls_run=cls_run, seg_run=seg_run,
@@ -96,3 +102,5 @@ def predict_cmd(
         console.out().print(predict_table(result))
     if result.errors:
         console.warn(f"{result.errors} file(s) could not be read: see {out / 'errors.csv'}")
+    if report:
+        write_page(out)

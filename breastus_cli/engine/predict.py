@@ -46,9 +46,10 @@ from breastus_cli.ownership import PREDICT_FORMAT, is_owned, read_marker
 PREDICTIONS = "predictions.csv"
 ERRORS = "errors.csv"
 PREDICT_JSON = "predict.json"  # which models, threshold and settings wrote OUT (ownership.py)
+REVIEW_PAGE, THUMBS = "index.html", "thumbs"  # --report's page (reports/review_page.py)
 #: What predict writes in OUT; --overwrite removes these and nothing else.
-OWN_FILES = (PREDICTIONS, ERRORS, PREDICT_JSON)
-OWN_FOLDERS = {"mask": "masks", "overlay": "overlays", "explain": "explain"}
+OWN_FILES = (PREDICTIONS, ERRORS, PREDICT_JSON, REVIEW_PAGE)
+OWN_FOLDERS = {"mask": "masks", "overlay": "overlays", "explain": "explain", "thumb": THUMBS}
 EXPORT_FILES = TFLITE_EXPORTS
 COLUMNS = ["path", "frame", "width", "height", "pixel_size_mm", "p_malignant", "label",
            "threshold", "lesion_area_px", "lesion_area_mm2", "mask", "overlay", "explain",
