@@ -26,6 +26,7 @@ from breastus_cli.engine.rundir import (
 from breastus_cli.engine.settings import TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.tasks import Task, copy_backbone
 from breastus_cli.errors import BreastusError, InputError, Interrupted, UsageError, WorkError
+from breastus_cli.ownership import claim
 
 EpochCallback = Callable[[int, int, dict[str, float], float], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -114,11 +115,13 @@ def _prepare_run_dir(settings: TrainSettings, task: Task, resume: bool) -> tuple
     """The run directory, and whether this call made it (False: resumed or found empty)."""
     if resume:
         assert settings.run_dir is not None
-        return Path(settings.run_dir), False
+        return claim(settings.run_dir, "run", option="--resume"), False
     run_dir = Path(settings.run_dir) if settings.run_dir else default_run_dir(
         task.kind, task.run_name(settings))
     from breastus_cli.data.combine import only_view
 
+    # a file, someone else's folder or a link out of it: one line, exit 2
+    claim(run_dir, "run", option="--run-dir", legacy=only_view)
     if run_dir.exists() and any(run_dir.iterdir()) and not only_view(run_dir):
         raise InputError(f"run directory {run_dir} exists and is not empty",
                          hint=f"continue it with --resume {run_dir}, or choose another --run-dir")
@@ -373,6 +376,7 @@ def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainS
     """Settings of an interrupted run, read back from its config.json."""
     path = Path(run_dir) / CONFIG
     config = read_config(run_dir)
+    claim(run_dir, "run", option="--resume")  # nothing written through a link out of it
     if not isinstance(config, dict) or not isinstance(config.get("settings"), dict):
         raise InputError(f"{path} is not a breastus run configuration (no settings object)",
                          hint="only a run directory that train-cls/train-seg wrote can resume")
