@@ -12,7 +12,8 @@ just its name:
     split     DATA/split/split.json   format "breastus-split"
     synth     OUT/synth.json          format "breastus-synth"
     export    OUT/metadata.json       format tflite/savedmodel, exports, source_model_sha256
-    evaluate  RUN/eval-*/metrics.json task cls/seg, n_cases
+
+(evaluate writes RUN/eval-*/ inside a run or cross-validation folder it claimed as such.)
 
 Besides: the folder never equals, contains or lies inside a folder the command reads, and no
 symbolic link inside it leads out of it (a file written through such a link would land in
@@ -70,10 +71,6 @@ def _is_export(data: dict[str, Any]) -> bool:
             and "source_model_sha256" in data)
 
 
-def _is_evaluation(data: dict[str, Any]) -> bool:
-    return data.get("task") in ("cls", "seg") and "n_cases" in data
-
-
 #: kind -> (marker file name, test of its parsed content)
 MARKERS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "dataset": ("prepare.json", _is_dataset),
@@ -84,7 +81,6 @@ MARKERS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "split": ("split.json", _is_split),
     "synth": ("synth.json", _is_synth),
     "export": ("metadata.json", _is_export),
-    "evaluate": ("metrics.json", _is_evaluation),
 }
 
 
