@@ -115,13 +115,11 @@ def _prepare_run_dir(settings: TrainSettings, task: Task, resume: bool) -> tuple
     """The run directory, and whether this call made it (False: resumed or found empty)."""
     if resume:
         assert settings.run_dir is not None
-        return claim(settings.run_dir, "run", option="--resume"), False
+        return Path(settings.run_dir), False
     run_dir = Path(settings.run_dir) if settings.run_dir else default_run_dir(
         task.kind, task.run_name(settings))
     from breastus_cli.data.combine import only_view
 
-    # a file, someone else's folder or a link out of it: one line, exit 2
-    claim(run_dir, "run", option="--run-dir", legacy=only_view)
     if run_dir.exists() and any(run_dir.iterdir()) and not only_view(run_dir):
         raise InputError(f"run directory {run_dir} exists and is not empty",
                          hint=f"continue it with --resume {run_dir}, or choose another --run-dir")
@@ -203,6 +201,12 @@ def train(
     start = time.perf_counter()
     assert settings.data is not None
     data = Path(settings.data)
+    if settings.run_dir is not None:  # before anything loads: a file, someone else's folder or
+        # a link out of it is refused (one line, exit 2)
+        from breastus_cli.data.combine import only_view
+
+        claim(settings.run_dir, "run", option="--resume" if resume else "--run-dir",
+              legacy=None if resume else only_view)
     if resume and settings.run_dir is not None and (Path(settings.run_dir) / CONFIG).is_file():
         # its training cases must still be the training cases (not re-split since)
         check_same_split(settings.run_dir, read_config(settings.run_dir), data)
