@@ -131,11 +131,11 @@ def claim(folder: str | os.PathLike[str], kind: str, *,
     where = f"{option} {folder}" if option else str(folder)
     if (path.exists() or path.is_symlink()) and not path.is_dir():
         raise InputError(f"{where} exists and is not a folder: refusing to write there")
-    check_out_not_in(path, inputs, option or "--out", inside_ok=inside_ok)
     if not (is_empty(path) or is_owned(path, kind) or (legacy is not None and legacy(path))):
         raise InputError(f"{where} is not a breastus {kind} folder and is not empty: it was "
                          f"not written by breastus (no {marker_name(kind)}), refusing to write "
                          "into or replace it", hint="choose an empty or new folder")
+    check_out_not_in(path, inputs, option or "--out", inside_ok=inside_ok)
     check_links(path, option)
     return path
 
