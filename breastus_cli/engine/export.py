@@ -119,9 +119,8 @@ class ExportSettings:
             raise InputError(f"no {MODEL} in {run_dir}: has the run finished at least one epoch?")
         if self.quantize == "int8":  # calibrates on the run's training cases: still those?
             check_same_split(run_dir, config)
-        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
-            raise UsageError(f"--out {self.out} exists and is not a folder")
-        # new, empty or an export folder (its metadata.json); never the run itself or around it
+        # a folder, new, empty or an export folder (its metadata.json); never the run itself
+        # or a folder around it; no link in it that leads out of it
         claim(self.out_dir(), "export", inputs=[run_dir], inside_ok=True)
 
     def out_dir(self) -> Path:
