@@ -168,17 +168,22 @@ class Case:
     """One command that writes: how to call it on ``out`` and what breastus's own ``out`` holds.
 
     ``args(ctx, out, own)`` gives the command line (``own``: ``out`` holds the marker, the call
-    that writes into it or replaces it); ``marker`` the marker file (name, content) that makes
-    ``out`` breastus's; ``output(ctx, out)`` the folder the rule applies to (``out`` itself, or
-    a folder inside it)."""
+    that writes into it or replaces it); ``marker`` the marker file (name, content or
+    ``content(ctx)``) that makes ``out`` breastus's; ``output(ctx, out)`` the folder the rule
+    applies to (``out`` itself, or a folder inside it)."""
 
-    def __init__(self, args: Callable[[dict, Path, bool], list], marker: tuple[str, dict],
+    def __init__(self, args: Callable[[dict, Path, bool], list],
+                 marker: tuple[str, dict | Callable[[dict], dict]],
                  output: Callable[[dict, Path], Path] = lambda ctx, out: out) -> None:
         self.args, self.marker, self.output = args, marker, output
 
 
 _RUN = ("config.json", {"task": "cls", "settings": {}, "environment": {}})
-_SEG_RUN = ("config.json", {"task": "seg", "settings": {}, "environment": {}})
+#: an interrupted run --resume would continue (its settings usable)
+_RESUMABLE = {task: ("config.json", lambda c, task=task: {
+    "task": task, "settings": {"data": str(c["data"]), "weights": "none", "epochs": 2,
+                               **({"model": "smallcnn"} if task == "cls" else {})},
+    "environment": {}, "status": "running"}) for task in ("cls", "seg")}
 _SWEEP = ("sweep.json", {"task": "cls", "trials": [], "train": {}})
 _CV = ("cv.json", {"task": "cls", "folds": 3, "train": {}})
 _DATASET = ("prepare.json", {"breastus_version": "0", "manifest_sha256": "0"})
@@ -195,10 +200,10 @@ CASES: dict[str, Case] = {
                                          "--overwrite"], _DATASET),
     "train-cls": Case(lambda c, out, own: ["train-cls", "--resume", out] if own else
                       ["train-cls", c["data"], *_SMALL, "--epochs", "1", "--run-dir", out],
-                      _RUN),
+                      _RESUMABLE["cls"]),
     "train-seg": Case(lambda c, out, own: ["train-seg", "--resume", out] if own else
                       ["train-seg", c["data"], "--weights", "none", "--epochs", "1",
-                       "--run-dir", out], _SEG_RUN),
+                       "--run-dir", out], _RESUMABLE["seg"]),
     "evaluate": Case(lambda c, out, own: ["evaluate", out], _RUN),
     "predict": Case(lambda c, out, own: ["predict", c["scans"], "--seg-run", c["runs"]["seg"],
                                          "--out", out, "--save-masks"]
@@ -287,7 +292,7 @@ def test_a_symlinked_sub_folder_leading_outside_is_refused(command, ctx, tmp_pat
     folder = case.output(ctx, out)
     folder.mkdir(parents=True, exist_ok=True)
     name, content = case.marker
-    (folder / name).write_text(json.dumps(content))
+    (folder / name).write_text(json.dumps(content(ctx) if callable(content) else content))
     outside = _outside(tmp_path)
     os.symlink(outside, folder / "masks")
     line = _refused(capsys, case.args(ctx, out, True), outside)

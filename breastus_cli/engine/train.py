@@ -380,7 +380,6 @@ def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainS
     """Settings of an interrupted run, read back from its config.json."""
     path = Path(run_dir) / CONFIG
     config = read_config(run_dir)
-    claim(run_dir, "run", option="--resume")  # nothing written through a link out of it
     if not isinstance(config, dict) or not isinstance(config.get("settings"), dict):
         raise InputError(f"{path} is not a breastus run configuration (no settings object)",
                          hint="only a run directory that train-cls/train-seg wrote can resume")
@@ -398,6 +397,7 @@ def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainS
         raise InputError(f"{path}: its settings cannot be used: {exc.message}") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"{path}: its settings cannot be used: {exc}") from None
+    claim(run_dir, "run", option="--resume")  # nothing written through a link out of it
     if config.get("status") == "finished":
         epochs = (config.get("result") or {}).get("epochs_run", "?")
         raise InputError(f"{run_dir} finished already ({epochs} epochs); nothing to resume")
