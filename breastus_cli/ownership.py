@@ -125,7 +125,7 @@ def claim(folder: str | os.PathLike[str], kind: str, *,
     a symbolic link inside the folder that leads out of it. Nothing is written or deleted here.
 
     >>> claim("notes", "dataset")  # doctest: +SKIP
-    InputError: --out notes is not empty and was not written by breastus (no prepare.json) ...
+    InputError: --out notes is not a breastus dataset folder and is not empty: ...
     """
     path = Path(os.path.expanduser(os.fspath(folder)))
     where = f"{option} {folder}" if option else str(folder)

@@ -307,9 +307,11 @@ def test_the_rule_refuses_a_file_an_input_and_a_link_at_any_depth(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="not a folder"):
         claim(tmp_path / "file", "predict")
-    src = tmp_path / "src"
-    src.mkdir()
-    for out in (src, src / "inner", tmp_path):
+    outer = tmp_path / "outer"  # a predict folder around the input: equal, inside, around
+    src = outer / "src"
+    src.mkdir(parents=True)
+    (outer / "predict.json").write_text('{"format": "breastus-predict"}')
+    for out in (src, src / "inner", outer):
         with pytest.raises(UsageError, match="source folder"):
             claim(out, "predict", inputs=[src])
     claim(src / "inner", "predict", inputs=[src], inside_ok=True)  # predict's scans/out
