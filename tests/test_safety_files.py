@@ -207,8 +207,10 @@ def test_predict_overwrite_replaces_only_its_own_output(tiny_runs, tmp_path, cap
     assert (out / "mine.txt").read_text() == "kept" and len(_rows(out)) == 3
 
 
-def test_predict_output_of_an_older_breastus_can_be_replaced_not_resumed(tiny_runs, tmp_path,
-                                                                        capsys):
+def test_predict_output_without_predict_json_is_neither_replaced_nor_resumed(tiny_runs,
+                                                                           tmp_path, capsys):
+    # issue 28: a predictions.csv with breastus's header is easily made; only predict.json
+    # makes a folder predict's (an output of a breastus before predict.json is kept too)
     from breastus_cli.engine.predict import COLUMNS
 
     scans = _scans(tmp_path / "scans")
@@ -217,11 +219,10 @@ def test_predict_output_of_an_older_breastus_can_be_replaced_not_resumed(tiny_ru
     (out / "masks" / "a.png").write_bytes(b"old mask")
     (out / "predictions.csv").write_text(",".join(COLUMNS) + "\n")
     args = ["predict", scans, "--cls-run", tiny_runs["cls"], "--out", out]
-    code, err = _cli(capsys, *args, "--resume")
-    assert code == 2 and "predict.json" in _error_line(err)
-    code, err = _cli(capsys, *args, "--overwrite")
-    assert code == 0, err
-    assert not (out / "masks").exists() and len(_rows(out)) == 3
+    for flag in ("--resume", "--overwrite"):
+        code, err = _cli(capsys, *args, flag)
+        assert code == 2 and "predict.json" in _error_line(err)
+        assert (out / "masks" / "a.png").read_bytes() == b"old mask"
 
 
 def test_predict_out_an_existing_file_is_one_line_exit_2(tiny_runs, tmp_path, capsys):

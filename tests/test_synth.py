@@ -79,7 +79,9 @@ def test_layout_is_the_real_one(ds: tuple[SynthResult, pd.DataFrame]) -> None:
     assert result.workbook == result.out / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx"
     assert result.image_dir == result.out / "BrEaST-Lesions_USG-images_and_masks"
     assert (result.workbook.name, result.image_dir.name) == (WORKBOOK_NAME, IMAGE_DIR_NAME)
-    assert sorted(p.name for p in result.out.iterdir()) == sorted([WORKBOOK_NAME, IMAGE_DIR_NAME])
+    # the real layout, plus synth.json: breastus's marker (only such a folder --overwrite replaces)
+    assert sorted(p.name for p in result.out.iterdir()) == sorted([WORKBOOK_NAME, IMAGE_DIR_NAME,
+                                                                   "synth.json"])
     # Nothing left beside OUT by the build-then-rename (no staging folders).
     assert [p.name for p in result.out.parent.iterdir()] == [result.out.name]
 
@@ -354,7 +356,7 @@ def test_overwrite_never_deletes_a_foreign_folder(tmp_path: Path) -> None:
     out = tmp_path / "project"
     out.mkdir()
     (out / "notes.txt").write_text("precious")
-    with pytest.raises(InputError, match="--overwrite"):
+    with pytest.raises(InputError, match="not written by breastus"):
         make_synthetic_breast(SynthSettings(out=out, cases=5, overwrite=True))
     assert (out / "notes.txt").read_text() == "precious"
 

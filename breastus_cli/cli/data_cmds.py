@@ -31,7 +31,9 @@ def synth_cmd(
                                              help="Share of malignant among lesion cases."),
     min_side: int = typer.Option(128, "--min-side", help="Smallest image side in pixels."),
     max_side: int = typer.Option(256, "--max-side", help="Largest image side in pixels."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a dataset synth wrote (synth.json) at OUT; "
+                                        "other folders are never touched."),
 ) -> None:
     """Make a synthetic dataset in the exact BrEaST-Lesions_USG layout.
 

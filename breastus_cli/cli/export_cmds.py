@@ -51,13 +51,16 @@ def export_cmd(
     force: bool = typer.Option(
         False, "--force", help="Keep an export that fails the agreement check (int8: fewer "
                                "than 95% same labels) instead of keeping the previous one."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the earlier exports of an export folder "
+                                   "(metadata.json); other folders are never touched."),
 ) -> None:
     """Export a run's model for deployment: TFLite (float32, float16 or int8) or SavedModel."""
     from breastus_cli.engine.export import ExportSettings
 
     settings = ExportSettings(run_dir=run_dir, format=format.lower(), quantize=quantize.lower(),
                               representative=representative, samples=samples, out=out,
-                              force=force)
+                              force=force, overwrite=overwrite)
     settings.validate()  # bad options and folders fail before TensorFlow loads
     from breastus_cli import backend
 

@@ -5,6 +5,7 @@ nowhere: this module draws it. The output mimics the real TCIA release file for 
 
     OUT/BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx
     OUT/BrEaST-Lesions_USG-images_and_masks/case001.png case001_tumor.png case007_other1.png ...
+    OUT/synth.json    breastus's marker: only a folder holding it is replaced by --overwrite
 
 What is drawn, and why:
 
@@ -43,7 +44,10 @@ from PIL import Image
 from scipy import ndimage
 from scipy.special import expit
 
+from breastus_cli import __version__
+from breastus_cli.atomic import write_json
 from breastus_cli.errors import InputError, UsageError
+from breastus_cli.ownership import SYNTH_FORMAT, claim, is_empty, marker_name
 
 # --------------------------------------------------------------------------------------------
 # The real layout
@@ -188,6 +192,9 @@ def make_synthetic_breast(settings: SynthSettings) -> SynthResult:
                 _clinical_row(case_rng, plan, drawn.lesion, f"{stem}.png", tumor_name, other_names)
             )
         _write_workbook(rows, staging / WORKBOOK_NAME)
+        write_json(staging / marker_name("synth"), {
+            "format": SYNTH_FORMAT, "breastus_version": __version__, "cases": settings.cases,
+            "seed": settings.seed})
         _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -254,31 +261,14 @@ def _validate(settings: SynthSettings) -> tuple[int, int, int]:
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless ``overwrite``; never delete a non-dataset folder."""
-    if not out.exists() and not out.is_symlink():
+    """Refuse a non-empty ``out`` unless ``overwrite``; ``overwrite`` replaces only a folder
+    synth wrote (its synth.json), never one that merely looks like a BrEaST copy."""
+    if is_empty(out):
         return
-    if out.is_dir() and not out.is_symlink():
-        if not any(out.iterdir()):
-            return
-        if not overwrite:
-            raise InputError(
-                f"{out} exists and is not empty; use --overwrite to replace it",
-                hint="or choose another --out",
-            )
-        # --overwrite deletes the folder: only do that to something this command could have
-        # written, so a mistyped --out cannot wipe a home or project folder.
-        if not (out / WORKBOOK_NAME).exists() and not (out / IMAGE_DIR_NAME).exists():
-            raise InputError(
-                f"{out} is not empty and does not look like a BrEaST dataset "
-                f"(no {WORKBOOK_NAME} or {IMAGE_DIR_NAME}/); refusing to delete it with "
-                "--overwrite",
-                hint="remove it yourself or choose another --out",
-            )
-        return
-    # A file (or a link) where the folder should go.
+    claim(out, "synth", option="")  # one line, exit 2: a file, someone else's folder, a link out
     if not overwrite:
-        raise InputError(f"{out} exists and is not empty; use --overwrite to replace it")
-    raise InputError(f"{out} exists and is not a folder; refusing to replace it with a dataset")
+        raise InputError(f"{out} exists and is not empty; use --overwrite to replace it",
+                         hint="or choose another --out")
 
 
 def _move_into_place(staging: Path, out: Path) -> None:

@@ -26,6 +26,7 @@ from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.engine.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
+from breastus_cli.ownership import claim
 
 PLAN = "cv.json"
 SUMMARY = "summary.json"
@@ -224,6 +225,7 @@ def run_fold(out: Path, k: int) -> str:
     from breastus_cli.engine.evaluate import EvalSettings, evaluate
     from breastus_cli.engine.train import train
 
+    claim(out, "cv", option="")  # someone else's folder, or a link out of it: exit 2
     plan = read_plan(out)
     if not 0 <= k < plan["folds"]:
         raise UsageError(f"--index must lie in 0..{plan['folds'] - 1} (got {k})")
@@ -385,6 +387,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
 
     start = time.perf_counter()
     out = Path(out)
+    claim(out, "cv", option="")
     plan = read_plan(out)
     done = [k for k in range(plan["folds"]) if fold_done(out, k)]
     if not done and not allow_partial:

@@ -25,6 +25,7 @@ from breastus_cli.engine.rundir import (
     same_dataset, split_fingerprint,
 )
 from breastus_cli.errors import InputError, UsageError, WorkError
+from breastus_cli.ownership import claim
 
 
 @dataclass
@@ -345,6 +346,9 @@ def evaluate(settings: EvalSettings) -> EvalResult:
     start = time.perf_counter()
     config = (ensemble_config(settings.run_dir, Path(settings.data or "")) if settings.ensemble
               else read_config(settings.run_dir))
+    # RUN/eval-*/ (and threshold.json, fusion.json ...) go into the run or cross-validation
+    # folder: breastus's own, with no link in it that leads out of it
+    claim(settings.run_dir, "cv" if settings.ensemble else "run", option="")
     if config.get("task") == "seg":
         result = _evaluate_seg(settings, config, start)
     elif config.get("task") != "cls":

@@ -78,6 +78,7 @@ from breastus_cli.engine.rundir import (
     read_threshold,
 )
 from breastus_cli.errors import InputError, UsageError, WorkError
+from breastus_cli.ownership import claim
 
 FORMATS = ("tflite", "savedmodel")
 QUANTIZE = ("none", "float16", "int8")
@@ -96,6 +97,7 @@ class ExportSettings:
     samples: int = SAMPLE_IMAGES  # test cases the agreement check compares on
     out: Path | None = None
     force: bool = False  # keep an export that fails the agreement check
+    overwrite: bool = False  # replace the folder's earlier exports (only an export folder's)
 
     def validate(self) -> None:
         if self.format not in FORMATS:
@@ -117,8 +119,9 @@ class ExportSettings:
             raise InputError(f"no {MODEL} in {run_dir}: has the run finished at least one epoch?")
         if self.quantize == "int8":  # calibrates on the run's training cases: still those?
             check_same_split(run_dir, config)
-        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
-            raise UsageError(f"--out {self.out} exists and is not a folder")
+        # a folder, new, empty or an export folder (its metadata.json); never the run itself
+        # or a folder around it; no link in it that leads out of it
+        claim(self.out_dir(), "export", inputs=[run_dir], inside_ok=True)
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out is not None else Path(self.run_dir) / EXPORT_DIR
@@ -211,6 +214,8 @@ def export_run(settings: ExportSettings) -> ExportResult:
     metadata = _metadata(settings, config, target, size, conversion, agreement)
     metadata_path = out_dir / METADATA
     write_json(metadata_path, metadata)
+    if settings.overwrite:  # the folder's earlier exports go: only the files export writes
+        _remove_other_exports(out_dir, keep=target.name)
     return ExportResult(path=target, metadata_path=metadata_path, format=settings.format,
                         quantize=settings.quantize, size_bytes=int(size), agreement=agreement,
                         seconds=round(time.perf_counter() - start, 2))
@@ -254,6 +259,8 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
             if old.get("source_model_sha256") == model_sha:
                 exports = {k: v for k, v in old.get("exports", {}).items()
                            if (target.parent / k).exists()}
+    if settings.overwrite:
+        exports = {}
     exports[target.name] = entry
     settings_ = config.get("settings", {})
     pp = postprocess.read(run_dir) if task == "seg" else None
@@ -309,6 +316,18 @@ def _atomic_dir(target: Path) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_other_exports(out_dir: Path, keep: str) -> None:
+    """--overwrite: remove the export files other than ``keep`` (names export writes only)."""
+    for name in (*TFLITE_FILES.values(), SAVEDMODEL_DIR):
+        path = out_dir / name
+        if name == keep or not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _tree_size(path: Path) -> int:

@@ -41,7 +41,7 @@ from breastus_cli.engine.inference import (
 from breastus_cli.engine.metrics import as_score
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.atomic import write_json
-from breastus_cli.ownership import PREDICT_FORMAT, is_owned, read_marker
+from breastus_cli.ownership import PREDICT_FORMAT, claim, is_owned, read_marker
 
 PREDICTIONS = "predictions.csv"
 ERRORS = "errors.csv"
@@ -196,33 +196,16 @@ def _cut_to(path: Path, length: int) -> None:
             fh.truncate(length)
 
 
-def _legacy_output(folder: Path) -> bool:
-    """A predict output written before predict.json existed (its predictions.csv header)."""
-    try:
-        with open(folder / PREDICTIONS, newline="") as fh:
-            header = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
-    return header[:8] == COLUMNS[:8]
-
-
-def _check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """OUT is a folder predict may write into: new, empty, or a predict output (predict.json).
+def _check_out(out: Path, *, resume: bool, overwrite: bool,
+               inputs: tuple[Path, ...] = ()) -> None:
+    """OUT is a folder predict may write into (:func:`~breastus_cli.ownership.claim`): new,
+    empty, or a predict output (predict.json, nothing else makes a folder predict's), equal to
+    or around no input, with no symbolic link in it that leads out of it.
 
     Nothing is written or deleted here; a folder predict did not make is never touched.
     """
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
-    owned = is_owned(out, "predict")
-    present = [n for n in (*OWN_FILES, *OWN_FOLDERS.values()) if (out / n).exists()]
-    if not owned and present:
-        legacy = _legacy_output(out)
-        if not legacy or resume:
-            raise InputError(
-                f"{out} was not written by breastus (no {PREDICT_JSON}): refusing to write "
-                f"into or replace its {present[0]}",
-                hint="choose another --out" if not legacy else
-                "it was written by an older breastus: replace it with --overwrite")
+    claim(out, "predict", inputs=inputs, inside_ok=True)  # OUT inside a scan folder is fine:
+    # predict never reads its own output as a scan (:func:`_own_output`)
     if (out / PREDICTIONS).exists() and not (resume or overwrite):
         raise InputError(f"{out / PREDICTIONS} exists", hint="continue it with --resume, or "
                                                              "replace it with --overwrite")
@@ -424,7 +407,8 @@ def predict(settings: PredictSettings,
     settings.validate()
     start = time.perf_counter()
     out = Path(settings.out)
-    _check_out(out, resume=settings.resume, overwrite=settings.overwrite)
+    _check_out(out, resume=settings.resume, overwrite=settings.overwrite,
+               inputs=tuple(Path(i).expanduser() for i in settings.inputs))
     owners: dict[Path, bool] = {}
     # predict never reads what it wrote (OUT's or another predict folder's files) as a scan
     files = shard([f for f in expand_inputs(settings.inputs) if not _own_output(f, out, owners)],
@@ -787,7 +771,7 @@ def merge(parts: list[Path], out: Path, overwrite: bool = False) -> PredictResul
         real, target = part.resolve(), out.resolve()
         if target == real or real in target.parents:
             raise UsageError(f"--out {out} lies in the part folder {part}: choose another folder")
-    _check_out(out, resume=False, overwrite=overwrite)
+    _check_out(out, resume=False, overwrite=overwrite, inputs=tuple(parts))
 
     rows: list[dict[str, str]] = []
     errors: list[dict[str, str]] = []

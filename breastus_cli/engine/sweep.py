@@ -39,6 +39,7 @@ from breastus_cli.engine.settings import (
 )
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
+from breastus_cli.ownership import claim
 
 PLAN = "sweep.json"
 RESULTS = "results.csv"
@@ -178,6 +179,9 @@ def run_trial(out: Path, index: int) -> str:
     from breastus_cli.engine import tasks
     from breastus_cli.engine.train import train
 
+    claim(out, "sweep", option="")  # someone else's folder, or a link out of it: exit 2
+    if not (Path(out) / PLAN).is_file():
+        raise InputError(f"{out} is not a sweep folder (no {PLAN})")
     plan = json.loads((Path(out) / PLAN).read_text())
     if not 0 <= index < len(plan["trials"]):
         raise UsageError(f"--index must lie in 0..{len(plan['trials']) - 1} (got {index})")
@@ -331,6 +335,7 @@ def collect(out: Path, trainings_this_run: int = 0, allow_empty: bool = False) -
     import pandas as pd
 
     start = time.perf_counter()
+    claim(out, "sweep", option="")
     out = Path(out).resolve()  # the same paths in results.csv however the folder was typed
     if not (out / PLAN).is_file():
         raise InputError(f"{out} is not a sweep folder (no {PLAN})")

@@ -26,6 +26,7 @@ from breastus_cli.engine.rundir import (
 from breastus_cli.engine.settings import TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.tasks import Task, copy_backbone
 from breastus_cli.errors import BreastusError, InputError, Interrupted, UsageError, WorkError
+from breastus_cli.ownership import claim
 
 EpochCallback = Callable[[int, int, dict[str, float], float], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -200,6 +201,12 @@ def train(
     start = time.perf_counter()
     assert settings.data is not None
     data = Path(settings.data)
+    if settings.run_dir is not None:  # before anything loads: a file, someone else's folder or
+        # a link out of it is refused (one line, exit 2)
+        from breastus_cli.data.combine import only_view
+
+        claim(settings.run_dir, "run", option="--resume" if resume else "--run-dir",
+              legacy=None if resume else only_view)
     if resume and settings.run_dir is not None and (Path(settings.run_dir) / CONFIG).is_file():
         # its training cases must still be the training cases (not re-split since)
         check_same_split(settings.run_dir, read_config(settings.run_dir), data)
@@ -390,6 +397,7 @@ def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainS
         raise InputError(f"{path}: its settings cannot be used: {exc.message}") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"{path}: its settings cannot be used: {exc}") from None
+    claim(run_dir, "run", option="--resume")  # nothing written through a link out of it
     if config.get("status") == "finished":
         epochs = (config.get("result") or {}).get("epochs_run", "?")
         raise InputError(f"{run_dir} finished already ({epochs} epochs); nothing to resume")
