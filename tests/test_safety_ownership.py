@@ -209,6 +209,8 @@ CASES: dict[str, Case] = {
                                          "--out", out, "--save-masks"]
                     + (["--resume"] if own else []), ("predict.json",
                                                       {"format": "breastus-predict"})),
+    "review": Case(lambda c, out, own: ["review", out], ("predict.json",
+                                                          {"format": "breastus-predict"})),
     "export": Case(lambda c, out, own: ["export", c["runs"]["cls"], "--out", out, "--overwrite"],
                    ("metadata.json", {"format": "tflite", "exports": {},
                                       "source_model_sha256": "0"})),

@@ -37,7 +37,7 @@ from breastus_cli import __version__
 from breastus_cli.atomic import atomic_path, write_text
 from breastus_cli.engine.predict import ERRORS, PREDICTIONS, REVIEW_PAGE, THUMBS
 from breastus_cli.errors import InputError
-from breastus_cli.ownership import read_marker
+from breastus_cli.ownership import claim, read_marker
 
 PAGE = REVIEW_PAGE
 #: rows laid out at first (and per "Show more"): the rest wait hidden, without layout cost
@@ -707,6 +707,7 @@ def write_review_page(out: str | os.PathLike[str], workers: int = 2) -> ReviewPa
     if record is None:
         raise InputError(f"{out} holds no predict.json: not a folder breastus predict wrote",
                          hint="give the --out folder of a 'breastus predict' run")
+    claim(out, "predict", option="")  # the one ownership rule: no link inside leading out
     columns, cells = _read_csv(out / PREDICTIONS)
     if not columns:
         raise InputError(f"{out / PREDICTIONS} is missing or empty: nothing to review")
