@@ -50,8 +50,7 @@ M = TypeVar("M", bound=BaseModel)
 # ---- value types ---------------------------------------------------------------------------
 def _finite_in(low: float, high: float, open_low: bool = False):
     """An after-validator: a finite float in [low, high] (``(low, high]`` with ``open_low``)."""
-    text = ("" if math.isinf(low) and math.isinf(high)
-            else f" in {'(' if open_low else '['}{low:g}, {high:g}]")
+    text = f" in {'(' if open_low else '['}{low:g}, {high:g}]"
 
     def check(value: float) -> float:
         if not (math.isfinite(value) and (low < value if open_low else low <= value)
@@ -74,10 +73,14 @@ def _folder_name(value: str) -> str:
     return value
 
 
-Finite = Annotated[float, _finite_in(-math.inf, math.inf)]
+def _not_nan(value: float) -> float:
+    if math.isnan(value):
+        raise ValueError("must be a number, not NaN")
+    return value
+
+
 Unit = Annotated[float, _finite_in(0, 1)]  # a probability, a threshold, a Dice
-Sensitivity = Annotated[float, _finite_in(0, 1, open_low=True)]
-Fraction = Annotated[float, _finite_in(0, 1, open_low=True)]
+Share = Annotated[float, _finite_in(0, 1, open_low=True)]  # a sensitivity, a fraction
 Bounded = Annotated[float, _finite_in(-MAX_WEIGHT, MAX_WEIGHT)]
 Scale = Annotated[float, _finite_in(1 / MAX_WEIGHT, MAX_WEIGHT)]
 Positive = Annotated[float, AfterValidator(_positive)]
@@ -100,7 +103,7 @@ class RunSettings(_File):
     img_size: Annotated[int, Field(ge=1, le=4096)] = 224
     seed: int = 42
     fold: Count | None = None
-    val_fraction: Fraction = 0.1
+    val_fraction: Share = 0.1
     batch_size: PartNumber = 16
     roi_margin: Annotated[float, _finite_in(0, 2)] = 0.2
 
@@ -125,7 +128,7 @@ class Roi(_File):
 class RunResult(_File):
     """config.json's ``result``."""
 
-    seconds_this_process: Annotated[float, _finite_in(0, math.inf)] | None = None
+    seconds_this_process: Annotated[float, _finite_in(0, 1e9)] | None = None
 
 
 class ConfigFile(_File):
@@ -144,7 +147,7 @@ class ThresholdFile(_File):
     """RUN/threshold.json."""
 
     threshold: Unit
-    target_sensitivity: Sensitivity | None = None
+    target_sensitivity: Share | None = None
     source: str | None = None
 
 
@@ -248,7 +251,7 @@ class CVFile(_File):
     folds: Annotated[int, Field(ge=2)]
     train: dict[str, Any]
     n_bootstrap: Count = 0
-    target_sensitivity: Sensitivity | None = None
+    target_sensitivity: Share | None = None
     fusion: str | None = None
     seg_cv: str | None = None
     fuse_with_cv: str | None = None
@@ -272,7 +275,7 @@ class SweepFile(_File):
 class BestFile(_File):
     """RUN/best.json."""
 
-    value: Finite
+    value: Annotated[float, AfterValidator(_not_nan)]  # +-inf: the worst value, comparable
     epoch: Count
 
 
