@@ -240,9 +240,14 @@ _SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, -1.0, 0, 5.0, 1e-320]),
     st.text(max_size=8), st.sampled_from(["", "..", "../x", "/etc", "none", "largest", "cls"]))
-HOSTILE = st.recursive(_SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-    max_leaves=6)
+
+
+def _nested(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(st.lists(inner, max_size=3),
+                     st.dictionaries(st.text(max_size=6), inner, max_size=3))
+
+
+HOSTILE = st.recursive(_SCALARS, _nested, max_leaves=6)
 
 
 def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
