@@ -15,8 +15,8 @@ back goes through one loader (:func:`load`) and the schema of its kind (pydantic
     SWEEP/sweep.json        :func:`read_sweep`         a sweep's plan
 
 Types are strict (a number is a JSON number, not a string; ``true`` is no number), every float
-breastus uses must be finite (Python's json reads ``NaN`` and ``Infinity``: they are refused
-here), thresholds lie in [0, 1], methods are known ones, part ids lie in 1..num_parts. Keys
+breastus computes with must be finite (Python's json reads ``NaN`` and ``Infinity``: they are
+refused here; best.json's value alone may be +-inf, the worst value), thresholds lie in [0, 1], methods are known ones, part ids lie in 1..num_parts. Keys
 a schema does not name are kept and ignored, so files of older and newer versions still read.
 A file that breaks its schema is an :class:`~breastus_cli.errors.InputError` (exit 2) naming
 the file and the field::
