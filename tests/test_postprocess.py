@@ -56,10 +56,11 @@ def test_the_choice_is_read_back_and_a_bad_file_is_one_clear_error(tmp_path):
     assert found.method == "largest"
     assert "chosen on 1 validation cases" in found.source and "largest 1.000" in found.source
     (tmp_path / postprocess.POSTPROCESS).write_text(json.dumps({"method": "erode"}))
-    with pytest.raises(InputError, match="unknown post-processing 'erode'"):
+    with pytest.raises(InputError, match="postprocess.json: method: should be 'none' or "
+                                         "'largest' \\(got \"erode\"\\)"):
         postprocess.read(tmp_path)
     (tmp_path / postprocess.POSTPROCESS).write_text("{not json")
-    with pytest.raises(InputError, match="is not a post-processing file"):
+    with pytest.raises(InputError, match="postprocess.json: not valid JSON"):
         postprocess.read(tmp_path)
 
 

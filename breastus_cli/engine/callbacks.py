@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 from breastus_cli import backend
 from breastus_cli.atomic import atomic_path, write_json, write_text
 from breastus_cli.engine.rundir import BEST, HISTORY, MODEL, log
+from breastus_cli.runfiles import read_best
 
 keras = backend.keras()
 
@@ -117,8 +117,8 @@ class BestCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs: Any = None) -> None:
         path = self.run_dir / BEST
         if path.is_file():  # resuming: the best so far was recorded
-            state = json.loads(path.read_text())
-            self.best, self.best_epoch = float(state["value"]), int(state["epoch"])
+            state = read_best(path)
+            self.best, self.best_epoch = state.value, state.epoch
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         logs = logs or {}

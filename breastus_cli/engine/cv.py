@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.engine.rundir import read_config
 from breastus_cli.engine.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.ownership import claim
+from breastus_cli.runfiles import read_cv
 
 PLAN = "cv.json"
 SUMMARY = "summary.json"
@@ -113,7 +115,7 @@ def read_plan(out: Path, option: str = "", hint: str | None = None) -> dict[str,
     """``out/cv.json``; exit 2 naming ``option`` when ``out`` is no cross-validation folder."""
     if not (Path(out) / PLAN).is_file():
         raise InputError(f"{option}{out} is not a cross-validation folder (no {PLAN})", hint=hint)
-    return json.loads((Path(out) / PLAN).read_text())
+    return read_cv(Path(out) / PLAN)
 
 
 @dataclass
@@ -172,7 +174,7 @@ def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
     run = _fold_dir(out, k)
     config = run / "config.json"
     metrics = run / "eval-test" / "metrics.json"
-    if not (config.is_file() and json.loads(config.read_text()).get("status") == "finished"
+    if not (config.is_file() and read_config(run).get("status") == "finished"
             and metrics.is_file()):
         return False
     m = json.loads(metrics.read_text())
@@ -251,7 +253,7 @@ def run_fold(out: Path, k: int) -> str:
                              hint=f"finish 'breastus cv cls' there first (fold-{k})")
         partner = _fold_dir(Path(partner_cv), k)
     config = run / "config.json"
-    state = json.loads(config.read_text()).get("status") if config.is_file() else None
+    state = read_config(run).get("status") if config.is_file() else None
     trained = state != "finished"
     if trained:
         if state is None and run.exists():
@@ -278,7 +280,7 @@ def cv(settings: CVSettings) -> CVResult:
         ensure_own_or_empty(out, "cv")
     plan = _plan(settings)
     if (out / PLAN).is_file():
-        existing = json.loads((out / PLAN).read_text())
+        existing = read_cv(out / PLAN)
         existing.setdefault("seg_cv", None)  # written before --seg-cv existed
         existing.setdefault("fusion", "none")  # written before --fusion existed
         existing.setdefault("fuse_with_cv", None)  # written before --fuse-with-cv existed
@@ -464,8 +466,8 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
             summary["by_dataset"] = per_dataset
         summary["n"] = int(len(pooled_frame))
     summary["seconds_training"] = round(sum(
-        float(json.loads((_fold_dir(out, k) / "config.json").read_text())
-              .get("result", {}).get("seconds_this_process", 0.0)) for k in done), 1)
+        float((read_config(_fold_dir(out, k)).get("result") or {})
+              .get("seconds_this_process") or 0.0) for k in done), 1)
     write_json(out / SUMMARY, summary)  # summary.md: reports.cv.write_summary
     return CVResult(out=out, task=plan["task"], summary=summary, folds_done=len(done),
                     folds=plan["folds"], trained_this_run=0,

@@ -25,7 +25,6 @@ so every descriptor's weight can be read there and in the report.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.errors import InputError
+from breastus_cli.runfiles import read_fusion
 
 FUSION = "fusion.json"
 #: L2 strength of both logistic regressions (sklearn's C): small data, strong shrinkage.
@@ -342,10 +342,7 @@ def read(run_dir: Path) -> Fusion | None:
     path = Path(run_dir) / FUSION
     if not path.is_file():
         return None
-    try:
-        return Fusion.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path} is not a fusion file breastus wrote ({exc})") from None
+    return Fusion.from_dict(read_fusion(path, features()))
 
 
 # ---- a run's fusion, fitted and scored (evaluate calls these) -------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli import backend
+from breastus_cli import backend, runfiles
 from breastus_cli.data.imaging import resize_grey
 from breastus_cli.engine.rundir import MODEL, Threshold, read_config, read_threshold
 from breastus_cli.errors import InputError, UsageError
@@ -452,13 +452,7 @@ def read_export_metadata(path: Path) -> dict:
         file = path.parent / METADATA
     if not file.is_file():
         raise InputError(f"no {METADATA} for {path}: export it with 'breastus export RUN'")
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{file} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{file} is not an export's metadata (not a JSON object)")
-    return data
+    return runfiles.read_export_metadata(file)
 
 
 class TFLiteModel:

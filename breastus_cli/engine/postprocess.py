@@ -17,19 +17,18 @@ as they are. A fold ensemble applies it when most of its folds chose it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from breastus_cli import runfiles
 from breastus_cli.atomic import write_json
-from breastus_cli.errors import InputError
 
 POSTPROCESS = "postprocess.json"
 #: ``none``: the thresholded mask; ``largest``: its largest connected component, holes filled
-METHODS = ("none", "largest")
+METHODS = runfiles.POSTPROCESS_METHODS
 RULE = ("the largest connected component (holes filled) is kept when it raises the mean Dice "
         "of the run's validation cases; otherwise the mask is kept as it is")
 
@@ -97,17 +96,8 @@ def read(run_dir: str | Path) -> Postprocess:
     path = Path(run_dir) / POSTPROCESS
     if not path.is_file():
         return Postprocess("none", "none (not chosen for this run)")
-    try:
-        chosen = json.loads(path.read_text())
-        method = str(chosen["method"])
-        dice = chosen.get("validation_dice") or {}
-        n = int(chosen.get("n_validation") or 0)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path} is not a post-processing file ({type(exc).__name__}: "
-                         f"{exc}); delete it and evaluate the run again to choose anew") from None
-    if method not in METHODS:
-        raise InputError(f"{path}: unknown post-processing '{method}' (one of "
-                         f"{', '.join(METHODS)})")
+    chosen = runfiles.read_postprocess(path)
+    method, dice, n = chosen.method, chosen.validation_dice or {}, chosen.n_validation or 0
     scores = ", ".join(f"{m} {float(dice[m]):.3f}" for m in METHODS if m in dice)
     return Postprocess(method, f"chosen on {n} validation cases (mean Dice {scores})")
 

@@ -42,6 +42,7 @@ from breastus_cli.engine.metrics import as_score
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.atomic import write_json
 from breastus_cli.ownership import PREDICT_FORMAT, claim, is_owned, read_marker
+from breastus_cli.runfiles import check_predict
 
 PREDICTIONS = "predictions.csv"
 ERRORS = "errors.csv"
@@ -454,6 +455,7 @@ def predict(settings: PredictSettings,
     record = _record(settings, threshold, fused, partner_path)
     previous = read_marker(out, "predict")
     if settings.resume and previous is not None:
+        check_predict(out / PREDICT_JSON, previous)
         changed = _differences(previous, record, part=True)
         if changed:
             raise InputError(f"--resume: {out} was written with other settings ("
@@ -765,7 +767,7 @@ def merge(parts: list[Path], out: Path, overwrite: bool = False) -> PredictResul
             raise InputError(f"{part} holds no {PREDICT_JSON}: cannot check that it belongs "
                              "with the other parts", hint="predict the parts again with this "
                                                           "version of breastus")
-        records.append(record)
+        records.append(check_predict(part / PREDICT_JSON, record))
     _check_parts(parts, records)
     for part in parts:
         real, target = part.resolve(), out.resolve()

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from breastus_cli import __version__
+from breastus_cli import __version__, runfiles
 from breastus_cli.atomic import write_json
 from breastus_cli.errors import InputError
 
@@ -82,13 +81,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
         raise InputError(f"run directory not found: {run_dir}")
     if not path.is_file():
         raise InputError(f"{run_dir} is not a breastus run directory (no {CONFIG})")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path} is not a breastus run configuration (not a JSON object)")
-    return config
+    return runfiles.read_config(path)
 
 
 def run_cases(config: dict[str, Any], role: str, data: str | Path | None = None):  # -> DataFrame
@@ -244,18 +237,10 @@ def read_threshold(run_dir: str | Path, config: dict[str, Any] | None = None) ->
         value = float((config if config is not None else read_config(run_dir))
                       .get("threshold", 0.5))
         return Threshold(value, f"default {value:g}")
-    try:
-        chosen = json.loads(path.read_text())
-        value = float(chosen["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path} is not a threshold file ({type(exc).__name__}: {exc}); "
-                         "delete it or choose it again with 'evaluate --target-sensitivity'") \
-            from None
-    if not 0 <= value <= 1:
-        raise InputError(f"{path}: threshold {value} does not lie in [0, 1]")
-    target = chosen.get("target_sensitivity")
+    chosen = runfiles.read_threshold(path)
+    value, target = chosen.threshold, chosen.target_sensitivity
     if target is None:  # written before the target was recorded: "..., target sensitivity 0.9"
-        found = re.search(r"target sensitivity ([0-9.]+)", str(chosen.get("source", "")))
+        found = re.search(r"target sensitivity ([0-9.]+)", str(chosen.source or ""))
         target = float(found.group(1)) if found else None
     return Threshold(value, "chosen on validation cases"
                      + (f" for target sensitivity {float(target):g}" if target else ""))

@@ -15,7 +15,6 @@ cost 7 trainings. ``--independent`` trains every point from scratch.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.engine.rundir import CONFIG, GRID, HISTORY, log
+from breastus_cli.engine.rundir import CONFIG, GRID, HISTORY, log, read_config
 from breastus_cli.engine.settings import (
     PAPER_EPOCHS,
     PAPER_LRS,
@@ -40,6 +39,7 @@ from breastus_cli.engine.settings import (
 from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.ownership import claim
+from breastus_cli.runfiles import read_sweep
 
 PLAN = "sweep.json"
 RESULTS = "results.csv"
@@ -147,7 +147,7 @@ def _load_or_write_plan(settings: SweepSettings) -> dict[str, Any]:
     plan = make_plan(settings)
     path = settings.out / PLAN
     if path.is_file():
-        existing = json.loads(path.read_text())
+        existing = read_sweep(path)
         if not _same_plan(existing, plan):
             raise InputError(f"{settings.out} holds a different sweep",
                              hint="choose another --out, or repeat the first sweep's options "
@@ -171,7 +171,7 @@ def trial_state(run_dir: Path) -> str:
     config = run_dir / CONFIG
     if not config.is_file():
         return "new"
-    return "finished" if json.loads(config.read_text()).get("status") == "finished" else "partial"
+    return "finished" if read_config(run_dir).get("status") == "finished" else "partial"
 
 
 def run_trial(out: Path, index: int) -> str:
@@ -182,7 +182,7 @@ def run_trial(out: Path, index: int) -> str:
     claim(out, "sweep", option="")  # someone else's folder, or a link out of it: exit 2
     if not (Path(out) / PLAN).is_file():
         raise InputError(f"{out} is not a sweep folder (no {PLAN})")
-    plan = json.loads((Path(out) / PLAN).read_text())
+    plan = read_sweep(Path(out) / PLAN)
     if not 0 <= index < len(plan["trials"]):
         raise UsageError(f"--index must lie in 0..{len(plan['trials']) - 1} (got {index})")
     trial = plan["trials"][index]
@@ -339,7 +339,7 @@ def collect(out: Path, trainings_this_run: int = 0, allow_empty: bool = False) -
     out = Path(out).resolve()  # the same paths in results.csv however the folder was typed
     if not (out / PLAN).is_file():
         raise InputError(f"{out} is not a sweep folder (no {PLAN})")
-    plan = json.loads((out / PLAN).read_text())
+    plan = read_sweep(out / PLAN)
     metric, mode = _metric(plan)
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
