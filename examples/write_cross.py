@@ -645,8 +645,8 @@ def average_row(label: str, tested: str, a: Path, b: Path, column: str,
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from breastus_cli.engine.bootstrap import percentile_ci, resample_counts
-    from breastus_cli.engine.metrics import _weighted_auc  # many resamples, one sort each
+    from breastus_cli.engine.stats.bootstrap import percentile_ci, resample_counts
+    from breastus_cli.engine.stats.metrics import _weighted_auc  # many resamples, one sort each
 
     first, second = _predictions(a), _predictions(b)
     if first is None or second is None or column not in first or column not in second:

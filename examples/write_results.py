@@ -75,7 +75,7 @@ def tta_section(label: str, folder: Path, n_bootstrap: int = 2000) -> list[str]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from breastus_cli.engine.bootstrap import percentile_ci, resample_counts
+    from breastus_cli.engine.stats.bootstrap import percentile_ci, resample_counts
 
     plain = _pooled_fold_csv(folder, "eval-test/predictions.csv")
     flip = _pooled_fold_csv(folder, "eval-test-tta-flip/predictions.csv")
@@ -110,7 +110,7 @@ def descriptor_section(folder: Path) -> list[str]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from breastus_cli.engine.descriptors import DESCRIPTORS, agreement
+    from breastus_cli.engine.stats.descriptors import DESCRIPTORS, agreement
 
     table = _pooled_fold_csv(folder, "eval-test/descriptors.csv")
     y = (table["label"] == "malignant").to_numpy().astype(int)

@@ -209,7 +209,7 @@ def test_predict_overwrite_replaces_only_its_own_output(tiny_runs, tmp_path, cap
 
 def test_predict_output_of_an_older_breastus_can_be_replaced_not_resumed(tiny_runs, tmp_path,
                                                                         capsys):
-    from breastus_cli.engine.predict import COLUMNS
+    from breastus_cli.engine.apply.predict import COLUMNS
 
     scans = _scans(tmp_path / "scans")
     out = tmp_path / "old"

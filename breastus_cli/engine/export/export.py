@@ -40,8 +40,8 @@ import numpy as np
 from breastus_cli import __version__, backend
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.data.manifest import file_sha256
-from breastus_cli.engine import postprocess
-from breastus_cli.engine.agreement import (  # noqa: F401  (re-exported)
+from breastus_cli.engine.apply import postprocess
+from breastus_cli.engine.export.agreement import (  # noqa: F401  (re-exported)
     INT8_CLOSE,
     INT8_MIN_LABEL_AGREEMENT,
     INT8_MIN_PIXEL_AGREEMENT,
@@ -50,18 +50,18 @@ from breastus_cli.engine.agreement import (  # noqa: F401  (re-exported)
     disagreement,
     measure_agreement,
 )
-from breastus_cli.engine.convert import (  # noqa: F401  (re-exported)
+from breastus_cli.engine.export.convert import (  # noqa: F401  (re-exported)
     CONVERSION_METHODS,
     convert_tflite,
     save_savedmodel,
 )
-from breastus_cli.engine.export_inputs import (  # noqa: F401  (re-exported)
+from breastus_cli.engine.export.export_inputs import (  # noqa: F401  (re-exported)
     SAMPLE_IMAGES,
     representative_images,
     sample_images,
     synthetic_images,
 )
-from breastus_cli.engine.inference import (  # noqa: F401  (the runtime, re-exported)
+from breastus_cli.engine.apply.inference import (  # noqa: F401  (the runtime, re-exported)
     EXPORT_DIR,
     MAX_BATCH,
     METADATA,
@@ -70,7 +70,7 @@ from breastus_cli.engine.inference import (  # noqa: F401  (the runtime, re-expo
     read_export_metadata,
     roi_margin,
 )
-from breastus_cli.engine.rundir import (
+from breastus_cli.engine.runs.rundir import (
     MODEL,
     THRESHOLD_RULE,
     check_same_split,

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.engine.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
-from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
+from breastus_cli.engine.runs.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
+from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 
 PLAN = "cv.json"
@@ -131,7 +131,7 @@ class CVResult:
 
 
 def _plan(settings: CVSettings) -> dict[str, Any]:
-    from breastus_cli.engine.rundir import data_record
+    from breastus_cli.engine.runs.rundir import data_record
 
     train = settings.train.to_dict()
     record = data_record(Path(settings.train.data), 0)  # the folds' fingerprint
@@ -149,7 +149,7 @@ def _plan(settings: CVSettings) -> dict[str, Any]:
 def check_plan_split(name: str, plan: dict[str, Any], data: Path | None = None) -> None:
     """Refuse (exit 2) a cross-validation whose dataset has other folds than when it began
     (re-split since): its finished folds and the new ones would overlap."""
-    from breastus_cli.engine.rundir import split_changed
+    from breastus_cli.engine.runs.rundir import split_changed
 
     data = Path(data or plan.get("data") or "")
     message = split_changed(name, plan, data, by_fold=True, what="run",
@@ -183,7 +183,7 @@ def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
     if fusion == "none":
         return True
     block = m.get("fusion")
-    from breastus_cli.engine.fusion import threshold_current
+    from breastus_cli.engine.apply.fusion import threshold_current
 
     # a fusion whose threshold was chosen by an older rule is fitted and scored again
     return (block is not None and (not partner or "partner" in block)
@@ -220,9 +220,9 @@ def _new_segmenter(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 def run_fold(out: Path, k: int) -> str:
     """Train (or resume) fold ``k`` and evaluate it on its held-out fold."""
-    from breastus_cli.engine import tasks
-    from breastus_cli.engine.evaluate import EvalSettings, evaluate
-    from breastus_cli.engine.train import train
+    from breastus_cli.engine.training import tasks
+    from breastus_cli.engine.evaluation.evaluate import EvalSettings, evaluate
+    from breastus_cli.engine.training.train import train
 
     plan = read_plan(out)
     if not 0 <= k < plan["folds"]:
@@ -321,7 +321,7 @@ def _pooled_cls(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, n_bootstrap: i
                 seed: int = 0) -> tuple[dict[str, float | None], dict[str, list[float] | None]]:
     """Pooled metrics from out-of-fold labels, scores and per-fold decisions, with the same
     class-stratified percentile bootstrap over cases as every other evaluation."""
-    from breastus_cli.engine.metrics import classification_metrics
+    from breastus_cli.engine.stats.metrics import classification_metrics
 
     result = classification_metrics(y, p, y_pred=y_pred, n_bootstrap=n_bootstrap, seed=seed)
     return {k: result[k] for k in CLS_KEYS}, {k: result["ci"][k] for k in CLS_KEYS}
@@ -381,7 +381,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
     """summary.json from the folds that finished (summary.md is written by reports.cv)."""
     import pandas as pd
 
-    from breastus_cli.engine.metrics import aggregate
+    from breastus_cli.engine.stats.metrics import aggregate
 
     start = time.perf_counter()
     out = Path(out)
@@ -440,7 +440,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
         summary["majority_baseline_accuracy"] = float(max(pooled_frame["y_true"].mean(),
                                                           1 - pooled_frame["y_true"].mean()))
     elif done:
-        from breastus_cli.engine.seg_metrics import dataset_metrics
+        from breastus_cli.engine.stats.seg_metrics import dataset_metrics
 
         frames = [pd.read_csv(_fold_dir(out, k) / "eval-test/per_case.csv").assign(fold=k)
                   for k in done]

@@ -1,7 +1,8 @@
 """Tasks: what differs between classification and segmentation, and nothing else.
 
-The engine (:mod:`breastus_cli.engine.train`) owns the fit loop, callbacks, run directory and
-resume; a task supplies the cases it can use, the targets, the model, the loss and the metrics.
+The engine (:mod:`breastus_cli.engine.training.train`) owns the fit loop, callbacks, run
+directory and resume; a task supplies the cases it can use, the targets, the model, the loss and
+the metrics.
 Importing this module imports TensorFlow (through the backend).
 """
 
@@ -16,8 +17,8 @@ import numpy as np
 from breastus_cli import backend
 from breastus_cli.data.pipeline import Augment, make_dataset
 from breastus_cli.data.sources.base import LABELS
-from breastus_cli.engine.rundir import MODEL, read_config
-from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.engine.runs.rundir import MODEL, read_config
+from breastus_cli.engine.runs.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.errors import InputError, UsageError
 from breastus_cli.models import weights as weight_files
 from breastus_cli.models.safe_load import check_model_file, load_keras_model
