@@ -66,8 +66,8 @@ BUILTIN_FUNCTION_MODULES = ("activations", "constraints", "initializers", "losse
 #: (``register_keras_serializable(package="breastus")``) and what efficientnet registers when
 #: segmentation-models is imported (``swish``, ``FixedDropout``).
 CUSTOM_OBJECTS = {
-    ("breastus_cli.engine.training.tasks", "MalignantAUC"): "breastus>MalignantAUC",
-    # where MalignantAUC lived before engine/ was split into rooms: run folders trained before
+    ("breastus_cli.models.cls_objectives", "MalignantAUC"): "breastus>MalignantAUC",
+    # where MalignantAUC lived until engine/ was split into rooms: run folders trained before
     # name this module in their model.keras's compile_config
     ("breastus_cli.engine.tasks", "MalignantAUC"): "breastus>MalignantAUC",
     ("breastus_cli.models.seg_objectives", "SegLoss"): "breastus>SegLoss",

@@ -137,15 +137,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, names: Sequence[str], c: float) -
                     [float(v) for v in model.coef_[0]], float(model.intercept_[0]))
 
 
-def threshold_current(fitted_on: dict[str, str] | None) -> bool:
-    """Whether a fused classifier's record (``fitted_on``, in fusion.json and in an
-    evaluation's fusion block) chose its threshold by today's rule: on cross-fitted validation
-    scores, or none asked (default 0.5). A fusion fitted before is fitted again when its CV is
-    resumed (nothing retrained)."""
-    rule = str((fitted_on or {}).get("threshold", ""))
-    return "cross-fitted" in rule or rule.startswith("default")
-
-
 def cross_fitted(x: np.ndarray, y: np.ndarray, names: Sequence[str], c: float,
                  folds: int = CROSS_FIT_FOLDS) -> np.ndarray:
     """Cross-fitted scores of :func:`fit_logistic`: each case scored by the model fitted on the
@@ -361,7 +352,7 @@ def fit_for_run(run_dir: Path, config: dict[str, Any], data: Path, seg_run: Path
     its training cases' ground-truth masks, the combiner and thresholds on its validation cases
     ``val`` (CNN scores ``p_cnn_val``, and ``partner``'s ``p_partner_val``) with descriptors
     from ``seg_run``'s masks."""
-    from breastus_cli.engine.evaluation.evaluate import predicted_masks
+    from breastus_cli.engine.apply.masks import predicted_masks
     from breastus_cli.engine.runs.rundir import run_cases
 
     train = run_cases(config, "train", data)
@@ -394,7 +385,7 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
     ``out_dir/descriptors.csv`` (each case's descriptors from the segmenter's mask)."""
     from breastus_cli.atomic import atomic_path
     from breastus_cli.engine.apply import postprocess
-    from breastus_cli.engine.evaluation.evaluate import predicted_masks
+    from breastus_cli.engine.apply.masks import predicted_masks
     from breastus_cli.engine.stats.metrics import classification_metrics
 
     y = _labels(frame)

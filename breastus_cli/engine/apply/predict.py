@@ -33,11 +33,12 @@ import numpy as np
 
 from breastus_cli.data.imaging import DEFAULT_MAX_PIXELS
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, shard, stream
-from breastus_cli.engine.stats.descriptors import ALL_COLUMNS as DESCRIPTOR_COLUMNS
 from breastus_cli.engine.apply.inference import (
-    TFLITE_EXPORTS, TTA_MODES, LoadedRun, is_cv_dir, lesion_crop, open_run, resize_input,
+    TFLITE_EXPORTS, TTA_MODES, LoadedRun, lesion_crop, open_run, resize_input,
     to_original_size, upsample,
 )
+from breastus_cli.engine.runs.cvdir import is_cv_dir
+from breastus_cli.engine.stats.descriptors import ALL_COLUMNS as DESCRIPTOR_COLUMNS
 from breastus_cli.engine.stats.metrics import as_score
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.atomic import write_json
@@ -260,7 +261,7 @@ def _model_record(source: Path | None, engine: str) -> dict[str, Any] | None:
         return None
     source = Path(source)
     if is_cv_dir(source):  # a fold ensemble: every fold's model, and one hash over them
-        from breastus_cli.engine.apply.inference import fold_runs
+        from breastus_cli.engine.runs.cvdir import fold_runs
 
         folds = [_model_record(run, engine) for run in fold_runs(source)[1]]
         hashes = [str((f or {}).get("sha256")) for f in folds]

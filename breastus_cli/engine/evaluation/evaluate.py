@@ -10,9 +10,6 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.engine.apply.masks import mask_cache, predicted_masks
 from breastus_cli.engine.runs.rundir import (
     THRESHOLD, THRESHOLD_RULE, check_same_split, read_config, read_threshold, run_cases,
     same_dataset, split_fingerprint,
@@ -89,7 +87,7 @@ class EvalSettings:
             raise UsageError("--fuse-with adds a second classifier to the fused classifier: "
                              "give it with --fusion descriptors")
         if self.fuse_with is not None:
-            from breastus_cli.engine.apply.inference import is_cv_dir
+            from breastus_cli.engine.runs.cvdir import is_cv_dir
 
             if is_cv_dir(self.fuse_with):
                 raise UsageError(f"--fuse-with takes one run directory, not the "
@@ -149,7 +147,7 @@ def find_runs(paths: list[Path], ensemble: bool = False) -> list[Path]:
     for path in paths:
         path = Path(path)
         if ensemble:
-            from breastus_cli.engine.apply.inference import is_cv_dir
+            from breastus_cli.engine.runs.cvdir import is_cv_dir
 
             if not is_cv_dir(path):
                 raise InputError(f"--ensemble takes cross-validation folders ('breastus cv' "
@@ -211,48 +209,6 @@ def _p_malignant(loaded: Any, images: list[str], batch_size: int) -> np.ndarray:
     from breastus_cli.engine.stats.metrics import as_score
 
     return as_score(loaded.run_files(images, batch_size)[:, 1])  # as predictions.csv has it
-
-
-#: while an evaluation runs: each segmenter opened once, and its masks of an image list kept
-#: (the lesion crops, the fused classifier's descriptors and a lesion-centred partner's crops
-#: all need the same masks of the same cases)
-_MASKS: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar("breastus_masks", default=None)
-
-
-@contextmanager
-def mask_cache() -> Iterator[None]:
-    """Within this block ``predicted_masks`` runs a segmenter once per image list (nested blocks
-    share the outer one's cache; it is dropped when the outermost block ends)."""
-    token = _MASKS.set({}) if _MASKS.get() is None else None
-    try:
-        yield
-    finally:
-        if token is not None:
-            _MASKS.reset(token)
-
-
-def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
-                    threshold: float = 0.5, tta: str = "none") -> list[np.ndarray]:
-    """Lesion masks at each image's original size from a segmentation run (or a cv folder:
-    its fold ensemble); computed once per image list inside ``mask_cache()``."""
-    from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.apply.inference import open_run, to_original_size
-
-    memo = _MASKS.get()
-    run_key = (str(Path(seg_run).resolve()), tta)
-    key = (*run_key, tuple(image_paths), float(threshold))
-    if memo is not None and key in memo:
-        return memo[key]
-    loaded = memo.get(run_key) if memo is not None else None
-    if loaded is None:
-        loaded = open_run(seg_run, "seg", tta=tta)
-    probabilities = loaded.run_files(image_paths, batch_size)
-    method = loaded.postprocess.method  # the segmenter's own (RUN/postprocess.json)
-    masks = [to_original_size(prob, read_luminance(path).shape, threshold, method)[1]
-             for path, prob in zip(image_paths, probabilities)]
-    if memo is not None:
-        memo[run_key], memo[key] = loaded, masks
-    return masks
 
 
 def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_dir: Path,
@@ -367,7 +323,7 @@ def check_not_own_data(cv_dir: Path, data: Path, option: str = "--ensemble") -> 
     (the same path, manifest.csv or splits.csv by SHA-256): each fold model trained on the
     other folds' cases, so together they have seen every case."""
     from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash, manifest_path
-    from breastus_cli.engine.apply.inference import fold_runs
+    from breastus_cli.engine.runs.cvdir import fold_runs
 
     plan, members = fold_runs(cv_dir)
     data = Path(data)
@@ -389,7 +345,8 @@ def check_not_own_data(cv_dir: Path, data: Path, option: str = "--ensemble") -> 
 def ensemble_config(cv_dir: Path, data: Path) -> dict[str, Any]:
     """The configuration a fold ensemble is evaluated with: fold-0's settings (the folds share
     task, input size and roi), no fold, the evaluated dataset, and the folds it averages."""
-    from breastus_cli.engine.apply.inference import ensemble_threshold, fold_runs
+    from breastus_cli.engine.apply.inference import ensemble_threshold
+    from breastus_cli.engine.runs.cvdir import fold_runs
 
     check_not_own_data(cv_dir, data)
     plan, members = fold_runs(cv_dir)
@@ -415,7 +372,8 @@ def _command(settings: EvalSettings) -> str:
 def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
     import pandas as pd
 
-    from breastus_cli.engine.apply.inference import is_cv_dir, open_run
+    from breastus_cli.engine.apply.inference import open_run
+    from breastus_cli.engine.runs.cvdir import is_cv_dir
     from breastus_cli.engine.stats.metrics import classification_metrics, threshold_for_sensitivity
 
     data = _data_dir(settings, config)

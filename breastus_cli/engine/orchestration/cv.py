@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.engine.runs.cvdir import PLAN, fold_dir, fold_done, read_plan
 from breastus_cli.engine.runs.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 
-PLAN = "cv.json"
 SUMMARY = "summary.json"
 CLS_KEYS = ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
 SEG_KEYS = ("dice", "iou")
@@ -108,13 +108,6 @@ class CVSettings:
         check_plan_split(f"{option} {other}", plan, Path(self.train.data))
 
 
-def read_plan(out: Path, option: str = "", hint: str | None = None) -> dict[str, Any]:
-    """``out/cv.json``; exit 2 naming ``option`` when ``out`` is no cross-validation folder."""
-    if not (Path(out) / PLAN).is_file():
-        raise InputError(f"{option}{out} is not a cross-validation folder (no {PLAN})", hint=hint)
-    return json.loads((Path(out) / PLAN).read_text())
-
-
 @dataclass
 class CVResult:
     """Per-fold and pooled numbers of a cross-validation."""
@@ -159,37 +152,6 @@ def check_plan_split(name: str, plan: dict[str, Any], data: Path | None = None) 
         raise InputError(message)
 
 
-def _fold_dir(out: Path, k: int) -> Path:
-    return Path(out) / f"fold-{k}"
-
-
-def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
-              seg_cv: str | None = None) -> bool:
-    """Fold ``k`` trained and evaluated (with its fused classifier when ``fusion`` asks, and
-    that with a second classifier's score when ``partner``; with the masks of fold ``k`` of the
-    segmentation CV ``seg_cv`` when given)."""
-    run = _fold_dir(out, k)
-    config = run / "config.json"
-    metrics = run / "eval-test" / "metrics.json"
-    if not (config.is_file() and json.loads(config.read_text()).get("status") == "finished"
-            and metrics.is_file()):
-        return False
-    m = json.loads(metrics.read_text())
-    if seg_cv is not None:
-        masks = ((m.get("roi") or {}).get("crops_from")
-                 or (m.get("fusion") or {}).get("masks_from"))
-        if masks is not None and masks != f"segmentation run {_fold_dir(Path(seg_cv), k)}":
-            return False  # scored with another segmenter's masks: score it again
-    if fusion == "none":
-        return True
-    block = m.get("fusion")
-    from breastus_cli.engine.apply.fusion import threshold_current
-
-    # a fusion whose threshold was chosen by an older rule is fitted and scored again
-    return (block is not None and (not partner or "partner" in block)
-            and threshold_current(block.get("fitted_on")))
-
-
 #: the plan's keys of the fused classifier: fitted after training, so a finished CV takes them on
 FUSION_KEYS = ("fusion", "seg_cv", "fuse_with_cv")
 
@@ -232,7 +194,7 @@ def run_fold(out: Path, k: int) -> str:
     partner_cv = plan.get("fuse_with_cv")
     if fold_done(out, k, fusion, partner_cv is not None, plan.get("seg_cv")):
         return "skipped"
-    run = _fold_dir(out, k)
+    run = fold_dir(out, k)
     settings = SETTINGS_TYPES[plan["task"]].from_dict({**TRAIN_ADDED, **plan["train"]})
     settings.fold, settings.run_dir = k, run
     seg_run = None
@@ -241,13 +203,13 @@ def run_fold(out: Path, k: int) -> str:
         if not fold_done(Path(plan["seg_cv"]), k):
             raise InputError(f"fold {k} of --seg-cv {plan['seg_cv']} has not finished",
                              hint=f"finish 'breastus cv seg' there first (fold-{k})")
-        seg_run = _fold_dir(Path(plan["seg_cv"]), k)
+        seg_run = fold_dir(Path(plan["seg_cv"]), k)
     partner = None
     if partner_cv:
         if not fold_done(Path(partner_cv), k):
             raise InputError(f"fold {k} of --fuse-with-cv {partner_cv} has not finished",
                              hint=f"finish 'breastus cv cls' there first (fold-{k})")
-        partner = _fold_dir(Path(partner_cv), k)
+        partner = fold_dir(Path(partner_cv), k)
     config = run / "config.json"
     state = json.loads(config.read_text()).get("status") if config.is_file() else None
     trained = state != "finished"
@@ -389,12 +351,12 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
     done = [k for k in range(plan["folds"]) if fold_done(out, k)]
     if not done and not allow_partial:
         raise WorkError(f"no finished fold in {out}")
-    fold_metrics = [json.loads((_fold_dir(out, k) / "eval-test/metrics.json").read_text())
+    fold_metrics = [json.loads((fold_dir(out, k) / "eval-test/metrics.json").read_text())
                     for k in done]
     summary: dict[str, Any] = {"task": plan["task"], "folds": plan["folds"],
                                "folds_done": done, "metrics": {}}
     if done and plan["task"] == "cls":
-        frames = [pd.read_csv(_fold_dir(out, k) / "eval-test/predictions.csv").assign(fold=k)
+        frames = [pd.read_csv(fold_dir(out, k) / "eval-test/predictions.csv").assign(fold=k)
                   for k in done]
         pooled_frame = pd.concat(frames, ignore_index=True)
         with atomic_path(out / "oof_predictions.csv") as tmp:
@@ -442,7 +404,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
     elif done:
         from breastus_cli.engine.stats.seg_metrics import dataset_metrics
 
-        frames = [pd.read_csv(_fold_dir(out, k) / "eval-test/per_case.csv").assign(fold=k)
+        frames = [pd.read_csv(fold_dir(out, k) / "eval-test/per_case.csv").assign(fold=k)
                   for k in done]
         pooled_frame = pd.concat(frames, ignore_index=True)
         with atomic_path(out / "oof_per_case.csv") as tmp:
@@ -461,7 +423,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
             summary["by_dataset"] = per_dataset
         summary["n"] = int(len(pooled_frame))
     summary["seconds_training"] = round(sum(
-        float(json.loads((_fold_dir(out, k) / "config.json").read_text())
+        float(json.loads((fold_dir(out, k) / "config.json").read_text())
               .get("result", {}).get("seconds_this_process", 0.0)) for k in done), 1)
     write_json(out / SUMMARY, summary)  # summary.md: reports.cv.write_summary
     return CVResult(out=out, task=plan["task"], summary=summary, folds_done=len(done),

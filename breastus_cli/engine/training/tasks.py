@@ -21,19 +21,10 @@ from breastus_cli.engine.runs.rundir import MODEL, read_config
 from breastus_cli.engine.runs.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.errors import InputError, UsageError
 from breastus_cli.models import weights as weight_files
+from breastus_cli.models.cls_objectives import MalignantAUC
 from breastus_cli.models.safe_load import check_model_file, load_keras_model
 
 keras = backend.keras()
-
-
-@keras.saving.register_keras_serializable(package="breastus")
-class MalignantAUC(keras.metrics.AUC):
-    """ROC AUC of the malignant-class probability, from sparse labels and softmax outputs."""
-
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        tf = backend.tf()
-        y_true = tf.reshape(tf.cast(y_true, tf.float32), [-1])
-        return super().update_state(y_true, y_pred[:, 1], sample_weight=None)
 
 
 #: The settings dataclass a task works with (ClsSettings, SegSettings).
