@@ -301,7 +301,7 @@ def test_an_evaluation_runs_its_segmenter_once_per_image_list(seg_run, learn_dat
     inside one evaluation (``mask_cache``) the segmenter is opened once and each image list
     segmented once; outside it every call segments again (a retrained segmenter is never
     served stale masks)."""
-    from breastus_cli.engine.evaluation import evaluate as ev
+    from breastus_cli.engine.apply import masks as ev
     from breastus_cli.engine.apply import inference
 
     paths = sorted(str(p) for p in (learn_data / "seg/images").glob("*.png"))
