@@ -67,9 +67,6 @@ BUILTIN_FUNCTION_MODULES = ("activations", "constraints", "initializers", "losse
 #: segmentation-models is imported (``swish``, ``FixedDropout``).
 CUSTOM_OBJECTS = {
     ("breastus_cli.models.cls_objectives", "MalignantAUC"): "breastus>MalignantAUC",
-    # where MalignantAUC lived until engine/ was split into rooms: run folders trained before
-    # name this module in their model.keras's compile_config
-    ("breastus_cli.engine.tasks", "MalignantAUC"): "breastus>MalignantAUC",
     ("breastus_cli.models.seg_objectives", "SegLoss"): "breastus>SegLoss",
     ("breastus_cli.models.seg_objectives", "MeanOverlap"): "breastus>MeanOverlap",
     ("efficientnet.model", "FixedDropout"): "FixedDropout",
