@@ -9,7 +9,7 @@ segmenter, writing one row per image as soon as its batch is done.
 
 Decoding runs ahead in threads (bounded); two batches can be in the model at once (Keras
 engine) and a batch's rows are made in one more thread. The models are applied through
-engine/inference.py (evaluate's path too): the training pipeline's resize, a compiled function
+engine/apply/inference.py (evaluate's path too): the training pipeline's resize, a compiled function
 (Keras) or a TFLite interpreter with XNNPACK, outputs back at the original size, lesion crops
 from the mask.
 """

@@ -40,9 +40,9 @@ class EvalSettings:
     seg_run: Path | None = None  # lesion-centred classifiers: crops from this segmenter
     ensemble: bool = False  # run_dir is a cv folder scored as one model (its fold ensemble)
     tta: str = "none"  # test-time augmentation: none or flip (inference.with_tta)
-    fusion: str = "none"  # "descriptors": fit the run's fused classifier (engine/fusion.py)
+    fusion: str = "none"  # "descriptors": fit the run's fused classifier (engine/apply/fusion.py)
     fuse_with: Path | None = None  # a second classifier run whose score the combiner also takes
-    #: a segmenter's mask post-processing: None = the run's (engine/postprocess.py, chosen on
+    #: a segmenter's mask post-processing: None = the run's (engine/apply/postprocess.py, chosen on
     #: its validation cases the first time), or one of postprocess.METHODS forced
     postprocess: str | None = None
 
@@ -412,7 +412,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         extra["roi_source"] = crops_from if source == "seg" else ORACLE_ROI
         extra["roi"] = {"crops_from": crops_from, "oracle": source == "gt",
                         "lesion_found": int(sum(found or [])), "n": int(len(frame))}
-        if source == "seg":  # the segmenter's mask post-processing (engine/postprocess.py)
+        if source == "seg":  # the segmenter's mask post-processing (engine/apply/postprocess.py)
             from breastus_cli.engine.apply import postprocess
 
             extra["roi"]["mask_postprocess"] = postprocess.of(settings.seg_run).method

@@ -13,12 +13,13 @@ Every exported model takes what the Keras model takes: (N, S, S, 1) float32 pixe
 preprocessing is inside the model.
 
 This module runs an export; the parts live where they belong:
-    engine/export_inputs.py   the agreement samples (test split) and int8 calibration set
+    export/export_inputs.py   the agreement samples (test split) and int8 calibration set
                               (training split), lesion crops for --roi mask classifiers
-    engine/convert.py         Keras -> TFLite bytes / inference SavedModel (and fallbacks)
-    engine/agreement.py       tolerances, the agreement measurement and its verdict
-    engine/inference.py       the runtime (:class:`TFLiteModel`, float or int8, XNNPACK) and
+    export/convert.py         Keras -> TFLite bytes / inference SavedModel (and fallbacks)
+    export/agreement.py       tolerances, the agreement measurement and its verdict
+    apply/inference.py        the runtime (:class:`TFLiteModel`, float or int8, XNNPACK) and
                               the one inference path of evaluate and predict
+(paths under breastus_cli/engine/).
 Their public names are re-exported here.
 """
 
@@ -275,7 +276,7 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
         "threshold": threshold,
         "threshold_source": threshold_source,
         "threshold_rule": THRESHOLD_RULE,
-        # a segmenter's mask post-processing (engine/postprocess.py; predict reads this)
+        # a segmenter's mask post-processing (engine/apply/postprocess.py; predict reads this)
         **({"postprocess": pp.method, "postprocess_source": pp.source} if pp else {}),
         "source_run": str(run_dir.resolve()),
         "source_model": MODEL,

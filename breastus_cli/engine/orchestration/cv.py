@@ -47,7 +47,7 @@ class CVSettings:
     n_bootstrap: int = 2000
     slurm: SlurmOptions | None = None
     seg_cv: Path | None = None  # fold K's segmenter: lesion crops and/or descriptors
-    fusion: str = "none"  # "descriptors": CNN score + lesion descriptors (engine/fusion.py)
+    fusion: str = "none"  # "descriptors": CNN score + lesion descriptors (engine/apply/fusion.py)
     fuse_with_cv: Path | None = None  # fold K's fusion also takes this cv's fold K classifier
 
     def validate(self) -> None:
