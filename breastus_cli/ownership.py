@@ -9,6 +9,7 @@ that holds one of breastus's own marker files, recognised by its content, not ju
     cv        CV_DIR/cv.json         task, folds, train
     sweep     SWEEP/sweep.json       task, trials, train
     split     DATA/split/split.json  format "breastus-split"
+    compare   OUT/compare.json       format "breastus-compare"
 
 An empty or missing folder is always free. Everything else is refused with exit 2 naming the
 folder, and nothing there is touched.
@@ -26,6 +27,7 @@ from breastus_cli.errors import InputError, UsageError
 
 PREDICT_FORMAT = "breastus-predict"
 SPLIT_FORMAT = "breastus-split"
+COMPARE_FORMAT = "breastus-compare"
 
 
 def _is_dataset(data: dict[str, Any]) -> bool:
@@ -53,6 +55,10 @@ def _is_split(data: dict[str, Any]) -> bool:
     return data.get("format") == SPLIT_FORMAT
 
 
+def _is_compare(data: dict[str, Any]) -> bool:
+    return data.get("format") == COMPARE_FORMAT
+
+
 #: kind -> (marker file name, test of its parsed content)
 MARKERS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "dataset": ("prepare.json", _is_dataset),
@@ -61,6 +67,7 @@ MARKERS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "cv": ("cv.json", _is_cv),
     "sweep": ("sweep.json", _is_sweep),
     "split": ("split.json", _is_split),
+    "compare": ("compare.json", _is_compare),
 }
 
 
