@@ -242,7 +242,7 @@ def test_read_threshold_one_rule(tmp_path):
 
 
 def test_evaluate_predict_and_export_share_the_run_threshold(tiny, tmp_path, capsys):
-    from breastus_cli.engine.export.export import export
+    from breastus_cli.engine.export import export
     from breastus_cli.engine.apply.inference import open_run
 
     data, run = own_copy(tiny, tmp_path)
@@ -294,7 +294,7 @@ def test_ground_truth_crops_are_labelled_an_oracle(tiny, tmp_path, capsys):
 # ---- export: a failing agreement check replaces nothing ------------------------------------
 def test_failing_export_keeps_the_previous_one_and_force_keeps_it(tiny, tmp_path, capsys,
                                                                   monkeypatch):
-    from breastus_cli.engine.export.export import export
+    from breastus_cli.engine.export import export
 
     data, run = own_copy(tiny, tmp_path)
     code, _, err = cli(capsys, "export", str(run))
