@@ -3,7 +3,7 @@ image list (``evaluate.mask_cache``, what ``breastus evaluate`` does) against on
 cache switched off: the crops, the fused classifier's descriptors and a lesion-centred
 partner's crops each run the segmenter again, as before 2026-11-30).
 
-    with cache    breastus_cli.engine.evaluate.evaluate(EvalSettings(RUN, seg_run=SEG,
+    with cache    breastus_cli.engine.evaluation.evaluate.evaluate(EvalSettings(RUN, seg_run=SEG,
                   fusion="descriptors", fuse_with=PARTNER, target_sensitivity=0.9))
     without       the same, with ``mask_cache`` replaced by a block that caches nothing
 
@@ -52,8 +52,8 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
 
-    from breastus_cli.engine import evaluate as ev
-    from breastus_cli.engine import inference
+    from breastus_cli.engine.evaluation import evaluate as ev
+    from breastus_cli.engine.apply import inference
 
     passes = {"n": 0}
     real_open = inference.open_run

@@ -86,8 +86,8 @@ def _run(args: argparse.Namespace, paths: list[str], labels: np.ndarray, classes
          data: Path) -> list[str]:
     from breastus_cli import backend
     from breastus_cli.data.pipeline import Augment, load_arrays, make_dataset
-    from breastus_cli.engine.settings import ClsSettings
-    from breastus_cli.engine.tasks import ClassificationTask
+    from breastus_cli.engine.runs.settings import ClsSettings
+    from breastus_cli.engine.training.tasks import ClassificationTask
     from breastus_cli.models.classifiers import build_classifier
 
     tf = backend.tf()

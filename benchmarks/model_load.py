@@ -50,7 +50,7 @@ def _load(loader: str, path: Path) -> None:
 
     keras = backend.keras()
     backend.sm()  # the encoders' objects registered, as breastus's loader has them
-    from breastus_cli.engine import tasks  # noqa: F401  (breastus's registered objects)
+    from breastus_cli.engine.training import tasks  # noqa: F401  (breastus's registered objects)
     from breastus_cli.models.safe_load import load_keras_model
 
     start = time.perf_counter()

@@ -17,7 +17,7 @@ synthetic source PNGs (400-800 px, RGBA/tinted like the real archive), cycled un
 (hard links; 10N reuses them the same way).
 
 Where predict falls short of the forward pass, an in-process run of
-`breastus_cli.engine.predict.predict` with timers around its parts (waiting for the decode
+`breastus_cli.engine.apply.predict.predict` with timers around its parts (waiting for the decode
 threads, the per-image resize, the model, writing rows) says where the time goes.
 
 Run: .venv/bin/python benchmarks/predict_throughput.py [--n 200] [--scale 10] [--repeat 3]
@@ -128,7 +128,7 @@ def _preload(folder: Path, size: int) -> np.ndarray:
     """The folder's scans decoded and resized exactly as predict does."""
     from breastus_cli import backend
     from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.predict import _resized
+    from breastus_cli.engine.apply.predict import _resized
 
     tf = backend.tf()
     files = sorted(folder.iterdir())
@@ -139,7 +139,7 @@ def _keras_forward(run: Path, images: np.ndarray, batch: int) -> tuple[Any, list
     """The run's model in the compiled function predict builds (input_signature
     [None, S, S, 1]), and ``images`` as tf.constant batches for it."""
     from breastus_cli import backend
-    from breastus_cli.engine.inference import load_model
+    from breastus_cli.engine.apply.inference import load_model
 
     tf = backend.tf()
     size = images.shape[1]
@@ -152,7 +152,7 @@ def _keras_forward(run: Path, images: np.ndarray, batch: int) -> tuple[Any, list
 def _forward_rates(run: Path, images: np.ndarray, batch: int, repeat: int) -> dict[str, dict]:
     """images/s of each engine's own forward pass over preloaded batches (median of repeats,
     after one warm pass), interleaved so machine load hits all alike."""
-    from breastus_cli.engine.export import TFLiteModel
+    from breastus_cli.engine.export.export import TFLiteModel
 
     forward, tensors = _keras_forward(run, images, batch)
     arrays = [np.ascontiguousarray(images[i:i + batch]) for i in range(0, len(images), batch)]
@@ -268,7 +268,7 @@ RESIZE_THREADS = ("resize (imaging.resize_grey, PIL bilinear) in the decoding th
 
 def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dict[str, float]:
     """An in-process predict() with timers around its parts; seconds per part and in all."""
-    import breastus_cli.engine.predict as P
+    import breastus_cli.engine.apply.predict as P
 
     timers: dict[str, float] = defaultdict(float)
     originals = (P._resized, P._open_model, P._batches, P._Appender.write)
@@ -341,7 +341,7 @@ def _serial_costs(folder: Path, size: int, limit: int) -> dict[str, float]:
     """Seconds per image of each step run alone, one thread: decode (PIL, luminance), resize."""
     from breastus_cli import backend
     from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.predict import _resized
+    from breastus_cli.engine.apply.predict import _resized
 
     tf = backend.tf()
     files = sorted(folder.iterdir())[:limit]
@@ -420,7 +420,7 @@ def _run(args: argparse.Namespace, work: Path) -> str:
     tf = backend.tf()
     run, scans = _setup(work, args)
     if args.run is not None:
-        from breastus_cli.engine.rundir import read_config
+        from breastus_cli.engine.runs.rundir import read_config
 
         args.img_size = int(read_config(run)["settings"]["img_size"])
     n, big = args.n, args.n * args.scale
@@ -462,7 +462,7 @@ def _run(args: argparse.Namespace, work: Path) -> str:
     # 2b. the segmenter through predict --seg-run, the same way (Keras engine)
     seg: dict | None = None
     if args.seg_run is not None:
-        from breastus_cli.engine.rundir import read_config
+        from breastus_cli.engine.runs.rundir import read_config
 
         seg_size = int(read_config(args.seg_run)["settings"]["img_size"])
         seg_forward = _seg_forward(args.seg_run, _preload(small_dir, seg_size),

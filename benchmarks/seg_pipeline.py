@@ -92,8 +92,8 @@ def main() -> None:
 def _run(args: argparse.Namespace, paths: list[str], masks: list[str]) -> list[str]:
     from breastus_cli import backend
     from breastus_cli.data.pipeline import Augment, make_dataset
-    from breastus_cli.engine.settings import SegSettings
-    from breastus_cli.engine.tasks import SegmentationTask
+    from breastus_cli.engine.runs.settings import SegSettings
+    from breastus_cli.engine.training.tasks import SegmentationTask
     from breastus_cli.models.segmenters import build_unet
 
     tf = backend.tf()

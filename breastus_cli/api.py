@@ -42,9 +42,9 @@ if TYPE_CHECKING:  # heavy imports for type checkers only
 
     from breastus_cli.data.prepare import PrepareResult
     from breastus_cli.data.split import SplitResult
-    from breastus_cli.engine.evaluate import EvalResult
-    from breastus_cli.engine.predict import PredictResult
-    from breastus_cli.engine.train import TrainResult
+    from breastus_cli.engine.evaluation.evaluate import EvalResult
+    from breastus_cli.engine.apply.predict import PredictResult
+    from breastus_cli.engine.training.train import TrainResult
 
 __all__ = ["Evaluation", "MaskFiles", "OptionError", "Predictions", "evaluate", "predict",
            "prepare", "split", "train", "train_cls", "train_seg"]
@@ -138,14 +138,14 @@ def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = 
           on_epoch: Callable[..., None] | None = None, **options: Any) -> TrainResult:
     """``breastus train-cls`` (``task="cls"``) or ``train-seg`` (``"seg"``) into a run directory.
 
-    Options are :class:`~breastus_cli.engine.settings.ClsSettings` /
-    :class:`~breastus_cli.engine.settings.SegSettings` fields (model, weights, epochs, lr,
+    Options are :class:`~breastus_cli.engine.runs.settings.ClsSettings` /
+    :class:`~breastus_cli.engine.runs.settings.SegSettings` fields (model, weights, epochs, lr,
     img_size, run_dir, ...). ``resume=RUN_DIR`` continues an interrupted run with its own
     settings. Returns the result (``run_dir``, ``best_epoch``, ``history``, ...).
 
     >>> api.train("cls", "data/breast", model="smallcnn", weights="none", epochs=2).run_dir  # doctest: +SKIP
     """
-    from breastus_cli.engine.settings import SETTINGS_TYPES as types
+    from breastus_cli.engine.runs.settings import SETTINGS_TYPES as types
 
     if task not in types:
         raise UsageError(f"train() task must be 'cls' or 'seg' (got {task!r})")
@@ -153,9 +153,9 @@ def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = 
     if resume is None:
         settings.validate()  # bad options fail before TensorFlow loads
     _configure()
-    from breastus_cli.engine import tasks
-    from breastus_cli.engine.train import resume_settings
-    from breastus_cli.engine.train import train as run
+    from breastus_cli.engine.training import tasks
+    from breastus_cli.engine.training.train import resume_settings
+    from breastus_cli.engine.training.train import train as run
 
     if resume is not None:
         settings = resume_settings(_valid("train", "resume", resume, Path), types[task])
@@ -204,7 +204,7 @@ def evaluate(run: PathLike, **options: Any) -> Evaluation:
     0.83
     """
     from breastus_cli.atomic import _json_safe
-    from breastus_cli.engine.evaluate import EvalSettings, find_runs
+    from breastus_cli.engine.evaluation.evaluate import EvalSettings, find_runs
 
     runs = find_runs([_valid("evaluate", "run", run, Path)],
                      ensemble=bool(options.get("ensemble")))  # a cv folder, whole
@@ -213,7 +213,7 @@ def evaluate(run: PathLike, **options: Any) -> Evaluation:
     settings = _build("evaluate", EvalSettings, {"run_dir": runs[0]}, options)
     settings.validate()
     _configure()
-    from breastus_cli.engine.evaluate import evaluate as run_evaluation
+    from breastus_cli.engine.evaluation.evaluate import evaluate as run_evaluation
     from breastus_cli.reports import evaluation
 
     result = run_evaluation(settings)
@@ -290,7 +290,7 @@ def predict(inputs: PathLike | Sequence[PathLike], out: PathLike | None = None,
     >>> res = api.predict("scans/", cls_run="runs/cls/mnv2", seg_run="runs/seg/unet")  # doctest: +SKIP
     >>> res.predictions[["path", "p_malignant", "label"]], res.masks[0].shape  # doctest: +SKIP
     """
-    from breastus_cli.engine.predict import ERRORS, PREDICTIONS, PredictSettings
+    from breastus_cli.engine.apply.predict import ERRORS, PREDICTIONS, PredictSettings
 
     paths = [inputs] if isinstance(inputs, (str, Path)) else inputs
     if out is not None:
@@ -304,7 +304,7 @@ def predict(inputs: PathLike | Sequence[PathLike], out: PathLike | None = None,
             "inputs": paths, "out": target, "cls_run": cls_run, "seg_run": seg_run}, options)
         settings.validate()
         _configure()
-        from breastus_cli.engine.predict import predict as run
+        from breastus_cli.engine.apply.predict import predict as run
 
         result = run(settings, on_progress=on_progress)
         table, errors = _read_csv(target / PREDICTIONS), _read_csv(target / ERRORS)

@@ -12,6 +12,7 @@ just its name:
     split     DATA/split/split.json   format "breastus-split"
     synth     OUT/synth.json          format "breastus-synth"
     export    OUT/metadata.json       format tflite/savedmodel, exports, source_model_sha256
+    compare   OUT/compare.json        format "breastus-compare"
 
 (evaluate writes RUN/eval-*/ inside a run or cross-validation folder it claimed as such.)
 
@@ -35,6 +36,7 @@ PREDICT_FORMAT = "breastus-predict"
 SPLIT_FORMAT = "breastus-split"
 SYNTH_FORMAT = "breastus-synth"
 EXPORT_FORMATS = ("tflite", "savedmodel")
+COMPARE_FORMAT = "breastus-compare"
 
 
 def _is_dataset(data: dict[str, Any]) -> bool:
@@ -69,6 +71,8 @@ def _is_synth(data: dict[str, Any]) -> bool:
 def _is_export(data: dict[str, Any]) -> bool:
     return (data.get("format") in EXPORT_FORMATS and isinstance(data.get("exports"), dict)
             and "source_model_sha256" in data)
+def _is_compare(data: dict[str, Any]) -> bool:
+    return data.get("format") == COMPARE_FORMAT
 
 
 #: kind -> (marker file name, test of its parsed content)
@@ -81,6 +85,7 @@ MARKERS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "split": ("split.json", _is_split),
     "synth": ("synth.json", _is_synth),
     "export": ("metadata.json", _is_export),
+    "compare": ("compare.json", _is_compare),
 }
 
 

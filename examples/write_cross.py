@@ -643,10 +643,8 @@ def average_row(label: str, tested: str, a: Path, b: Path, column: str,
     before looking; nothing fitted): AUC with its bootstrap CI and the paired bootstrap CI of its
     gain over the better model alone. None when either model's predictions are missing."""
     import numpy as np
-    from sklearn.metrics import roc_auc_score
 
-    from breastus_cli.engine.bootstrap import percentile_ci, resample_counts
-    from breastus_cli.engine.metrics import _weighted_auc  # many resamples, one sort each
+    from breastus_cli.engine.stats.paired import paired_auc
 
     first, second = _predictions(a), _predictions(b)
     if first is None or second is None or column not in first or column not in second:
@@ -658,20 +656,16 @@ def average_row(label: str, tested: str, a: Path, b: Path, column: str,
         return None  # not the same cases: no case-by-case average
     y = both["y_true"].to_numpy()
     singles = [both[column].to_numpy(), both[f"{column}_b"].to_numpy()]
-    single_aucs = [roc_auc_score(y, p) for p in singles]
+    first_alone = paired_auc(y, singles[0], singles[1], n_bootstrap=0)
+    single_aucs = [first_alone.auc_a, first_alone.auc_b]
     mean = (singles[0] + singles[1]) / 2
     better = singles[int(np.argmax(single_aucs))]
-    aucs, gains = [], []
-    for block in resample_counts(len(y), n_bootstrap, np.random.default_rng(0), strata=y):
-        aucs.append(_weighted_auc(y, mean, block))
-        gains.append(aucs[-1] - _weighted_auc(y, better, block))
-    auc = roc_auc_score(y, mean)
-    gain = auc - max(single_aucs)
-    lo, hi = percentile_ci(np.concatenate(aucs), 0.95)
-    glo, ghi = percentile_ci(np.concatenate(gains), 0.95)
-    return (f"| {label} | {tested} | {len(y)} | {auc:.3f} ({lo:.3f}–{hi:.3f}) | "
+    # B = the average, A = the better model alone: the gain is B - A, paired over the same cases
+    gain = paired_auc(y, better, mean, n_bootstrap)
+    (lo, hi), (glo, ghi) = gain.ci_b, gain.ci_difference
+    return (f"| {label} | {tested} | {len(y)} | {gain.auc_b:.3f} ({lo:.3f}–{hi:.3f}) | "
             f"{single_aucs[0]:.3f} / {single_aucs[1]:.3f} | "
-            f"{gain:+.3f} ({glo:+.3f} to {ghi:+.3f}) |")
+            f"{gain.difference:+.3f} ({glo:+.3f} to {ghi:+.3f}) |")
 
 
 def average_section(work: Path, breast_cv: Path, roi_run: Path,

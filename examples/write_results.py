@@ -72,20 +72,15 @@ def tta_section(label: str, folder: Path, n_bootstrap: int = 2000) -> list[str]:
     """AUC with and without flip TTA on the same out-of-fold cases, the paired bootstrap CI of
     the difference, and sensitivity/specificity at each fold's validation threshold (chosen
     without TTA)."""
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    from breastus_cli.engine.bootstrap import percentile_ci, resample_counts
+    from breastus_cli.engine.stats.paired import paired_auc
 
     plain = _pooled_fold_csv(folder, "eval-test/predictions.csv")
     flip = _pooled_fold_csv(folder, "eval-test-tta-flip/predictions.csv")
     both = plain.merge(flip, on=["case_id", "fold"], suffixes=("", "_tta"))
     y = both["y_true"].to_numpy()
     p0, p1 = both["p_malignant"].to_numpy(), both["p_malignant_tta"].to_numpy()
-    diffs = [roc_auc_score(y, p1, sample_weight=w) - roc_auc_score(y, p0, sample_weight=w)
-             for block in resample_counts(len(y), n_bootstrap, np.random.default_rng(0),
-                                          strata=y) for w in block]
-    lo, hi = percentile_ci(np.asarray(diffs), 0.95)
+    tta = paired_auc(y, p0, p1, n_bootstrap)  # B (with TTA) - A (without), paired
+    lo, hi = tta.ci_difference
 
     def rates(pred):
         return (f"{(pred[y == 1] == 1).mean():.3f} / {(pred[y == 0] == 0).mean():.3f}")
@@ -95,11 +90,11 @@ def tta_section(label: str, folder: Path, n_bootstrap: int = 2000) -> list[str]:
             "each image's score with its mirror image's (`evaluate --tta flip`). Thresholds are "
             "each fold's, chosen on its validation cases without TTA.", "",
             "| | AUC | sensitivity / specificity |", "|---|---:|---:|",
-            f"| without TTA | {roc_auc_score(y, p0):.3f} | "
+            f"| without TTA | {tta.auc_a:.3f} | "
             f"{rates(both['y_pred'].to_numpy())} |",
-            f"| with flip TTA | {roc_auc_score(y, p1):.3f} | "
+            f"| with flip TTA | {tta.auc_b:.3f} | "
             f"{rates(both['y_pred_tta'].to_numpy())} |", "",
-            f"AUC gain {roc_auc_score(y, p1) - roc_auc_score(y, p0):+.3f} (95% CI "
+            f"AUC gain {tta.difference:+.3f} (95% CI "
             f"{lo:+.3f} to {hi:+.3f}, paired class-stratified bootstrap over the "
             f"{len(y)} cases)."]
 
@@ -110,7 +105,7 @@ def descriptor_section(folder: Path) -> list[str]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from breastus_cli.engine.descriptors import DESCRIPTORS, agreement
+    from breastus_cli.engine.stats.descriptors import DESCRIPTORS, agreement
 
     table = _pooled_fold_csv(folder, "eval-test/descriptors.csv")
     y = (table["label"] == "malignant").to_numpy().astype(int)

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-cb = pytest.importorskip("breastus_cli.engine.callbacks")
+cb = pytest.importorskip("breastus_cli.engine.training.callbacks")
 
 
 class _Model:

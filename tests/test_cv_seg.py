@@ -260,7 +260,7 @@ def test_a_segmentation_cv_predicts_and_evaluates_as_its_fold_ensemble(cv_seg, l
     """A 'cv seg' folder as one segmenter: the mean of its fold models' probability maps, in
     predict and in evaluate --ensemble on another dataset (never on its own)."""
     cv_seg = copy_run(cv_seg, tmp_path / "cv-seg")  # evaluate writes into it
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.apply.inference import open_run
 
     scans = tmp_path / "scans"
     scans.mkdir()

@@ -13,7 +13,7 @@ from conftest import copy_run, run_cli
 from PIL import Image
 from skimage.draw import disk, ellipse, polygon
 
-from breastus_cli.engine.descriptors import (
+from breastus_cli.engine.stats.descriptors import (
     ALL_COLUMNS,
     DESCRIPTORS,
     describe,
@@ -232,8 +232,8 @@ def test_predict_writes_descriptor_columns(learn_data, seg_run, tmp_path):
 
 
 def test_predict_descriptor_cells_empty_where_no_lesion_or_no_pixel_size():
-    from breastus_cli.engine.descriptors import describe_both_units
-    from breastus_cli.engine.predict import COLUMNS, _descriptor_cells
+    from breastus_cli.engine.stats.descriptors import describe_both_units
+    from breastus_cli.engine.apply.predict import COLUMNS, _descriptor_cells
 
     image = np.full((60, 80), 120, np.uint8)
     none = _descriptor_cells(describe_both_units(np.zeros((60, 80), bool), image, 0.1))

@@ -33,7 +33,7 @@ def cv_dir(cv_data, tmp_path_factory) -> Path:
     the folder 'breastus cv cls' writes (cv.json, fold-K runs evaluated on their fold), made
     fold by fold with train-cls --fold K and evaluate --target-sensitivity."""
     from breastus_cli.atomic import write_json
-    from breastus_cli.engine.rundir import data_record
+    from breastus_cli.engine.runs.rundir import data_record
 
     out = tmp_path_factory.mktemp("ens") / "cv"
     for k in range(FOLDS):
@@ -67,7 +67,7 @@ def _folds(cv: Path) -> list[Path]:
 
 
 def test_ensemble_output_is_the_mean_of_the_fold_models(cv_dir):
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.apply.inference import open_run
 
     x = _batch()
     ensemble = open_run(cv_dir, "cls")
@@ -84,7 +84,7 @@ def test_ensemble_output_is_the_mean_of_the_fold_models(cv_dir):
 
 
 def test_tta_flip_is_the_mean_over_the_mirror_image(cv_dir):
-    from breastus_cli.engine.inference import open_run, with_tta
+    from breastus_cli.engine.apply.inference import open_run, with_tta
 
     x = _batch(seed=1)
     for source in (cv_dir / "fold-0", cv_dir):  # a single run and an ensemble alike
@@ -98,7 +98,7 @@ def test_tta_flip_is_the_mean_over_the_mirror_image(cv_dir):
 
 
 def test_tta_flip_flips_a_segmenters_map_back():
-    from breastus_cli.engine.inference import LoadedRun, with_tta
+    from breastus_cli.engine.apply.inference import LoadedRun, with_tta
 
     ramp = np.linspace(0.0, 1.0, 16, dtype=np.float32)[None, None, :, None]
 
@@ -140,7 +140,7 @@ def test_predict_with_a_cv_folder_records_every_fold_model(cv_dir, other_data, t
         file_sha256(f / "model.keras") for f in _folds(cv_dir)]
     assert models["sha256"]
     # the ensemble's threshold (the median of the folds') labels the rows
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.apply.inference import open_run
 
     assert rows["threshold"].iloc[0] == pytest.approx(open_run(cv_dir, "cls").threshold)
     # --resume with another tta is refused, like another model
@@ -163,7 +163,7 @@ def test_evaluate_ensemble_refuses_the_cvs_own_data(cv_dir, cv_data, synth_data)
 
 
 def test_evaluate_ensemble_on_another_dataset(cv_dir, other_data):
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.apply.inference import open_run
 
     proc = run_cli("evaluate", str(cv_dir), "--ensemble", "--data", str(other_data),
                    "--split", "all", "--bootstrap", "50")
@@ -207,7 +207,7 @@ def test_a_cv_with_an_unfinished_fold_is_refused(cv_dir, other_data, tmp_path):
 
 
 def test_folds_trained_differently_or_without_export_are_refused(cv_dir, tmp_path):
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.apply.inference import open_run
     from breastus_cli.errors import InputError
 
     cv = Path(shutil.copytree(cv_dir, tmp_path / "cv"))

@@ -39,7 +39,7 @@ def _test_images(learn_data: Path, n: int = 32) -> np.ndarray:
 
 
 def _keras_outputs(run: Path, images: np.ndarray) -> np.ndarray:
-    from breastus_cli.engine.inference import load_model
+    from breastus_cli.engine.apply.inference import load_model
 
     model = load_model(run)
     return np.concatenate([model(images[i:i + 16], training=False).numpy()
@@ -69,7 +69,7 @@ def _no_leftovers(folder: Path) -> None:
 def test_float_tflite_agrees_with_keras_and_metadata_says_how_to_use_it(
         cls_export_run, cls_reference):
     from breastus_cli import __version__
-    from breastus_cli.engine.export import TFLiteModel, read_export_metadata
+    from breastus_cli.engine.export.export import TFLiteModel, read_export_metadata
 
     meta = _export(cls_export_run)
     export = cls_export_run / "export"
@@ -104,7 +104,7 @@ def test_float_tflite_agrees_with_keras_and_metadata_says_how_to_use_it(
 
 def test_tflite_runner_batches_of_any_size_give_the_same_per_image_outputs(
         cls_export_run, cls_reference):
-    from breastus_cli.engine.export import MAX_BATCH, TFLiteModel
+    from breastus_cli.engine.export.export import MAX_BATCH, TFLiteModel
     from breastus_cli.errors import InputError
 
     model_file = cls_export_run / "export" / "model.tflite"
@@ -125,7 +125,7 @@ def test_tflite_runner_batches_of_any_size_give_the_same_per_image_outputs(
         lite.predict(np.zeros((2, 32, 32, 1), np.float32))
     # predict puts two batches in a model at once only where its runner allows it: a Keras
     # model's compiled function, never a TFLite interpreter (one set of tensors)
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.apply.inference import open_run
 
     assert open_run(cls_export_run).concurrent is True
     assert open_run(cls_export_run, engine="tflite").concurrent is False
@@ -133,7 +133,7 @@ def test_tflite_runner_batches_of_any_size_give_the_same_per_image_outputs(
 
 
 def test_float16_is_smaller_and_agrees_within_its_tolerance(cls_export_run, cls_reference):
-    from breastus_cli.engine.export import TFLiteModel
+    from breastus_cli.engine.export.export import TFLiteModel
 
     meta = _export(cls_export_run, "--quantize", "float16")
     export = cls_export_run / "export"
@@ -153,7 +153,7 @@ def test_int8_full_integer_agrees_on_the_label_for_most_test_images(
         cls_export_run, cls_reference, learn_data):
     from breastus_cli import backend
     from breastus_cli.data.split import select_cases
-    from breastus_cli.engine.export import TFLiteModel
+    from breastus_cli.engine.export.export import TFLiteModel
 
     meta = _export(cls_export_run, "--quantize", "int8", "--representative", "40",
                    "--samples", "20")
@@ -219,8 +219,8 @@ def test_savedmodel_loads_with_tf_and_gives_the_same_outputs(cls_export_run, cls
 
 
 def test_every_conversion_path_gives_the_same_model(cls_export_run, cls_reference, tmp_path):
-    from breastus_cli.engine.export import CONVERSION_METHODS, TFLiteModel, convert_tflite
-    from breastus_cli.engine.inference import load_model
+    from breastus_cli.engine.export.export import CONVERSION_METHODS, TFLiteModel, convert_tflite
+    from breastus_cli.engine.apply.inference import load_model
 
     images, reference = cls_reference
     model = load_model(cls_export_run)
@@ -303,8 +303,8 @@ def seg_reference(seg_export_run, learn_data) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_segmenter_float_tflite_agrees_with_keras(seg_export_run, seg_reference):
-    from breastus_cli.engine.export import TFLiteModel
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.export.export import TFLiteModel
+    from breastus_cli.engine.apply.inference import open_run
 
     (seg_export_run / "postprocess.json").write_text(json.dumps(  # as evaluate chose it
         {"method": "largest", "validation_dice": {"none": 0.7, "largest": 0.8},
@@ -345,7 +345,7 @@ def test_segmenter_int8_masks_mostly_agree(seg_export_run, seg_reference):
     (["b"] * 9 + ["m"] * 9, 7, {"b": 4, "m": 3}),
 ])
 def test_int8_calibration_draw_is_balanced_by_class(labels, n, expected):
-    from breastus_cli.engine.export_inputs import balanced_draw
+    from breastus_cli.engine.export.export_inputs import balanced_draw
 
     rows = balanced_draw(labels, n, seed=42)
     assert len(set(rows)) == len(rows) == sum(expected.values())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from breastus_cli.engine import fusion
+from breastus_cli.engine.apply import fusion
 from breastus_cli.errors import InputError
 
 
@@ -140,8 +140,8 @@ def test_a_second_classifier_that_trained_on_the_scored_cases_is_refused(learn_d
     """--fuse-with a model of another split (here fold 0's, whose training folds hold cases of
     the run's test split): its scores there would be memories, so the fusion is refused; a
     model of the same split, or of another dataset, passes."""
-    from breastus_cli.engine.evaluate import check_partner_unseen
-    from breastus_cli.engine.rundir import data_record, run_cases
+    from breastus_cli.engine.evaluation.evaluate import check_partner_unseen
+    from breastus_cli.engine.runs.rundir import data_record, run_cases
 
     def config(fold):
         return {"data": {**data_record(learn_data, fold), "path": str(learn_data)},
@@ -161,7 +161,7 @@ def test_a_second_classifier_that_trained_on_the_scored_cases_is_refused(learn_d
 
 
 def test_fuse_with_needs_the_fused_classifier_and_another_single_run(tmp_path):
-    from breastus_cli.engine.evaluate import EvalSettings
+    from breastus_cli.engine.evaluation.evaluate import EvalSettings
     from breastus_cli.errors import UsageError
 
     run, other, seg = tmp_path / "run", tmp_path / "other", tmp_path / "seg"
@@ -302,8 +302,8 @@ def test_an_evaluation_runs_its_segmenter_once_per_image_list(seg_run, learn_dat
     inside one evaluation (``mask_cache``) the segmenter is opened once and each image list
     segmented once; outside it every call segments again (a retrained segmenter is never
     served stale masks)."""
-    from breastus_cli.engine import evaluate as ev
-    from breastus_cli.engine import inference
+    from breastus_cli.engine.apply import masks as ev
+    from breastus_cli.engine.apply import inference
 
     paths = sorted(str(p) for p in (learn_data / "seg/images").glob("*.png"))
     first, second = paths[:5], paths[5:9]
@@ -344,7 +344,7 @@ def test_the_fused_threshold_is_chosen_on_scores_of_cases_the_combiner_did_not_f
     without it (10-fold), as a new case would be. Small validation sets of BrEaST's
     size (~40 cases, ~15 malignant), a second view whose weight the combiner must learn
     (measured over 30 such sets: lower in all 30, mean test sensitivity 0.905 against 0.866)."""
-    from breastus_cli.engine.metrics import threshold_for_sensitivity
+    from breastus_cli.engine.stats.metrics import threshold_for_sensitivity
 
     y_tr, _, x_tr = _cases(300, 1)
     y_te, p_te, x_te = _cases(4000, 3)

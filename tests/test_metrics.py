@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from breastus_cli.engine.metrics import (
+from breastus_cli.engine.stats.metrics import (
     LABELS,
     _weighted_auc,
     aggregate,
@@ -122,7 +122,7 @@ def test_resamples_are_stratified_by_class() -> None:
     r = classification_metrics(y, p, n_bootstrap=1000, seed=0)
     assert set(r["ci_resamples"].values()) == {1000}
     assert "stratified by class" in r["ci_method"]
-    from breastus_cli.engine.bootstrap import resample_counts
+    from breastus_cli.engine.stats.bootstrap import resample_counts
     for w in resample_counts(12, 500, np.random.default_rng(1), strata=y):
         assert (w[:, 11] == 1).all() and (w[:, :11].sum(axis=1) == 11).all()
     json.dumps(r, allow_nan=False)
@@ -231,7 +231,7 @@ def test_aggregate() -> None:
 
 def test_per_case_decisions_as_in_pooled_cross_validation() -> None:
     # pooled CV: each fold has its own threshold, so decisions come per case, not from one cut
-    from breastus_cli.engine.cv import _pooled_cls
+    from breastus_cli.engine.orchestration.cv import _pooled_cls
 
     y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
     p = np.array([0.1, 0.6, 0.3, 0.4, 0.9, 0.7, 0.2, 0.8])
@@ -247,7 +247,7 @@ def test_per_case_decisions_as_in_pooled_cross_validation() -> None:
 
 
 def test_fold_summary_means_folds_of_one_model_only() -> None:
-    from breastus_cli.engine.metrics import fold_summary
+    from breastus_cli.engine.stats.metrics import fold_summary
 
     folds = [{"task": "cls", "model": "resnet50", "fold": k, "auc": auc, "accuracy": 0.7}
              for k, auc in enumerate((0.70, 0.80, 0.90))]
@@ -267,8 +267,8 @@ def test_scores_are_rounded_once_so_predictions_csv_reproduces_the_metrics(tmp_p
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from breastus_cli.engine.evaluate import _p_malignant
-    from breastus_cli.engine.metrics import classification_metrics
+    from breastus_cli.engine.evaluation.evaluate import _p_malignant
+    from breastus_cli.engine.stats.metrics import classification_metrics
 
     class Saturated:  # a LoadedRun's run_files: (N, 2) softmax outputs
         def run_files(self, images, batch_size):

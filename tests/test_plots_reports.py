@@ -94,7 +94,7 @@ def test_figures_do_not_accumulate(tmp_path: Path, scores) -> None:
 
 def test_importing_plots_is_cheap() -> None:
     code = ("import sys, breastus_cli.reports.plots, breastus_cli.reports.report, "
-            "breastus_cli.engine.metrics, breastus_cli.engine.seg_metrics; "
+            "breastus_cli.engine.stats.metrics, breastus_cli.engine.stats.seg_metrics; "
             "heavy = [m for m in ('matplotlib', 'sklearn', 'tensorflow', 'scipy') "
             "if m in sys.modules]; "
             "print(heavy)")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from breastus_cli.engine import postprocess
+from breastus_cli.engine.apply import postprocess
 from breastus_cli.errors import InputError
 
 

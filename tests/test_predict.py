@@ -201,7 +201,7 @@ def test_rows_of_a_batch_are_made_while_the_next_batch_runs_the_model(scan_folde
     batch's forward pass; rows still come out complete and in input order."""
     import threading
 
-    import breastus_cli.engine.predict as P
+    import breastus_cli.engine.apply.predict as P
 
     second_forward = threading.Event()
     forwards: list[str] = []
@@ -240,7 +240,7 @@ def test_two_batches_are_in_a_keras_model_at_once_and_rows_keep_their_order(
     a second forward worker the first call would wait here until its timeout."""
     import threading
 
-    import breastus_cli.engine.predict as P
+    import breastus_cli.engine.apply.predict as P
 
     second_started = threading.Event()
     calls: list[int] = []
@@ -279,7 +279,7 @@ def test_a_failing_batch_still_writes_the_rows_of_the_batch_before(scan_folder, 
                                                                   tmp_path, monkeypatch):
     """Finished work is never lost: the model failing on the second batch leaves the first
     batch's rows (made in the rows thread meanwhile) in predictions.csv, for --resume."""
-    import breastus_cli.engine.predict as P
+    import breastus_cli.engine.apply.predict as P
     from breastus_cli.errors import WorkError
 
     calls: list[int] = []
@@ -305,8 +305,8 @@ def test_predict_applies_the_segmenters_chosen_post_processing(scan_folder, seg_
     another post-processing is refused."""
     import json
 
-    import breastus_cli.engine.predict as P
-    from breastus_cli.engine.postprocess import largest_component
+    import breastus_cli.engine.apply.predict as P
+    from breastus_cli.engine.apply.postprocess import largest_component
     from conftest import copy_run
 
     run = copy_run(seg_run, tmp_path / "unet")

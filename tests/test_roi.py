@@ -63,7 +63,7 @@ def test_lesion_centred_training_evaluation_and_prediction(learn_data, seg_run, 
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from breastus_cli.engine import fusion
+    from breastus_cli.engine.apply import fusion
     from conftest import FAST_CLS, copy_run, run_cli
 
     run = tmp_path / "roi"

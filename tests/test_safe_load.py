@@ -263,7 +263,7 @@ def test_check_accepts_what_keras_writes_for_plain_values(tmp_path):
 
 def test_allowlisted_custom_names_are_the_registered_ones():
     from breastus_cli import backend
-    from breastus_cli.engine import tasks  # noqa: F401
+    from breastus_cli.engine.training import tasks  # noqa: F401
     from breastus_cli.models import safe_load, seg_objectives  # noqa: F401
 
     backend.sm()
@@ -296,8 +296,8 @@ def test_weights_over_the_memory_cap_load_through_the_archive(tiny_run, monkeypa
 
 def test_real_models_load_through_the_safe_loader(tiny_run, seg_run, tmp_path):
     from breastus_cli import backend
-    from breastus_cli.engine import tasks
-    from breastus_cli.engine.inference import load_model
+    from breastus_cli.engine.training import tasks
+    from breastus_cli.engine.apply.inference import load_model
     from breastus_cli.models import seg_objectives as so
     from breastus_cli.models.safe_load import load_keras_model
 

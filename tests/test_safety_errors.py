@@ -116,7 +116,7 @@ def test_training_after_the_images_were_deleted_is_one_line_exit_2_and_no_run(ti
 
 def test_files_deleted_while_training_mark_the_run_failed_with_the_file(tiny, tmp_path,
                                                                       monkeypatch):
-    from breastus_cli.engine import train as train_module
+    from breastus_cli.engine.training import train as train_module
 
     data = tmp_path / "data"
     shutil.copytree(tiny, data)

@@ -229,7 +229,7 @@ def test_weights_that_are_not_backbone_weights_are_one_line_exit_2(weight_files,
 
 @pytest.mark.parametrize("name", ["dense.h5", "dense.weights.h5"])
 def test_keras_weights_files_pass_the_check(weight_files, name):
-    from breastus_cli.engine.tasks import check_weights_file
+    from breastus_cli.engine.training.tasks import check_weights_file
 
     check_weights_file(weight_files / name)  # no error: either layout Keras writes
 

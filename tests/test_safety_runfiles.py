@@ -28,11 +28,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from breastus_cli import runfiles
-from breastus_cli.engine import fusion, postprocess
-from breastus_cli.engine.cv import read_plan
-from breastus_cli.engine.inference import read_export_metadata
-from breastus_cli.engine.predict import COLUMNS, merge
-from breastus_cli.engine.rundir import read_config, read_threshold
+from breastus_cli.engine.apply import fusion, postprocess
+from breastus_cli.engine.runs.cvdir import read_plan
+from breastus_cli.engine.apply.inference import read_export_metadata
+from breastus_cli.engine.apply.predict import COLUMNS, merge
+from breastus_cli.engine.runs.rundir import read_config, read_threshold
 from breastus_cli.errors import InputError
 
 

@@ -35,9 +35,9 @@ def resplit(data: Path, seed: int, folds: int | None = None) -> None:
 @pytest.fixture(scope="module")
 def tiny(synth_data, tmp_path_factory) -> tuple[Path, Path]:
     """(dataset, run): a copy of synth_data split with 2 folds (seed 42) and a 1-epoch run."""
-    from breastus_cli.engine.settings import ClsSettings
-    from breastus_cli.engine.tasks import ClassificationTask
-    from breastus_cli.engine.train import train
+    from breastus_cli.engine.runs.settings import ClsSettings
+    from breastus_cli.engine.training.tasks import ClassificationTask
+    from breastus_cli.engine.training.train import train
 
     root = tmp_path_factory.mktemp("safety")
     data = root / "data"
@@ -225,7 +225,7 @@ def test_target_sensitivity_on_the_cases_it_reports_is_refused(tiny, tmp_path, c
 
 
 def test_read_threshold_one_rule(tmp_path):
-    from breastus_cli.engine.rundir import read_threshold
+    from breastus_cli.engine.runs.rundir import read_threshold
     from breastus_cli.errors import InputError
 
     (tmp_path / "config.json").write_text(json.dumps({"task": "cls", "threshold": 0.5}))
@@ -242,8 +242,8 @@ def test_read_threshold_one_rule(tmp_path):
 
 
 def test_evaluate_predict_and_export_share_the_run_threshold(tiny, tmp_path, capsys):
-    from breastus_cli.engine import export
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.export import export
+    from breastus_cli.engine.apply.inference import open_run
 
     data, run = own_copy(tiny, tmp_path)
     code, _, err = cli(capsys, "evaluate", str(run), "--bootstrap", "0")
@@ -294,7 +294,7 @@ def test_ground_truth_crops_are_labelled_an_oracle(tiny, tmp_path, capsys):
 # ---- export: a failing agreement check replaces nothing ------------------------------------
 def test_failing_export_keeps_the_previous_one_and_force_keeps_it(tiny, tmp_path, capsys,
                                                                   monkeypatch):
-    from breastus_cli.engine import export
+    from breastus_cli.engine.export import export
 
     data, run = own_copy(tiny, tmp_path)
     code, _, err = cli(capsys, "export", str(run))
@@ -317,7 +317,7 @@ def test_failing_export_keeps_the_previous_one_and_force_keeps_it(tiny, tmp_path
 def test_int8_has_a_label_agreement_tolerance(capsys):
     import numpy as np
 
-    from breastus_cli.engine.export import INT8_MIN_LABEL_AGREEMENT, measure_agreement
+    from breastus_cli.engine.export.export import INT8_MIN_LABEL_AGREEMENT, measure_agreement
 
     assert INT8_MIN_LABEL_AGREEMENT == 0.95
     reference = np.tile([[0.2, 0.8]], (20, 1))
@@ -341,7 +341,7 @@ def test_int8_has_a_label_agreement_tolerance(capsys):
 def test_cv_summary_of_ground_truth_crops_is_labelled_an_oracle(tmp_path):
     import pandas as pd
 
-    from breastus_cli.engine.cv import summarize
+    from breastus_cli.engine.orchestration.cv import summarize
 
     out = tmp_path / "cv"
     out.mkdir()

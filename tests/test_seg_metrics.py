@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from breastus_cli.engine.seg_metrics import case_metrics, dataset_metrics
+from breastus_cli.engine.stats.seg_metrics import case_metrics, dataset_metrics
 
 
 def square(top: int, left: int, side: int = 10, shape: tuple[int, int] = (40, 40)) -> np.ndarray:

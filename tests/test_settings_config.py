@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from breastus_cli.engine.settings import ClsSettings, SegSettings, read_config_file
+from breastus_cli.engine.runs.settings import ClsSettings, SegSettings, read_config_file
 from breastus_cli.errors import UsageError
 
 
@@ -177,8 +177,8 @@ def test_sweep_grid_and_options_from_a_config_file(tmp_path, monkeypatch):
         app,  # noqa: F401  (registers every command first)
         sweep_cmds,
     )
-    from breastus_cli.engine import settings as settings_module
-    from breastus_cli.engine import sweep as sweep_engine
+    from breastus_cli.engine.runs import settings as settings_module
+    from breastus_cli.engine.orchestration import sweep as sweep_engine
 
     seen: list = []
     monkeypatch.setattr(sweep_engine, "sweep", lambda settings: seen.append(settings))
@@ -201,8 +201,8 @@ def test_sweep_grid_and_options_from_a_config_file(tmp_path, monkeypatch):
 def test_a_task_refuses_the_other_tasks_settings(synth_data, tmp_path):
     """Each task carries its settings type: segmentation settings given to the classification
     task are refused before any run directory is made (no isinstance asserts deep inside)."""
-    from breastus_cli.engine.tasks import task_for
-    from breastus_cli.engine.train import train
+    from breastus_cli.engine.training.tasks import task_for
+    from breastus_cli.engine.training.train import train
 
     settings = SegSettings(data=synth_data, weights="none", run_dir=tmp_path / "run")
     with pytest.raises(UsageError, match="cls task trains with ClsSettings, not SegSettings"):

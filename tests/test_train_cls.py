@@ -80,7 +80,7 @@ def test_metrics_json_agrees_with_sklearn_on_predictions_csv(cls_evaluated):
 
 
 def test_target_sensitivity_picks_the_threshold_on_validation(cls_run, tmp_path):
-    from breastus_cli.engine.metrics import threshold_for_sensitivity
+    from breastus_cli.engine.stats.metrics import threshold_for_sensitivity
 
     cls_run = copy_run(cls_run, tmp_path / "run")  # writes threshold.json: a private copy
     proc = run_cli("evaluate", str(cls_run), "--split", "val")
@@ -192,7 +192,8 @@ def test_weights_from_a_run_directory_initialise_the_backbone(cls_run, learn_dat
     config = json.loads((run / "config.json").read_text())
     assert config["weights"]["copied_from"] == str(cls_run / "model.keras")
     assert config["weights"]["tensors_copied"] > 0
-    script = ("import sys, numpy as np\nfrom breastus_cli.engine.inference import load_model\n"
+    script = ("import sys, numpy as np\n"
+              "from breastus_cli.engine.apply.inference import load_model\n"
               "a = load_model(sys.argv[1]).get_layer('backbone').get_weights()\n"
               "b = load_model(sys.argv[2]).get_layer('backbone').get_weights()\n"
               "print(all(np.array_equal(x, y) for x, y in zip(a, b)))")
@@ -242,7 +243,7 @@ def test_mixed_precision_saves_a_float32_model_that_evaluates(learn_data, tmp_pa
     import zipfile
 
     from breastus_cli import backend
-    from breastus_cli.engine import train as training
+    from breastus_cli.engine.training import train as training
 
     from breastus_cli import api
 
@@ -309,7 +310,7 @@ def test_tensorboard_logs_epoch_curves_into_the_run(learn_data, tmp_path):
 
 
 def test_cosine_schedule_with_warmup_sets_each_epochs_learning_rate(learn_data, tmp_path):
-    from breastus_cli.engine.settings import learning_rate
+    from breastus_cli.engine.runs.settings import learning_rate
 
     run = tmp_path / "run"
     proc = run_cli("train-cls", str(learn_data), *FAST, "--img-size", "32", "--epochs", "4",

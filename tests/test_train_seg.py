@@ -76,7 +76,7 @@ def test_evaluate_chooses_the_mask_post_processing_on_validation_cases(seg_eval)
     """The first evaluation chooses it on the run's validation cases (RUN/postprocess.json),
     applies it to the test masks and says so; --postprocess forces the other one into its own
     folder, and the masks differ exactly by the post-processing."""
-    from breastus_cli.engine.postprocess import largest_component
+    from breastus_cli.engine.apply.postprocess import largest_component
 
     run = seg_eval.parent
     chosen = json.loads((run / "postprocess.json").read_text())
@@ -180,7 +180,7 @@ def test_encoder_weights_come_from_the_keras_cache(synth_data, tmp_path):
                    env={"KERAS_HOME": str(keras_home)})
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "config.json").read_text())["weights"]["backbone_file"] == saved
-    from breastus_cli.engine.inference import load_model
+    from breastus_cli.engine.apply.inference import load_model
 
     unet = load_model(run).get_layer("unet")
     for name in ("stem_conv", "block1a_dwconv", "block3b_expand_conv", "top_conv"):

@@ -71,8 +71,8 @@ def _register() -> None:
     # Commands register on import; this order is the order of --help (the workflow's).
     import importlib
 
-    for module in ("data_cmds", "train_cmds", "eval_cmds", "predict_cmds", "review_cmds",
-                   "export_cmds", "sweep_cmds", "cv_cmds", "weights_cmds"):
+    for module in ("data_cmds", "train_cmds", "eval_cmds", "compare_cmds", "predict_cmds",
+                   "review_cmds", "export_cmds", "sweep_cmds", "cv_cmds", "weights_cmds"):
         importlib.import_module(f"breastus_cli.cli.{module}")
 
 

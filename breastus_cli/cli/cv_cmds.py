@@ -19,7 +19,7 @@ from breastus_cli.cli.train_cmds import (
     one_data,
     settings_options,
 )
-from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.engine.runs.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.errors import UsageError
 from breastus_cli.reports import console
 
@@ -72,7 +72,7 @@ def _make_cv(settings_type: type[TrainSettings]) -> None:
     params += config_options()
 
     def command(**options: Any) -> None:
-        from breastus_cli.engine.cv import CVSettings, cv
+        from breastus_cli.engine.orchestration.cv import CVSettings, cv
 
         ctx, config = options.pop("ctx"), options.pop("config")
         extras = apply_config(ctx, options, config, settings_type, not_from_run=_NOT_IN_CV)
@@ -122,7 +122,7 @@ def fold_cmd(cv_dir: Path = typer.Argument(..., help="A CV folder."),
              index: int = typer.Option(..., "--index", help="Fold number (0-based).")) -> None:
     """Train and evaluate one fold (what each Slurm array task runs); resumes, or skips if done."""
     _with_engine()
-    from breastus_cli.engine.cv import run_fold
+    from breastus_cli.engine.orchestration.cv import run_fold
 
     console.info(f"fold {index}: {run_fold(cv_dir, index)}")
 
@@ -130,6 +130,6 @@ def fold_cmd(cv_dir: Path = typer.Argument(..., help="A CV folder."),
 @cv_app.command("summarize")
 def summarize_cmd(cv_dir: Path = typer.Argument(..., help="A CV folder.")) -> None:
     """Pool the finished folds into summary.json and summary.md."""
-    from breastus_cli.engine.cv import summarize
+    from breastus_cli.engine.orchestration.cv import summarize
 
     _render(summarize(cv_dir))

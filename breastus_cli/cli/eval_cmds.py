@@ -73,7 +73,7 @@ def evaluate_cmd(
     per_case.csv, metrics.json, masks/, overlays/ (best, median, worst), report.md/html.
     """
     from breastus_cli import backend
-    from breastus_cli.engine.evaluate import EvalSettings, find_runs
+    from breastus_cli.engine.evaluation.evaluate import EvalSettings, find_runs
 
     settings = [EvalSettings(run_dir=r, data=data, split=split,
                              target_sensitivity=target_sensitivity, threshold=threshold,
@@ -85,8 +85,8 @@ def evaluate_cmd(
         s.validate()
     backend.configure(verbose=console.state.verbose)
     console.route_engine_logs()
-    from breastus_cli.engine.evaluate import evaluate
-    from breastus_cli.engine.metrics import fold_summary
+    from breastus_cli.engine.evaluation.evaluate import evaluate
+    from breastus_cli.engine.stats.metrics import fold_summary
     from breastus_cli.reports import evaluation
 
     results = []

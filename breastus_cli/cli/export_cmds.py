@@ -56,7 +56,7 @@ def export_cmd(
                                    "(metadata.json); other folders are never touched."),
 ) -> None:
     """Export a run's model for deployment: TFLite (float32, float16 or int8) or SavedModel."""
-    from breastus_cli.engine.export import ExportSettings
+    from breastus_cli.engine.export.export import ExportSettings
 
     settings = ExportSettings(run_dir=run_dir, format=format.lower(), quantize=quantize.lower(),
                               representative=representative, samples=samples, out=out,
@@ -66,7 +66,7 @@ def export_cmd(
 
     backend.configure(verbose=console.state.verbose)
     console.route_engine_logs()
-    from breastus_cli.engine.export import export_run
+    from breastus_cli.engine.export.export import export_run
 
     kind = "SavedModel" if settings.format == "savedmodel" else (
         "TFLite" + ("" if settings.quantize == "none" else f" {settings.quantize}"))
@@ -77,7 +77,7 @@ def export_cmd(
         console.out().print(_table(result))
     within = result.agreement.get("within_tolerance")
     if within is False:  # only with --force
-        from breastus_cli.engine.export import disagreement
+        from breastus_cli.engine.export.export import disagreement
 
         console.warn(f"kept with --force although the export does not agree with the Keras "
                      f"model ({disagreement(result.agreement)}); check it before deploying")

@@ -70,7 +70,7 @@ def predict_cmd(
     frame; pixel size from the ultrasound regions or Pixel Spacing). Unreadable files go to
     OUT/errors.csv and the batch goes on; rows are appended as they are done (--resume).
     """
-    from breastus_cli.engine.predict import PredictSettings, merge as merge_parts
+    from breastus_cli.engine.apply.predict import PredictSettings, merge as merge_parts
     from breastus_cli.reports.prediction import predict_table
 
     if merge:
@@ -93,7 +93,7 @@ def predict_cmd(
 
     backend.configure(verbose=console.state.verbose)
     console.route_engine_logs()
-    from breastus_cli.engine.predict import predict
+    from breastus_cli.engine.apply.predict import predict
     from breastus_cli.reports.progress import progress
 
     with progress("predicting", rate=True) as update:

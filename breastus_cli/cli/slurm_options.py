@@ -30,7 +30,7 @@ def slurm_options(what: str) -> list[inspect.Parameter]:
 
 def pop_slurm(options: dict[str, Any]) -> Any:
     """Take the Slurm options out of ``options``; a SlurmOptions with --slurm, else None."""
-    from breastus_cli.engine.slurm import SlurmOptions
+    from breastus_cli.engine.orchestration.slurm import SlurmOptions
 
     values = {p.name: options.pop(p.name) for p in slurm_options("")}
     if not values["slurm"]:

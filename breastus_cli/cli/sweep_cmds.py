@@ -23,7 +23,7 @@ from breastus_cli.cli.train_cmds import (
     one_data,
     settings_options,
 )
-from breastus_cli.engine.settings import (
+from breastus_cli.engine.runs.settings import (
     PAPER_EPOCHS,
     PAPER_LRS,
     ClsSettings,
@@ -83,7 +83,7 @@ def _make_sweep(settings_type: type[TrainSettings]) -> None:
     params += config_options()
 
     def command(**options: Any) -> None:
-        from breastus_cli.engine.sweep import SweepSettings, sweep
+        from breastus_cli.engine.orchestration.sweep import SweepSettings, sweep
 
         ctx, config = options.pop("ctx"), options.pop("config")
         extras = apply_config(ctx, options, config, settings_type, not_from_run=_NOT_FROM_RUN)
@@ -139,7 +139,7 @@ _make_sweep(SegSettings)
 @sweep_app.command("collect")
 def collect_cmd(sweep_dir: Path = typer.Argument(..., help="A sweep folder.")) -> None:
     """Gather finished trials into results.csv, best.json, grid.png and heatmap.png."""
-    from breastus_cli.engine.sweep import collect
+    from breastus_cli.engine.orchestration.sweep import collect
 
     _render(collect(sweep_dir))
 
@@ -149,7 +149,7 @@ def trial_cmd(sweep_dir: Path = typer.Argument(..., help="A sweep folder."),
               index: int = typer.Option(..., "--index", help="Trial number (0-based).")) -> None:
     """Run, resume or skip one trial of a sweep (what each local job and Slurm task runs)."""
     _with_engine()
-    from breastus_cli.engine.sweep import run_trial
+    from breastus_cli.engine.orchestration.sweep import run_trial
 
     outcome = run_trial(sweep_dir, index)
     console.info(f"trial {index}: {outcome}")

@@ -1,6 +1,6 @@
 """Training commands: ``train-cls`` and ``train-seg``, thin shells over the one engine.
 
-Their options come from the settings dataclasses (:mod:`breastus_cli.engine.settings`: the one
+Their options come from the settings dataclasses (:mod:`breastus_cli.engine.runs.settings`: the one
 owner of defaults, help text and the from-scratch policy) through :func:`settings_options`; cv
 and sweep reuse them. ``--config FILE`` fills what the command line does not give
 (:func:`apply_config`). The command body builds the settings dataclass and calls the engine,
@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from breastus_cli.cli.app import app
-from breastus_cli.engine.settings import (
+from breastus_cli.engine.runs.settings import (
     ClsSettings,
     SegSettings,
     TrainSettings,
@@ -153,8 +153,8 @@ def _make_command(name: str, settings_type: type[TrainSettings], doc: str, epilo
         if len(datasets) > 1:
             if resume is not None:
                 raise UsageError("--resume takes no DATA: the run keeps its combined dataset")
-            from breastus_cli.engine import tasks
-            from breastus_cli.engine.rundir import default_run_dir
+            from breastus_cli.engine.training import tasks
+            from breastus_cli.engine.runs.rundir import default_run_dir
 
             settings.run_dir = settings.run_dir or default_run_dir(
                 settings_type.KIND, tasks.task_for(settings_type.KIND).run_name(settings))
@@ -196,8 +196,8 @@ def run_training(settings: Any, kind: str, resume: Path | None) -> None:
 
     backend.configure(verbose=console.state.verbose)
     console.route_engine_logs()
-    from breastus_cli.engine import tasks
-    from breastus_cli.engine.train import resume_settings, train
+    from breastus_cli.engine.training import tasks
+    from breastus_cli.engine.training.train import resume_settings, train
     from breastus_cli.reports.progress import TrainProgress
     from breastus_cli.reports.training import train_table
 

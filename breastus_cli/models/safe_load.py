@@ -79,7 +79,7 @@ BUILTIN_FUNCTION_MODULES = ("activations", "constraints", "initializers", "losse
 #: (``register_keras_serializable(package="breastus")``) and what efficientnet registers when
 #: segmentation-models is imported (``swish``, ``FixedDropout``).
 CUSTOM_OBJECTS = {
-    ("breastus_cli.engine.tasks", "MalignantAUC"): "breastus>MalignantAUC",
+    ("breastus_cli.models.cls_objectives", "MalignantAUC"): "breastus>MalignantAUC",
     ("breastus_cli.models.seg_objectives", "SegLoss"): "breastus>SegLoss",
     ("breastus_cli.models.seg_objectives", "MeanOverlap"): "breastus>MeanOverlap",
     ("efficientnet.model", "FixedDropout"): "FixedDropout",

@@ -12,7 +12,7 @@ from breastus_cli.reports.fusion import fusion_markdown
 from breastus_cli.reports.sweep import slurm_caption
 
 if TYPE_CHECKING:
-    from breastus_cli.engine.cv import CVResult
+    from breastus_cli.engine.orchestration.cv import CVResult
 
 
 def cv_table(result: CVResult) -> Table:
@@ -35,7 +35,7 @@ def cv_table(result: CVResult) -> Table:
 
 def write_summary(result: CVResult) -> Path:
     """``CV_DIR/summary.md`` from the engine's summary (summary.json) and plan (cv.json)."""
-    from breastus_cli.engine.cv import read_plan
+    from breastus_cli.engine.runs.cvdir import read_plan
 
     return write_text(Path(result.out) / "summary.md",
                       summary_markdown(result.summary, read_plan(Path(result.out))))

@@ -411,3 +411,35 @@ def _rectangle(cell: tuple[int, ...]) -> Any:
     from matplotlib.patches import Rectangle
 
     return Rectangle((cell[1] - 0.5, cell[0] - 0.5), 1, 1, fill=False, edgecolor="red", lw=2)
+
+
+def paired_roc_png(
+    y_true: Any,
+    scores: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    title: str = "ROC curves on the same cases (malignant = positive)",
+) -> Path:
+    """Several models' ROC curves on the same cases, one colour each; ``scores`` maps a legend
+    label (e.g. 'A: run-name, AUC 0.812') to that model's p(malignant) of every case."""
+    from sklearn.metrics import roc_curve
+
+    fig = _figure(5.6, 5.2)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    colours = ("#1f5fa8", "#d62728", "#2ca02c", "#9467bd")
+    for i, (label, p) in enumerate(scores.items()):
+        y, s = _binary_inputs(y_true, p)
+        if not 0 < y.sum() < y.size:
+            _undefined(ax, "ROC undefined:\nonly one class present")
+            break
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, color=colours[i % len(colours)], linewidth=2, label=label)
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("False positive rate (1 \u2212 specificity)")
+    ax.set_ylabel("True positive rate (sensitivity)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    return _save(fig, path)

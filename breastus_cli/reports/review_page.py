@@ -35,7 +35,7 @@ from PIL import Image
 
 from breastus_cli import __version__
 from breastus_cli.atomic import atomic_path, write_text
-from breastus_cli.engine.predict import ERRORS, PREDICTIONS, REVIEW_PAGE, THUMBS
+from breastus_cli.engine.apply.predict import ERRORS, PREDICTIONS, REVIEW_PAGE, THUMBS
 from breastus_cli.errors import InputError
 from breastus_cli.ownership import claim, read_marker
 
@@ -192,7 +192,7 @@ def _grey_thumb(image: np.ndarray) -> Image.Image:
 def _mask_overlay(grey: Image.Image, mask_file: Path) -> Image.Image:
     """The mask's contour in yellow over the scan's thumbnail (no overlay file was saved)."""
     from breastus_cli.data.imaging import read_mask
-    from breastus_cli.engine.overlays import contour
+    from breastus_cli.engine.apply.overlays import contour
 
     mask = Image.fromarray(read_mask([mask_file]).astype(np.uint8) * 255)
     small = np.asarray(mask.resize(grey.size, Image.NEAREST)) > 127

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from breastus_cli.engine.sweep import SweepResult
+    from breastus_cli.engine.orchestration.sweep import SweepResult
 
 
 def write_sweep_plots(result: SweepResult) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from breastus_cli.engine.train import TrainResult
+    from breastus_cli.engine.training.train import TrainResult
 
 
 def train_table(result: TrainResult) -> Table:

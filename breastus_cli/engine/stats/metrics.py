@@ -10,7 +10,7 @@ Conventions used everywhere in breastus:
   can be written with ``json.dumps(..., allow_nan=False)``;
 - confidence intervals are percentile bootstraps over *cases*, resampled with replacement within
   each class (stratified: every resample keeps the data's numbers of malignant and benign
-  cases; see :mod:`breastus_cli.engine.bootstrap`).
+  cases; see :mod:`breastus_cli.engine.stats.bootstrap`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli.engine.bootstrap import percentile_ci, resample_counts
+from breastus_cli.engine.stats.bootstrap import percentile_ci, resample_counts
 
 LABELS = ("benign", "malignant")  # index = class id; 1 = malignant = positive
 

@@ -9,7 +9,7 @@ segmenter, writing one row per image as soon as its batch is done.
 
 Decoding runs ahead in threads (bounded); two batches can be in the model at once (Keras
 engine) and a batch's rows are made in one more thread. The models are applied through
-engine/inference.py (evaluate's path too): the training pipeline's resize, a compiled function
+engine/apply/inference.py (evaluate's path too): the training pipeline's resize, a compiled function
 (Keras) or a TFLite interpreter with XNNPACK, outputs back at the original size, lesion crops
 from the mask.
 """
@@ -33,12 +33,13 @@ import numpy as np
 
 from breastus_cli.data.imaging import DEFAULT_MAX_PIXELS
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, shard, stream
-from breastus_cli.engine.descriptors import ALL_COLUMNS as DESCRIPTOR_COLUMNS
-from breastus_cli.engine.inference import (
-    TFLITE_EXPORTS, TTA_MODES, LoadedRun, is_cv_dir, lesion_crop, open_run, resize_input,
+from breastus_cli.engine.apply.inference import (
+    TFLITE_EXPORTS, TTA_MODES, LoadedRun, lesion_crop, open_run, resize_input,
     to_original_size, upsample,
 )
-from breastus_cli.engine.metrics import as_score
+from breastus_cli.engine.runs.cvdir import is_cv_dir
+from breastus_cli.engine.stats.descriptors import ALL_COLUMNS as DESCRIPTOR_COLUMNS
+from breastus_cli.engine.stats.metrics import as_score
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.atomic import write_json
 from breastus_cli.ownership import PREDICT_FORMAT, claim, is_owned, read_marker
@@ -108,7 +109,7 @@ class PredictSettings:
             raise UsageError(f"--threshold must lie in [0, 1] (got {self.threshold})")
         if not 0 < self.seg_threshold < 1:
             raise UsageError(f"--seg-threshold must lie in (0, 1) (got {self.seg_threshold})")
-        from breastus_cli.engine.postprocess import METHODS
+        from breastus_cli.engine.apply.postprocess import METHODS
 
         if self.seg_postprocess is not None and self.seg_postprocess not in METHODS:
             raise UsageError(f"--seg-postprocess must be {' or '.join(METHODS)} "
@@ -245,7 +246,7 @@ def _model_record(source: Path | None, engine: str) -> dict[str, Any] | None:
         return None
     source = Path(source)
     if is_cv_dir(source):  # a fold ensemble: every fold's model, and one hash over them
-        from breastus_cli.engine.inference import fold_runs
+        from breastus_cli.engine.runs.cvdir import fold_runs
 
         folds = [_model_record(run, engine) for run in fold_runs(source)[1]]
         hashes = [str((f or {}).get("sha256")) for f in folds]
@@ -269,7 +270,7 @@ def _record(settings: PredictSettings, threshold: float | None,
     """predict.json: what wrote OUT (checked by --resume and --merge)."""
     from breastus_cli import __version__
     from breastus_cli.data.manifest import file_sha256
-    from breastus_cli.engine.fusion import FUSION
+    from breastus_cli.engine.apply.fusion import FUSION
 
     return {"format": PREDICT_FORMAT, "breastus_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -441,7 +442,7 @@ def predict(settings: PredictSettings,
                          "segmenter that finds them with --seg-run")
     threshold = settings.threshold if settings.threshold is not None else (
         cls.threshold if cls else None)
-    from breastus_cli.engine import fusion
+    from breastus_cli.engine.apply import fusion
 
     # a fused classifier (RUN/fusion.json) scores with the segmenter's lesion descriptors
     fused = (fusion.read(Path(settings.cls_run)) if cls is not None and seg is not None
@@ -613,7 +614,7 @@ def _forward(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | None,
         batch = _cls_batch(frames, cls, outputs.big or [], tf)
         outputs.p_mal = cls.run(batch)[:, 1]
         if settings.explain:
-            from breastus_cli.engine.gradcam import gradcam
+            from breastus_cli.engine.apply.gradcam import gradcam
 
             outputs.heat = gradcam(cls.keras_model, batch)
     return outputs
@@ -639,8 +640,8 @@ def _predict_batch(frames: list[Frame], outputs: _Outputs, cls: LoadedRun | None
     """One batch's rows from its model outputs: masks at the original size, descriptors,
     the fused score, masks/overlays/explain files (a thread beside the main one)."""
     from breastus_cli.data.imaging import save_png
-    from breastus_cli.engine import fusion, overlays
-    from breastus_cli.engine.descriptors import describe_both_units
+    from breastus_cli.engine.apply import fusion, overlays
+    from breastus_cli.engine.stats.descriptors import describe_both_units
 
     rows: list[dict[str, Any]] = []
     probs, p_mal, heat = outputs.probs, outputs.p_mal, outputs.heat

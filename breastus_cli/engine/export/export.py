@@ -13,12 +13,13 @@ Every exported model takes what the Keras model takes: (N, S, S, 1) float32 pixe
 preprocessing is inside the model.
 
 This module runs an export; the parts live where they belong:
-    engine/export_inputs.py   the agreement samples (test split) and int8 calibration set
+    export/export_inputs.py   the agreement samples (test split) and int8 calibration set
                               (training split), lesion crops for --roi mask classifiers
-    engine/convert.py         Keras -> TFLite bytes / inference SavedModel (and fallbacks)
-    engine/agreement.py       tolerances, the agreement measurement and its verdict
-    engine/inference.py       the runtime (:class:`TFLiteModel`, float or int8, XNNPACK) and
+    export/convert.py         Keras -> TFLite bytes / inference SavedModel (and fallbacks)
+    export/agreement.py       tolerances, the agreement measurement and its verdict
+    apply/inference.py        the runtime (:class:`TFLiteModel`, float or int8, XNNPACK) and
                               the one inference path of evaluate and predict
+(paths under breastus_cli/engine/).
 Their public names are re-exported here.
 """
 
@@ -40,8 +41,8 @@ import numpy as np
 from breastus_cli import __version__, backend
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.data.manifest import file_sha256
-from breastus_cli.engine import postprocess
-from breastus_cli.engine.agreement import (  # noqa: F401  (re-exported)
+from breastus_cli.engine.apply import postprocess
+from breastus_cli.engine.export.agreement import (  # noqa: F401  (re-exported)
     INT8_CLOSE,
     INT8_MIN_LABEL_AGREEMENT,
     INT8_MIN_PIXEL_AGREEMENT,
@@ -50,18 +51,18 @@ from breastus_cli.engine.agreement import (  # noqa: F401  (re-exported)
     disagreement,
     measure_agreement,
 )
-from breastus_cli.engine.convert import (  # noqa: F401  (re-exported)
+from breastus_cli.engine.export.convert import (  # noqa: F401  (re-exported)
     CONVERSION_METHODS,
     convert_tflite,
     save_savedmodel,
 )
-from breastus_cli.engine.export_inputs import (  # noqa: F401  (re-exported)
+from breastus_cli.engine.export.export_inputs import (  # noqa: F401  (re-exported)
     SAMPLE_IMAGES,
     representative_images,
     sample_images,
     synthetic_images,
 )
-from breastus_cli.engine.inference import (  # noqa: F401  (the runtime, re-exported)
+from breastus_cli.engine.apply.inference import (  # noqa: F401  (the runtime, re-exported)
     EXPORT_DIR,
     MAX_BATCH,
     METADATA,
@@ -70,7 +71,7 @@ from breastus_cli.engine.inference import (  # noqa: F401  (the runtime, re-expo
     read_export_metadata,
     roi_margin,
 )
-from breastus_cli.engine.rundir import (
+from breastus_cli.engine.runs.rundir import (
     MODEL,
     THRESHOLD_RULE,
     check_same_split,
@@ -282,7 +283,7 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
         "threshold": threshold,
         "threshold_source": threshold_source,
         "threshold_rule": THRESHOLD_RULE,
-        # a segmenter's mask post-processing (engine/postprocess.py; predict reads this)
+        # a segmenter's mask post-processing (engine/apply/postprocess.py; predict reads this)
         **({"postprocess": pp.method, "postprocess_source": pp.source} if pp else {}),
         "source_run": str(run_dir.resolve()),
         "source_model": MODEL,

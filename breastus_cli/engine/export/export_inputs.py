@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli.engine.inference import roi_margin
-from breastus_cli.engine.rundir import run_cases
+from breastus_cli.engine.apply.inference import roi_margin
+from breastus_cli.engine.runs.rundir import run_cases
 from breastus_cli.errors import InputError
 
 #: Images of the run's test split used to measure agreement with the Keras model.

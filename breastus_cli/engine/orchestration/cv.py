@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.engine.rundir import read_config
-from breastus_cli.engine.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
-from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
+from breastus_cli.engine.runs.rundir import read_config
+from breastus_cli.engine.runs.cvdir import PLAN, fold_dir, fold_done, read_plan
+from breastus_cli.engine.runs.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
+from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.ownership import claim
 from breastus_cli.runfiles import read_cv
 
-PLAN = "cv.json"
 SUMMARY = "summary.json"
 CLS_KEYS = ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
 SEG_KEYS = ("dice", "iou")
@@ -50,7 +50,7 @@ class CVSettings:
     n_bootstrap: int = 2000
     slurm: SlurmOptions | None = None
     seg_cv: Path | None = None  # fold K's segmenter: lesion crops and/or descriptors
-    fusion: str = "none"  # "descriptors": CNN score + lesion descriptors (engine/fusion.py)
+    fusion: str = "none"  # "descriptors": CNN score + lesion descriptors (engine/apply/fusion.py)
     fuse_with_cv: Path | None = None  # fold K's fusion also takes this cv's fold K classifier
 
     def validate(self) -> None:
@@ -111,13 +111,6 @@ class CVSettings:
         check_plan_split(f"{option} {other}", plan, Path(self.train.data))
 
 
-def read_plan(out: Path, option: str = "", hint: str | None = None) -> dict[str, Any]:
-    """``out/cv.json``; exit 2 naming ``option`` when ``out`` is no cross-validation folder."""
-    if not (Path(out) / PLAN).is_file():
-        raise InputError(f"{option}{out} is not a cross-validation folder (no {PLAN})", hint=hint)
-    return read_cv(Path(out) / PLAN)
-
-
 @dataclass
 class CVResult:
     """Per-fold and pooled numbers of a cross-validation."""
@@ -134,7 +127,7 @@ class CVResult:
 
 
 def _plan(settings: CVSettings) -> dict[str, Any]:
-    from breastus_cli.engine.rundir import data_record
+    from breastus_cli.engine.runs.rundir import data_record
 
     train = settings.train.to_dict()
     record = data_record(Path(settings.train.data), 0)  # the folds' fingerprint
@@ -152,7 +145,7 @@ def _plan(settings: CVSettings) -> dict[str, Any]:
 def check_plan_split(name: str, plan: dict[str, Any], data: Path | None = None) -> None:
     """Refuse (exit 2) a cross-validation whose dataset has other folds than when it began
     (re-split since): its finished folds and the new ones would overlap."""
-    from breastus_cli.engine.rundir import split_changed
+    from breastus_cli.engine.runs.rundir import split_changed
 
     data = Path(data or plan.get("data") or "")
     message = split_changed(name, plan, data, by_fold=True, what="run",
@@ -160,37 +153,6 @@ def check_plan_split(name: str, plan: dict[str, Any], data: Path | None = None) 
                                    "again into another --out") if data.is_dir() else None
     if message:
         raise InputError(message)
-
-
-def _fold_dir(out: Path, k: int) -> Path:
-    return Path(out) / f"fold-{k}"
-
-
-def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
-              seg_cv: str | None = None) -> bool:
-    """Fold ``k`` trained and evaluated (with its fused classifier when ``fusion`` asks, and
-    that with a second classifier's score when ``partner``; with the masks of fold ``k`` of the
-    segmentation CV ``seg_cv`` when given)."""
-    run = _fold_dir(out, k)
-    config = run / "config.json"
-    metrics = run / "eval-test" / "metrics.json"
-    if not (config.is_file() and read_config(run).get("status") == "finished"
-            and metrics.is_file()):
-        return False
-    m = json.loads(metrics.read_text())
-    if seg_cv is not None:
-        masks = ((m.get("roi") or {}).get("crops_from")
-                 or (m.get("fusion") or {}).get("masks_from"))
-        if masks is not None and masks != f"segmentation run {_fold_dir(Path(seg_cv), k)}":
-            return False  # scored with another segmenter's masks: score it again
-    if fusion == "none":
-        return True
-    block = m.get("fusion")
-    from breastus_cli.engine.fusion import threshold_current
-
-    # a fusion whose threshold was chosen by an older rule is fitted and scored again
-    return (block is not None and (not partner or "partner" in block)
-            and threshold_current(block.get("fitted_on")))
 
 
 #: the plan's keys of the fused classifier: fitted after training, so a finished CV takes them on
@@ -223,9 +185,9 @@ def _new_segmenter(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 def run_fold(out: Path, k: int) -> str:
     """Train (or resume) fold ``k`` and evaluate it on its held-out fold."""
-    from breastus_cli.engine import tasks
-    from breastus_cli.engine.evaluate import EvalSettings, evaluate
-    from breastus_cli.engine.train import train
+    from breastus_cli.engine.training import tasks
+    from breastus_cli.engine.evaluation.evaluate import EvalSettings, evaluate
+    from breastus_cli.engine.training.train import train
 
     claim(out, "cv", option="")  # someone else's folder, or a link out of it: exit 2
     plan = read_plan(out)
@@ -236,7 +198,7 @@ def run_fold(out: Path, k: int) -> str:
     partner_cv = plan.get("fuse_with_cv")
     if fold_done(out, k, fusion, partner_cv is not None, plan.get("seg_cv")):
         return "skipped"
-    run = _fold_dir(out, k)
+    run = fold_dir(out, k)
     settings = SETTINGS_TYPES[plan["task"]].from_dict({**TRAIN_ADDED, **plan["train"]})
     settings.fold, settings.run_dir = k, run
     seg_run = None
@@ -245,13 +207,13 @@ def run_fold(out: Path, k: int) -> str:
         if not fold_done(Path(plan["seg_cv"]), k):
             raise InputError(f"fold {k} of --seg-cv {plan['seg_cv']} has not finished",
                              hint=f"finish 'breastus cv seg' there first (fold-{k})")
-        seg_run = _fold_dir(Path(plan["seg_cv"]), k)
+        seg_run = fold_dir(Path(plan["seg_cv"]), k)
     partner = None
     if partner_cv:
         if not fold_done(Path(partner_cv), k):
             raise InputError(f"fold {k} of --fuse-with-cv {partner_cv} has not finished",
                              hint=f"finish 'breastus cv cls' there first (fold-{k})")
-        partner = _fold_dir(Path(partner_cv), k)
+        partner = fold_dir(Path(partner_cv), k)
     config = run / "config.json"
     state = read_config(run).get("status") if config.is_file() else None
     trained = state != "finished"
@@ -325,7 +287,7 @@ def _pooled_cls(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, n_bootstrap: i
                 seed: int = 0) -> tuple[dict[str, float | None], dict[str, list[float] | None]]:
     """Pooled metrics from out-of-fold labels, scores and per-fold decisions, with the same
     class-stratified percentile bootstrap over cases as every other evaluation."""
-    from breastus_cli.engine.metrics import classification_metrics
+    from breastus_cli.engine.stats.metrics import classification_metrics
 
     result = classification_metrics(y, p, y_pred=y_pred, n_bootstrap=n_bootstrap, seed=seed)
     return {k: result[k] for k in CLS_KEYS}, {k: result["ci"][k] for k in CLS_KEYS}
@@ -385,7 +347,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
     """summary.json from the folds that finished (summary.md is written by reports.cv)."""
     import pandas as pd
 
-    from breastus_cli.engine.metrics import aggregate
+    from breastus_cli.engine.stats.metrics import aggregate
 
     start = time.perf_counter()
     out = Path(out)
@@ -394,12 +356,12 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
     done = [k for k in range(plan["folds"]) if fold_done(out, k)]
     if not done and not allow_partial:
         raise WorkError(f"no finished fold in {out}")
-    fold_metrics = [json.loads((_fold_dir(out, k) / "eval-test/metrics.json").read_text())
+    fold_metrics = [json.loads((fold_dir(out, k) / "eval-test/metrics.json").read_text())
                     for k in done]
     summary: dict[str, Any] = {"task": plan["task"], "folds": plan["folds"],
                                "folds_done": done, "metrics": {}}
     if done and plan["task"] == "cls":
-        frames = [pd.read_csv(_fold_dir(out, k) / "eval-test/predictions.csv").assign(fold=k)
+        frames = [pd.read_csv(fold_dir(out, k) / "eval-test/predictions.csv").assign(fold=k)
                   for k in done]
         pooled_frame = pd.concat(frames, ignore_index=True)
         with atomic_path(out / "oof_predictions.csv") as tmp:
@@ -445,9 +407,9 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
         summary["majority_baseline_accuracy"] = float(max(pooled_frame["y_true"].mean(),
                                                           1 - pooled_frame["y_true"].mean()))
     elif done:
-        from breastus_cli.engine.seg_metrics import dataset_metrics
+        from breastus_cli.engine.stats.seg_metrics import dataset_metrics
 
-        frames = [pd.read_csv(_fold_dir(out, k) / "eval-test/per_case.csv").assign(fold=k)
+        frames = [pd.read_csv(fold_dir(out, k) / "eval-test/per_case.csv").assign(fold=k)
                   for k in done]
         pooled_frame = pd.concat(frames, ignore_index=True)
         with atomic_path(out / "oof_per_case.csv") as tmp:
@@ -466,7 +428,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
             summary["by_dataset"] = per_dataset
         summary["n"] = int(len(pooled_frame))
     summary["seconds_training"] = round(sum(
-        float((read_config(_fold_dir(out, k)).get("result") or {})
+        float((read_config(fold_dir(out, k)).get("result") or {})
               .get("seconds_this_process") or 0.0) for k in done), 1)
     write_json(out / SUMMARY, summary)  # summary.md: reports.cv.write_summary
     return CVResult(out=out, task=plan["task"], summary=summary, folds_done=len(done),

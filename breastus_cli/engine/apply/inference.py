@@ -31,7 +31,8 @@ import numpy as np
 
 from breastus_cli import backend, runfiles
 from breastus_cli.data.imaging import resize_grey
-from breastus_cli.engine.rundir import MODEL, Threshold, read_config, read_threshold
+from breastus_cli.engine.runs.cvdir import fold_runs, is_cv_dir
+from breastus_cli.engine.runs.rundir import MODEL, Threshold, read_config, read_threshold
 from breastus_cli.errors import InputError, UsageError
 
 EXPORT_DIR = "export"
@@ -53,7 +54,8 @@ def load_model(run_dir_or_file: str | Path) -> Any:
         path = path / MODEL
     if not path.is_file():
         raise InputError(f"no model at {path}: has the run finished at least one epoch?")
-    from breastus_cli.engine import tasks  # noqa: F401  (registers custom metrics/losses)
+    # registers breastus's custom metric (imports TensorFlow, hence here and not at the top)
+    from breastus_cli.models import cls_objectives  # noqa: F401
     from breastus_cli.models.safe_load import load_keras_model
 
     key = _content_key(path)
@@ -150,9 +152,9 @@ class LoadedRun:
 
     @cached_property
     def postprocess(self) -> Any:
-        """A segmenter's mask post-processing (:mod:`breastus_cli.engine.postprocess`):
+        """A segmenter's mask post-processing (:mod:`breastus_cli.engine.apply.postprocess`):
         RUN/postprocess.json, a fold ensemble's majority, a .tflite file's metadata."""
-        from breastus_cli.engine import postprocess
+        from breastus_cli.engine.apply import postprocess
 
         if self.exported_postprocess is not None:
             return postprocess.Postprocess(self.exported_postprocess, "export metadata")
@@ -241,41 +243,10 @@ def _open_single(source: Path, expected: str | None, engine: str, need_keras: bo
 TTA_MODES = ("none", "flip")
 
 
-def is_cv_dir(path: str | Path) -> bool:
-    """A ``breastus cv`` output folder (cv.json, fold-K/ runs), not a run directory."""
-    from breastus_cli.engine.cv import PLAN
-
-    path = Path(path)
-    return (path / PLAN).is_file() and not (path / "config.json").is_file()
-
-
 def tflite_export(run_dir: Path) -> Path | None:
     """The run's TFLite export predict uses (the first of :data:`TFLITE_EXPORTS`), or None."""
     export = Path(run_dir) / EXPORT_DIR
     return next((export / n for n in TFLITE_EXPORTS if (export / n).is_file()), None)
-
-
-def fold_runs(cv_dir: str | Path) -> tuple[dict[str, Any], list[Path]]:
-    """A cross-validation's plan (cv.json) and its fold run directories, every one finished
-    (trained and evaluated on its held-out fold), else a one-line InputError naming the fold."""
-    from breastus_cli.engine.cv import _fold_dir, fold_done, read_plan
-
-    cv_dir = Path(cv_dir)
-    plan = read_plan(cv_dir)
-    folds = plan.get("folds")
-    if not isinstance(folds, int) or folds < 1:
-        raise InputError(f"{cv_dir}/cv.json names no folds (folds: {folds!r})")
-    for k in range(folds):
-        try:
-            done = fold_done(cv_dir, k)
-        except (OSError, ValueError):
-            done = False
-        if not done:
-            raise InputError(f"{cv_dir}: fold-{k} has not finished (trained and evaluated): a "
-                             f"fold ensemble needs all {folds} folds",
-                             hint=f"finish it with 'breastus cv {plan.get('task')} ... --out "
-                                  f"{cv_dir}' (it resumes), or give one finished fold")
-    return plan, [_fold_dir(cv_dir, k) for k in range(folds)]
 
 
 def ensemble_threshold(members: list[Path]) -> Threshold:
@@ -408,8 +379,8 @@ def to_original_size(prob: np.ndarray, shape: tuple[int, int], threshold: float,
                      postprocess: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """A segmenter's probability map at the image's original (height, width) and the lesion
     mask there (``p >= threshold`` after upsampling, as evaluate scores it, then the run's
-    ``postprocess`` method: :mod:`breastus_cli.engine.postprocess`)."""
-    from breastus_cli.engine.postprocess import apply
+    ``postprocess`` method: :mod:`breastus_cli.engine.apply.postprocess`)."""
+    from breastus_cli.engine.apply.postprocess import apply
 
     big = upsample(prob, shape)
     return big, apply(big >= threshold, postprocess)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli.engine.bootstrap import mean_ci
+from breastus_cli.engine.stats.bootstrap import mean_ci
 
 
 

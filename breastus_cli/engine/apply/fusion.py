@@ -49,7 +49,7 @@ _EPS = 1e-6
 def features() -> tuple[str, ...]:
     """The descriptor model's inputs: the unit-free descriptors and the log of the area in mm^2
     (missing, so imputed, where the pixel size is unknown: px and mm never mix in one input)."""
-    from breastus_cli.engine.descriptors import DESCRIPTORS
+    from breastus_cli.engine.stats.descriptors import DESCRIPTORS
 
     return (*DESCRIPTORS, "log_area_mm2")
 
@@ -137,15 +137,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, names: Sequence[str], c: float) -
                     [float(v) for v in model.coef_[0]], float(model.intercept_[0]))
 
 
-def threshold_current(fitted_on: dict[str, str] | None) -> bool:
-    """Whether a fused classifier's record (``fitted_on``, in fusion.json and in an
-    evaluation's fusion block) chose its threshold by today's rule: on cross-fitted validation
-    scores, or none asked (default 0.5). A fusion fitted before is fitted again when its CV is
-    resumed (nothing retrained)."""
-    rule = str((fitted_on or {}).get("threshold", ""))
-    return "cross-fitted" in rule or rule.startswith("default")
-
-
 def cross_fitted(x: np.ndarray, y: np.ndarray, names: Sequence[str], c: float,
                  folds: int = CROSS_FIT_FOLDS) -> np.ndarray:
     """Cross-fitted scores of :func:`fit_logistic`: each case scored by the model fitted on the
@@ -172,7 +163,7 @@ def case_table(frame: Any, masks: Sequence[np.ndarray] | None = None) -> Any:
     import pandas as pd
 
     from breastus_cli.data.imaging import read_luminance, read_mask
-    from breastus_cli.engine.descriptors import describe
+    from breastus_cli.engine.stats.descriptors import describe
 
     rows = []
     for i, (_, case) in enumerate(frame.iterrows()):
@@ -221,7 +212,7 @@ class Fusion:
                 raise InputError(f"this fused classifier also takes the score of "
                                  f"{self.partner['path']} (--fuse-with): none was given")
             inputs.append(logit(p_partner))
-        from breastus_cli.engine.metrics import as_score
+        from breastus_cli.engine.stats.metrics import as_score
 
         # reported as predictions.csv writes them: metrics and labels then follow the file
         return as_score(p_desc), as_score(self.combiner.predict(np.column_stack(inputs)))
@@ -262,7 +253,7 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
     """The descriptor model on the training cases' ground-truth descriptors, the combiner and
     the threshold on the validation cases (descriptors from ``val_masks_from``; with
     ``partner``, its scores ``p_partner_val`` as the combiner's third input)."""
-    from breastus_cli.engine.metrics import threshold_for_sensitivity
+    from breastus_cli.engine.stats.metrics import threshold_for_sensitivity
 
     descriptors = fit_logistic(x_train_gt, y_train, features(), C_DESCRIPTORS)
     p_desc_val = descriptors.predict(x_val)
@@ -358,8 +349,8 @@ def fit_for_run(run_dir: Path, config: dict[str, Any], data: Path, seg_run: Path
     its training cases' ground-truth masks, the combiner and thresholds on its validation cases
     ``val`` (CNN scores ``p_cnn_val``, and ``partner``'s ``p_partner_val``) with descriptors
     from ``seg_run``'s masks."""
-    from breastus_cli.engine.evaluate import predicted_masks
-    from breastus_cli.engine.rundir import run_cases
+    from breastus_cli.engine.apply.masks import predicted_masks
+    from breastus_cli.engine.runs.rundir import run_cases
 
     train = run_cases(config, "train", data)
     train = train[train["label"].isin(["benign", "malignant"])
@@ -390,9 +381,9 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
     Returns metrics.json's ``fusion`` block and predictions columns; writes
     ``out_dir/descriptors.csv`` (each case's descriptors from the segmenter's mask)."""
     from breastus_cli.atomic import atomic_path
-    from breastus_cli.engine import postprocess
-    from breastus_cli.engine.evaluate import predicted_masks
-    from breastus_cli.engine.metrics import classification_metrics
+    from breastus_cli.engine.apply import postprocess
+    from breastus_cli.engine.apply.masks import predicted_masks
+    from breastus_cli.engine.stats.metrics import classification_metrics
 
     y = _labels(frame)
     masks = predicted_masks(seg_run, list(frame["image_path"]), batch_size)

@@ -13,7 +13,7 @@ from typing import Any
 
 from breastus_cli import backend
 from breastus_cli.atomic import atomic_path, write_json, write_text
-from breastus_cli.engine.rundir import BEST, HISTORY, MODEL, log
+from breastus_cli.engine.runs.rundir import BEST, HISTORY, MODEL, log
 from breastus_cli.runfiles import read_best
 
 keras = backend.keras()

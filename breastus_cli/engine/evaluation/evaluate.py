@@ -10,9 +10,6 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.engine.rundir import (
+from breastus_cli.engine.apply.masks import mask_cache, predicted_masks
+from breastus_cli.engine.runs.rundir import (
     THRESHOLD, THRESHOLD_RULE, check_same_split, read_config, read_threshold, run_cases,
     same_dataset, split_fingerprint,
 )
@@ -43,20 +41,20 @@ class EvalSettings:
     seg_run: Path | None = None  # lesion-centred classifiers: crops from this segmenter
     ensemble: bool = False  # run_dir is a cv folder scored as one model (its fold ensemble)
     tta: str = "none"  # test-time augmentation: none or flip (inference.with_tta)
-    fusion: str = "none"  # "descriptors": fit the run's fused classifier (engine/fusion.py)
+    fusion: str = "none"  # "descriptors": fit the run's fused classifier (engine/apply/fusion.py)
     fuse_with: Path | None = None  # a second classifier run whose score the combiner also takes
-    #: a segmenter's mask post-processing: None = the run's (engine/postprocess.py, chosen on
+    #: a segmenter's mask post-processing: None = the run's (engine/apply/postprocess.py, chosen on
     #: its validation cases the first time), or one of postprocess.METHODS forced
     postprocess: str | None = None
 
     def validate(self) -> None:
-        from breastus_cli.engine.inference import TTA_MODES
+        from breastus_cli.engine.apply.inference import TTA_MODES
 
         if self.split not in ("train", "val", "test", "all"):
             raise UsageError(f"--split must be test, val, train or all (got '{self.split}')")
         if self.tta not in TTA_MODES:
             raise UsageError(f"--tta must be {' or '.join(TTA_MODES)} (got '{self.tta}')")
-        from breastus_cli.engine.postprocess import METHODS
+        from breastus_cli.engine.apply.postprocess import METHODS
 
         if self.postprocess is not None and self.postprocess not in METHODS:
             raise UsageError(f"--postprocess must be {' or '.join(METHODS)} "
@@ -90,7 +88,7 @@ class EvalSettings:
             raise UsageError("--fuse-with adds a second classifier to the fused classifier: "
                              "give it with --fusion descriptors")
         if self.fuse_with is not None:
-            from breastus_cli.engine.inference import is_cv_dir
+            from breastus_cli.engine.runs.cvdir import is_cv_dir
 
             if is_cv_dir(self.fuse_with):
                 raise UsageError(f"--fuse-with takes one run directory, not the "
@@ -150,7 +148,7 @@ def find_runs(paths: list[Path], ensemble: bool = False) -> list[Path]:
     for path in paths:
         path = Path(path)
         if ensemble:
-            from breastus_cli.engine.inference import is_cv_dir
+            from breastus_cli.engine.runs.cvdir import is_cv_dir
 
             if not is_cv_dir(path):
                 raise InputError(f"--ensemble takes cross-validation folders ('breastus cv' "
@@ -185,7 +183,7 @@ def _data_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
 
 def _is_other(settings: EvalSettings, config: dict[str, Any], data: Path) -> bool:
     """Is ``data`` (``--data``) another dataset than the one the run trained on?"""
-    from breastus_cli.engine.rundir import same_dataset
+    from breastus_cli.engine.runs.rundir import same_dataset
 
     return settings.data is not None and not settings.ensemble \
         and not same_dataset(Path(data), config.get("data") or {})
@@ -209,51 +207,9 @@ def _cases(data: Path, split: str, config: dict[str, Any]) -> Any:
 
 def _p_malignant(loaded: Any, images: list[str], batch_size: int) -> np.ndarray:
     """p(malignant) of each prepared image through the one inference path."""
-    from breastus_cli.engine.metrics import as_score
+    from breastus_cli.engine.stats.metrics import as_score
 
     return as_score(loaded.run_files(images, batch_size)[:, 1])  # as predictions.csv has it
-
-
-#: while an evaluation runs: each segmenter opened once, and its masks of an image list kept
-#: (the lesion crops, the fused classifier's descriptors and a lesion-centred partner's crops
-#: all need the same masks of the same cases)
-_MASKS: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar("breastus_masks", default=None)
-
-
-@contextmanager
-def mask_cache() -> Iterator[None]:
-    """Within this block ``predicted_masks`` runs a segmenter once per image list (nested blocks
-    share the outer one's cache; it is dropped when the outermost block ends)."""
-    token = _MASKS.set({}) if _MASKS.get() is None else None
-    try:
-        yield
-    finally:
-        if token is not None:
-            _MASKS.reset(token)
-
-
-def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
-                    threshold: float = 0.5, tta: str = "none") -> list[np.ndarray]:
-    """Lesion masks at each image's original size from a segmentation run (or a cv folder:
-    its fold ensemble); computed once per image list inside ``mask_cache()``."""
-    from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.inference import open_run, to_original_size
-
-    memo = _MASKS.get()
-    run_key = (str(Path(seg_run).resolve()), tta)
-    key = (*run_key, tuple(image_paths), float(threshold))
-    if memo is not None and key in memo:
-        return memo[key]
-    loaded = memo.get(run_key) if memo is not None else None
-    if loaded is None:
-        loaded = open_run(seg_run, "seg", tta=tta)
-    probabilities = loaded.run_files(image_paths, batch_size)
-    method = loaded.postprocess.method  # the segmenter's own (RUN/postprocess.json)
-    masks = [to_original_size(prob, read_luminance(path).shape, threshold, method)[1]
-             for path, prob in zip(image_paths, probabilities)]
-    if memo is not None:
-        memo[run_key], memo[key] = loaded, masks
-    return masks
 
 
 def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_dir: Path,
@@ -267,7 +223,7 @@ def _cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_
         return list(frame["image_path"]), None
     from breastus_cli.data.imaging import read_luminance, save_png
     from breastus_cli.data.roi import write_roi_crops
-    from breastus_cli.engine.inference import lesion_crop
+    from breastus_cli.engine.apply.inference import lesion_crop
 
     margin = float(roi.get("margin", 0.2))
     if source == "gt":
@@ -323,7 +279,7 @@ def _partner_scores(partner: Path, frames: dict[str, Any], settings: EvalSetting
     """A second classifier's p(malignant) on each named frame (through the one inference
     path: whole images, or lesion crops from ``--seg-run`` when it is lesion-centred), and its
     own decision threshold."""
-    from breastus_cli.engine.inference import open_run
+    from breastus_cli.engine.apply.inference import open_run
 
     config = read_config(partner)
     if config.get("task") != "cls":
@@ -392,7 +348,7 @@ def check_not_own_data(cv_dir: Path, data: Path, option: str = "--ensemble") -> 
     (the same path, manifest.csv or splits.csv by SHA-256): each fold model trained on the
     other folds' cases, so together they have seen every case."""
     from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash, manifest_path
-    from breastus_cli.engine.inference import fold_runs
+    from breastus_cli.engine.runs.cvdir import fold_runs
 
     plan, members = fold_runs(cv_dir)
     data = Path(data)
@@ -414,7 +370,8 @@ def check_not_own_data(cv_dir: Path, data: Path, option: str = "--ensemble") -> 
 def ensemble_config(cv_dir: Path, data: Path) -> dict[str, Any]:
     """The configuration a fold ensemble is evaluated with: fold-0's settings (the folds share
     task, input size and roi), no fold, the evaluated dataset, and the folds it averages."""
-    from breastus_cli.engine.inference import ensemble_threshold, fold_runs
+    from breastus_cli.engine.apply.inference import ensemble_threshold
+    from breastus_cli.engine.runs.cvdir import fold_runs
 
     check_not_own_data(cv_dir, data)
     plan, members = fold_runs(cv_dir)
@@ -440,8 +397,9 @@ def _command(settings: EvalSettings) -> str:
 def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
     import pandas as pd
 
-    from breastus_cli.engine.inference import is_cv_dir, open_run
-    from breastus_cli.engine.metrics import classification_metrics, threshold_for_sensitivity
+    from breastus_cli.engine.apply.inference import open_run
+    from breastus_cli.engine.runs.cvdir import is_cv_dir
+    from breastus_cli.engine.stats.metrics import classification_metrics, threshold_for_sensitivity
 
     data = _data_dir(settings, config)
     frame = _cases(data, settings.split, config)
@@ -454,7 +412,7 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
     out_dir.mkdir(parents=True, exist_ok=True)
     roi = config.get("roi", {}).get("source", "none") != "none"
     source = "seg" if roi and settings.seg_run is not None else "gt"
-    from breastus_cli.engine import fusion
+    from breastus_cli.engine.apply import fusion
 
     fused = None if settings.fusion != "none" else fusion.read(Path(settings.run_dir))
     if settings.seg_run is not None and not roi and settings.fusion == "none" and fused is None:
@@ -479,8 +437,8 @@ def _evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) 
         extra["roi_source"] = crops_from if source == "seg" else ORACLE_ROI
         extra["roi"] = {"crops_from": crops_from, "oracle": source == "gt",
                         "lesion_found": int(sum(found or [])), "n": int(len(frame))}
-        if source == "seg":  # the segmenter's mask post-processing (engine/postprocess.py)
-            from breastus_cli.engine import postprocess
+        if source == "seg":  # the segmenter's mask post-processing (engine/apply/postprocess.py)
+            from breastus_cli.engine.apply import postprocess
 
             extra["roi"]["mask_postprocess"] = postprocess.of(settings.seg_run).method
     val = p_val = None
@@ -611,8 +569,8 @@ def _seg_postprocess(settings: EvalSettings, config: dict[str, Any], loaded: Any
     given, else the run's (a fold ensemble's majority). A run without RUN/postprocess.json
     chooses it now on its own validation cases (:func:`postprocess.choose`, at the run's own
     threshold) and writes the file; when those cases cannot be read, masks stay as they are."""
-    from breastus_cli.engine import postprocess
-    from breastus_cli.engine.inference import to_original_size
+    from breastus_cli.engine.apply import postprocess
+    from breastus_cli.engine.apply.inference import to_original_size
 
     if settings.postprocess is not None:
         return postprocess.Postprocess(settings.postprocess, "given with --postprocess")
@@ -645,10 +603,10 @@ def _evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) 
     import pandas as pd
 
     from breastus_cli.data.imaging import read_luminance, save_png
-    from breastus_cli.engine.descriptors import agreement as descriptor_agreement
-    from breastus_cli.engine.descriptors import describe
-    from breastus_cli.engine.inference import open_run, to_original_size
-    from breastus_cli.engine.seg_metrics import case_metrics, dataset_metrics
+    from breastus_cli.engine.stats.descriptors import agreement as descriptor_agreement
+    from breastus_cli.engine.stats.descriptors import describe
+    from breastus_cli.engine.apply.inference import open_run, to_original_size
+    from breastus_cli.engine.stats.seg_metrics import case_metrics, dataset_metrics
 
     data = _data_dir(settings, config)
     frame = _cases(data, settings.split, config)

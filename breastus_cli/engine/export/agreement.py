@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli import backend
-from breastus_cli.engine.convert import _quiet
+from breastus_cli.engine.export.convert import _quiet
 from breastus_cli.errors import WorkError
 
 #: Largest output difference (probabilities) accepted as "the same model", per export kind;

@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.engine.rundir import CONFIG, GRID, HISTORY, log, read_config
-from breastus_cli.engine.settings import (
+from breastus_cli.engine.runs.rundir import CONFIG, GRID, HISTORY, log, read_config
+from breastus_cli.engine.runs.settings import (
     PAPER_EPOCHS,
     PAPER_LRS,
     SETTINGS_TYPES,
     TRAIN_ADDED,
     TrainSettings,
 )
-from breastus_cli.engine.slurm import SlurmOptions, submit, task_command, write_array
+from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.ownership import claim
 from breastus_cli.runfiles import read_sweep
@@ -176,8 +176,8 @@ def trial_state(run_dir: Path) -> str:
 
 def run_trial(out: Path, index: int) -> str:
     """Run, resume or skip one trial (what each local job or Slurm array task does)."""
-    from breastus_cli.engine import tasks
-    from breastus_cli.engine.train import train
+    from breastus_cli.engine.training import tasks
+    from breastus_cli.engine.training.train import train
 
     claim(out, "sweep", option="")  # someone else's folder, or a link out of it: exit 2
     if not (Path(out) / PLAN).is_file():
@@ -200,7 +200,7 @@ def run_trial(out: Path, index: int) -> str:
 def warm_cache(plan: dict[str, Any], out: Path) -> None:
     """Decode the sweep's images once into SWEEP/cache, before the trials read them."""
     from breastus_cli.data.split import select_cases
-    from breastus_cli.engine import tasks
+    from breastus_cli.engine.training import tasks
 
     if plan["train"].get("cache") != "disk":
         return

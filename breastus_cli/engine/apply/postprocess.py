@@ -114,6 +114,6 @@ def ensemble(members: list[Path]) -> Postprocess:
 def of(source: str | Path) -> Postprocess:
     """The post-processing masks drawn from ``source`` get: a run directory's, or a
     cross-validation folder's fold majority (what :class:`~inference.LoadedRun` applies)."""
-    from breastus_cli.engine.inference import fold_runs, is_cv_dir
+    from breastus_cli.engine.runs.cvdir import fold_runs, is_cv_dir
 
     return ensemble(fold_runs(source)[1]) if is_cv_dir(source) else read(source)

@@ -2,7 +2,7 @@
 
 ``train(settings, task)`` creates (or resumes) a run directory, builds the data pipelines,
 the model (inside a distribution strategy), the callbacks, and calls ``model.fit`` once.
-Everything task-specific comes from the :class:`~breastus_cli.engine.tasks.Task`.
+Everything task-specific comes from the :class:`~breastus_cli.engine.training.tasks.Task`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any
 
 from breastus_cli import backend
 from breastus_cli.data.split import select_cases
-from breastus_cli.engine import callbacks as cb
-from breastus_cli.engine.rundir import (
+from breastus_cli.engine.training import callbacks as cb
+from breastus_cli.engine.runs.rundir import (
     BEST, CHECKPOINTS, CONFIG, GRID, MODEL, attach_log, check_same_split, data_record,
     default_run_dir, detach_log, environment, log, read_config, write_config,
 )
-from breastus_cli.engine.settings import TRAIN_ADDED, TrainSettings
-from breastus_cli.engine.tasks import Task, copy_backbone
+from breastus_cli.engine.runs.settings import TRAIN_ADDED, TrainSettings
+from breastus_cli.engine.training.tasks import Task, copy_backbone
 from breastus_cli.errors import BreastusError, InputError, Interrupted, UsageError, WorkError
 from breastus_cli.ownership import claim
 
@@ -294,7 +294,7 @@ def train(
         callbacks = [nan_guard, history, best,
                      cb.EpochReporter(settings.epochs, steps, on_epoch, on_batch)]
         if settings.lr_schedule != "constant" or settings.warmup_epochs:
-            from breastus_cli.engine.settings import learning_rate
+            from breastus_cli.engine.runs.settings import learning_rate
 
             callbacks.append(keras.callbacks.LearningRateScheduler(
                 lambda epoch, _lr: learning_rate(epoch, settings.lr, settings.epochs,

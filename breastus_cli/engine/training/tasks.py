@@ -1,7 +1,8 @@
 """Tasks: what differs between classification and segmentation, and nothing else.
 
-The engine (:mod:`breastus_cli.engine.train`) owns the fit loop, callbacks, run directory and
-resume; a task supplies the cases it can use, the targets, the model, the loss and the metrics.
+The engine (:mod:`breastus_cli.engine.training.train`) owns the fit loop, callbacks, run
+directory and resume; a task supplies the cases it can use, the targets, the model, the loss and
+the metrics.
 Importing this module imports TensorFlow (through the backend).
 """
 
@@ -16,26 +17,17 @@ import numpy as np
 from breastus_cli import backend
 from breastus_cli.data.pipeline import Augment, make_dataset
 from breastus_cli.data.sources.base import LABELS
-from breastus_cli.engine.rundir import MODEL, read_config
-from breastus_cli.engine.settings import ClsSettings, SegSettings, TrainSettings
+from breastus_cli.engine.runs.rundir import MODEL, read_config
+from breastus_cli.engine.runs.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.errors import InputError, UsageError, one_line
 from breastus_cli.models import weights as weight_files
+from breastus_cli.models.cls_objectives import MalignantAUC
 from breastus_cli.models.safe_load import check_model_file, load_keras_model
 
 keras = backend.keras()
 #: What ``--weights`` accepts, said with every refusal of a file.
 WEIGHTS_ACCEPTED = ("--weights takes imagenet, none, a run directory, a .keras model or a Keras "
                     "weights file (.h5 / .weights.h5, as save_weights writes)")
-
-
-@keras.saving.register_keras_serializable(package="breastus")
-class MalignantAUC(keras.metrics.AUC):
-    """ROC AUC of the malignant-class probability, from sparse labels and softmax outputs."""
-
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        tf = backend.tf()
-        y_true = tf.reshape(tf.cast(y_true, tf.float32), [-1])
-        return super().update_state(y_true, y_pred[:, 1], sample_weight=None)
 
 
 #: The settings dataclass a task works with (ClsSettings, SegSettings).

@@ -1,0 +1,1 @@
+"""Scoring a run on a split: metrics, plots' inputs and the report files of RUN/eval-<split>/."""

@@ -1,0 +1,1 @@
+"""Deployment files of a run: TFLite / SavedModel conversion, their inputs and the agreement check."""

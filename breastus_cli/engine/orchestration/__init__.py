@@ -1,0 +1,3 @@
+"""Many runs at once: cross-validation, the learning-rate x epochs sweep, Slurm arrays.
+
+Nothing in engine imports this room."""

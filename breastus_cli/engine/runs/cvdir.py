@@ -1,0 +1,94 @@
+"""What a cross-validation folder is on disk: its plan (cv.json) and its fold-K/ run directories.
+
+    CV_DIR/cv.json        the plan: task, data, folds, settings (written by ``breastus cv``)
+    CV_DIR/fold-K/        fold K's run directory (config.json, model.keras, eval-test/, ...)
+
+Read here by every command that takes a cross-validation folder (cv resuming, evaluate
+--ensemble, predict and evaluate with a fold ensemble, post-processing's fold majority).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from breastus_cli.engine.runs.rundir import read_config
+from breastus_cli.errors import InputError
+from breastus_cli.runfiles import read_cv
+
+PLAN = "cv.json"
+
+
+def read_plan(out: Path, option: str = "", hint: str | None = None) -> dict[str, Any]:
+    """``out/cv.json``; exit 2 naming ``option`` when ``out`` is no cross-validation folder."""
+    if not (Path(out) / PLAN).is_file():
+        raise InputError(f"{option}{out} is not a cross-validation folder (no {PLAN})", hint=hint)
+    return read_cv(Path(out) / PLAN)
+
+
+def fold_dir(out: Path, k: int) -> Path:
+    """Fold ``k``'s run directory in the cross-validation folder ``out``."""
+    return Path(out) / f"fold-{k}"
+
+
+def is_cv_dir(path: str | Path) -> bool:
+    """A ``breastus cv`` output folder (cv.json, fold-K/ runs), not a run directory."""
+    path = Path(path)
+    return (path / PLAN).is_file() and not (path / "config.json").is_file()
+
+
+def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
+              seg_cv: str | None = None) -> bool:
+    """Fold ``k`` trained and evaluated (with its fused classifier when ``fusion`` asks, and
+    that with a second classifier's score when ``partner``; with the masks of fold ``k`` of the
+    segmentation CV ``seg_cv`` when given)."""
+    run = fold_dir(out, k)
+    config = run / "config.json"
+    metrics = run / "eval-test" / "metrics.json"
+    if not (config.is_file() and read_config(run).get("status") == "finished"
+            and metrics.is_file()):
+        return False
+    m = json.loads(metrics.read_text())
+    if seg_cv is not None:
+        masks = ((m.get("roi") or {}).get("crops_from")
+                 or (m.get("fusion") or {}).get("masks_from"))
+        if masks is not None and masks != f"segmentation run {fold_dir(Path(seg_cv), k)}":
+            return False  # scored with another segmenter's masks: score it again
+    if fusion == "none":
+        return True
+    block = m.get("fusion")
+    # a fusion whose threshold was chosen by an older rule is fitted and scored again
+    return (block is not None and (not partner or "partner" in block)
+            and threshold_current(block.get("fitted_on")))
+
+
+def threshold_current(fitted_on: dict[str, str] | None) -> bool:
+    """Whether a fused classifier's record (``fitted_on``, in fusion.json and in an
+    evaluation's fusion block) chose its threshold by today's rule: on cross-fitted validation
+    scores, or none asked (default 0.5). A fusion fitted before is fitted again when its CV is
+    resumed (nothing retrained)."""
+    rule = str((fitted_on or {}).get("threshold", ""))
+    return "cross-fitted" in rule or rule.startswith("default")
+
+
+def fold_runs(cv_dir: str | Path) -> tuple[dict[str, Any], list[Path]]:
+    """A cross-validation's plan (cv.json) and its fold run directories, every one finished
+    (trained and evaluated on its held-out fold), else a one-line InputError naming the fold."""
+    cv_dir = Path(cv_dir)
+    plan = read_plan(cv_dir)
+    folds = plan.get("folds")
+    if not isinstance(folds, int) or folds < 1:
+        raise InputError(f"{cv_dir}/cv.json names no folds (folds: {folds!r})")
+    for k in range(folds):
+        try:
+            done = fold_done(cv_dir, k)
+        except (OSError, ValueError):
+            done = False
+        if not done:
+            raise InputError(f"{cv_dir}: fold-{k} has not finished (trained and evaluated): a "
+                             f"fold ensemble needs all {folds} folds",
+                             hint=f"finish it with 'breastus cv {plan.get('task')} ... --out "
+                                  f"{cv_dir}' (it resumes), or give one finished fold")
+    return plan, [fold_dir(cv_dir, k) for k in range(folds)]
+
