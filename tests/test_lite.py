@@ -236,3 +236,31 @@ def test_train_cls_on_imagenet_lite0_end_to_end(synth_data, tmp_path):
     np.testing.assert_array_equal(stem, want)  # frozen: still exactly the ImageNet kernel
     probs = model.predict(np.full((2, 64, 64, 1), 90, np.float32), verbose=0)
     assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_unet_skip_features_are_the_stride_2_stages_expanded_inputs():
+    assert lite.skip_layers(LITE0) == ["block11_expand_relu", "block5_expand_relu",
+                                       "block3_expand_relu", "block1_expand_relu"]
+    assert lite.skip_layers(LITE2) == ["block15_expand_relu", "block7_expand_relu",
+                                       "block4_expand_relu", "block1_expand_relu"]
+
+
+@pytest.mark.slow
+def test_train_seg_on_an_imagenet_lite0_encoder_end_to_end(synth_data, tmp_path):
+    from breastus_cli.models.safe_load import load_keras_model
+
+    keras_home, run = tmp_path / "keras", tmp_path / "run"
+    proc = run_cli("train-seg", synth_data, "--backbone", LITE0, "--weights", "imagenet",
+                   "--freeze-encoder", "--epochs", "1", "--img-size", "64", "--batch-size", "8",
+                   "--run-dir", run, env={"KERAS_HOME": str(keras_home)})
+    assert proc.returncode == 0, proc.stderr
+    assert (keras_home / "models" / lite.cached_file_name(LITE0)).is_file()
+    model = load_keras_model(run / "model.keras")
+    unet = model.get_layer("unet")
+    stem = unet.get_layer("stem_conv").get_weights()[0]
+    want = lc.read_checkpoint(LITE0)["_conv_stem.weight"].transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(stem, want)  # the encoder started from (and kept) ImageNet
+    skips = {layer.name for layer in unet.layers}
+    assert set(lite.skip_layers(LITE0)) <= skips and "decoder_stage0_upsampling" in skips
+    masks = model.predict(np.full((1, 64, 64, 1), 90, np.float32), verbose=0)
+    assert masks.shape == (1, 64, 64, 1) and ((masks >= 0) & (masks <= 1)).all()

@@ -110,6 +110,13 @@ def efficientnet_lite(architecture: str, img_size: int, *, include_top: bool = F
     return keras.Model(inputs, x, name=architecture.replace("-", "_"))
 
 
+def skip_layers(architecture: str) -> list[str]:
+    """The U-Net's skip features, deepest first (strides 16, 8, 4, 2): the expanded input of
+    each stride-2 stage's first block, as segmentation-models takes them for EfficientNets."""
+    firsts = [i for i, row in enumerate(block_table(architecture)) if row[2] == 2]
+    return [f"block{i}_expand_relu" for i in reversed(firsts)]
+
+
 _TORCH_NAMES = (
     (re.compile(r"^_conv_stem$"), "stem_conv"), (re.compile(r"^_bn0$"), "stem_bn"),
     (re.compile(r"^_blocks\.(\d+)\._expand_conv$"), r"block\1_expand_conv"),
