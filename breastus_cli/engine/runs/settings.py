@@ -219,7 +219,9 @@ class ClsSettings(TrainSettings):
 
     monitor: str = _opt("val_auc", "val_auc, val_accuracy or val_loss (best checkpoint, early "
                                    "stopping).")
-    model: str = _opt("mobilenetv2", "mobilenetv2, resnet50, efficientnet-lite0, efficientnet-lite2 (ImageNet weights offline from their pinned packages) or smallcnn.", "--model", "-m")
+    model: str = _opt(
+        "mobilenetv2", "mobilenetv2, resnet50, efficientnet-lite0, efficientnet-lite2 (ImageNet "
+        "weights offline from their pinned packages) or smallcnn.", "--model", "-m")
     freeze_backbone: bool = _opt(False, "Train the head only.")
     fine_tune_from: str | None = _opt(None, "Freeze the backbone layers before LAYER.",
                                       metavar="LAYER")
@@ -262,7 +264,8 @@ class SegSettings(TrainSettings):
     img_size: int = _opt(256, "Input side in pixels (multiple of 32).")
     monitor: str = _opt("val_iou", "val_iou, val_dice or val_loss (best checkpoint, early "
                                    "stopping).")
-    backbone: str = _opt("efficientnetb2", "U-Net encoder (segmentation-models; also efficientnet-lite0 or efficientnet-lite2).")
+    backbone: str = _opt("efficientnetb2", "U-Net encoder (segmentation-models; also "
+                                            "efficientnet-lite0 or efficientnet-lite2).")
     loss: str = _opt("bce_jaccard", "bce_jaccard, bce_dice, dice or focal_dice.")
     include_other_masks: bool = _opt(False, "Unite 'other' masks with the lesion mask.")
     freeze_encoder: bool = _opt(False, "Train the decoder only.")
