@@ -209,6 +209,8 @@ CASES: dict[str, Case] = {
                                          "--out", out, "--save-masks"]
                     + (["--resume"] if own else []), ("predict.json",
                                                       {"format": "breastus-predict"})),
+    "compare": Case(lambda c, out, own: ["compare", c["evals"][0], c["evals"][1], "--out", out],
+                    ("compare.json", {"format": "breastus-compare"})),
     "review": Case(lambda c, out, own: ["review", out], ("predict.json",
                                                           {"format": "breastus-predict"})),
     "export": Case(lambda c, out, own: ["export", c["runs"]["cls"], "--out", out, "--overwrite"],
@@ -264,9 +266,22 @@ def ctx(tmp_path, synth_data, learn_data, tiny_runs) -> dict:
     data_copy = tmp_path / "data_copy"
     shutil.copytree(synth_data, data_copy)
     return {"data": synth_data, "learn": learn_data, "runs": tiny_runs, "data_copy": data_copy,
-            "scans": _scans(tmp_path / "scans"),
+            "scans": _scans(tmp_path / "scans"), "evals": _evaluations(tmp_path),
             "source": write_breast(tmp_path / "src", [breast_row(1), breast_row(2, "malignant"),
                                                       breast_row(3)])}
+
+
+def _evaluations(tmp_path: Path) -> list[Path]:
+    """Two evaluation folders of the same 8 cases (what ``compare`` reads)."""
+    folders = []
+    for k in (0, 1):
+        folder = tmp_path / f"eval-{k}"
+        folder.mkdir()
+        pd.DataFrame({"case_id": [f"c{i}" for i in range(8)], "y_true": [0, 1] * 4,
+                      "p_malignant": [(i * (3 + k)) % 8 / 8 for i in range(8)]}
+                     ).to_csv(folder / "predictions.csv", index=False)
+        folders.append(folder)
+    return folders
 
 
 def _refused(capsys, args: list, *protected: Path) -> str:
