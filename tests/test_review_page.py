@@ -267,8 +267,10 @@ def test_review_rewrites_it_and_overwrite_removes_it(reported, cls_run, tmp_path
     assert proc.returncode == 0 and (out / PAGE).is_file()
     assert "0 thumbnail(s) written, 10 kept" in proc.stderr
     # the page is predict's own output: --overwrite replaces it, and thumbs/ is never an input
+    # (--out inside an input folder is allowed, its files never read; --out equal to an input is
+    # refused by the ownership rule)
     scans = Path(json.loads((out / "predict.json").read_text())["inputs"][0])
-    proc = run_cli("predict", str(scans), str(out), "--cls-run", str(cls_run), "--out",
+    proc = run_cli("predict", str(scans), str(tmp_path), "--cls-run", str(cls_run), "--out",
                    str(out), "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert not (out / PAGE).exists() and not (out / THUMBS).exists()
