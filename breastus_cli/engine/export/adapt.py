@@ -190,11 +190,10 @@ def adapt(run_dir: Path, data: Path, out: Path, labels: Path | None = None,
         raise UsageError(f"--target-sensitivity must lie in (0, 1] (got {target_sensitivity})")
     claim(out, "run", inputs=[run_dir, data, *([labels] if labels else [])])
     size = int(config["settings"]["img_size"])
-    model = load_model(run_dir)
-    from breastus_cli import backend
+    load_model(run_dir)  # the checks of the one loader (and its registered objects) ...
+    from breastus_cli.models.safe_load import load_keras_model
 
-    adapted = backend.keras().models.clone_model(model)
-    adapted.set_weights(model.get_weights())
+    adapted = load_keras_model(run_dir / MODEL)  # ... then a private copy, changed in place
     images, errors, files = _scan_inputs(data, size, workers)
     n_layers = adabn(adapted, images)
     if n_layers == 0:
