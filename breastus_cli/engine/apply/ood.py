@@ -198,3 +198,64 @@ def ensure(run_dir: str | Path, keras_model: Any = None, data: str | Path | None
 
 def in_domain(scores: Iterable[float]) -> np.ndarray:
     return np.asarray(list(scores), np.float64) <= 1.0
+
+
+# ---- predict's columns ---------------------------------------------------------------------
+def with_ood(loaded: Any) -> Any:
+    """``loaded`` (an :class:`~breastus_cli.engine.apply.inference.LoadedRun`) whose ``run``
+    returns a third column, the ``ood_score``, when it is one Keras classifier run with a pooling
+    layer; else ``loaded`` itself. The run's statistics are computed (and stored) when missing;
+    when they cannot be (its dataset is not there), a warning says so and no column is added."""
+    import logging
+    from dataclasses import replace
+
+    source = Path(loaded.source)
+    if (loaded.task != "cls" or loaded.keras_model is None or loaded.members
+            or not (source / MODEL).is_file()
+            or POOL_LAYER not in {layer.name for layer in loaded.keras_model.layers}):
+        return loaded
+    try:
+        stats, _ = ensure(source, loaded.keras_model)
+    except InputError as exc:
+        logging.getLogger("breastus").warning("no ood_score column: %s", exc.message)
+        return loaded
+    if loaded.tta == "none":  # one forward pass gives both (p and the pooled features)
+        both = _both_runner(loaded.keras_model, loaded.size)
+    else:  # the (augmented) probabilities, and the features of the image as given
+        features = feature_runner(loaded.keras_model, loaded.size)
+
+        def both(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return loaded.run(x), features(x)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images, dtype=np.float32)
+        probs, feats = both(x)
+        scores = stats.score(feats) if len(x) else np.zeros(0)
+        return np.concatenate([np.asarray(probs, np.float32),
+                               scores[:, None].astype(np.float32)], axis=1)
+
+    return replace(loaded, run=run)
+
+
+def _both_runner(keras_model: Any, size: int):
+    """(N, S, S, 1) -> (outputs, pooled features), one compiled forward pass."""
+    from breastus_cli import backend
+    from breastus_cli.engine.apply.inference import MAX_BATCH
+
+    keras, tf = backend.keras(), backend.tf()
+    model = keras.Model(keras_model.inputs,
+                        [keras_model.output, keras_model.get_layer(POOL_LAYER).output])
+    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                       input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)])
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parts = [step(x[i:i + MAX_BATCH]) for i in range(0, max(len(x), 1), MAX_BATCH)]
+        return (np.concatenate([p[0].numpy() for p in parts]),
+                np.concatenate([p[1].numpy() for p in parts]))
+
+    return run
+
+
+def cells(score: float) -> dict[str, Any]:
+    """predictions.csv's ``ood_score`` and ``in_domain`` cells of one scan."""
+    return {"ood_score": round(float(score), 4), "in_domain": bool(score <= 1.0)}
