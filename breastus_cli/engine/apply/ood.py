@@ -192,7 +192,14 @@ def ensure(run_dir: str | Path, keras_model: Any = None, data: str | Path | None
               "val_cases": [str(c) for c in val["case_id"]], "n_val": len(val),
               "data": str(config.get("data", {}).get("path") or data or "")}
     if write:
-        save(run_dir, stats, record)
+        try:
+            save(run_dir, stats, record)
+        except OSError as exc:  # a read-only run: the statistics serve this process only
+            import logging
+
+            logging.getLogger("breastus").warning(
+                "feature statistics not stored in %s (%s): computed again next time",
+                run_dir, exc.strerror or exc)
     return stats, record
 
 
@@ -211,6 +218,7 @@ def with_ood(loaded: Any) -> Any:
 
     source = Path(loaded.source)
     if (loaded.task != "cls" or loaded.keras_model is None or loaded.members
+            or loaded.roi_margin is not None  # lesion crops: not what the statistics saw
             or not (source / MODEL).is_file()
             or POOL_LAYER not in {layer.name for layer in loaded.keras_model.layers}):
         return loaded
