@@ -167,3 +167,52 @@ def test_bad_inputs_are_one_line_exit_2(bad, run, seg_run, tmp_path, capsys):
                 "bad-stats": "n_train", "no-scans": "no scans"}[bad]
     assert expected in line
     assert not (tmp_path / "out" / "shift.json").exists()
+
+
+def test_predict_writes_ood_columns_for_a_keras_classifier(run, tmp_path):
+    import pandas as pd
+
+    from breastus_cli.engine.apply import ood
+
+    (run / ood.STATS_NPZ).unlink(missing_ok=True)  # an older run: computed on demand
+    (run / ood.STATS_JSON).unlink(missing_ok=True)
+    images = _test_images(run)
+    scans = _copies(images, tmp_path / "scans", lambda x: x)
+    _copies(images, scans / "inverted", _inverted)
+    proc = run_cli("predict", scans, "--cls-run", run, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert (run / ood.STATS_NPZ).is_file() and (run / ood.STATS_JSON).is_file()
+    rows = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
+    assert {"ood_score", "in_domain"} <= set(rows.columns)
+    inverted = rows["path"].str.contains("/inverted/")
+    scores = rows["ood_score"].astype(float)
+    assert rows["in_domain"].astype(str).isin(["True", "False"]).all()
+    assert ((scores <= 1) == (rows["in_domain"].astype(str) == "True")).all()
+    from breastus_cli.engine.evaluation.shift import auc
+
+    assert auc(scores[~inverted].to_numpy(), scores[inverted].to_numpy()) > 0.9
+    # the same scores as the module gives
+    stats, _ = ood.ensure(run)
+    from breastus_cli.engine.apply.inference import load_model
+
+    direct = stats.score(ood.features_of_files(load_model(run), 64,
+                                               [p for p in rows["path"]]))
+    assert np.allclose(scores, direct, atol=1e-3)
+
+
+def test_predict_without_a_pooled_keras_classifier_leaves_the_columns_empty(tmp_path):
+    import pandas as pd
+    from test_safety_files import _save_run, _scans
+
+    from breastus_cli import backend
+
+    keras = backend.keras()
+    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2, activation="softmax")])
+    run = _save_run(tmp_path / "tiny", model, "cls", 32)
+    proc = run_cli("predict", _scans(tmp_path / "scans"), "--cls-run", run,
+                   "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
+    assert (rows["ood_score"] == "").all() and (rows["in_domain"] == "").all()
+    assert not (run / "feature_stats.npz").exists()
