@@ -216,3 +216,53 @@ def test_predict_without_a_pooled_keras_classifier_leaves_the_columns_empty(tmp_
     rows = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
     assert (rows["ood_score"] == "").all() and (rows["in_domain"] == "").all()
     assert not (run / "feature_stats.npz").exists()
+
+
+# ---- the stored statistics are read through a schema, never unpickled ------------------------
+def _stored(folder: Path) -> Path:
+    from breastus_cli.engine.apply import ood
+
+    rng = np.random.default_rng(0)
+    stats = ood.fit(rng.normal(size=(20, 6)), rng.normal(size=(8, 6)))
+    folder.mkdir(parents=True, exist_ok=True)
+    ood.save(folder, stats, dict(_RECORD))
+    return folder
+
+
+_RECORD = {"format": "breastus-feature-stats", "model_sha256": "0" * 64, "dims": 5,
+           "scale": 1.5, "train_cases": ["a", "b", "c"], "n_train": 3, "val_cases": ["d"],
+           "n_val": 1}
+
+
+def test_a_pickled_or_broken_npz_is_one_line_refusal(tmp_path):
+    from breastus_cli.engine.apply import ood
+    from breastus_cli.errors import InputError
+
+    run = _stored(tmp_path / "run")
+    assert ood.load(run) is not None
+    np.savez(run / ood.STATS_NPZ, center=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(InputError, match="feature_stats.npz") as exc:
+        ood.load(run)
+    assert "\n" not in exc.value.message
+    (run / ood.STATS_NPZ).write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="feature_stats.npz"):
+        ood.load(run)
+
+
+def test_feature_stats_reader_never_fails_otherwise(tmp_path):
+    from hypothesis import given
+    from test_safety_runfiles import FAST, _refused_or, mutated
+
+    from breastus_cli.engine.apply import ood
+
+    run = _stored(tmp_path / "run")
+
+    @FAST
+    @given(doc=mutated(_RECORD))
+    def check(doc):
+        (run / ood.STATS_JSON).write_text(json.dumps(doc))
+        _refused_or(run / ood.STATS_JSON, lambda: ood.load(run),
+                    lambda loaded: loaded[1]["n_train"] == len(loaded[1]["train_cases"])
+                    or pytest.fail(str(loaded[1])))
+
+    check()
