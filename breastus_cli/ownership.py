@@ -13,6 +13,7 @@ just its name:
     synth     OUT/synth.json          format "breastus-synth"
     export    OUT/metadata.json       format tflite/savedmodel, exports, source_model_sha256
     compare   OUT/compare.json        format "breastus-compare"
+    shift     OUT/shift.json          format "breastus-shift"
 
 (evaluate writes RUN/eval-*/ inside a run or cross-validation folder it claimed as such.)
 
@@ -37,6 +38,7 @@ SPLIT_FORMAT = "breastus-split"
 SYNTH_FORMAT = "breastus-synth"
 EXPORT_FORMATS = ("tflite", "savedmodel")
 COMPARE_FORMAT = "breastus-compare"
+SHIFT_FORMAT = "breastus-shift"
 
 
 def _is_dataset(data: dict[str, Any]) -> bool:
@@ -75,6 +77,10 @@ def _is_compare(data: dict[str, Any]) -> bool:
     return data.get("format") == COMPARE_FORMAT
 
 
+def _is_shift(data: dict[str, Any]) -> bool:
+    return data.get("format") == SHIFT_FORMAT
+
+
 #: kind -> (marker file name, test of its parsed content)
 MARKERS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "dataset": ("prepare.json", _is_dataset),
@@ -86,6 +92,7 @@ MARKERS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "synth": ("synth.json", _is_synth),
     "export": ("metadata.json", _is_export),
     "compare": ("compare.json", _is_compare),
+    "shift": ("shift.json", _is_shift),
 }
 
 

@@ -279,6 +279,25 @@ class BestFile(_File):
     epoch: Count
 
 
+class FeatureStatsFile(_File):
+    """RUN/feature_stats.json: what RUN/feature_stats.npz was computed from."""
+
+    format: Literal["breastus-feature-stats"]
+    model_sha256: str
+    dims: Annotated[int, Field(ge=1)]
+    scale: Positive
+    train_cases: list[str]
+    n_train: Annotated[int, Field(ge=3)]
+    val_cases: list[str]
+    n_val: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _counts(self) -> "FeatureStatsFile":
+        if len(self.train_cases) != self.n_train or len(self.val_cases) != self.n_val:
+            raise ValueError("n_train/n_val differ from the number of cases listed")
+        return self
+
+
 class ExportMetadata(_File):
     """RUN/export/metadata.json."""
 
@@ -376,6 +395,11 @@ def check_predict(path: str | os.PathLike[str], record: dict[str, Any]) -> dict[
     """A predict.json already parsed (ownership's marker), checked."""
     validate(path, record, PredictFile)
     return record
+
+
+def read_feature_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
+    return load(path, FeatureStatsFile, hint="delete feature_stats.npz and .json: they are "
+                                             "computed again")[1]
 
 
 def read_cv(path: str | os.PathLike[str]) -> dict[str, Any]:

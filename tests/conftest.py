@@ -324,6 +324,11 @@ def cls_run(learn_data, tmp_path_factory):
         proc = run_cli("train-cls", str(learn_data), *FAST_CLS, "--epochs", "10", "--lr", "1e-3",
                        "--run-dir", str(run))
         assert proc.returncode == 0, proc.stderr
+        # its feature statistics (engine/apply/ood.py) stored once here: predict would store
+        # them on first use, and the shared run must stay unchanged by the tests
+        from breastus_cli.engine.apply import ood
+
+        ood.ensure(run)
 
     yield from _read_only(built_once(tmp_path_factory, "runs/smallcnn", build))
 

@@ -72,7 +72,8 @@ def _register() -> None:
     import importlib
 
     for module in ("data_cmds", "train_cmds", "eval_cmds", "compare_cmds", "predict_cmds",
-                   "review_cmds", "export_cmds", "sweep_cmds", "cv_cmds", "weights_cmds"):
+                   "review_cmds", "site_cmds", "export_cmds", "sweep_cmds", "cv_cmds",
+                   "weights_cmds"):
         importlib.import_module(f"breastus_cli.cli.{module}")
 
 

@@ -610,13 +610,14 @@ def _row_html(row: ReviewRow, columns: list[str], hidden: bool = False) -> str:
 
 def _columns(csv_columns: list[str], rows: list[ReviewRow]) -> list[str]:
     """The page's columns: each only where a row has something for it (a segmenter alone
-    gives no score, a classifier alone no overlay nor area, no fusion no reasons); the
-    out-of-domain one where predictions.csv has its columns."""
+    gives no score, a classifier alone no overlay nor area, no fusion no reasons, a
+    classifier without feature statistics no ood score)."""
     shown = ["scan"] + (["overlay"] if any(r.overlay_thumb for r in rows) else []) + ["file"]
     shown += ["p", "label"] if any(r.p is not None for r in rows) else []
     shown += ["why"] if any(r.reasons for r in rows) else []
     shown += ["area"] if any(r.area is not None for r in rows) else []
-    return shown + (["ood"] if {"in_domain", "ood_score"} & set(csv_columns) else [])
+    return shown + (["ood"] if any(r.ood_score is not None or r.in_domain is not None
+                                   for r in rows) else [])
 
 
 def render_page(out: Path, record: dict[str, Any], csv_columns: list[str],

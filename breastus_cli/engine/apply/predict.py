@@ -33,6 +33,7 @@ import numpy as np
 
 from breastus_cli.data.imaging import DEFAULT_MAX_PIXELS
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, shard, stream
+from breastus_cli.engine.apply import ood
 from breastus_cli.engine.apply.inference import (
     TFLITE_EXPORTS, TTA_MODES, LoadedRun, lesion_crop, open_run, resize_input,
     to_original_size, upsample,
@@ -64,6 +65,8 @@ COLUMNS += list(DESCRIPTOR_COLUMNS)
 #: score most, in log-odds); empty otherwise. p_partner: the second classifier's score, where
 #: the fusion takes one (evaluate --fuse-with)
 COLUMNS += ["p_descriptors", "p_partner", "p_fused", "label_fused", "fused_why"]
+#: a Keras classifier run's distance from its training scans (engine/apply/ood.py; issue 31)
+COLUMNS += ["ood_score", "in_domain"]
 ERROR_COLUMNS = ["path", "reason"]
 #: batches in the model at once with the Keras engine: two run 1.25x faster than one on 2 cores
 #: (MobileNetV2 224, compiled forward on preloaded tensors; BENCHMARKS.md)
@@ -434,6 +437,7 @@ def predict(settings: PredictSettings,
                       settings.tta) if settings.cls_run else None
     seg = _open_model(settings.seg_run, "seg", settings.engine, False,
                       settings.tta) if settings.seg_run else None
+    cls = ood.with_ood(cls) if cls is not None else None  # + the ood_score column
     if seg is not None and settings.seg_postprocess is None:  # the run's own choice (a copy:
         # the caller's settings are left as given)
         settings = replace(settings, seg_postprocess=seg.postprocess.method)
@@ -581,6 +585,7 @@ class _Outputs:
     heat: np.ndarray | None = None
     big: list[tuple[np.ndarray, np.ndarray]] | None = None
     p_partner: np.ndarray | None = None  # the fusion's second classifier's p(malignant)
+    ood: np.ndarray | None = None  # the classifier's ood_score (ood.with_ood)
 
 
 def _full_size(frames: list[Frame], probs: np.ndarray, threshold: float,
@@ -612,7 +617,9 @@ def _forward(frames: list[Frame], cls: LoadedRun | None, seg: LoadedRun | None,
         outputs.p_partner = partner.run(_cls_batch(frames, partner, outputs.big or [], tf))[:, 1]
     if cls is not None:
         batch = _cls_batch(frames, cls, outputs.big or [], tf)
-        outputs.p_mal = cls.run(batch)[:, 1]
+        scores = cls.run(batch)
+        outputs.p_mal = scores[:, 1]
+        outputs.ood = scores[:, 2] if scores.shape[1] > 2 else None
         if settings.explain:
             from breastus_cli.engine.apply.gradcam import gradcam
 
@@ -662,6 +669,8 @@ def _predict_batch(frames: list[Frame], outputs: _Outputs, cls: LoadedRun | None
             row.update({"p_malignant": p, "threshold": threshold,
                         "label": "malignant" if p >= (0.5 if threshold is None else threshold)
                         else "benign"})
+        if outputs.ood is not None:
+            row.update(ood.cells(outputs.ood[i]))
         if heat is not None and cls is not None and cls.roi_margin is None:
             path = overlays.heatmap_overlay(frame.image, upsample(heat[i], (height, width)),
                                             out / "explain" / f"{stem}.png")
