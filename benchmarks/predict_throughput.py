@@ -128,18 +128,18 @@ def _preload(folder: Path, size: int) -> np.ndarray:
     """The folder's scans decoded and resized exactly as predict does."""
     from breastus_cli import backend
     from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.apply.predict import _resized
+    from breastus_cli.engine.apply.predict_rows import resized
 
     tf = backend.tf()
     files = sorted(folder.iterdir())
-    return np.stack([_resized(read_luminance(f), size, tf) for f in files])
+    return np.stack([resized(read_luminance(f), size, tf) for f in files])
 
 
 def _keras_forward(run: Path, images: np.ndarray, batch: int) -> tuple[Any, list]:
     """The run's model in the compiled function predict builds (input_signature
     [None, S, S, 1]), and ``images`` as tf.constant batches for it."""
     from breastus_cli import backend
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
 
     tf = backend.tf()
     size = images.shape[1]
@@ -269,9 +269,11 @@ RESIZE_THREADS = ("resize (imaging.resize_grey, PIL bilinear) in the decoding th
 def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dict[str, float]:
     """An in-process predict() with timers around its parts; seconds per part and in all."""
     import breastus_cli.engine.apply.predict as P
+    import breastus_cli.engine.apply.predict_output as O
+    import breastus_cli.engine.apply.predict_rows as R
 
     timers: dict[str, float] = defaultdict(float)
-    originals = (P._resized, P._open_model, P._batches, P._Appender.write)
+    originals = (R.resized, P.open_model, P.batches, O.Appender.write)
 
     def resized(*a, **k):
         start = time.perf_counter()
@@ -320,12 +322,12 @@ def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dic
     settings = P.PredictSettings(inputs=[folder], out=out, cls_run=Path(source[1]),
                                  engine="tflite" if "tflite" in engine else "keras",
                                  batch_size=batch, overwrite=True)
-    P._resized, P._open_model, P._batches, P._Appender.write = resized, open_model, batches, write
+    R.resized, P.open_model, P.batches, O.Appender.write = resized, open_model, batches, write
     try:
         with Load() as load:
             result = P.predict(settings)
     finally:
-        P._resized, P._open_model, P._batches, P._Appender.write = originals
+        R.resized, P.open_model, P.batches, O.Appender.write = originals
     loop = result.rows / result.images_per_second
     # the forward passes run in predict's forward threads (two batches at once with the Keras
     # engine) and the decoding threads' resizing overlaps everything: only the main thread's
@@ -341,17 +343,17 @@ def _serial_costs(folder: Path, size: int, limit: int) -> dict[str, float]:
     """Seconds per image of each step run alone, one thread: decode (PIL, luminance), resize."""
     from breastus_cli import backend
     from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.apply.predict import _resized
+    from breastus_cli.engine.apply.predict_rows import resized
 
     tf = backend.tf()
     files = sorted(folder.iterdir())[:limit]
-    _resized(read_luminance(files[0]), size, tf)
+    resized(read_luminance(files[0]), size, tf)
     start = time.perf_counter()
     decoded = [read_luminance(f) for f in files]
     decode = (time.perf_counter() - start) / len(files)
     start = time.perf_counter()
     for image in decoded:
-        _resized(image, size, tf)
+        resized(image, size, tf)
     resize = (time.perf_counter() - start) / len(files)
     pixels = statistics.mean(i.size for i in decoded)
     return {"decode": decode, "resize": resize, "pixels": pixels}
@@ -601,7 +603,7 @@ def _run(args: argparse.Namespace, work: Path) -> str:
         "",
         f"Each step alone, one thread, per image: PNG decode to luminance (`read_luminance`, "
         f"mean {serial['pixels'] / 1e3:.0f} kpixel) {1000 * serial['decode']:.1f} ms; "
-        f"resize to {args.img_size} (`_resized`, `imaging.resize_grey`, PIL bilinear) "
+        f"resize to {args.img_size} (`predict_rows.resized`, `imaging.resize_grey`, PIL bilinear) "
         f"{1000 * serial['resize']:.1f} ms. CPU ceiling on {cores} cores, any design "
         "(cores / (forward core-ms + decode + resize)): " + ", ".join(
             f"{e} {ceiling[e]:.0f} images/s ({ceiling[e] / forward[e]['rate']:.0%} of its "

@@ -267,7 +267,7 @@ def test_scores_are_rounded_once_so_predictions_csv_reproduces_the_metrics(tmp_p
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from breastus_cli.engine.evaluation.evaluate import _p_malignant
+    from breastus_cli.engine.evaluation.evaluate_cls import p_malignant
     from breastus_cli.engine.stats.metrics import classification_metrics
 
     class Saturated:  # a LoadedRun's run_files: (N, 2) softmax outputs
@@ -276,7 +276,7 @@ def test_scores_are_rounded_once_so_predictions_csv_reproduces_the_metrics(tmp_p
                             np.float32).astype(np.float64)
 
     y = np.array([1, 0, 0, 0])
-    p = _p_malignant(Saturated(), ["a", "b", "c", "d"], 2)
+    p = p_malignant(Saturated(), ["a", "b", "c", "d"], 2)
     assert p[0] == p[1] == 1.0
     pd.DataFrame({"y_true": y, "p_malignant": p}).to_csv(tmp_path / "p.csv", index=False)
     frame = pd.read_csv(tmp_path / "p.csv")

@@ -22,8 +22,8 @@ Where a change goes:
     a new metric                      stats/ (metrics.py, seg_metrics.py); evaluation/ writes it
     a new export format               export/ (convert.py for the bytes, export.py for the files);
                                       apply/inference.py if predict must run it
-    a new column in predictions.csv   apply/predict.py (predict's), evaluation/evaluate.py
-                                      (evaluate's)
+    a new column in predictions.csv   apply/predict_output.py (COLUMNS), predict_rows.py (the
+                                      value; predict's), evaluation/evaluate.py (evaluate's)
     a new file in a run folder        runs/rundir.py (its name and reader), then its writer
     a new backbone or loss            models/ (outside engine), training/tasks.py to use it
     a new way to run many trainings   orchestration/

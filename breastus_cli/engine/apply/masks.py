@@ -36,7 +36,8 @@ def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
     """Lesion masks at each image's original size from a segmentation run (or a cv folder:
     its fold ensemble); computed once per image list inside ``mask_cache()``."""
     from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.apply.inference import open_run, to_original_size
+    from breastus_cli.engine.apply.images import to_original_size
+    from breastus_cli.engine.apply.inference import open_run
 
     memo = _MASKS.get()
     run_key = (str(Path(seg_run).resolve()), tta)

@@ -113,7 +113,7 @@ def ensemble(members: list[Path]) -> Postprocess:
 
 def of(source: str | Path) -> Postprocess:
     """The post-processing masks drawn from ``source`` get: a run directory's, or a
-    cross-validation folder's fold majority (what :class:`~inference.LoadedRun` applies)."""
+    cross-validation folder's fold majority (what :class:`~loaded_run.LoadedRun` applies)."""
     from breastus_cli.engine.runs.cvdir import fold_runs, is_cv_dir
 
     return ensemble(fold_runs(source)[1]) if is_cv_dir(source) else read(source)

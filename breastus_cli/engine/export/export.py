@@ -62,14 +62,13 @@ from breastus_cli.engine.export.export_inputs import (  # noqa: F401  (re-export
     sample_images,
     synthetic_images,
 )
-from breastus_cli.engine.apply.inference import (  # noqa: F401  (the runtime, re-exported)
+from breastus_cli.engine.apply.inference import open_run
+from breastus_cli.engine.apply.loaded_run import MAX_BATCH, roi_margin  # noqa: F401 (re-exported)
+from breastus_cli.engine.apply.tflite_model import (  # noqa: F401  (the runtime, re-exported)
     EXPORT_DIR,
-    MAX_BATCH,
     METADATA,
     TFLiteModel,
-    open_run,
     read_export_metadata,
-    roi_margin,
 )
 from breastus_cli.engine.runs.rundir import (
     MODEL,

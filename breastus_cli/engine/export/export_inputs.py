@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli.engine.apply.inference import roi_margin
+from breastus_cli.engine.apply.loaded_run import roi_margin
 from breastus_cli.engine.runs.rundir import run_cases
 from breastus_cli.errors import InputError
 

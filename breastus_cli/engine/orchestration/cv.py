@@ -186,7 +186,8 @@ def _new_segmenter(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
 def run_fold(out: Path, k: int) -> str:
     """Train (or resume) fold ``k`` and evaluate it on its held-out fold."""
     from breastus_cli.engine.training import tasks
-    from breastus_cli.engine.evaluation.evaluate import EvalSettings, evaluate
+    from breastus_cli.engine.evaluation.eval_settings import EvalSettings
+    from breastus_cli.engine.evaluation.evaluate import evaluate
     from breastus_cli.engine.training.train import train
 
     claim(out, "cv", option="")  # someone else's folder, or a link out of it: exit 2
