@@ -34,6 +34,16 @@ from typing import Any
 
 import numpy as np
 
+from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.data.imaging import read_luminance, read_mask
+from breastus_cli.data.manifest import file_sha256
+from breastus_cli.engine.apply import postprocess
+from breastus_cli.engine.apply.masks import predicted_masks
+from breastus_cli.engine.runs.rundir import run_cases
+from breastus_cli.engine.stats.descriptors import DESCRIPTORS, describe
+from breastus_cli.engine.stats.metrics import (
+    as_score, classification_metrics, threshold_for_sensitivity,
+)
 from breastus_cli.errors import InputError
 from breastus_cli.runfiles import read_fusion
 
@@ -49,8 +59,6 @@ _EPS = 1e-6
 def features() -> tuple[str, ...]:
     """The descriptor model's inputs: the unit-free descriptors and the log of the area in mm^2
     (missing, so imputed, where the pixel size is unknown: px and mm never mix in one input)."""
-    from breastus_cli.engine.stats.descriptors import DESCRIPTORS
-
     return (*DESCRIPTORS, "log_area_mm2")
 
 
@@ -162,9 +170,6 @@ def case_table(frame: Any, masks: Sequence[np.ndarray] | None = None) -> Any:
     ground-truth lesion mask; intensities from the luminance the models see."""
     import pandas as pd
 
-    from breastus_cli.data.imaging import read_luminance, read_mask
-    from breastus_cli.engine.stats.descriptors import describe
-
     rows = []
     for i, (_, case) in enumerate(frame.iterrows()):
         image = read_luminance(case["image_path"])
@@ -212,7 +217,6 @@ class Fusion:
                 raise InputError(f"this fused classifier also takes the score of "
                                  f"{self.partner['path']} (--fuse-with): none was given")
             inputs.append(logit(p_partner))
-        from breastus_cli.engine.stats.metrics import as_score
 
         # reported as predictions.csv writes them: metrics and labels then follow the file
         return as_score(p_desc), as_score(self.combiner.predict(np.column_stack(inputs)))
@@ -253,8 +257,6 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
     """The descriptor model on the training cases' ground-truth descriptors, the combiner and
     the threshold on the validation cases (descriptors from ``val_masks_from``; with
     ``partner``, its scores ``p_partner_val`` as the combiner's third input)."""
-    from breastus_cli.engine.stats.metrics import threshold_for_sensitivity
-
     descriptors = fit_logistic(x_train_gt, y_train, features(), C_DESCRIPTORS)
     p_desc_val = descriptors.predict(x_val)
     inputs, names = [logit(p_cnn_val), logit(p_desc_val)], ["cnn", "descriptors"]
@@ -293,8 +295,6 @@ PARTNER_MODEL = "model.keras"
 def partner_record(run_dir: Path, partner: Path) -> dict[str, str]:
     """How fusion.json names a second classifier: its path relative to the run directory (the
     two move together) and its model's SHA-256."""
-    from breastus_cli.data.manifest import file_sha256
-
     model = Path(partner) / PARTNER_MODEL
     if not model.is_file():
         raise InputError(f"--fuse-with {partner} is not a finished classification run "
@@ -305,8 +305,6 @@ def partner_record(run_dir: Path, partner: Path) -> dict[str, str]:
 
 def partner_dir(run_dir: Path, fused: Fusion) -> Path:
     """The second classifier a fused model was fitted with, checked to be the same model."""
-    from breastus_cli.data.manifest import file_sha256
-
     assert fused.partner is not None
     path = Path(os.path.normpath(Path(run_dir) / fused.partner["path"]))
     model = path / PARTNER_MODEL
@@ -323,8 +321,6 @@ def partner_dir(run_dir: Path, fused: Fusion) -> Path:
 
 
 def write(run_dir: Path, fusion: Fusion) -> None:
-    from breastus_cli.atomic import write_json
-
     write_json(Path(run_dir) / FUSION, fusion.to_dict())
 
 
@@ -349,9 +345,6 @@ def fit_for_run(run_dir: Path, config: dict[str, Any], data: Path, seg_run: Path
     its training cases' ground-truth masks, the combiner and thresholds on its validation cases
     ``val`` (CNN scores ``p_cnn_val``, and ``partner``'s ``p_partner_val``) with descriptors
     from ``seg_run``'s masks."""
-    from breastus_cli.engine.apply.masks import predicted_masks
-    from breastus_cli.engine.runs.rundir import run_cases
-
     train = run_cases(config, "train", data)
     train = train[train["label"].isin(["benign", "malignant"])
                   & (train["mask_path"] != "")].reset_index(drop=True)
@@ -380,11 +373,6 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
     masks), and again from the ground-truth masks where the cases have them (the upper bound).
     Returns metrics.json's ``fusion`` block and predictions columns; writes
     ``out_dir/descriptors.csv`` (each case's descriptors from the segmenter's mask)."""
-    from breastus_cli.atomic import atomic_path
-    from breastus_cli.engine.apply import postprocess
-    from breastus_cli.engine.apply.masks import predicted_masks
-    from breastus_cli.engine.stats.metrics import classification_metrics
-
     y = _labels(frame)
     masks = predicted_masks(seg_run, list(frame["image_path"]), batch_size)
     table = case_table(frame, masks)

@@ -29,6 +29,9 @@ from typing import Any
 
 from breastus_cli import __version__, runfiles
 from breastus_cli.atomic import write_json
+from breastus_cli.data.combine import members
+from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash, manifest_path
+from breastus_cli.data.split import read_splits, select_cases
 from breastus_cli.errors import InputError
 
 CONFIG = "config.json"
@@ -87,8 +90,6 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 def run_cases(config: dict[str, Any], role: str, data: str | Path | None = None):  # -> DataFrame
     """The cases of ``role`` (train/val/test/all) as the run saw them: its dataset (or ``data``),
     its fold, and the validation it carved with its seed."""
-    from breastus_cli.data.split import select_cases
-
     settings = config.get("settings", {})
     folder = Path(data or config.get("data", {}).get("path") or settings.get("data") or "")
     if not folder.is_dir():
@@ -104,8 +105,6 @@ def split_fingerprint(data: str | Path, by_fold: bool) -> str | None:
     """SHA-256 of the assignment a run's cases come from: each case's patient and split
     (``by_fold``: its fold) in ``DATA/splits.csv``; None without that file or column. Unlike
     the file's hash it survives re-writing the same split (adding folds with the same seed)."""
-    from breastus_cli.data.split import read_splits
-
     if not (Path(data) / "splits.csv").is_file():
         return None
     return splits_fingerprint(read_splits(data), by_fold)
@@ -131,9 +130,6 @@ def data_record(data: Path, fold: int | None) -> dict[str, Any]:
     and splits.csv SHA-256 as combined, and the fingerprint of its cases' split (or folds) in
     the combination, so that a dataset re-split after it was combined is caught when the run
     is scored on it (:func:`check_same_split`)."""
-    from breastus_cli.data.combine import members
-    from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash
-
     splits = Path(data) / SPLITS
     record: dict[str, Any] = {
         "path": str(Path(data).resolve()), "manifest_sha256": manifest_hash(data),
@@ -152,8 +148,6 @@ def data_record(data: Path, fold: int | None) -> dict[str, Any]:
 
 def same_dataset(folder: Path, recorded: dict[str, Any]) -> bool:
     """Is ``folder`` the dataset the run recorded (the same path, or the same manifest)?"""
-    from breastus_cli.data.manifest import manifest_hash, manifest_path
-
     if recorded.get("path") and folder.resolve() == Path(recorded["path"]).resolve():
         return True
     return (manifest_path(folder).is_file()
@@ -165,8 +159,6 @@ def split_changed(name: str | Path, recorded: dict[str, Any], folder: Path, by_f
                   advice: str = "evaluate on the split it trained on or retrain") -> str | None:
     """The one-line refusal when ``folder/splits.csv`` no longer holds the split recorded in
     ``recorded`` (splits_sha256, split_sha256), else None."""
-    from breastus_cli.data.manifest import SPLITS, file_sha256
-
     want = recorded.get("splits_sha256")
     path = Path(folder) / SPLITS
     now = file_sha256(path) if path.is_file() else None
