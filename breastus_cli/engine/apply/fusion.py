@@ -39,6 +39,9 @@ from breastus_cli.data.imaging import read_luminance, read_mask
 from breastus_cli.data.manifest import file_sha256
 from breastus_cli.engine.apply import postprocess
 from breastus_cli.engine.apply.masks import predicted_masks
+from breastus_cli.engine.runs.provenance import (
+    FUSION_CROSS_FITTED, FUSION_DEFAULT, fusion_threshold_rule, masks_source,
+)
 from breastus_cli.engine.runs.rundir import run_cases
 from breastus_cli.engine.stats.descriptors import DESCRIPTORS, describe
 from breastus_cli.engine.stats.metrics import (
@@ -243,11 +246,18 @@ class Fusion:
     def from_dict(cls, data: dict[str, Any]) -> Fusion:
         return cls(Logistic.from_dict(data["descriptor_model"]),
                    Logistic.from_dict(data["combiner"]), float(data["threshold"]),
-                   str(data["threshold_source"]), dict(data["fitted_on"]),
+                   str(data["threshold_source"]), _with_rule(dict(data["fitted_on"])),
                    float(data.get("descriptor_threshold", 0.5)),
                    None if data.get("partner") is None else {
                        "path": str(data["partner"]["path"]),
                        "sha256": str(data["partner"]["sha256"])})
+
+
+def _with_rule(fitted_on: dict[str, str]) -> dict[str, str]:
+    """``fitted_on`` with its ``threshold_rule`` field: a fusion.json written before the field
+    gets it from its sentence here, and writes it with the next evaluation's fusion block."""
+    rule = fusion_threshold_rule(fitted_on)
+    return fitted_on if rule is None else {**fitted_on, "threshold_rule": rule}
 
 
 def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_val: np.ndarray,
@@ -276,6 +286,7 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
                f"({CROSS_FIT_FOLDS}-fold), as a new case would be")
     else:
         threshold, descriptor_threshold, source, how = 0.5, 0.5, "default 0.5", ""
+    rule = FUSION_CROSS_FITTED if how else FUSION_DEFAULT
     fitted_on = {
         "descriptor_model": f"fitted on {len(y_train)} training cases, descriptors from their "
                             "ground-truth masks",
@@ -283,6 +294,7 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
                     + (f", the score of {partner['path']} (second classifier)" if partner else "")
                     + f" and descriptors from {val_masks_from}",
         "threshold": source + how,
+        "threshold_rule": rule,  # what code compares (runs/provenance.py)
     }
     return Fusion(descriptors, combiner, float(threshold), source, fitted_on,
                   float(descriptor_threshold), partner)
@@ -390,6 +402,7 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
         "descriptors": block(p_desc, fused.descriptor_threshold),
         "fused": block(p_fused, fused.threshold),
         "masks_from": f"segmentation run {seg_run}",
+        **masks_source(seg_run, out_dir),  # the same as fields (runs/provenance.py)
         "mask_postprocess": postprocess.of(seg_run).method,
         "lesion_found": int(sum(bool(np.asarray(m).any()) for m in masks)),
         "n": int(len(y)),

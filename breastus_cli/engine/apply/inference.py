@@ -31,6 +31,7 @@ from breastus_cli.engine.apply.ensemble import TTA_MODES, open_ensemble, with_tt
 from breastus_cli.engine.apply.loaded_run import LoadedRun, keras_runner, load_model, roi_margin
 from breastus_cli.engine.apply.tflite_model import EXPORT_DIR, TFLITE_EXPORTS, TFLiteModel
 from breastus_cli.engine.runs.cvdir import is_cv_dir
+from breastus_cli.engine.runs.provenance import CHOSEN_IN_EXPORT
 from breastus_cli.engine.runs.rundir import Threshold, read_config
 from breastus_cli.errors import InputError, UsageError
 
@@ -62,7 +63,8 @@ def _open_single(source: Path, expected: str | None, engine: str, need_keras: bo
         if need_keras:
             raise UsageError("--explain needs the run directory (Keras model), not a .tflite file")
         chosen = Threshold(float(lite.metadata.get("threshold", 0.5)),
-                           str(lite.metadata.get("threshold_source", "export metadata")))
+                           str(lite.metadata.get("threshold_source", "export metadata")),
+                           chosen_on=CHOSEN_IN_EXPORT)
         return LoadedRun(task, lite.input_size, lite.predict, source,
                          roi_margin=roi_margin({**lite.metadata, "task": task}),
                          exported_threshold=chosen,

@@ -17,6 +17,7 @@ import numpy as np
 from breastus_cli import backend
 from breastus_cli.data.pipeline import make_dataset
 from breastus_cli.engine.apply import postprocess
+from breastus_cli.engine.runs.provenance import CHOSEN_BY_FOLDS, CHOSEN_ON_VALIDATION
 from breastus_cli.engine.runs.rundir import MODEL, Threshold, read_threshold
 from breastus_cli.errors import InputError
 
@@ -94,20 +95,20 @@ def keras_runner(model: Any, size: int | None = None) -> Callable[[np.ndarray], 
     return run
 
 
-
 def ensemble_threshold(members: list[Path]) -> Threshold:
     """A fold ensemble's decision threshold: the median of its folds' thresholds, each by
     :func:`rundir.read_threshold`'s rule."""
     chosen = [read_threshold(run) for run in members]
     value = float(np.median([c.value for c in chosen]))
-    validation = "chosen on validation cases"
-    if all(c.source.startswith(validation) for c in chosen):
-        rest = {c.source[len(validation):] for c in chosen}
+    if all(c.chosen_on == CHOSEN_ON_VALIDATION for c in chosen):
+        rest = {f" for target sensitivity {c.target_sensitivity:g}"
+                if c.target_sensitivity else "" for c in chosen}
         why = ", each chosen on its fold's validation cases" + (rest.pop() if len(rest) == 1
                                                                   else "")
     else:
         why = f" ({'; '.join(sorted({c.source for c in chosen}))})"
-    return Threshold(value, f"median of {len(chosen)} fold thresholds{why}")
+    return Threshold(value, f"median of {len(chosen)} fold thresholds{why}",
+                     chosen_on=CHOSEN_BY_FOLDS)
 
 
 

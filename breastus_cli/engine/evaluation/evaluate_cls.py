@@ -24,6 +24,9 @@ from breastus_cli.engine.evaluation.eval_cases import (
 )
 from breastus_cli.engine.evaluation.eval_settings import EvalResult, EvalSettings, command_line
 from breastus_cli.engine.runs.cvdir import is_cv_dir
+from breastus_cli.engine.runs.provenance import (
+    CHOSEN_ON_VALIDATION, masks_source,
+)
 from breastus_cli.engine.runs.rundir import (
     THRESHOLD, THRESHOLD_RULE, check_same_split, read_config, read_threshold, split_fingerprint,
 )
@@ -128,7 +131,9 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -
         extra["roi_source"] = crops_from if source == "seg" else ORACLE_ROI
         extra["roi"] = {"crops_from": crops_from, "oracle": source == "gt",
                         "lesion_found": int(sum(found or [])), "n": int(len(frame))}
-        if source == "seg":  # the segmenter's mask post-processing (engine/apply/postprocess.py)
+        if source == "seg":  # which segmenter, as fields (runs/provenance.py), and its mask
+            # post-processing (engine/apply/postprocess.py)
+            extra["roi"].update(masks_source(settings.seg_run, out_dir))
             extra["roi"]["mask_postprocess"] = postprocess.of(settings.seg_run).method
     val = p_val = None
     if settings.target_sensitivity is not None or settings.fusion != "none":
@@ -152,7 +157,8 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -
         if settings.tta == "none" and not other:
             write_json(Path(settings.run_dir) / THRESHOLD, {
                 "threshold": threshold, "source": source_text,
-                "target_sensitivity": settings.target_sensitivity, "chosen_on": "validation",
+                "target_sensitivity": settings.target_sensitivity,
+                "chosen_on": CHOSEN_ON_VALIDATION,
                 "validation_sensitivity": extra["validation_sensitivity"],
                 "validation_n": extra["validation_n"], "data": str(data),
                 "split_sha256": split_fingerprint(data,
@@ -167,7 +173,7 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -
         # that holds them; another dataset's cases took no part (--target-sensitivity with
         # --split val/all is refused in EvalSettings)
         if settings.split in ("val", "all") and not other \
-                and source_text.startswith("chosen on validation"):
+                and chosen.chosen_on == CHOSEN_ON_VALIDATION:
             extra["threshold_note"] = (f"the threshold was chosen on the validation cases, "
                                        f"which split '{settings.split}' reports on: its "
                                        "sensitivity and specificity are optimistic")

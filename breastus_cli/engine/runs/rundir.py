@@ -32,6 +32,7 @@ from breastus_cli.atomic import write_json
 from breastus_cli.data.combine import members
 from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash, manifest_path
 from breastus_cli.data.split import read_splits, select_cases
+from breastus_cli.engine.runs.provenance import CHOSEN_DEFAULT, CHOSEN_ON_VALIDATION
 from breastus_cli.errors import InputError
 
 CONFIG = "config.json"
@@ -213,11 +214,15 @@ def check_same_split(run_dir: str | Path, config: dict[str, Any],
 
 @dataclass
 class Threshold:
-    """A run's decision threshold: ``value``, why (``source``), and the rule that chose it."""
+    """A run's decision threshold: ``value``, why (``source``, a sentence for people), the rule
+    that chose it, and what it was chosen on (``chosen_on``, what code compares: one of
+    provenance.CHOSEN_*)."""
 
     value: float
     source: str
     rule: str = THRESHOLD_RULE
+    chosen_on: str = CHOSEN_DEFAULT
+    target_sensitivity: float | None = None  # chosen on validation for this sensitivity
 
 
 def read_threshold(run_dir: str | Path, config: dict[str, Any] | None = None) -> Threshold:
@@ -228,14 +233,18 @@ def read_threshold(run_dir: str | Path, config: dict[str, Any] | None = None) ->
     if not path.is_file():
         value = float((config if config is not None else read_config(run_dir))
                       .get("threshold", 0.5))
-        return Threshold(value, f"default {value:g}")
+        return Threshold(value, f"default {value:g}", chosen_on=CHOSEN_DEFAULT)
     chosen = runfiles.read_threshold(path)
     value, target = chosen.threshold, chosen.target_sensitivity
     if target is None:  # written before the target was recorded: "..., target sensitivity 0.9"
         found = re.search(r"target sensitivity ([0-9.]+)", str(chosen.source or ""))
         target = float(found.group(1)) if found else None
+    # threshold.json is written by evaluate --target-sensitivity only: chosen on validation
+    # (its chosen_on field; files written before the field were chosen there too)
     return Threshold(value, "chosen on validation cases"
-                     + (f" for target sensitivity {float(target):g}" if target else ""))
+                     + (f" for target sensitivity {float(target):g}" if target else ""),
+                     chosen_on=chosen.chosen_on or CHOSEN_ON_VALIDATION,
+                     target_sensitivity=None if target is None else float(target))
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
