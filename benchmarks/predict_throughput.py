@@ -49,6 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BREAST, Load, command_line, own_cpu_seconds, rotated, shown  # noqa: E402
 from _record import record  # noqa: E402
 
+from breastus_cli.engine.apply.tflite_model import TFLITE_FILES  # noqa: E402
+
+FLOAT32, INT8 = TFLITE_FILES["none"], TFLITE_FILES["int8"]  # RUN/export/ file names
+
 SECTION = "PREDICT_THROUGHPUT"
 EXE = Path(sys.executable).with_name("breastus")
 ENGINES = ("keras", "tflite float32", "tflite int8")
@@ -92,7 +96,7 @@ def _setup(work: Path, args: argparse.Namespace) -> tuple[Path, list[Path]]:
              str(args.lr), "--bn-momentum", str(args.bn_momentum), "--monitor", "val_loss",
              "--run-dir", str(run))
         print(f"trained {run} in {time.perf_counter() - started:.0f} s", flush=True)
-    for quantize, name in (("none", "model.tflite"), ("int8", "model-int8.tflite")):
+    for quantize, name in (("none", FLOAT32), ("int8", INT8)):
         if not (run / "export" / name).is_file():
             _cli("export", str(run), "--format", "tflite", "--quantize", quantize)
     real = BREAST / "BrEaST-Lesions_USG-images_and_masks"
@@ -156,8 +160,8 @@ def _forward_rates(run: Path, images: np.ndarray, batch: int, repeat: int) -> di
 
     forward, tensors = _keras_forward(run, images, batch)
     arrays = [np.ascontiguousarray(images[i:i + batch]) for i in range(0, len(images), batch)]
-    lite_float = TFLiteModel(run / "export" / "model.tflite")
-    lite_int8 = TFLiteModel(run / "export" / "model-int8.tflite")
+    lite_float = TFLiteModel(run / "export" / FLOAT32)
+    lite_int8 = TFLiteModel(run / "export" / INT8)
     passes = {
         "keras": lambda: [forward(t).numpy() for t in tensors],
         "tflite float32": lambda: [lite_float.predict(a) for a in arrays],
@@ -190,7 +194,7 @@ def _source(run: Path, engine: str) -> list[str]:
         return ["--cls-run", str(run)]
     if engine == "tflite float32":
         return ["--cls-run", str(run), "--engine", "tflite"]
-    return ["--cls-run", str(run / "export" / "model-int8.tflite"), "--engine", "tflite"]
+    return ["--cls-run", str(run / "export" / INT8), "--engine", "tflite"]
 
 
 def _predict(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dict:
@@ -429,10 +433,9 @@ def _run(args: argparse.Namespace, work: Path) -> str:
     small_dir = _folder(work / f"scans-{n}", scans, n)
     big_dir = _folder(work / f"scans-{big}", scans, big)
     sizes = {name: (run / "export" / name).stat().st_size / 1e6
-             for name in ("model.tflite", "model-int8.tflite")}
+             for name in (FLOAT32, INT8)}
     sizes["model.keras"] = (run / "model.keras").stat().st_size / 1e6
-    files = {"keras": "model.keras", "tflite float32": "model.tflite",
-             "tflite int8": "model-int8.tflite"}
+    files = {"keras": "model.keras", "tflite float32": FLOAT32, "tflite int8": INT8}
 
     # 1. each engine's own forward pass on preloaded tensors
     images = _preload(small_dir, args.img_size)

@@ -29,7 +29,7 @@ import numpy as np
 
 from breastus_cli.engine.apply.ensemble import TTA_MODES, open_ensemble, with_tta
 from breastus_cli.engine.apply.loaded_run import LoadedRun, keras_runner, load_model, roi_margin
-from breastus_cli.engine.apply.tflite_model import EXPORT_DIR, TFLITE_EXPORTS, TFLiteModel
+from breastus_cli.engine.apply.tflite_model import EXPORT_DIR, TFLiteModel, tflite_export
 from breastus_cli.engine.runs.cvdir import is_cv_dir
 from breastus_cli.engine.runs.provenance import CHOSEN_IN_EXPORT
 from breastus_cli.engine.runs.rundir import Threshold, read_config
@@ -82,7 +82,7 @@ def _open_single(source: Path, expected: str | None, engine: str, need_keras: bo
         runner = keras_runner(keras_model, size)
     if engine == "tflite":
         export = source / EXPORT_DIR
-        found = next((export / n for n in TFLITE_EXPORTS if (export / n).is_file()), None)
+        found = tflite_export(source)
         if found is None:
             raise InputError(f"no TFLite export in {export}",
                              hint=f"run 'breastus export {source} --format tflite' first")

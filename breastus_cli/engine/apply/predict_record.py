@@ -11,12 +11,10 @@ from typing import Any
 from breastus_cli import __version__
 from breastus_cli.data.manifest import file_sha256
 from breastus_cli.engine.apply.fusion import FUSION
-from breastus_cli.engine.apply.tflite_model import TFLITE_EXPORTS
+from breastus_cli.engine.apply.tflite_model import EXPORT_DIR, TFLITE_EXPORTS, tflite_export
 from breastus_cli.engine.apply.predict_settings import PredictSettings
 from breastus_cli.engine.runs.cvdir import fold_runs, is_cv_dir
 from breastus_cli.ownership import PREDICT_FORMAT
-
-EXPORT_FILES = TFLITE_EXPORTS
 
 
 def model_record(source: Path | None, engine: str) -> dict[str, Any] | None:
@@ -34,8 +32,7 @@ def model_record(source: Path | None, engine: str) -> dict[str, Any] | None:
     if source.suffix == ".tflite":
         used = source
     elif engine == "tflite":
-        used = next((source / "export" / n for n in EXPORT_FILES
-                     if (source / "export" / n).is_file()), source / "export" / EXPORT_FILES[0])
+        used = tflite_export(source) or source / EXPORT_DIR / TFLITE_EXPORTS[0]
     else:
         used = source / "model.keras"
     return {"path": str(source.resolve()), "file": str(used.resolve()),

@@ -16,7 +16,9 @@ from breastus_cli.errors import InputError, UsageError
 
 EXPORT_DIR = "export"
 #: TFLite files of ``breastus export`` in RUN/export/, in the order predict looks for them.
-TFLITE_EXPORTS = ("model.tflite", "model-float16.tflite", "model-int8.tflite")
+TFLITE_FILES = {"none": "model.tflite", "float16": "model-float16.tflite",
+                "int8": "model-int8.tflite"}  # by export --quantize: the one table of names
+TFLITE_EXPORTS = tuple(TFLITE_FILES.values())
 METADATA = "metadata.json"
 
 
@@ -67,7 +69,7 @@ class TFLiteModel:
         self.num_threads = int(num_threads or _cpu_count())
         tf = backend.tf()
         try:
-            with warnings.catch_warnings(), backend._quiet_native_stderr():
+            with warnings.catch_warnings(), backend.quiet_native_stderr():
                 warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
                 # OpResolverType.AUTO (the default) applies XNNPACK to float and int8 graphs.
                 self._interpreter = tf.lite.Interpreter(model_path=str(self.path),
@@ -114,7 +116,7 @@ class TFLiteModel:
                 self._interpreter.resize_tensor_input(self._input["index"],
                                                       [n, self.input_size, self.input_size, 1],
                                                       strict=False)
-            with backend._quiet_native_stderr():  # "INFO: Created ... XNNPACK delegate"
+            with backend.quiet_native_stderr():  # "INFO: Created ... XNNPACK delegate"
                 self._interpreter.allocate_tensors()
             self._batch, self._allocated = n, True
 

@@ -47,7 +47,7 @@ from breastus_cli.engine.export.agreement import (  # noqa: F401  (re-exported)
     INT8_MIN_LABEL_AGREEMENT,
     INT8_MIN_PIXEL_AGREEMENT,
     TOLERANCE,
-    _savedmodel_forward,
+    savedmodel_forward,
     disagreement,
     measure_agreement,
 )
@@ -67,6 +67,7 @@ from breastus_cli.engine.apply.loaded_run import MAX_BATCH, roi_margin  # noqa: 
 from breastus_cli.engine.apply.tflite_model import (  # noqa: F401  (the runtime, re-exported)
     EXPORT_DIR,
     METADATA,
+    TFLITE_FILES,
     TFLiteModel,
     read_export_metadata,
 )
@@ -82,8 +83,6 @@ from breastus_cli.ownership import claim
 
 FORMATS = ("tflite", "savedmodel")
 QUANTIZE = ("none", "float16", "int8")
-TFLITE_FILES = {"none": "model.tflite", "float16": "model-float16.tflite",
-                "int8": "model-int8.tflite"}
 SAVEDMODEL_DIR = "savedmodel"
 
 @dataclass
@@ -201,7 +200,7 @@ def export_run(settings: ExportSettings) -> ExportResult:
                           "output": "output_0"}
             with _atomic_dir(target) as tmp:
                 save_savedmodel(model, tmp)
-                agreement = agree(_savedmodel_forward(tmp, samples))
+                agreement = agree(savedmodel_forward(tmp, samples))
             size = _tree_size(target)
     except BaseException:
         if made_out_dir:  # the folder this export made, empty again: no leftover
