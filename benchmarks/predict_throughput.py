@@ -49,6 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BREAST, Load, command_line, own_cpu_seconds, rotated, shown  # noqa: E402
 from _record import record  # noqa: E402
 
+from breastus_cli.engine.apply.tflite_model import TFLITE_FILES  # noqa: E402
+
+FLOAT32, INT8 = TFLITE_FILES["none"], TFLITE_FILES["int8"]  # RUN/export/ file names
+
 SECTION = "PREDICT_THROUGHPUT"
 EXE = Path(sys.executable).with_name("breastus")
 ENGINES = ("keras", "tflite float32", "tflite int8")
@@ -92,7 +96,7 @@ def _setup(work: Path, args: argparse.Namespace) -> tuple[Path, list[Path]]:
              str(args.lr), "--bn-momentum", str(args.bn_momentum), "--monitor", "val_loss",
              "--run-dir", str(run))
         print(f"trained {run} in {time.perf_counter() - started:.0f} s", flush=True)
-    for quantize, name in (("none", "model.tflite"), ("int8", "model-int8.tflite")):
+    for quantize, name in (("none", FLOAT32), ("int8", INT8)):
         if not (run / "export" / name).is_file():
             _cli("export", str(run), "--format", "tflite", "--quantize", quantize)
     real = BREAST / "BrEaST-Lesions_USG-images_and_masks"
@@ -128,18 +132,18 @@ def _preload(folder: Path, size: int) -> np.ndarray:
     """The folder's scans decoded and resized exactly as predict does."""
     from breastus_cli import backend
     from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.apply.predict import _resized
+    from breastus_cli.engine.apply.predict_rows import resized
 
     tf = backend.tf()
     files = sorted(folder.iterdir())
-    return np.stack([_resized(read_luminance(f), size, tf) for f in files])
+    return np.stack([resized(read_luminance(f), size, tf) for f in files])
 
 
 def _keras_forward(run: Path, images: np.ndarray, batch: int) -> tuple[Any, list]:
     """The run's model in the compiled function predict builds (input_signature
     [None, S, S, 1]), and ``images`` as tf.constant batches for it."""
     from breastus_cli import backend
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
 
     tf = backend.tf()
     size = images.shape[1]
@@ -156,8 +160,8 @@ def _forward_rates(run: Path, images: np.ndarray, batch: int, repeat: int) -> di
 
     forward, tensors = _keras_forward(run, images, batch)
     arrays = [np.ascontiguousarray(images[i:i + batch]) for i in range(0, len(images), batch)]
-    lite_float = TFLiteModel(run / "export" / "model.tflite")
-    lite_int8 = TFLiteModel(run / "export" / "model-int8.tflite")
+    lite_float = TFLiteModel(run / "export" / FLOAT32)
+    lite_int8 = TFLiteModel(run / "export" / INT8)
     passes = {
         "keras": lambda: [forward(t).numpy() for t in tensors],
         "tflite float32": lambda: [lite_float.predict(a) for a in arrays],
@@ -190,7 +194,7 @@ def _source(run: Path, engine: str) -> list[str]:
         return ["--cls-run", str(run)]
     if engine == "tflite float32":
         return ["--cls-run", str(run), "--engine", "tflite"]
-    return ["--cls-run", str(run / "export" / "model-int8.tflite"), "--engine", "tflite"]
+    return ["--cls-run", str(run / "export" / INT8), "--engine", "tflite"]
 
 
 def _predict(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dict:
@@ -269,9 +273,11 @@ RESIZE_THREADS = ("resize (imaging.resize_grey, PIL bilinear) in the decoding th
 def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dict[str, float]:
     """An in-process predict() with timers around its parts; seconds per part and in all."""
     import breastus_cli.engine.apply.predict as P
+    import breastus_cli.engine.apply.predict_output as O
+    import breastus_cli.engine.apply.predict_rows as R
 
     timers: dict[str, float] = defaultdict(float)
-    originals = (P._resized, P._open_model, P._batches, P._Appender.write)
+    originals = (R.resized, P.open_model, P.batches, O.Appender.write)
 
     def resized(*a, **k):
         start = time.perf_counter()
@@ -320,12 +326,12 @@ def _profile(folder: Path, out: Path, run: Path, engine: str, batch: int) -> dic
     settings = P.PredictSettings(inputs=[folder], out=out, cls_run=Path(source[1]),
                                  engine="tflite" if "tflite" in engine else "keras",
                                  batch_size=batch, overwrite=True)
-    P._resized, P._open_model, P._batches, P._Appender.write = resized, open_model, batches, write
+    R.resized, P.open_model, P.batches, O.Appender.write = resized, open_model, batches, write
     try:
         with Load() as load:
             result = P.predict(settings)
     finally:
-        P._resized, P._open_model, P._batches, P._Appender.write = originals
+        R.resized, P.open_model, P.batches, O.Appender.write = originals
     loop = result.rows / result.images_per_second
     # the forward passes run in predict's forward threads (two batches at once with the Keras
     # engine) and the decoding threads' resizing overlaps everything: only the main thread's
@@ -341,17 +347,17 @@ def _serial_costs(folder: Path, size: int, limit: int) -> dict[str, float]:
     """Seconds per image of each step run alone, one thread: decode (PIL, luminance), resize."""
     from breastus_cli import backend
     from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.apply.predict import _resized
+    from breastus_cli.engine.apply.predict_rows import resized
 
     tf = backend.tf()
     files = sorted(folder.iterdir())[:limit]
-    _resized(read_luminance(files[0]), size, tf)
+    resized(read_luminance(files[0]), size, tf)
     start = time.perf_counter()
     decoded = [read_luminance(f) for f in files]
     decode = (time.perf_counter() - start) / len(files)
     start = time.perf_counter()
     for image in decoded:
-        _resized(image, size, tf)
+        resized(image, size, tf)
     resize = (time.perf_counter() - start) / len(files)
     pixels = statistics.mean(i.size for i in decoded)
     return {"decode": decode, "resize": resize, "pixels": pixels}
@@ -427,10 +433,9 @@ def _run(args: argparse.Namespace, work: Path) -> str:
     small_dir = _folder(work / f"scans-{n}", scans, n)
     big_dir = _folder(work / f"scans-{big}", scans, big)
     sizes = {name: (run / "export" / name).stat().st_size / 1e6
-             for name in ("model.tflite", "model-int8.tflite")}
+             for name in (FLOAT32, INT8)}
     sizes["model.keras"] = (run / "model.keras").stat().st_size / 1e6
-    files = {"keras": "model.keras", "tflite float32": "model.tflite",
-             "tflite int8": "model-int8.tflite"}
+    files = {"keras": "model.keras", "tflite float32": FLOAT32, "tflite int8": INT8}
 
     # 1. each engine's own forward pass on preloaded tensors
     images = _preload(small_dir, args.img_size)
@@ -601,7 +606,7 @@ def _run(args: argparse.Namespace, work: Path) -> str:
         "",
         f"Each step alone, one thread, per image: PNG decode to luminance (`read_luminance`, "
         f"mean {serial['pixels'] / 1e3:.0f} kpixel) {1000 * serial['decode']:.1f} ms; "
-        f"resize to {args.img_size} (`_resized`, `imaging.resize_grey`, PIL bilinear) "
+        f"resize to {args.img_size} (`predict_rows.resized`, `imaging.resize_grey`, PIL bilinear) "
         f"{1000 * serial['resize']:.1f} ms. CPU ceiling on {cores} cores, any design "
         "(cores / (forward core-ms + decode + resize)): " + ", ".join(
             f"{e} {ceiling[e]:.0f} images/s ({ceiling[e] / forward[e]['rate']:.0%} of its "

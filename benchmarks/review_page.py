@@ -33,7 +33,7 @@ from breastus_cli.data.imaging import read_luminance, read_mask  # noqa: E402
 from breastus_cli.data.synth import SynthSettings, make_synthetic_breast  # noqa: E402
 from breastus_cli.engine.stats.descriptors import DESCRIPTORS  # noqa: E402
 from breastus_cli.engine.apply.overlays import lesion_overlay  # noqa: E402
-from breastus_cli.engine.apply.predict import COLUMNS, ERROR_COLUMNS  # noqa: E402
+from breastus_cli.engine.apply.predict_output import COLUMNS, ERROR_COLUMNS  # noqa: E402
 from breastus_cli.ownership import PREDICT_FORMAT  # noqa: E402
 from breastus_cli.reports.review_page import PAGE, PAGE_ROWS, write_review_page  # noqa: E402
 

@@ -42,8 +42,8 @@ if TYPE_CHECKING:  # heavy imports for type checkers only
 
     from breastus_cli.data.prepare import PrepareResult
     from breastus_cli.data.split import SplitResult
-    from breastus_cli.engine.evaluation.evaluate import EvalResult
-    from breastus_cli.engine.apply.predict import PredictResult
+    from breastus_cli.engine.evaluation.eval_settings import EvalResult
+    from breastus_cli.engine.apply.predict_settings import PredictResult
     from breastus_cli.engine.training.train import TrainResult
 
 __all__ = ["Evaluation", "MaskFiles", "OptionError", "Predictions", "evaluate", "predict",
@@ -204,7 +204,8 @@ def evaluate(run: PathLike, **options: Any) -> Evaluation:
     0.83
     """
     from breastus_cli.atomic import _json_safe
-    from breastus_cli.engine.evaluation.evaluate import EvalSettings, find_runs
+    from breastus_cli.engine.evaluation.eval_cases import find_runs
+    from breastus_cli.engine.evaluation.eval_settings import EvalSettings
 
     runs = find_runs([_valid("evaluate", "run", run, Path)],
                      ensemble=bool(options.get("ensemble")))  # a cv folder, whole
@@ -290,7 +291,8 @@ def predict(inputs: PathLike | Sequence[PathLike], out: PathLike | None = None,
     >>> res = api.predict("scans/", cls_run="runs/cls/mnv2", seg_run="runs/seg/unet")  # doctest: +SKIP
     >>> res.predictions[["path", "p_malignant", "label"]], res.masks[0].shape  # doctest: +SKIP
     """
-    from breastus_cli.engine.apply.predict import ERRORS, PREDICTIONS, PredictSettings
+    from breastus_cli.engine.apply.predict_output import ERRORS, PREDICTIONS
+    from breastus_cli.engine.apply.predict_settings import PredictSettings
 
     paths = [inputs] if isinstance(inputs, (str, Path)) else inputs
     if out is not None:

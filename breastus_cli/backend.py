@@ -56,7 +56,7 @@ def is_loaded() -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
+def quiet_native_stderr() -> Iterator[None]:
     """Silence C++ start-up lines (absl, oneDNN, CUDA probing) that bypass Python's logging."""
     if _verbose:
         yield
@@ -84,7 +84,7 @@ def tf() -> ModuleType:
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     configure(verbose=_verbose)
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         import tensorflow
 
         if not _verbose:

@@ -149,6 +149,9 @@ class ThresholdFile(_File):
     threshold: Unit
     target_sensitivity: Share | None = None
     source: str | None = None
+    #: what the threshold was chosen on (what code compares; ``source`` is for people);
+    #: absent in files written before the field: validation (only evaluate writes the file)
+    chosen_on: Literal["validation"] | None = None
 
 
 class PostprocessFile(_File):
@@ -183,6 +186,11 @@ class Partner(_File):
     sha256: str
 
 
+#: fusion.json's ``fitted_on.threshold_rule`` (engine/runs/provenance.py): the fused threshold
+#: chosen on cross-fitted validation scores, none asked (0.5), or on the fitted scores (before)
+FUSION_THRESHOLD_RULES = ("cross_fitted", "default", "fitted")
+
+
 class FusionFile(_File):
     """RUN/fusion.json. Validate with ``context={"features": ...}``: the descriptor model's
     inputs must be those the scoring code computes."""
@@ -201,6 +209,10 @@ class FusionFile(_File):
         if self.descriptor_model.names != features:
             raise ValueError(f"descriptor_model takes {self.descriptor_model.names}, "
                              f"not this version's descriptors {features}")
+        rule = self.fitted_on.get("threshold_rule")
+        if rule is not None and rule not in FUSION_THRESHOLD_RULES:
+            raise ValueError(f"fitted_on.threshold_rule must be one of "
+                             f"{', '.join(FUSION_THRESHOLD_RULES)} (got {rule!r})")
         wanted = ["cnn", "descriptors"] + (["partner"] if self.partner is not None else [])
         if self.combiner.names != wanted:
             raise ValueError(f"combiner takes {self.combiner.names}, expected {wanted}")

@@ -20,7 +20,7 @@ def _brighter(image: np.ndarray) -> np.ndarray:
 
 
 def _weights(run: Path) -> dict[str, np.ndarray]:
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
 
     model = load_model(run)
     return {w.path if hasattr(w, "path") else w.name: w.numpy() for w in model.weights}
@@ -37,7 +37,7 @@ def adapted(cls_run, tmp_path_factory) -> tuple[Path, Path]:
 
 def test_bn_statistics_move_to_the_new_scans_and_nothing_else_changes(cls_run, adapted):
     from breastus_cli import backend
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
 
     out, _ = adapted
     before, after = _weights(cls_run), _weights(out)

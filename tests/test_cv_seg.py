@@ -173,6 +173,7 @@ def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cl
     metrics_file = out / "fold-1/eval-test/metrics.json"
     old = json.loads(metrics_file.read_text())
     old["fusion"]["fitted_on"]["threshold"] = "chosen on validation cases for target sensitivity 0.9"
+    del old["fusion"]["fitted_on"]["threshold_rule"]  # a file that old has no rule field
     metrics_file.write_text(json.dumps(old))
     again = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3",
                     "--lr", "1e-3", "--out", str(out), "--bootstrap", "300",
@@ -183,6 +184,8 @@ def test_fusion_added_to_a_finished_cv_fits_without_retraining(learn_data, cv_cl
     assert (out / "fold-1/history.csv").read_text() == (cv_cls / "fold-1/history.csv").read_text()
     refit = json.loads(metrics_file.read_text())["fusion"]["fitted_on"]["threshold"]
     assert "cross-fitted" in refit or refit.startswith("default")
+    rule = json.loads(metrics_file.read_text())["fusion"]["fitted_on"]["threshold_rule"]
+    assert rule in ("cross_fitted", "default")  # the field written on the refit
     stamps = now
     # and the first command again (without --fusion, as a resumed script repeats it): the
     # same training, so nothing is refused, retrained or refitted, and the fusion stays

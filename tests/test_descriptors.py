@@ -233,15 +233,16 @@ def test_predict_writes_descriptor_columns(learn_data, seg_run, tmp_path):
 
 def test_predict_descriptor_cells_empty_where_no_lesion_or_no_pixel_size():
     from breastus_cli.engine.stats.descriptors import describe_both_units
-    from breastus_cli.engine.apply.predict import COLUMNS, _descriptor_cells
+    from breastus_cli.engine.apply.predict_output import COLUMNS
+    from breastus_cli.engine.apply.predict_rows import descriptor_cells
 
     image = np.full((60, 80), 120, np.uint8)
-    none = _descriptor_cells(describe_both_units(np.zeros((60, 80), bool), image, 0.1))
+    none = descriptor_cells(describe_both_units(np.zeros((60, 80), bool), image, 0.1))
     assert set(none) == set(ALL_COLUMNS) and set(ALL_COLUMNS) <= set(COLUMNS)
     assert none["components"] == 0 and all(v == "" for k, v in none.items() if k != "components")
     mask = np.zeros((60, 80), bool)
     mask[10:30, 20:60] = True
-    cells = _descriptor_cells(describe_both_units(mask, image, None))
+    cells = descriptor_cells(describe_both_units(mask, image, None))
     assert (cells["width_px"], cells["height_px"], cells["area_px"]) == (40, 20, 800)
     assert cells["width_mm"] == cells["height_mm"] == cells["area_mm2"] == ""
     assert cells["heterogeneity"] == 0 and cells["components"] == 1

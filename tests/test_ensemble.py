@@ -84,7 +84,8 @@ def test_ensemble_output_is_the_mean_of_the_fold_models(cv_dir):
 
 
 def test_tta_flip_is_the_mean_over_the_mirror_image(cv_dir):
-    from breastus_cli.engine.apply.inference import open_run, with_tta
+    from breastus_cli.engine.apply.ensemble import with_tta
+    from breastus_cli.engine.apply.inference import open_run
 
     x = _batch(seed=1)
     for source in (cv_dir / "fold-0", cv_dir):  # a single run and an ensemble alike
@@ -98,7 +99,8 @@ def test_tta_flip_is_the_mean_over_the_mirror_image(cv_dir):
 
 
 def test_tta_flip_flips_a_segmenters_map_back():
-    from breastus_cli.engine.apply.inference import LoadedRun, with_tta
+    from breastus_cli.engine.apply.ensemble import with_tta
+    from breastus_cli.engine.apply.loaded_run import LoadedRun
 
     ramp = np.linspace(0.0, 1.0, 16, dtype=np.float32)[None, None, :, None]
 

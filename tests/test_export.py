@@ -39,7 +39,7 @@ def _test_images(learn_data: Path, n: int = 32) -> np.ndarray:
 
 
 def _keras_outputs(run: Path, images: np.ndarray) -> np.ndarray:
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
 
     model = load_model(run)
     return np.concatenate([model(images[i:i + 16], training=False).numpy()
@@ -220,7 +220,7 @@ def test_savedmodel_loads_with_tf_and_gives_the_same_outputs(cls_export_run, cls
 
 def test_every_conversion_path_gives_the_same_model(cls_export_run, cls_reference, tmp_path):
     from breastus_cli.engine.export.export import CONVERSION_METHODS, TFLiteModel, convert_tflite
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
 
     images, reference = cls_reference
     model = load_model(cls_export_run)

@@ -140,7 +140,7 @@ def test_a_second_classifier_that_trained_on_the_scored_cases_is_refused(learn_d
     """--fuse-with a model of another split (here fold 0's, whose training folds hold cases of
     the run's test split): its scores there would be memories, so the fusion is refused; a
     model of the same split, or of another dataset, passes."""
-    from breastus_cli.engine.evaluation.evaluate import check_partner_unseen
+    from breastus_cli.engine.evaluation.eval_cases import check_partner_unseen
     from breastus_cli.engine.runs.rundir import data_record, run_cases
 
     def config(fold):
@@ -161,7 +161,7 @@ def test_a_second_classifier_that_trained_on_the_scored_cases_is_refused(learn_d
 
 
 def test_fuse_with_needs_the_fused_classifier_and_another_single_run(tmp_path):
-    from breastus_cli.engine.evaluation.evaluate import EvalSettings
+    from breastus_cli.engine.evaluation.eval_settings import EvalSettings
     from breastus_cli.errors import UsageError
 
     run, other, seg = tmp_path / "run", tmp_path / "other", tmp_path / "seg"

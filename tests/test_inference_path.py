@@ -32,7 +32,7 @@ KNOWN_MASK_HEX = ("0000000000000000000000000000000000000000000000000000000000000
 
 
 def test_upsample_and_threshold_give_the_mask_as_before():
-    from breastus_cli.engine.apply.inference import to_original_size
+    from breastus_cli.engine.apply.images import to_original_size
 
     prob = _known_map()
     before = _as_before(prob, 23, 37, 0.5)
@@ -50,7 +50,7 @@ def test_upsample_and_threshold_give_the_mask_as_before():
 
 def test_lesion_crop_uses_the_roi_box():
     from breastus_cli.data.roi import roi_box
-    from breastus_cli.engine.apply.inference import lesion_crop
+    from breastus_cli.engine.apply.images import lesion_crop
 
     image = np.arange(100 * 120, dtype=np.uint8).reshape(100, 120)
     mask = np.zeros((100, 120), bool)
@@ -108,7 +108,7 @@ def test_training_cache_and_serving_resize_identically(synth_data):
     from breastus_cli import backend
     from breastus_cli.data.imaging import read_luminance
     from breastus_cli.data.pipeline import load_arrays
-    from breastus_cli.engine.apply.inference import resize_input
+    from breastus_cli.engine.apply.images import resize_input
 
     manifest = pd.read_csv(synth_data / "manifest.csv")
     paths = [str(synth_data / p) for p in manifest["image"][:6]]
@@ -127,7 +127,7 @@ def test_training_cache_and_serving_resize_identically(synth_data):
 
 
 def test_a_loaded_model_is_reused_until_its_file_changes(cls_run, tmp_path):
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
 
     run = copy_run(cls_run, tmp_path / "run")
     first = load_model(run)

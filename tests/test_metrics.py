@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 
 from breastus_cli.engine.stats.metrics import (
     LABELS,
-    _weighted_auc,
+    weighted_auc,
     aggregate,
     classification_metrics,
     threshold_for_sensitivity,
@@ -105,13 +105,13 @@ def test_fast_auc_matches_sklearn_on_resamples() -> None:
     rng = np.random.default_rng(0)
     idx = rng.integers(0, y.size, size=(6, y.size))
     weights = np.stack([np.bincount(row, minlength=y.size) for row in idx])
-    fast = _weighted_auc(y, p, weights)
+    fast = weighted_auc(y, p, weights)
     for row, value in zip(idx, fast):
         assert value == pytest.approx(skm.roc_auc_score(y[row], p[row]), abs=1e-12)
-    assert _weighted_auc(y, p, np.ones(y.size))[0] == pytest.approx(skm.roc_auc_score(y, p))
+    assert weighted_auc(y, p, np.ones(y.size))[0] == pytest.approx(skm.roc_auc_score(y, p))
     # a resample without malignant cases has no AUC
     only_benign = (y == 0).astype(int)[None, :]
-    assert np.isnan(_weighted_auc(y, p, only_benign)[0])
+    assert np.isnan(weighted_auc(y, p, only_benign)[0])
 
 
 def test_resamples_are_stratified_by_class() -> None:
@@ -267,7 +267,7 @@ def test_scores_are_rounded_once_so_predictions_csv_reproduces_the_metrics(tmp_p
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from breastus_cli.engine.evaluation.evaluate import _p_malignant
+    from breastus_cli.engine.evaluation.evaluate_cls import p_malignant
     from breastus_cli.engine.stats.metrics import classification_metrics
 
     class Saturated:  # a LoadedRun's run_files: (N, 2) softmax outputs
@@ -276,7 +276,7 @@ def test_scores_are_rounded_once_so_predictions_csv_reproduces_the_metrics(tmp_p
                             np.float32).astype(np.float64)
 
     y = np.array([1, 0, 0, 0])
-    p = _p_malignant(Saturated(), ["a", "b", "c", "d"], 2)
+    p = p_malignant(Saturated(), ["a", "b", "c", "d"], 2)
     assert p[0] == p[1] == 1.0
     pd.DataFrame({"y_true": y, "p_malignant": p}).to_csv(tmp_path / "p.csv", index=False)
     frame = pd.read_csv(tmp_path / "p.csv")

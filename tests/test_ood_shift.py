@@ -68,7 +68,7 @@ def test_feature_stats_are_written_calibrated_and_plain(run):
 @pytest.mark.parametrize("change", [_inverted, _brightened])
 def test_a_shifted_folder_scores_clearly_higher_than_held_out_scans(run, tmp_path, change):
     from breastus_cli.engine.apply import ood
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
     from breastus_cli.engine.evaluation.shift import auc
 
     stats, _ = ood.ensure(run)
@@ -193,7 +193,7 @@ def test_predict_writes_ood_columns_for_a_keras_classifier(run, tmp_path):
     assert auc(scores[~inverted].to_numpy(), scores[inverted].to_numpy()) > 0.9
     # the same scores as the module gives
     stats, _ = ood.ensure(run)
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
 
     direct = stats.score(ood.features_of_files(load_model(run), 64,
                                                [p for p in rows["path"]]))

@@ -202,11 +202,12 @@ def test_rows_of_a_batch_are_made_while_the_next_batch_runs_the_model(scan_folde
     import threading
 
     import breastus_cli.engine.apply.predict as P
+    import breastus_cli.engine.apply.predict_rows as R
 
     second_forward = threading.Event()
     forwards: list[str] = []
     waited: list[bool] = []
-    original_forward, original_rows = P._forward, P._predict_batch
+    original_forward, original_rows = R.forward, R.predict_batch
 
     def forward(frames, *args):
         forwards.append(threading.current_thread().name)
@@ -219,8 +220,8 @@ def test_rows_of_a_batch_are_made_while_the_next_batch_runs_the_model(scan_folde
             waited.append(second_forward.wait(timeout=120))
         return original_rows(frames, *args)
 
-    monkeypatch.setattr(P, "_forward", forward)
-    monkeypatch.setattr(P, "_predict_batch", rows)
+    monkeypatch.setattr(R, "forward", forward)
+    monkeypatch.setattr(R, "predict_batch", rows)
     result = P.predict(P.PredictSettings([scan_folder], tmp_path / "out", seg_run=seg_run,
                                          batch_size=2))
     assert waited == [True]  # not a deadlock: the second forward ran before the first rows
@@ -241,12 +242,13 @@ def test_two_batches_are_in_a_keras_model_at_once_and_rows_keep_their_order(
     import threading
 
     import breastus_cli.engine.apply.predict as P
+    import breastus_cli.engine.apply.predict_rows as R
 
     second_started = threading.Event()
     calls: list[int] = []
     overlapped: list[bool] = []
     lock = threading.Lock()
-    original = P._forward
+    original = R.forward
 
     def forward(frames, *args):
         with lock:
@@ -259,7 +261,7 @@ def test_two_batches_are_in_a_keras_model_at_once_and_rows_keep_their_order(
             overlapped.append(second_started.wait(timeout=120))
         return outputs
 
-    monkeypatch.setattr(P, "_forward", forward)
+    monkeypatch.setattr(R, "forward", forward)
     result = P.predict(P.PredictSettings([scan_folder], tmp_path / "out", seg_run=seg_run,
                                          batch_size=2))
     assert overlapped == [True]
@@ -269,7 +271,7 @@ def test_two_batches_are_in_a_keras_model_at_once_and_rows_keep_their_order(
     assert paths == sorted(paths)
     # the same rows as one batch at a time gives
     monkeypatch.setattr(P, "FORWARD_WORKERS", 1)
-    monkeypatch.setattr(P, "_forward", original)
+    monkeypatch.setattr(R, "forward", original)
     P.predict(P.PredictSettings([scan_folder], tmp_path / "one", seg_run=seg_run, batch_size=2))
     one = pd.read_csv(tmp_path / "one" / "predictions.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(frame.drop(columns="seconds"), one.drop(columns="seconds"))
@@ -280,10 +282,11 @@ def test_a_failing_batch_still_writes_the_rows_of_the_batch_before(scan_folder, 
     """Finished work is never lost: the model failing on the second batch leaves the first
     batch's rows (made in the rows thread meanwhile) in predictions.csv, for --resume."""
     import breastus_cli.engine.apply.predict as P
+    import breastus_cli.engine.apply.predict_rows as R
     from breastus_cli.errors import WorkError
 
     calls: list[int] = []
-    original = P._forward
+    original = R.forward
 
     def forward(frames, *args):
         calls.append(len(frames))
@@ -291,7 +294,7 @@ def test_a_failing_batch_still_writes_the_rows_of_the_batch_before(scan_folder, 
             raise WorkError("the model failed")
         return original(frames, *args)
 
-    monkeypatch.setattr(P, "_forward", forward)
+    monkeypatch.setattr(R, "forward", forward)
     with pytest.raises(WorkError):
         P.predict(P.PredictSettings([scan_folder], tmp_path / "out", seg_run=seg_run,
                                     batch_size=2))
@@ -306,6 +309,7 @@ def test_predict_applies_the_segmenters_chosen_post_processing(scan_folder, seg_
     import json
 
     import breastus_cli.engine.apply.predict as P
+    import breastus_cli.engine.apply.predict_rows as R
     from breastus_cli.engine.apply.postprocess import largest_component
     from conftest import copy_run
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from breastus_cli.engine.apply.predict import COLUMNS, ERROR_COLUMNS
+from breastus_cli.engine.apply.predict_output import COLUMNS, ERROR_COLUMNS
 from breastus_cli.ownership import PREDICT_FORMAT
 from breastus_cli.reports.review_page import PAGE, THUMBS, write_review_page
 

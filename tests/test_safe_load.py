@@ -297,7 +297,7 @@ def test_weights_over_the_memory_cap_load_through_the_archive(tiny_run, monkeypa
 def test_real_models_load_through_the_safe_loader(tiny_run, seg_run, tmp_path):
     from breastus_cli import backend
     from breastus_cli.engine.training import tasks
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
     from breastus_cli.models import seg_objectives as so
     from breastus_cli.models.safe_load import load_keras_model
 

@@ -211,7 +211,7 @@ def test_predict_output_without_predict_json_is_neither_replaced_nor_resumed(tin
                                                                            tmp_path, capsys):
     # issue 28: a predictions.csv with breastus's header is easily made; only predict.json
     # makes a folder predict's (an output of a breastus before predict.json is kept too)
-    from breastus_cli.engine.apply.predict import COLUMNS
+    from breastus_cli.engine.apply.predict_output import COLUMNS
 
     scans = _scans(tmp_path / "scans")
     out = tmp_path / "old"

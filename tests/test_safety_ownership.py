@@ -108,7 +108,7 @@ def test_export_overwrite_replaces_only_its_own_exports(tiny_runs, tmp_path, cap
 
 # ---- predict: only predict.json makes a folder predict's -------------------------------------------
 def test_predict_overwrite_keeps_a_folder_without_predict_json(tiny_runs, tmp_path, capsys):
-    from breastus_cli.engine.apply.predict import COLUMNS
+    from breastus_cli.engine.apply.predict_output import COLUMNS
 
     scans = _scans(tmp_path / "scans")
     out = tmp_path / "results"

@@ -30,8 +30,9 @@ from PIL import Image
 from breastus_cli import runfiles
 from breastus_cli.engine.apply import fusion, postprocess
 from breastus_cli.engine.runs.cvdir import read_plan
-from breastus_cli.engine.apply.inference import read_export_metadata
-from breastus_cli.engine.apply.predict import COLUMNS, merge
+from breastus_cli.engine.apply.tflite_model import read_export_metadata
+from breastus_cli.engine.apply.predict_merge import merge
+from breastus_cli.engine.apply.predict_output import COLUMNS
 from breastus_cli.engine.runs.rundir import read_config, read_threshold
 from breastus_cli.errors import InputError
 

@@ -180,7 +180,7 @@ def test_encoder_weights_come_from_the_keras_cache(synth_data, tmp_path):
                    env={"KERAS_HOME": str(keras_home)})
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "config.json").read_text())["weights"]["backbone_file"] == saved
-    from breastus_cli.engine.apply.inference import load_model
+    from breastus_cli.engine.apply.loaded_run import load_model
 
     unet = load_model(run).get_layer("unet")
     for name in ("stem_conv", "block1a_dwconv", "block3b_expand_conv", "top_conv"):

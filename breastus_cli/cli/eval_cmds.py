@@ -73,7 +73,8 @@ def evaluate_cmd(
     per_case.csv, metrics.json, masks/, overlays/ (best, median, worst), report.md/html.
     """
     from breastus_cli import backend
-    from breastus_cli.engine.evaluation.evaluate import EvalSettings, find_runs
+    from breastus_cli.engine.evaluation.eval_cases import find_runs
+    from breastus_cli.engine.evaluation.eval_settings import EvalSettings
 
     settings = [EvalSettings(run_dir=r, data=data, split=split,
                              target_sensitivity=target_sensitivity, threshold=threshold,

@@ -70,7 +70,8 @@ def predict_cmd(
     frame; pixel size from the ultrasound regions or Pixel Spacing). Unreadable files go to
     OUT/errors.csv and the batch goes on; rows are appended as they are done (--resume).
     """
-    from breastus_cli.engine.apply.predict import PredictSettings, merge as merge_parts
+    from breastus_cli.engine.apply.predict_merge import merge as merge_parts
+    from breastus_cli.engine.apply.predict_settings import PredictSettings
     from breastus_cli.reports.prediction import predict_table
 
     if merge:

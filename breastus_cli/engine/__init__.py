@@ -4,25 +4,35 @@ Seven rooms, each with one job; a room imports only the rooms below it (checked 
 by the import-linter contracts in pyproject.toml, tests/test_import_rules.py):
 
     orchestration/   many runs at once: cv, sweep, slurm                  (nothing imports it)
-    evaluation/      scoring a run on a split (evaluate), comparing two (compare)
+    evaluation/      scoring a run on a split: evaluate (eval_settings, eval_cases: which
+                     cases and the checks that they are fair, evaluate_cls, evaluate_seg);
+                     comparing two (compare)
     export/          deployment files: export, convert, export_inputs, agreement
-    apply/           running a run on images: inference (open_run, LoadedRun), postprocess,
-                     masks, fusion, gradcam, overlays, predict
+    apply/           running a run on images: inference (open_run; loaded_run: LoadedRun,
+                     ensemble: fold ensembles and TTA, tflite_model: the TFLite runtime and
+                     file names, images: resize in, outputs at the original size),
+                     postprocess, masks, fusion, gradcam, overlays, predict (predict_settings,
+                     predict_output: OUT and --resume, predict_record: predict.json,
+                     predict_rows: a batch's rows, predict_merge: --merge)
     training/        fitting a model into a run folder: train, tasks, callbacks
-    runs/            what a run folder and a CV folder are on disk (rundir, cvdir) and the
-                     settings a run records (settings)
+    runs/            what a run folder and a CV folder are on disk (rundir, cvdir), the
+                     settings a run records (settings), what a result came from as fields
+                     (provenance)
     stats/           numbers only: bootstrap, metrics, seg_metrics, descriptors, paired
 
 Rooms on one line of ``layers`` in pyproject.toml (evaluation | export, apply | training,
 runs | stats) never import each other. TensorFlow is imported lazily through
 :mod:`breastus_cli.backend`; ``training.tasks`` and ``training.callbacks`` import it when they
-are imported, so modules the CLI loads at startup import them inside functions.
+are imported, so the modules that train (orchestration's cv and sweep) import them inside
+functions, each saying why; every other import sits at the top of its module.
 
 Where a change goes:
     a new metric                      stats/ (metrics.py, seg_metrics.py); evaluation/ writes it
     a new export format               export/ (convert.py for the bytes, export.py for the files);
-                                      apply/inference.py if predict must run it
-    a new column in predictions.csv   apply/predict.py (predict's), evaluation/evaluate.py
+                                      apply/tflite_model.py, inference.py if predict
+                                      must run it
+    a new column in predictions.csv   apply/predict_output.py (COLUMNS), predict_rows.py (the
+                                      value; predict's), evaluation/evaluate_cls.py
                                       (evaluate's)
     a new file in a run folder        runs/rundir.py (its name and reader), then its writer
     a new backbone or loss            models/ (outside engine), training/tasks.py to use it

@@ -10,7 +10,7 @@ from rich.table import Table
 from breastus_cli.reports.report import format_ci, write_report
 
 if TYPE_CHECKING:
-    from breastus_cli.engine.evaluation.evaluate import EvalResult
+    from breastus_cli.engine.evaluation.eval_settings import EvalResult
 
 #: Rows of the classification summary: (label, metrics key, has a CI).
 CLS_ROWS = (

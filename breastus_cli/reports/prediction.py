@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from breastus_cli.engine.apply.predict import PredictResult
+    from breastus_cli.engine.apply.predict_settings import PredictResult
 
 
 def predict_table(result: PredictResult, merged: int = 0) -> Table:

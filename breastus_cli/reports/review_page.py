@@ -35,7 +35,7 @@ from PIL import Image
 
 from breastus_cli import __version__
 from breastus_cli.atomic import atomic_path, write_text
-from breastus_cli.engine.apply.predict import ERRORS, PREDICTIONS, REVIEW_PAGE, THUMBS
+from breastus_cli.engine.apply.predict_output import ERRORS, PREDICTIONS, REVIEW_PAGE, THUMBS
 from breastus_cli.errors import InputError
 from breastus_cli.ownership import claim, read_marker
 

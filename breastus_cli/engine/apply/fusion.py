@@ -34,6 +34,19 @@ from typing import Any
 
 import numpy as np
 
+from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.data.imaging import read_luminance, read_mask
+from breastus_cli.data.manifest import file_sha256
+from breastus_cli.engine.apply import postprocess
+from breastus_cli.engine.apply.masks import predicted_masks
+from breastus_cli.engine.runs.provenance import (
+    FUSION_CROSS_FITTED, FUSION_DEFAULT, fusion_threshold_rule, masks_source,
+)
+from breastus_cli.engine.runs.rundir import run_cases
+from breastus_cli.engine.stats.descriptors import DESCRIPTORS, describe
+from breastus_cli.engine.stats.metrics import (
+    as_score, classification_metrics, threshold_for_sensitivity,
+)
 from breastus_cli.errors import InputError
 from breastus_cli.runfiles import read_fusion
 
@@ -49,8 +62,6 @@ _EPS = 1e-6
 def features() -> tuple[str, ...]:
     """The descriptor model's inputs: the unit-free descriptors and the log of the area in mm^2
     (missing, so imputed, where the pixel size is unknown: px and mm never mix in one input)."""
-    from breastus_cli.engine.stats.descriptors import DESCRIPTORS
-
     return (*DESCRIPTORS, "log_area_mm2")
 
 
@@ -162,9 +173,6 @@ def case_table(frame: Any, masks: Sequence[np.ndarray] | None = None) -> Any:
     ground-truth lesion mask; intensities from the luminance the models see."""
     import pandas as pd
 
-    from breastus_cli.data.imaging import read_luminance, read_mask
-    from breastus_cli.engine.stats.descriptors import describe
-
     rows = []
     for i, (_, case) in enumerate(frame.iterrows()):
         image = read_luminance(case["image_path"])
@@ -212,7 +220,6 @@ class Fusion:
                 raise InputError(f"this fused classifier also takes the score of "
                                  f"{self.partner['path']} (--fuse-with): none was given")
             inputs.append(logit(p_partner))
-        from breastus_cli.engine.stats.metrics import as_score
 
         # reported as predictions.csv writes them: metrics and labels then follow the file
         return as_score(p_desc), as_score(self.combiner.predict(np.column_stack(inputs)))
@@ -239,11 +246,18 @@ class Fusion:
     def from_dict(cls, data: dict[str, Any]) -> Fusion:
         return cls(Logistic.from_dict(data["descriptor_model"]),
                    Logistic.from_dict(data["combiner"]), float(data["threshold"]),
-                   str(data["threshold_source"]), dict(data["fitted_on"]),
+                   str(data["threshold_source"]), _with_rule(dict(data["fitted_on"])),
                    float(data.get("descriptor_threshold", 0.5)),
                    None if data.get("partner") is None else {
                        "path": str(data["partner"]["path"]),
                        "sha256": str(data["partner"]["sha256"])})
+
+
+def _with_rule(fitted_on: dict[str, str]) -> dict[str, str]:
+    """``fitted_on`` with its ``threshold_rule`` field: a fusion.json written before the field
+    gets it from its sentence here, and writes it with the next evaluation's fusion block."""
+    rule = fusion_threshold_rule(fitted_on)
+    return fitted_on if rule is None else {**fitted_on, "threshold_rule": rule}
 
 
 def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_val: np.ndarray,
@@ -253,8 +267,6 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
     """The descriptor model on the training cases' ground-truth descriptors, the combiner and
     the threshold on the validation cases (descriptors from ``val_masks_from``; with
     ``partner``, its scores ``p_partner_val`` as the combiner's third input)."""
-    from breastus_cli.engine.stats.metrics import threshold_for_sensitivity
-
     descriptors = fit_logistic(x_train_gt, y_train, features(), C_DESCRIPTORS)
     p_desc_val = descriptors.predict(x_val)
     inputs, names = [logit(p_cnn_val), logit(p_desc_val)], ["cnn", "descriptors"]
@@ -274,6 +286,7 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
                f"({CROSS_FIT_FOLDS}-fold), as a new case would be")
     else:
         threshold, descriptor_threshold, source, how = 0.5, 0.5, "default 0.5", ""
+    rule = FUSION_CROSS_FITTED if how else FUSION_DEFAULT
     fitted_on = {
         "descriptor_model": f"fitted on {len(y_train)} training cases, descriptors from their "
                             "ground-truth masks",
@@ -281,6 +294,7 @@ def fit(y_train: np.ndarray, x_train_gt: np.ndarray, y_val: np.ndarray, p_cnn_va
                     + (f", the score of {partner['path']} (second classifier)" if partner else "")
                     + f" and descriptors from {val_masks_from}",
         "threshold": source + how,
+        "threshold_rule": rule,  # what code compares (runs/provenance.py)
     }
     return Fusion(descriptors, combiner, float(threshold), source, fitted_on,
                   float(descriptor_threshold), partner)
@@ -293,8 +307,6 @@ PARTNER_MODEL = "model.keras"
 def partner_record(run_dir: Path, partner: Path) -> dict[str, str]:
     """How fusion.json names a second classifier: its path relative to the run directory (the
     two move together) and its model's SHA-256."""
-    from breastus_cli.data.manifest import file_sha256
-
     model = Path(partner) / PARTNER_MODEL
     if not model.is_file():
         raise InputError(f"--fuse-with {partner} is not a finished classification run "
@@ -305,8 +317,6 @@ def partner_record(run_dir: Path, partner: Path) -> dict[str, str]:
 
 def partner_dir(run_dir: Path, fused: Fusion) -> Path:
     """The second classifier a fused model was fitted with, checked to be the same model."""
-    from breastus_cli.data.manifest import file_sha256
-
     assert fused.partner is not None
     path = Path(os.path.normpath(Path(run_dir) / fused.partner["path"]))
     model = path / PARTNER_MODEL
@@ -323,8 +333,6 @@ def partner_dir(run_dir: Path, fused: Fusion) -> Path:
 
 
 def write(run_dir: Path, fusion: Fusion) -> None:
-    from breastus_cli.atomic import write_json
-
     write_json(Path(run_dir) / FUSION, fusion.to_dict())
 
 
@@ -349,9 +357,6 @@ def fit_for_run(run_dir: Path, config: dict[str, Any], data: Path, seg_run: Path
     its training cases' ground-truth masks, the combiner and thresholds on its validation cases
     ``val`` (CNN scores ``p_cnn_val``, and ``partner``'s ``p_partner_val``) with descriptors
     from ``seg_run``'s masks."""
-    from breastus_cli.engine.apply.masks import predicted_masks
-    from breastus_cli.engine.runs.rundir import run_cases
-
     train = run_cases(config, "train", data)
     train = train[train["label"].isin(["benign", "malignant"])
                   & (train["mask_path"] != "")].reset_index(drop=True)
@@ -380,11 +385,6 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
     masks), and again from the ground-truth masks where the cases have them (the upper bound).
     Returns metrics.json's ``fusion`` block and predictions columns; writes
     ``out_dir/descriptors.csv`` (each case's descriptors from the segmenter's mask)."""
-    from breastus_cli.atomic import atomic_path
-    from breastus_cli.engine.apply import postprocess
-    from breastus_cli.engine.apply.masks import predicted_masks
-    from breastus_cli.engine.stats.metrics import classification_metrics
-
     y = _labels(frame)
     masks = predicted_masks(seg_run, list(frame["image_path"]), batch_size)
     table = case_table(frame, masks)
@@ -402,6 +402,7 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
         "descriptors": block(p_desc, fused.descriptor_threshold),
         "fused": block(p_fused, fused.threshold),
         "masks_from": f"segmentation run {seg_run}",
+        **masks_source(seg_run, out_dir),  # the same as fields (runs/provenance.py)
         "mask_postprocess": postprocess.of(seg_run).method,
         "lesion_found": int(sum(bool(np.asarray(m).any()) for m in masks)),
         "n": int(len(y)),

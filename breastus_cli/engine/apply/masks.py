@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from breastus_cli.data.imaging import read_luminance
+from breastus_cli.engine.apply.images import to_original_size
+
 #: while an evaluation runs: each segmenter opened once, and its masks of an image list kept
 #: (the lesion crops, the fused classifier's descriptors and a lesion-centred partner's crops
 #: all need the same masks of the same cases)
@@ -35,8 +38,8 @@ def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
                     threshold: float = 0.5, tta: str = "none") -> list[np.ndarray]:
     """Lesion masks at each image's original size from a segmentation run (or a cv folder:
     its fold ensemble); computed once per image list inside ``mask_cache()``."""
-    from breastus_cli.data.imaging import read_luminance
-    from breastus_cli.engine.apply.inference import open_run, to_original_size
+    # lazy: tests/test_fusion.py counts the segmenter's openings by patching inference.open_run
+    from breastus_cli.engine.apply.inference import open_run
 
     memo = _MASKS.get()
     run_key = (str(Path(seg_run).resolve()), tta)

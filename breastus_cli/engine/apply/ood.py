@@ -77,7 +77,7 @@ def pooled_model(keras_model: Any) -> Any:
 
 def feature_runner(keras_model: Any, size: int):
     """(N, S, S, 1) float32 -> (N, D) pooled features, compiled."""
-    from breastus_cli.engine.apply.inference import keras_runner
+    from breastus_cli.engine.apply.loaded_run import keras_runner
 
     return keras_runner(pooled_model(keras_model), size)
 
@@ -174,7 +174,7 @@ def ensure(run_dir: str | Path, keras_model: Any = None, data: str | Path | None
     if stored is not None and stored[1].get("model_sha256") == sha:
         return stored
     if keras_model is None:
-        from breastus_cli.engine.apply.inference import load_model
+        from breastus_cli.engine.apply.loaded_run import load_model
 
         keras_model = load_model(run_dir)
     size = int(config["settings"]["img_size"])
@@ -248,7 +248,7 @@ def with_ood(loaded: Any) -> Any:
 def _both_runner(keras_model: Any, size: int):
     """(N, S, S, 1) -> (outputs, pooled features), one compiled forward pass."""
     from breastus_cli import backend
-    from breastus_cli.engine.apply.inference import MAX_BATCH
+    from breastus_cli.engine.apply.loaded_run import MAX_BATCH
 
     keras, tf = backend.keras(), backend.tf()
     model = keras.Model(keras_model.inputs,

@@ -25,6 +25,7 @@ import numpy as np
 
 from breastus_cli import runfiles
 from breastus_cli.atomic import write_json
+from breastus_cli.engine.runs.cvdir import fold_runs, is_cv_dir
 
 POSTPROCESS = "postprocess.json"
 #: ``none``: the thresholded mask; ``largest``: its largest connected component, holes filled
@@ -113,7 +114,5 @@ def ensemble(members: list[Path]) -> Postprocess:
 
 def of(source: str | Path) -> Postprocess:
     """The post-processing masks drawn from ``source`` get: a run directory's, or a
-    cross-validation folder's fold majority (what :class:`~inference.LoadedRun` applies)."""
-    from breastus_cli.engine.runs.cvdir import fold_runs, is_cv_dir
-
+    cross-validation folder's fold majority (what :class:`~loaded_run.LoadedRun` applies)."""
     return ensemble(fold_runs(source)[1]) if is_cv_dir(source) else read(source)

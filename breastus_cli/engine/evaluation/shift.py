@@ -20,7 +20,8 @@ import numpy as np
 from breastus_cli.atomic import write_json
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, stream
 from breastus_cli.engine.apply import ood
-from breastus_cli.engine.apply.inference import load_model, resize_input
+from breastus_cli.engine.apply.images import resize_input
+from breastus_cli.engine.apply.loaded_run import load_model
 from breastus_cli.engine.runs.rundir import read_config, run_cases
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.ownership import SHIFT_FORMAT, claim

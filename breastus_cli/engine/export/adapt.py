@@ -24,7 +24,8 @@ from breastus_cli import runfiles
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, stream
 from breastus_cli.engine.apply import ood
-from breastus_cli.engine.apply.inference import load_model, resize_input
+from breastus_cli.engine.apply.images import resize_input
+from breastus_cli.engine.apply.loaded_run import load_model
 from breastus_cli.engine.runs.rundir import (CONFIG, MODEL, THRESHOLD, read_config,
                                               write_config)
 from breastus_cli.errors import InputError, UsageError
@@ -153,7 +154,7 @@ def rechoose_threshold(model: Any, size: int, labels: Path, target: float,
     if y.sum() == 0:
         raise InputError(f"--labels {labels}: no malignant case: the sensitivity is undefined")
     from breastus_cli.data.pipeline import make_dataset
-    from breastus_cli.engine.apply.inference import keras_runner
+    from breastus_cli.engine.apply.loaded_run import keras_runner
 
     run = keras_runner(model, size)
     paths = [str(labels / p) for p in frame["image"]]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli import backend
-from breastus_cli.engine.export.convert import _quiet
+from breastus_cli.engine.export.convert import quiet
 from breastus_cli.errors import WorkError
 
 #: Largest output difference (probabilities) accepted as "the same model", per export kind;
@@ -25,9 +25,9 @@ INT8_MIN_PIXEL_AGREEMENT = 0.95
 INT8_CLOSE = 0.02
 
 
-def _savedmodel_forward(path: Path, images: np.ndarray) -> np.ndarray:
+def savedmodel_forward(path: Path, images: np.ndarray) -> np.ndarray:
     tf = backend.tf()
-    with _quiet():
+    with quiet():
         loaded = tf.saved_model.load(str(path))
     serve = loaded.signatures["serving_default"]
     outputs = [next(iter(serve(image=tf.constant(images[i:i + 16])).values())).numpy()

@@ -72,7 +72,7 @@ def _convert(model: Any, img_size: int, quantize: str, representative: Any,
     for method in methods:
         for mode in int8_modes:
             try:
-                with _quiet():
+                with quiet():
                     converter = _converter(model, img_size, method, workdir)
                     if quantize == "float16":
                         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -116,15 +116,15 @@ def _convert(model: Any, img_size: int, quantize: str, representative: Any,
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """The converter's Python warnings and native log lines stay out of the CLI's output."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with backend._quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()):
+        with backend.quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()):
             yield
 
 
 def save_savedmodel(model: Any, path: Path) -> None:
     """An inference-only SavedModel: ``serve`` and the ``serving_default`` signature."""
-    with _quiet():
+    with quiet():
         model.export(str(path))

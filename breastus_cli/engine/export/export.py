@@ -47,7 +47,7 @@ from breastus_cli.engine.export.agreement import (  # noqa: F401  (re-exported)
     INT8_MIN_LABEL_AGREEMENT,
     INT8_MIN_PIXEL_AGREEMENT,
     TOLERANCE,
-    _savedmodel_forward,
+    savedmodel_forward,
     disagreement,
     measure_agreement,
 )
@@ -62,14 +62,14 @@ from breastus_cli.engine.export.export_inputs import (  # noqa: F401  (re-export
     sample_images,
     synthetic_images,
 )
-from breastus_cli.engine.apply.inference import (  # noqa: F401  (the runtime, re-exported)
+from breastus_cli.engine.apply.inference import open_run
+from breastus_cli.engine.apply.loaded_run import MAX_BATCH, roi_margin  # noqa: F401 (re-exported)
+from breastus_cli.engine.apply.tflite_model import (  # noqa: F401  (the runtime, re-exported)
     EXPORT_DIR,
-    MAX_BATCH,
     METADATA,
+    TFLITE_FILES,
     TFLiteModel,
-    open_run,
     read_export_metadata,
-    roi_margin,
 )
 from breastus_cli.engine.runs.rundir import (
     MODEL,
@@ -83,8 +83,6 @@ from breastus_cli.ownership import claim
 
 FORMATS = ("tflite", "savedmodel")
 QUANTIZE = ("none", "float16", "int8")
-TFLITE_FILES = {"none": "model.tflite", "float16": "model-float16.tflite",
-                "int8": "model-int8.tflite"}
 SAVEDMODEL_DIR = "savedmodel"
 
 @dataclass
@@ -202,7 +200,7 @@ def export_run(settings: ExportSettings) -> ExportResult:
                           "output": "output_0"}
             with _atomic_dir(target) as tmp:
                 save_savedmodel(model, tmp)
-                agreement = agree(_savedmodel_forward(tmp, samples))
+                agreement = agree(savedmodel_forward(tmp, samples))
             size = _tree_size(target)
     except BaseException:
         if made_out_dir:  # the folder this export made, empty again: no leftover

@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli.engine.apply.inference import roi_margin
+from breastus_cli.data.pipeline import load_arrays
+from breastus_cli.data.roi import write_roi_crops
+from breastus_cli.engine.apply.loaded_run import roi_margin
 from breastus_cli.engine.runs.rundir import run_cases
 from breastus_cli.errors import InputError
 
@@ -56,14 +58,11 @@ def _input_cases(config: dict[str, Any], role: str, n: int | None, seed: int | N
 def _model_inputs(config: dict[str, Any], frame: Any, img_size: int) -> np.ndarray:
     """(n, S, S, 1) float32 model inputs of ``frame``'s cases (:func:`_input_cases`), lesion
     crops for a ``--roi mask`` classifier."""
-    from breastus_cli.data.pipeline import load_arrays
-
     margin = roi_margin(config)
     if len(frame) == 0:
         return np.zeros((0, img_size, img_size, 1), np.float32)
     if margin is None:
         return load_arrays(list(frame["image_path"]), img_size).astype(np.float32)
-    from breastus_cli.data.roi import write_roi_crops
 
     with tempfile.TemporaryDirectory(prefix="breastus-roi-") as folder:
         paths = write_roi_crops(frame, Path(folder), margin)

@@ -23,12 +23,18 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.engine.runs.rundir import read_config
-from breastus_cli.engine.runs.cvdir import PLAN, fold_dir, fold_done, read_plan
-from breastus_cli.engine.runs.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
+from breastus_cli.data.combine import dataset_column, only_view
+from breastus_cli.data.split import read_splits
+from breastus_cli.engine.evaluation.eval_settings import EvalSettings
+from breastus_cli.engine.evaluation.evaluate import evaluate
 from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
+from breastus_cli.engine.runs.cvdir import PLAN, fold_dir, fold_done, read_plan
+from breastus_cli.engine.runs.rundir import data_record, read_config, split_changed
+from breastus_cli.engine.runs.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
+from breastus_cli.engine.stats.metrics import aggregate, classification_metrics
+from breastus_cli.engine.stats.seg_metrics import dataset_metrics
 from breastus_cli.errors import InputError, UsageError, WorkError
-from breastus_cli.ownership import claim
+from breastus_cli.ownership import claim, ensure_own_or_empty
 from breastus_cli.runfiles import read_cv
 
 SUMMARY = "summary.json"
@@ -78,7 +84,6 @@ class CVSettings:
         if self.fuse_with_cv is not None:
             self._check_same_folds(Path(self.fuse_with_cv), "cls", "--fuse-with-cv",
                                    "its fold K classifier")
-        from breastus_cli.data.split import read_splits
 
         splits = read_splits(self.train.data)
         if "fold" not in splits.columns or splits["fold"].nunique() != self.folds:
@@ -127,8 +132,6 @@ class CVResult:
 
 
 def _plan(settings: CVSettings) -> dict[str, Any]:
-    from breastus_cli.engine.runs.rundir import data_record
-
     train = settings.train.to_dict()
     record = data_record(Path(settings.train.data), 0)  # the folds' fingerprint
     return {"task": settings.task, "data": str(Path(settings.train.data).resolve()),
@@ -145,8 +148,6 @@ def _plan(settings: CVSettings) -> dict[str, Any]:
 def check_plan_split(name: str, plan: dict[str, Any], data: Path | None = None) -> None:
     """Refuse (exit 2) a cross-validation whose dataset has other folds than when it began
     (re-split since): its finished folds and the new ones would overlap."""
-    from breastus_cli.engine.runs.rundir import split_changed
-
     data = Path(data or plan.get("data") or "")
     message = split_changed(name, plan, data, by_fold=True, what="run",
                             advice="restore the splits.csv it ran on, or cross-validate "
@@ -185,8 +186,8 @@ def _new_segmenter(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 def run_fold(out: Path, k: int) -> str:
     """Train (or resume) fold ``k`` and evaluate it on its held-out fold."""
+    # lazy: training.tasks and training.train import TensorFlow when imported
     from breastus_cli.engine.training import tasks
-    from breastus_cli.engine.evaluation.evaluate import EvalSettings, evaluate
     from breastus_cli.engine.training.train import train
 
     claim(out, "cv", option="")  # someone else's folder, or a link out of it: exit 2
@@ -234,9 +235,6 @@ def cv(settings: CVSettings) -> CVResult:
     settings.validate()
     start = time.perf_counter()
     out = Path(settings.out)
-    from breastus_cli.ownership import ensure_own_or_empty
-
-    from breastus_cli.data.combine import only_view
 
     if not only_view(out):  # several DATA: their combined dataset is already in out/data
         ensure_own_or_empty(out, "cv")
@@ -287,8 +285,6 @@ def _pooled_cls(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, n_bootstrap: i
                 seed: int = 0) -> tuple[dict[str, float | None], dict[str, list[float] | None]]:
     """Pooled metrics from out-of-fold labels, scores and per-fold decisions, with the same
     class-stratified percentile bootstrap over cases as every other evaluation."""
-    from breastus_cli.engine.stats.metrics import classification_metrics
-
     result = classification_metrics(y, p, y_pred=y_pred, n_bootstrap=n_bootstrap, seed=seed)
     return {k: result[k] for k in CLS_KEYS}, {k: result["ci"][k] for k in CLS_KEYS}
 
@@ -302,8 +298,6 @@ def classification_pooled(frame: Any, n_bootstrap: int) -> dict[str, Any]:
 
 def _by_dataset(frame: Any, score: Any) -> dict[str, Any]:
     """``{dataset: score(its rows)}`` when the pooled cases come from several datasets."""
-    from breastus_cli.data.combine import dataset_column
-
     column = dataset_column(frame)
     if column is None:
         return {}
@@ -346,8 +340,6 @@ def _pooled_fusion(frame: Any, folds: list[dict[str, Any]], n_bootstrap: int) ->
 def summarize(out: Path, allow_partial: bool = False) -> CVResult:
     """summary.json from the folds that finished (summary.md is written by reports.cv)."""
     import pandas as pd
-
-    from breastus_cli.engine.stats.metrics import aggregate
 
     start = time.perf_counter()
     out = Path(out)
@@ -407,8 +399,6 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
         summary["majority_baseline_accuracy"] = float(max(pooled_frame["y_true"].mean(),
                                                           1 - pooled_frame["y_true"].mean()))
     elif done:
-        from breastus_cli.engine.stats.seg_metrics import dataset_metrics
-
         frames = [pd.read_csv(fold_dir(out, k) / "eval-test/per_case.csv").assign(fold=k)
                   for k in done]
         pooled_frame = pd.concat(frames, ignore_index=True)

@@ -28,17 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.data.combine import only_view
+from breastus_cli.data.split import select_cases
+from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.engine.runs.rundir import CONFIG, GRID, HISTORY, log, read_config
 from breastus_cli.engine.runs.settings import (
-    PAPER_EPOCHS,
-    PAPER_LRS,
-    SETTINGS_TYPES,
-    TRAIN_ADDED,
-    TrainSettings,
+    PAPER_EPOCHS, PAPER_LRS, SETTINGS_TYPES, TRAIN_ADDED, TrainSettings,
 )
-from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.errors import InputError, UsageError, WorkError
-from breastus_cli.ownership import claim
+from breastus_cli.ownership import claim, ensure_own_or_empty
 from breastus_cli.runfiles import read_sweep
 
 PLAN = "sweep.json"
@@ -139,9 +137,6 @@ def _same_plan(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _load_or_write_plan(settings: SweepSettings) -> dict[str, Any]:
-    from breastus_cli.data.combine import only_view
-    from breastus_cli.ownership import ensure_own_or_empty
-
     if not only_view(settings.out):  # several DATA: combined into SWEEP/data already
         ensure_own_or_empty(settings.out, "sweep")
     plan = make_plan(settings)
@@ -176,6 +171,7 @@ def trial_state(run_dir: Path) -> str:
 
 def run_trial(out: Path, index: int) -> str:
     """Run, resume or skip one trial (what each local job or Slurm array task does)."""
+    # lazy: training.tasks and training.train import TensorFlow when imported
     from breastus_cli.engine.training import tasks
     from breastus_cli.engine.training.train import train
 
@@ -199,8 +195,7 @@ def run_trial(out: Path, index: int) -> str:
 
 def warm_cache(plan: dict[str, Any], out: Path) -> None:
     """Decode the sweep's images once into SWEEP/cache, before the trials read them."""
-    from breastus_cli.data.split import select_cases
-    from breastus_cli.engine.training import tasks
+    from breastus_cli.engine.training import tasks  # lazy: imports TensorFlow
 
     if plan["train"].get("cache") != "disk":
         return

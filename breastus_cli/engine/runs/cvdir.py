@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from breastus_cli.engine.runs.provenance import fusion_threshold_current, masks_from_run
 from breastus_cli.engine.runs.rundir import read_config
 from breastus_cli.errors import InputError
 from breastus_cli.runfiles import read_cv
@@ -51,25 +52,21 @@ def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
         return False
     m = json.loads(metrics.read_text())
     if seg_cv is not None:
-        masks = ((m.get("roi") or {}).get("crops_from")
-                 or (m.get("fusion") or {}).get("masks_from"))
-        if masks is not None and masks != f"segmentation run {fold_dir(Path(seg_cv), k)}":
-            return False  # scored with another segmenter's masks: score it again
+        wanted = fold_dir(Path(seg_cv), k)
+        for block, sentence in ((m.get("roi"), "crops_from"), (m.get("fusion"), "masks_from")):
+            if not block:
+                continue
+            same = masks_from_run(block, metrics.parent, wanted, block.get(sentence))
+            if same is not None:
+                if not same:
+                    return False  # scored with another segmenter's masks: score it again
+                break
     if fusion == "none":
         return True
     block = m.get("fusion")
     # a fusion whose threshold was chosen by an older rule is fitted and scored again
     return (block is not None and (not partner or "partner" in block)
-            and threshold_current(block.get("fitted_on")))
-
-
-def threshold_current(fitted_on: dict[str, str] | None) -> bool:
-    """Whether a fused classifier's record (``fitted_on``, in fusion.json and in an
-    evaluation's fusion block) chose its threshold by today's rule: on cross-fitted validation
-    scores, or none asked (default 0.5). A fusion fitted before is fitted again when its CV is
-    resumed (nothing retrained)."""
-    rule = str((fitted_on or {}).get("threshold", ""))
-    return "cross-fitted" in rule or rule.startswith("default")
+            and fusion_threshold_current(block.get("fitted_on")))
 
 
 def fold_runs(cv_dir: str | Path) -> tuple[dict[str, Any], list[Path]]:

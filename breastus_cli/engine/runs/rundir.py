@@ -29,6 +29,10 @@ from typing import Any
 
 from breastus_cli import __version__, runfiles
 from breastus_cli.atomic import write_json
+from breastus_cli.data.combine import members
+from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash, manifest_path
+from breastus_cli.data.split import read_splits, select_cases
+from breastus_cli.engine.runs.provenance import CHOSEN_DEFAULT, CHOSEN_ON_VALIDATION
 from breastus_cli.errors import InputError
 
 CONFIG = "config.json"
@@ -87,8 +91,6 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 def run_cases(config: dict[str, Any], role: str, data: str | Path | None = None):  # -> DataFrame
     """The cases of ``role`` (train/val/test/all) as the run saw them: its dataset (or ``data``),
     its fold, and the validation it carved with its seed."""
-    from breastus_cli.data.split import select_cases
-
     settings = config.get("settings", {})
     folder = Path(data or config.get("data", {}).get("path") or settings.get("data") or "")
     if not folder.is_dir():
@@ -104,8 +106,6 @@ def split_fingerprint(data: str | Path, by_fold: bool) -> str | None:
     """SHA-256 of the assignment a run's cases come from: each case's patient and split
     (``by_fold``: its fold) in ``DATA/splits.csv``; None without that file or column. Unlike
     the file's hash it survives re-writing the same split (adding folds with the same seed)."""
-    from breastus_cli.data.split import read_splits
-
     if not (Path(data) / "splits.csv").is_file():
         return None
     return splits_fingerprint(read_splits(data), by_fold)
@@ -131,9 +131,6 @@ def data_record(data: Path, fold: int | None) -> dict[str, Any]:
     and splits.csv SHA-256 as combined, and the fingerprint of its cases' split (or folds) in
     the combination, so that a dataset re-split after it was combined is caught when the run
     is scored on it (:func:`check_same_split`)."""
-    from breastus_cli.data.combine import members
-    from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash
-
     splits = Path(data) / SPLITS
     record: dict[str, Any] = {
         "path": str(Path(data).resolve()), "manifest_sha256": manifest_hash(data),
@@ -152,8 +149,6 @@ def data_record(data: Path, fold: int | None) -> dict[str, Any]:
 
 def same_dataset(folder: Path, recorded: dict[str, Any]) -> bool:
     """Is ``folder`` the dataset the run recorded (the same path, or the same manifest)?"""
-    from breastus_cli.data.manifest import manifest_hash, manifest_path
-
     if recorded.get("path") and folder.resolve() == Path(recorded["path"]).resolve():
         return True
     return (manifest_path(folder).is_file()
@@ -165,8 +160,6 @@ def split_changed(name: str | Path, recorded: dict[str, Any], folder: Path, by_f
                   advice: str = "evaluate on the split it trained on or retrain") -> str | None:
     """The one-line refusal when ``folder/splits.csv`` no longer holds the split recorded in
     ``recorded`` (splits_sha256, split_sha256), else None."""
-    from breastus_cli.data.manifest import SPLITS, file_sha256
-
     want = recorded.get("splits_sha256")
     path = Path(folder) / SPLITS
     now = file_sha256(path) if path.is_file() else None
@@ -221,11 +214,15 @@ def check_same_split(run_dir: str | Path, config: dict[str, Any],
 
 @dataclass
 class Threshold:
-    """A run's decision threshold: ``value``, why (``source``), and the rule that chose it."""
+    """A run's decision threshold: ``value``, why (``source``, a sentence for people), the rule
+    that chose it, and what it was chosen on (``chosen_on``, what code compares: one of
+    provenance.CHOSEN_*)."""
 
     value: float
     source: str
     rule: str = THRESHOLD_RULE
+    chosen_on: str = CHOSEN_DEFAULT
+    target_sensitivity: float | None = None  # chosen on validation for this sensitivity
 
 
 def read_threshold(run_dir: str | Path, config: dict[str, Any] | None = None) -> Threshold:
@@ -236,14 +233,18 @@ def read_threshold(run_dir: str | Path, config: dict[str, Any] | None = None) ->
     if not path.is_file():
         value = float((config if config is not None else read_config(run_dir))
                       .get("threshold", 0.5))
-        return Threshold(value, f"default {value:g}")
+        return Threshold(value, f"default {value:g}", chosen_on=CHOSEN_DEFAULT)
     chosen = runfiles.read_threshold(path)
     value, target = chosen.threshold, chosen.target_sensitivity
     if target is None:  # written before the target was recorded: "..., target sensitivity 0.9"
         found = re.search(r"target sensitivity ([0-9.]+)", str(chosen.source or ""))
         target = float(found.group(1)) if found else None
+    # threshold.json is written by evaluate --target-sensitivity only: chosen on validation
+    # (its chosen_on field; files written before the field were chosen there too)
     return Threshold(value, "chosen on validation cases"
-                     + (f" for target sensitivity {float(target):g}" if target else ""))
+                     + (f" for target sensitivity {float(target):g}" if target else ""),
+                     chosen_on=chosen.chosen_on or CHOSEN_ON_VALIDATION,
+                     target_sensitivity=None if target is None else float(target))
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:

@@ -233,6 +233,7 @@ class ClsSettings(TrainSettings):
 
     def validate(self) -> None:
         super().validate()
+        # lazy: the CLI imports this module to build its options; models/ brings numpy
         from breastus_cli.models.classifiers import backbone_spec
 
         if self.roi not in ("none", "mask"):
@@ -272,6 +273,7 @@ class SegSettings(TrainSettings):
 
     def validate(self) -> None:
         super().validate()
+        # lazy: the CLI imports this module to build its options; models/ brings numpy
         from breastus_cli.models.segmenters import check_encoder
 
         check_encoder(self.backbone)

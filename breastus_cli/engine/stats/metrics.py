@@ -101,7 +101,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC for many case-weightings at once (Mann-Whitney U with ties counted as 1/2).
 
     ``weights`` is (B, n): how many times each case appears in each resample (a bootstrap
@@ -260,7 +260,7 @@ def _bootstrap_classification(
         parts["sensitivity"].append(sens)
         parts["specificity"].append(spec)
         parts["balanced_accuracy"].append((sens + spec) / 2.0)  # NaN if either class is missing
-        parts["auc"].append(_weighted_auc(y, p, w))
+        parts["auc"].append(weighted_auc(y, p, w))
     ci: dict[str, list[float] | None] = {}
     used: dict[str, int] = {}
     for key in CI_KEYS:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.engine.stats.bootstrap import percentile_ci, resample_counts
-from breastus_cli.engine.stats.metrics import _weighted_auc
+from breastus_cli.engine.stats.metrics import weighted_auc
 from breastus_cli.errors import InputError
 
 
@@ -55,12 +55,12 @@ def paired_auc(y_true: Any, p_a: Any, p_b: Any, n_bootstrap: int = 2000,
     y = y.astype(np.int64)
     aucs_a, aucs_b = [], []
     for block in resample_counts(len(y), n_bootstrap, np.random.default_rng(seed), strata=y):
-        aucs_a.append(_weighted_auc(y, a, block))
-        aucs_b.append(_weighted_auc(y, b, block))
+        aucs_a.append(weighted_auc(y, a, block))
+        aucs_b.append(weighted_auc(y, b, block))
     boot_a = np.concatenate(aucs_a) if aucs_a else np.empty(0)
     boot_b = np.concatenate(aucs_b) if aucs_b else np.empty(0)
-    auc_a = float(_weighted_auc(y, a, np.ones(len(y)))[0])
-    auc_b = float(_weighted_auc(y, b, np.ones(len(y)))[0])
+    auc_a = float(weighted_auc(y, a, np.ones(len(y)))[0])
+    auc_b = float(weighted_auc(y, b, np.ones(len(y)))[0])
     return PairedAUC(n=len(y), n_malignant=n_malignant, auc_a=auc_a, auc_b=auc_b,
                      ci_a=percentile_ci(boot_a, confidence),
                      ci_b=percentile_ci(boot_b, confidence), difference=auc_b - auc_a,

@@ -15,14 +15,19 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from breastus_cli import backend
+from breastus_cli.data.imaging import read_mask, save_png
 from breastus_cli.data.pipeline import Augment, make_dataset
+from breastus_cli.data.roi import write_roi_crops
 from breastus_cli.data.sources.base import LABELS
 from breastus_cli.engine.runs.rundir import MODEL, read_config
 from breastus_cli.engine.runs.settings import ClsSettings, SegSettings, TrainSettings
 from breastus_cli.errors import InputError, UsageError, one_line
 from breastus_cli.models import weights as weight_files
+from breastus_cli.models.classifiers import backbone_spec, build_classifier
 from breastus_cli.models.cls_objectives import MalignantAUC
 from breastus_cli.models.safe_load import check_model_file, load_keras_model
+from breastus_cli.models.seg_objectives import MeanOverlap, SegLoss
+from breastus_cli.models.segmenters import ENCODERS, build_unet
 
 keras = backend.keras()
 #: What ``--weights`` accepts, said with every refusal of a file.
@@ -199,7 +204,6 @@ class ClassificationTask(Task[ClsSettings]):
         images = list(frame["image_path"])
         if settings.roi == "mask":
             # lesion-centred training: crops around the ground-truth masks, made once
-            from breastus_cli.data.roi import write_roi_crops
 
             if (frame["mask_path"] == "").any():
                 raise InputError("--roi mask needs a lesion mask for every case; "
@@ -213,8 +217,6 @@ class ClassificationTask(Task[ClsSettings]):
             seed=settings.seed, cache=cache)
 
     def build(self, settings: ClsSettings, backbone_weights: Path | None) -> Any:
-        from breastus_cli.models.classifiers import build_classifier
-
         return build_classifier(settings.model, settings.img_size,
                                 backbone_weights=backbone_weights, dropout=settings.dropout,
                                 freeze_backbone=settings.freeze_backbone,
@@ -240,8 +242,6 @@ class ClassificationTask(Task[ClsSettings]):
         return {i: float(len(y) / (2 * counts[i])) for i in range(2)}
 
     def describe(self, settings: ClsSettings) -> dict[str, Any]:
-        from breastus_cli.models.classifiers import backbone_spec
-
         return {"labels": list(LABELS), "positive_label": "malignant", "threshold": 0.5,
                 "roi": {"source": settings.roi, "margin": settings.roi_margin},
                 "input": {"size": settings.img_size, "channels": 1, "range": [0, 255],
@@ -276,23 +276,17 @@ class SegmentationTask(Task[SegSettings]):
             seed=settings.seed, cache=cache)
 
     def build(self, settings: SegSettings, backbone_weights: Path | None) -> Any:
-        from breastus_cli.models.segmenters import build_unet
-
         return build_unet(settings.backbone, settings.img_size, encoder_weights=backbone_weights,
                           freeze_encoder=settings.freeze_encoder,
                           bn_momentum=settings.effective_bn_momentum())
 
     def compile(self, model: Any, settings: SegSettings) -> None:
-        from breastus_cli.models.seg_objectives import MeanOverlap, SegLoss
-
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.lr),
                       loss=SegLoss(settings.loss),
                       metrics=[MeanOverlap(0.5, dice=False, name="iou"),
                                MeanOverlap(0.5, dice=True, name="dice")])
 
     def describe(self, settings: SegSettings) -> dict[str, Any]:
-        from breastus_cli.models.segmenters import ENCODERS
-
         return {"threshold": 0.5, "include_other_masks": settings.include_other_masks,
                 "input": {"size": settings.img_size, "channels": 1, "range": [0, 255],
                           "preprocessing": ENCODERS[settings.backbone] or "none",
@@ -301,8 +295,6 @@ class SegmentationTask(Task[SegSettings]):
 
 def united_masks(frame: Any, folder: Path) -> list[str]:
     """Lesion mask united with the case's 'other' mask, written once into ``folder``."""
-    from breastus_cli.data.imaging import read_mask, save_png
-
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for case_id, mask, other in zip(frame["case_id"], frame["mask_path"],

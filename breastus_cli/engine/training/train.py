@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from breastus_cli import backend
-from breastus_cli.data.split import select_cases
-from breastus_cli.engine.training import callbacks as cb
+from breastus_cli.data.combine import only_view
+from breastus_cli.data.sources.base import LABELS
+from breastus_cli.data.split import label_counts, select_cases
 from breastus_cli.engine.runs.rundir import (
     BEST, CHECKPOINTS, CONFIG, GRID, MODEL, attach_log, check_same_split, data_record,
     default_run_dir, detach_log, environment, log, read_config, write_config,
 )
-from breastus_cli.engine.runs.settings import TRAIN_ADDED, TrainSettings
+from breastus_cli.engine.runs.settings import TRAIN_ADDED, TrainSettings, learning_rate
+from breastus_cli.engine.training import callbacks as cb
 from breastus_cli.engine.training.tasks import Task, copy_backbone
 from breastus_cli.errors import BreastusError, InputError, Interrupted, UsageError, WorkError
 from breastus_cli.ownership import claim
@@ -118,7 +120,6 @@ def _prepare_run_dir(settings: TrainSettings, task: Task, resume: bool) -> tuple
         return Path(settings.run_dir), False
     run_dir = Path(settings.run_dir) if settings.run_dir else default_run_dir(
         task.kind, task.run_name(settings))
-    from breastus_cli.data.combine import only_view
 
     if run_dir.exists() and any(run_dir.iterdir()) and not only_view(run_dir):
         raise InputError(f"run directory {run_dir} exists and is not empty",
@@ -145,9 +146,6 @@ def _check_files(frames: list[Any], task: Task, settings: TrainSettings, data: P
 
 def _check_classes(frame: Any, role: str, data: Path) -> None:
     """A classifier needs both classes in training and validation."""
-    from breastus_cli.data.sources.base import LABELS
-    from breastus_cli.data.split import label_counts
-
     if not all((frame["label"] == label).any() for label in LABELS):
         raise InputError(f"the {role} cases of {data} hold one class only "
                          f"({label_counts(frame['label'])}): a "
@@ -203,7 +201,6 @@ def train(
     data = Path(settings.data)
     if settings.run_dir is not None:  # before anything loads: a file, someone else's folder or
         # a link out of it is refused (one line, exit 2)
-        from breastus_cli.data.combine import only_view
 
         claim(settings.run_dir, "run", option="--resume" if resume else "--run-dir",
               legacy=None if resume else only_view)
@@ -294,8 +291,6 @@ def train(
         callbacks = [nan_guard, history, best,
                      cb.EpochReporter(settings.epochs, steps, on_epoch, on_batch)]
         if settings.lr_schedule != "constant" or settings.warmup_epochs:
-            from breastus_cli.engine.runs.settings import learning_rate
-
             callbacks.append(keras.callbacks.LearningRateScheduler(
                 lambda epoch, _lr: learning_rate(epoch, settings.lr, settings.epochs,
                                                  settings.lr_schedule, settings.warmup_epochs)))

@@ -1,0 +1,248 @@
+"""``breastus evaluate`` of a classifier: p(malignant) per case (whole images, or lesion crops
+from the ground-truth or a segmenter's masks), the threshold, metrics with bootstrap CIs, the
+fused classifier's numbers beside the CNN's; RUN/eval-<split>/predictions.csv, metrics.json."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.data.imaging import read_luminance, save_png
+from breastus_cli.data.roi import write_roi_crops
+from breastus_cli.engine.apply import fusion, postprocess
+from breastus_cli.engine.apply.images import lesion_crop
+from breastus_cli.engine.apply.inference import open_run
+from breastus_cli.engine.apply.masks import predicted_masks
+from breastus_cli.engine.evaluation.eval_cases import (
+    by_dataset, check_not_own_data, check_partner_unseen, data_dir, is_other_dataset,
+    split_cases,
+)
+from breastus_cli.engine.evaluation.eval_settings import EvalResult, EvalSettings, command_line
+from breastus_cli.engine.runs.cvdir import is_cv_dir
+from breastus_cli.engine.runs.provenance import (
+    CHOSEN_ON_VALIDATION, masks_source,
+)
+from breastus_cli.engine.runs.rundir import (
+    THRESHOLD, THRESHOLD_RULE, check_same_split, read_config, read_threshold, split_fingerprint,
+)
+from breastus_cli.engine.stats.metrics import (
+    as_score, classification_metrics, threshold_for_sensitivity,
+)
+from breastus_cli.errors import InputError, UsageError, WorkError
+
+#: metrics.json's ``roi_source`` of a lesion-centred classifier scored on ground-truth crops
+ORACLE_ROI = "ground-truth masks (oracle: upper bound)"
+
+
+def p_malignant(loaded: Any, images: list[str], batch_size: int) -> np.ndarray:
+    """p(malignant) of each prepared image through the one inference path."""
+    return as_score(loaded.run_files(images, batch_size)[:, 1])  # as predictions.csv has it
+
+
+def cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_dir: Path,
+                role: str, source: str, prefix: str = "") -> tuple[list[str], list[bool] | None]:
+    """What the classifier sees: whole images, or lesion crops from the ground-truth masks
+    (``source='gt'``) or from the segmenter's masks (``'seg'``); with crops, whether a lesion
+    was found (an empty mask falls back to the whole image). Crops are written to
+    ``out_dir/<prefix>roi-<source>-<role>/``."""
+    roi = config.get("roi", {})
+    if roi.get("source", "none") == "none":
+        return list(frame["image_path"]), None
+    margin = float(roi.get("margin", 0.2))
+    if source == "gt":
+        if (frame["mask_path"] == "").any():
+            raise InputError("ground-truth crops need a lesion mask for every case")
+        return (write_roi_crops(frame, out_dir / f"{prefix}roi-gt-{role}", margin),
+                [True] * len(frame))
+    folder = out_dir / f"{prefix}roi-seg-{role}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, found = [], []
+    masks = predicted_masks(Path(settings.seg_run), list(frame["image_path"]),
+                            settings.batch_size, tta=settings.tta)
+    for case_id, image_path, mask in zip(frame["case_id"], frame["image_path"], masks):
+        image, _, hit = lesion_crop(read_luminance(image_path), mask, margin)
+        target = folder / f"{case_id}.png"
+        save_png(image, target)
+        paths.append(str(target))
+        found.append(hit)
+    return paths, found
+
+
+def partner_scores(partner: Path, frames: dict[str, Any], settings: EvalSettings,
+                    out_dir: Path, data: Path,
+                    run_config: dict[str, Any]) -> tuple[dict[str, np.ndarray], float]:
+    """A second classifier's p(malignant) on each named frame (through the one inference
+    path: whole images, or lesion crops from ``--seg-run`` when it is lesion-centred), and its
+    own decision threshold."""
+    config = read_config(partner)
+    if config.get("task") != "cls":
+        raise InputError(f"--fuse-with {partner} is a '{config.get('task')}' run, not a "
+                         "classifier")
+    check_partner_unseen(partner, config, data, list(frames.values()), run_config)
+    roi = config.get("roi", {}).get("source", "none") != "none"
+    loaded = open_run(partner, "cls", config=config, tta=settings.tta)
+    scores = {}
+    for role, frame in frames.items():
+        images, _ = cls_images(frame, config, settings, out_dir, role,
+                                "seg" if roi else "gt", prefix="partner-")
+        scores[role] = p_malignant(loaded, images, settings.batch_size)
+    return scores, read_threshold(partner, config).value
+
+
+def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
+
+    data = data_dir(settings, config)
+    frame = split_cases(data, settings.split, config)
+    frame = frame[frame["label"].isin(["benign", "malignant"])].reset_index(drop=True)
+    if len(frame) == 0:
+        raise InputError(f"no case in split '{settings.split}' of {data}")
+    loaded = open_run(settings.run_dir, "cls", config=config, tta=settings.tta)
+    # another dataset: its own folder, no threshold.json
+    other = is_other_dataset(settings, config, data)
+    out_dir = settings.out_dir(other=other)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    roi = config.get("roi", {}).get("source", "none") != "none"
+    source = "seg" if roi and settings.seg_run is not None else "gt"
+    fused = None if settings.fusion != "none" else fusion.read(Path(settings.run_dir))
+    if settings.seg_run is not None and not roi and settings.fusion == "none" and fused is None:
+        raise UsageError("--seg-run is for lesion-centred classifiers (trained with --roi mask) "
+                         "and fused ones (--fusion descriptors)")
+    if settings.seg_run is not None and is_cv_dir(settings.seg_run):
+        check_not_own_data(settings.seg_run, data, "--seg-run")  # a segmenter fold ensemble
+    elif settings.seg_run is not None and settings.split != "all":
+        check_same_split(settings.seg_run, read_config(settings.seg_run), data)
+    images, found = cls_images(frame, config, settings, out_dir, settings.split, source)
+    p = p_malignant(loaded, images, settings.batch_size)
+    if not np.isfinite(p).all():
+        raise WorkError(f"{settings.run_dir}: the model outputs non-finite probabilities "
+                        f"for {int((~np.isfinite(p)).sum())} case(s); the training diverged")
+    y = (frame["label"] == "malignant").to_numpy().astype(int)
+
+    extra: dict[str, Any] = {}
+    if roi:
+        # ground-truth crops need the answer (the lesion mask) at test time: an oracle
+        crops_from = ("segmentation run " + str(settings.seg_run) if source == "seg"
+                      else "ground-truth masks")
+        extra["roi_source"] = crops_from if source == "seg" else ORACLE_ROI
+        extra["roi"] = {"crops_from": crops_from, "oracle": source == "gt",
+                        "lesion_found": int(sum(found or [])), "n": int(len(frame))}
+        if source == "seg":  # which segmenter, as fields (runs/provenance.py), and its mask
+            # post-processing (engine/apply/postprocess.py)
+            extra["roi"].update(masks_source(settings.seg_run, out_dir))
+            extra["roi"]["mask_postprocess"] = postprocess.of(settings.seg_run).method
+    val = p_val = None
+    if settings.target_sensitivity is not None or settings.fusion != "none":
+        val = split_cases(data, "val", config)
+        val = val[val["label"].isin(["benign", "malignant"])].reset_index(drop=True)
+        val_images, _ = cls_images(val, config, settings, out_dir, "val", source)
+        p_val = p_malignant(loaded, val_images, settings.batch_size)
+    if settings.target_sensitivity is not None:
+        y_val = (val["label"] == "malignant").to_numpy().astype(int)
+        if y_val.sum() == 0:
+            raise InputError("--target-sensitivity needs malignant cases in the validation split")
+        threshold = threshold_for_sensitivity(y_val, p_val, settings.target_sensitivity)
+        source_text = ("chosen on validation cases for target sensitivity "
+                       f"{settings.target_sensitivity:g}")
+        extra["validation_sensitivity"] = float(((p_val >= threshold) & (y_val == 1)).sum()
+                                                / y_val.sum())
+        extra["validation_n"] = int(len(y_val))
+        # predict uses this threshold for the run from now on (its label column); one chosen
+        # on test-time-augmented scores, or on another dataset's validation cases, belongs to
+        # that evaluation only (metrics.json)
+        if settings.tta == "none" and not other:
+            write_json(Path(settings.run_dir) / THRESHOLD, {
+                "threshold": threshold, "source": source_text,
+                "target_sensitivity": settings.target_sensitivity,
+                "chosen_on": CHOSEN_ON_VALIDATION,
+                "validation_sensitivity": extra["validation_sensitivity"],
+                "validation_n": extra["validation_n"], "data": str(data),
+                "split_sha256": split_fingerprint(data,
+                                                  config["settings"].get("fold") is not None)})
+    elif settings.threshold is not None:
+        threshold = float(settings.threshold)
+        source_text = f"given with --threshold {threshold:g}"
+    else:  # the one rule: the run's threshold.json (chosen on validation), else 0.5
+        chosen = loaded.decision  # a fold ensemble's: the median of its folds' thresholds
+        threshold, source_text = chosen.value, chosen.source
+        # chosen on the validation cases of the run's own dataset: optimistic on a split of it
+        # that holds them; another dataset's cases took no part (--target-sensitivity with
+        # --split val/all is refused in EvalSettings)
+        if settings.split in ("val", "all") and not other \
+                and chosen.chosen_on == CHOSEN_ON_VALIDATION:
+            extra["threshold_note"] = (f"the threshold was chosen on the validation cases, "
+                                       f"which split '{settings.split}' reports on: its "
+                                       "sensitivity and specificity are optimistic")
+
+    metrics = classification_metrics(y, p, threshold, n_bootstrap=settings.n_bootstrap,
+                                     seed=settings.seed)
+    p_gt = None
+    if roi and source == "seg":
+        # the cost of imperfect segmentation: the same classifier on ground-truth crops
+        gt_images, _ = cls_images(frame, config, settings, out_dir, settings.split, "gt")
+        p_gt = p_malignant(loaded, gt_images, settings.batch_size)
+        extra["ground_truth_roi"] = {
+            k: v for k, v in classification_metrics(y, p_gt, threshold,
+                                                     n_bootstrap=settings.n_bootstrap,
+                                                     seed=settings.seed).items()
+            if k in ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "ci")}
+    fusion_columns: dict[str, np.ndarray] = {}
+    partner = (Path(settings.fuse_with) if settings.fuse_with is not None else
+               fusion.partner_dir(Path(settings.run_dir), fused)
+               if fused is not None and fused.partner is not None and settings.seg_run is not None
+               else None)
+    p_partner: dict[str, np.ndarray] = {}
+    partner_threshold = 0.5
+    if partner is not None:
+        wanted = {settings.split: frame, **({"val": val} if settings.fusion != "none" else {})}
+        p_partner, partner_threshold = partner_scores(partner, wanted, settings, out_dir, data,
+                                                       config)
+    if settings.fusion != "none":
+        # fitted on this run's training (descriptors) and validation (combination) cases
+        fused = fusion.fit_for_run(Path(settings.run_dir), config, data, Path(settings.seg_run),
+                                   val, p_val, settings.target_sensitivity, settings.batch_size,
+                                   partner, p_partner.get("val"))
+    if fused is not None and settings.seg_run is not None:
+        extra["fusion"], fusion_columns = fusion.score_run(
+            fused, frame, p, threshold, Path(settings.seg_run), out_dir, settings.batch_size,
+            settings.n_bootstrap, settings.seed, p_partner.get(settings.split), partner_threshold)
+    per_dataset = by_dataset(frame, lambda m: {
+        k: v for k, v in classification_metrics(y[m], p[m], threshold,
+                                                n_bootstrap=settings.n_bootstrap,
+                                                seed=settings.seed).items()
+        if k in ("n", "n_malignant", "auc", "sensitivity", "specificity", "accuracy",
+                 "balanced_accuracy", "ci")})
+    if per_dataset:  # a combined dataset: each hospital's own numbers beside the pooled ones
+        extra["by_dataset"] = per_dataset
+    metrics.update({"split": settings.split, "threshold_source": source_text,
+                    "threshold_rule": THRESHOLD_RULE,
+                    "run_dir": str(settings.run_dir), "model": config["settings"].get("model"),
+                    "fold": config["settings"].get("fold"), **extra})
+    predictions = pd.DataFrame({
+        "case_id": frame["case_id"], "image": frame["image"], "y_true": y,
+        "label": frame["label"], "p_malignant": p,  # rounded where made (as_score)
+        "y_pred": (p >= threshold).astype(int),
+    })
+    if "dataset" in frame.columns:
+        predictions.insert(1, "dataset", frame["dataset"])
+    if found is not None:
+        predictions["lesion_found"] = np.asarray(found, dtype=int)
+    if p_gt is not None:  # pooled by cv --seg-cv beside the predicted-crop numbers
+        predictions["p_malignant_gt_roi"] = p_gt
+        predictions["y_pred_gt_roi"] = (p_gt >= threshold).astype(int)
+    for name, values in fusion_columns.items():  # the fused classifier's, beside the CNN's
+        predictions[name] = values
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    write_json(out_dir / "metrics.json", metrics)
+    command = command_line(settings)
+    return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="cls",
+                      split=settings.split, metrics=metrics, frame=predictions, config=config,
+                      command=command, threshold_source=source_text,
+                      seconds=round(time.perf_counter() - start, 2), extra=extra, data=data,
+                      other=other or settings.ensemble)
+
