@@ -150,8 +150,9 @@ class ThresholdFile(_File):
     target_sensitivity: Share | None = None
     source: str | None = None
     #: what the threshold was chosen on (what code compares; ``source`` is for people);
-    #: absent in files written before the field: validation (only evaluate writes the file)
-    chosen_on: Literal["validation"] | None = None
+    #: absent in files written before the field: validation (only evaluate wrote the file);
+    #: "local": a new hospital's labelled cases (adapt --labels)
+    chosen_on: Literal["validation", "local"] | None = None
 
 
 class PostprocessFile(_File):
@@ -333,7 +334,9 @@ def _shown(value: Any) -> str:
 def _refusal(path: str | os.PathLike[str], exc: ValidationError) -> str:
     """The first schema error of ``path`` as one line: file, field, what is wrong, value."""
     error = exc.errors(include_url=False)[0]
-    field = ".".join(str(p) for p in error["loc"])
+    # a key of the file is shown as written, escaped when it holds a line break or another
+    # unprintable character (the message stays one line)
+    field = ".".join(str(p) if str(p).isprintable() else repr(str(p)) for p in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ").replace("Input should", "should")
     if error["type"] == "model_type":
         message = "should be a JSON object"

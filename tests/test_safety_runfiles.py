@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,19 +36,7 @@ from breastus_cli.engine.apply.predict_merge import merge
 from breastus_cli.engine.apply.predict_output import COLUMNS
 from breastus_cli.engine.runs.rundir import read_config, read_threshold
 from breastus_cli.errors import InputError
-
-
-def _cli(capsys, *args: Any) -> tuple[int, str]:
-    """Run ``breastus ARGS`` in this process; (exit code, stderr)."""
-    from breastus_cli.cli.app import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+from test_safety_files import _cli  # noqa: E402  (run breastus in this process)
 
 
 def _refused(code: int, err: str, file: str, field: str) -> None:
@@ -310,7 +299,10 @@ SWEEP = {"task": "cls", "train": {"model": "smallcnn"}, "trials": [
     {"name": "lr-0.001", "lr": 0.001, "epochs": 2, "grid_epochs": [1, 2]}]}
 EXPORT = {"task": "cls", "threshold": 0.5, "threshold_source": "default 0.5",
           "postprocess": None, "roi": {"source": "none", "margin": 0.2}}
-FAST = settings(max_examples=60, deadline=None,
+#: random hostile values on every local run (they found a key with a line break, which made a
+#: two-line message); the same seeded examples in CI (CI=true), so a submission's result does
+#: not depend on the draw
+FAST = settings(max_examples=60, deadline=None, derandomize=os.environ.get("CI") == "true",
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 

@@ -136,6 +136,11 @@ def roc_png(
                         label=f"operating point (sens {sens:.2f}, spec {spec:.2f})")
     else:
         _undefined(ax, "ROC undefined:\nonly one class present")
+    return _save_roc(fig, ax, title, path)
+
+
+def _save_roc(fig: Any, ax: Any, title: str, path: Path) -> Path:
+    """The ROC axes every ROC plot shares (unit square, labels, grid, legend), then save."""
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
@@ -434,12 +439,4 @@ def paired_roc_png(
             break
         fpr, tpr, _ = roc_curve(y, s)
         ax.plot(fpr, tpr, color=colours[i % len(colours)], linewidth=2, label=label)
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("False positive rate (1 \u2212 specificity)")
-    ax.set_ylabel("True positive rate (sensitivity)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
-    return _save(fig, path)
+    return _save_roc(fig, ax, title, path)

@@ -26,6 +26,7 @@ from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, stream
 from breastus_cli.engine.apply import ood
 from breastus_cli.engine.apply.images import resize_input
 from breastus_cli.engine.apply.loaded_run import load_model
+from breastus_cli.engine.runs.provenance import CHOSEN_ON_LOCAL
 from breastus_cli.engine.runs.rundir import (CONFIG, MODEL, THRESHOLD, read_config,
                                               write_config)
 from breastus_cli.errors import InputError, UsageError
@@ -166,7 +167,7 @@ def rechoose_threshold(model: Any, size: int, labels: Path, target: float,
     return {"threshold": threshold, "target_sensitivity": target,
             "source": f"chosen on {len(y)} local labelled cases ({int(y.sum())} malignant) "
                       f"for target sensitivity {target:g}",
-            "chosen_on": "local", "data": str(labels), "local_n": int(len(y)),
+            "chosen_on": CHOSEN_ON_LOCAL, "data": str(labels), "local_n": int(len(y)),
             "local_malignant": int(y.sum()), "local_sensitivity": metrics["sensitivity"],
             "local_sensitivity_ci": (metrics.get("ci") or {}).get("sensitivity"),
             "local_specificity": metrics["specificity"],

@@ -28,9 +28,10 @@ FUSION_CROSS_FITTED, FUSION_DEFAULT, FUSION_FITTED = FUSION_THRESHOLD_RULES
 #: rules a resumed cross-validation keeps (others are fitted and scored again)
 FUSION_CURRENT_RULES = (FUSION_CROSS_FITTED, FUSION_DEFAULT)
 #: ``Threshold.chosen_on``: on the run's validation cases (threshold.json), config.json's
-#: default, the median of a fold ensemble's, an export's metadata
-CHOSEN_ON_VALIDATION, CHOSEN_DEFAULT, CHOSEN_BY_FOLDS, CHOSEN_IN_EXPORT = (
-    "validation", "default", "folds", "export")
+#: default, the median of a fold ensemble's, an export's metadata, a new hospital's labelled
+#: cases (``adapt --labels``)
+CHOSEN_ON_VALIDATION, CHOSEN_DEFAULT, CHOSEN_BY_FOLDS, CHOSEN_IN_EXPORT, CHOSEN_ON_LOCAL = (
+    "validation", "default", "folds", "export", "local")
 MODEL_FILE = "model.keras"
 
 
