@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from breastus_cli import runfiles
+from breastus_cli import backend, runfiles
 from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.data.pipeline import make_dataset
+from breastus_cli.engine.apply.loaded_run import MAX_BATCH, keras_runner, load_model
 from breastus_cli.engine.runs.rundir import MODEL, read_config, run_cases
 from breastus_cli.errors import InputError, UsageError
 
@@ -64,7 +66,6 @@ class FeatureStats:
 
 def pooled_model(keras_model: Any) -> Any:
     """The classifier up to its pooled features (its ``pool`` layer)."""
-    from breastus_cli import backend
 
     keras = backend.keras()
     try:
@@ -77,14 +78,12 @@ def pooled_model(keras_model: Any) -> Any:
 
 def feature_runner(keras_model: Any, size: int):
     """(N, S, S, 1) float32 -> (N, D) pooled features, compiled."""
-    from breastus_cli.engine.apply.loaded_run import keras_runner
 
     return keras_runner(pooled_model(keras_model), size)
 
 
 def features_of_files(keras_model: Any, size: int, paths: list[str]) -> np.ndarray:
     """Pooled features of prepared image files, decoded and resized as in training."""
-    from breastus_cli.data.pipeline import make_dataset
 
     run = feature_runner(keras_model, size)
     parts = [run(images.numpy()) for images, _ in make_dataset(paths, size, BATCH, cache=False)]
@@ -174,7 +173,6 @@ def ensure(run_dir: str | Path, keras_model: Any = None, data: str | Path | None
     if stored is not None and stored[1].get("model_sha256") == sha:
         return stored
     if keras_model is None:
-        from breastus_cli.engine.apply.loaded_run import load_model
 
         keras_model = load_model(run_dir)
     size = int(config["settings"]["img_size"])
@@ -214,7 +212,6 @@ def with_ood(loaded: Any) -> Any:
     layer; else ``loaded`` itself. The run's statistics are computed (and stored) when missing;
     when they cannot be (its dataset is not there), a warning says so and no column is added."""
     import logging
-    from dataclasses import replace
 
     source = Path(loaded.source)
     if (loaded.task != "cls" or loaded.keras_model is None or loaded.members
@@ -247,8 +244,6 @@ def with_ood(loaded: Any) -> Any:
 
 def _both_runner(keras_model: Any, size: int):
     """(N, S, S, 1) -> (outputs, pooled features), one compiled forward pass."""
-    from breastus_cli import backend
-    from breastus_cli.engine.apply.loaded_run import MAX_BATCH
 
     keras, tf = backend.keras(), backend.tf()
     model = keras.Model(keras_model.inputs,

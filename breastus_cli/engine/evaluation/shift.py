@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli.atomic import write_json
+from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.data.imaging import resize_grey
+from breastus_cli.data.manifest import manifest_path, read_manifest
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, stream
 from breastus_cli.engine.apply import ood
 from breastus_cli.engine.apply.images import resize_input
@@ -55,8 +57,6 @@ def frame_fraction(image: np.ndarray) -> float:
     sector), computed on a small copy; black borders, text and calipers outside it count out."""
     from scipy import ndimage
 
-    from breastus_cli.data.imaging import resize_grey
-
     small = resize_grey(image, SMALL) if max(image.shape) > SMALL else image
     bright = ndimage.binary_opening(small > DARK, iterations=1)
     labels, n = ndimage.label(bright)
@@ -67,7 +67,6 @@ def frame_fraction(image: np.ndarray) -> float:
 
 def _sources(inputs: Path) -> tuple[list[Path], dict[str, float], str]:
     """The files of a prepared dataset (manifest, with its pixel sizes) or of a folder."""
-    from breastus_cli.data.manifest import manifest_path, read_manifest
 
     if inputs.is_dir() and manifest_path(inputs).is_file():
         manifest = read_manifest(inputs)
@@ -219,8 +218,6 @@ def shift(run_dir: Path, inputs: Path, out: Path, data: Path | None = None,
 
 def _write_scans(path: Path, stats: ScanStats, scores: np.ndarray) -> None:
     import pandas as pd
-
-    from breastus_cli.atomic import atomic_path
 
     frame = pd.DataFrame({"path": stats.names, "width": stats.width, "height": stats.height,
                           "pixel_size_mm": stats.pixel_mm, "mean": np.round(stats.mean, 3),

@@ -20,16 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli import runfiles
+from breastus_cli import backend, runfiles
 from breastus_cli.atomic import atomic_path, write_json
+from breastus_cli.data.manifest import file_sha256, manifest_path, read_manifest
+from breastus_cli.data.pipeline import make_dataset
 from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, stream
 from breastus_cli.engine.apply import ood
 from breastus_cli.engine.apply.images import resize_input
-from breastus_cli.engine.apply.loaded_run import load_model
+from breastus_cli.engine.apply.loaded_run import keras_runner, load_model
 from breastus_cli.engine.runs.provenance import CHOSEN_ON_LOCAL
 from breastus_cli.engine.runs.rundir import (CONFIG, MODEL, THRESHOLD, read_config,
                                               write_config)
+from breastus_cli.engine.stats.metrics import (as_score, classification_metrics,
+                                               threshold_for_sensitivity)
 from breastus_cli.errors import InputError, UsageError
+from breastus_cli.models.safe_load import load_keras_model
 from breastus_cli.ownership import claim
 
 METHOD = "adabn"
@@ -58,8 +63,6 @@ def fingerprint(files: list[Path], root: Path) -> str:
 def _scan_inputs(folder: Path, size: int, workers: int) -> tuple[np.ndarray, int, list[Path]]:
     """The model inputs (N, S, S, 1) of every readable scan of ``folder`` (a prepared
     dataset: its manifest's images), the number unreadable, and the files."""
-    from breastus_cli.data.manifest import manifest_path, read_manifest
-
     if manifest_path(folder).is_file():
         files = [folder / p for p in read_manifest(folder)["image"]]
     else:
@@ -105,8 +108,6 @@ def _sub_input(model: Any, inner: Any, keras: Any) -> Any:
 def adabn(model: Any, images: np.ndarray, batch: int = 32) -> int:
     """Re-estimate every BatchNormalization layer's moving statistics on ``images`` (in place),
     one layer after the other; returns the number of layers adapted."""
-    from breastus_cli import backend
-
     keras = backend.keras()
     layers = _bn_layers(model, keras)
     feeders: dict[int, Any] = {}
@@ -145,18 +146,11 @@ def rechoose_threshold(model: Any, size: int, labels: Path, target: float,
                        n_bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The threshold for ``target`` sensitivity on the labelled cases of the prepared dataset
     ``labels`` (all of them), with the sensitivity's bootstrap CI there."""
-    from breastus_cli.data.manifest import read_manifest
-    from breastus_cli.engine.stats.metrics import (as_score, classification_metrics,
-                                                   threshold_for_sensitivity)
-
     frame = read_manifest(labels)
     frame = frame[frame["label"].isin(["benign", "malignant"])]
     y = (frame["label"] == "malignant").to_numpy().astype(int)
     if y.sum() == 0:
         raise InputError(f"--labels {labels}: no malignant case: the sensitivity is undefined")
-    from breastus_cli.data.pipeline import make_dataset
-    from breastus_cli.engine.apply.loaded_run import keras_runner
-
     run = keras_runner(model, size)
     paths = [str(labels / p) for p in frame["image"]]
     p = np.concatenate([run(images.numpy())[:, 1]
@@ -193,8 +187,6 @@ def adapt(run_dir: Path, data: Path, out: Path, labels: Path | None = None,
     claim(out, "run", inputs=[run_dir, data, *([labels] if labels else [])])
     size = int(config["settings"]["img_size"])
     load_model(run_dir)  # the checks of the one loader (and its registered objects) ...
-    from breastus_cli.models.safe_load import load_keras_model
-
     adapted = load_keras_model(run_dir / MODEL)  # ... then a private copy, changed in place
     images, errors, files = _scan_inputs(data, size, workers)
     n_layers = adabn(adapted, images)
@@ -215,8 +207,6 @@ def adapt(run_dir: Path, data: Path, out: Path, labels: Path | None = None,
             shutil.copy2(item, target)
     with atomic_path(out / MODEL) as tmp:
         adapted.save(tmp)
-    from breastus_cli.data.manifest import file_sha256
-
     new_config = dict(config)
     new_config["status"] = "adapted"
     new_config["adapted_from"] = {"path": _relative(run_dir, out),
