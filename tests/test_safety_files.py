@@ -159,11 +159,12 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
-def _scans(folder: Path, n: int = 3) -> Path:
+def _scans(folder: Path, n: int = 3, shape: tuple[int, int] = (40, 48)) -> Path:
+    """``n`` seeded random grey scans (``shape``: height, width) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(
             folder / f"scan{i}.png")
     return folder
 

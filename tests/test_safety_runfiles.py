@@ -26,7 +26,6 @@ import pytest
 from conftest import copy_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from breastus_cli import runfiles
 from breastus_cli.engine.apply import fusion, postprocess
@@ -37,6 +36,7 @@ from breastus_cli.engine.apply.predict_output import COLUMNS
 from breastus_cli.engine.runs.rundir import read_config, read_threshold
 from breastus_cli.errors import InputError
 from test_safety_files import _cli  # noqa: E402  (run breastus in this process)
+from test_safety_files import _scans as _grey_scans  # noqa: E402
 
 
 def _refused(code: int, err: str, file: str, field: str) -> None:
@@ -54,12 +54,7 @@ def _edit(path: Path, **values: Any) -> None:
 
 
 def _scans(folder: Path, n: int = 2) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (70, 90), dtype=np.uint8)).save(
-            folder / f"scan{i}.png")
-    return folder
+    return _grey_scans(folder, n, (70, 90))
 
 
 # ---- end to end: the cases of the issue -------------------------------------------------------
