@@ -301,17 +301,25 @@ def _before_rerun(work: Path | None) -> str:
     return (": " + "; ".join(said) + ", with fold 0 among the folds reported") if said else ""
 
 
-@functools.lru_cache(maxsize=1)
-def _cross():
-    """examples/write_cross.py, beside this script: the choices made on BUS-BRA (imported
-    once)."""
+@functools.lru_cache(maxsize=None)
+def _sibling(name: str):
+    """examples/NAME.py, beside this script, imported once."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("write_cross",
-                                                  Path(__file__).with_name("write_cross.py"))
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _cross():
+    """examples/write_cross.py: the choices made on BUS-BRA."""
+    return _sibling("write_cross")
+
+
+def _pretrained():
+    """examples/write_pretrained.py: RESULTS.md's ImageNet-pretrained section."""
+    return _sibling("write_pretrained")
 
 
 def _where_chosen(work: Path | None, choices: Path | None = None) -> str:
@@ -344,6 +352,15 @@ def _kept_epochs(work: Path | None) -> str:
               sorted(_cross().breast_seg_cv(Path(work)).glob("fold-*/best.json"))]
     epochs = [e for e in epochs if e is not None]
     return f" (epochs {min(epochs)}-{max(epochs)} of 30)" if epochs else ""
+
+
+def _pretrained_block(results: Path) -> str:
+    """RESULTS.md's ImageNet-pretrained section (between its markers), or ''."""
+    module = _pretrained()
+    text = results.read_text() if results.is_file() else ""
+    if module.START not in text or module.END not in text:
+        return ""
+    return module.START + text.split(module.START, 1)[1].split(module.END, 1)[0] + module.END
 
 
 def main() -> None:
@@ -528,7 +545,10 @@ def main() -> None:
                       "given to `examples/results_breast.sh BREAST [WORK]`.", ""]
         lines += ["```bash", relative(args.commands.read_text().strip()), "```"]
     # every path named anywhere (commands, fitted-on notes) relative to the folders given
+    kept = _pretrained_block(args.out)  # examples/write_pretrained.py's section stays
     args.out.write_text(relative("\n".join(lines)) + "\n")
+    if kept:
+        _pretrained().insert(args.out, kept)
     print(args.out.read_text())
 
 

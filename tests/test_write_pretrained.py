@@ -1,0 +1,81 @@
+"""examples/write_pretrained.py: RESULTS.md's ImageNet-pretrained section from a work folder's
+metrics files; rows not run are said so, never filled in; the section survives write_results.py."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _metrics(folder: Path, **values) -> None:
+    folder.mkdir(parents=True)
+    ci = {k: [v - 0.05, v + 0.04] for k, v in values.items() if isinstance(v, float)}
+    (folder / "metrics.json").write_text(json.dumps({"n": 376, "n_malignant": 122, **values,
+                                                     "ci": ci}))
+
+
+def _work(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    for seed, auc, other in ((42, 0.91, 0.78), (43, 0.90, 0.792)):
+        run = work / ("lite0-160-f0" if seed == 42 else f"lite0-160-f0-s{seed}")
+        _metrics(run / "eval-test", auc=auc, sensitivity=0.93, specificity=0.63)
+        _metrics(run / "eval-breast-all", auc=other, sensitivity=0.95, specificity=0.21)
+        (run / "best.json").write_text(json.dumps({"epoch": 22}))
+    _metrics(work / "unet-lite0-128-f0" / "eval-test", dice=0.861, iou=0.78)
+    summary = {"task": "cls", "n": 252, "n_malignant": 98,
+               "metrics": {k: {"pooled": v, "ci": [v - 0.06, v + 0.06]}
+                           for k, v in (("auc", 0.755), ("sensitivity", 0.888),
+                                        ("specificity", 0.455))}}
+    (work / "cv-breast-lite0").mkdir()
+    (work / "cv-breast-lite0" / "summary.json").write_text(json.dumps(summary))
+    return work
+
+
+def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
+    text = _module("write_pretrained").section(_work(tmp_path), [])
+    assert "| trained on BUS-BRA folds 2-5 (seed 42) | BUS-BRA fold 1 | 376 (122 malignant) | " \
+           "0.910 (0.860–0.950) |" in text
+    assert "| trained on BrEaST, 5 folds | BrEaST, 5 folds pooled out of fold | 252 (98 malignant) " \
+           "| 0.755 (0.695–0.815) |" in text
+    # the seed spread: two seeds ran, the third is said not run; mean ± sd of those that ran
+    assert "| 43 | 0.900 (0.850–0.940) | 0.792 (0.742–0.832) | 22 |" in text
+    assert "| 44 | not run | | |" in text
+    assert "| mean ± sd | 0.905 ± 0.007 (n=2) | 0.786 ± 0.008 (n=2) | |" in text
+    # missing runs are listed as not run, and the goals say met / not met / not run
+    assert "| BrEaST's 5 fold models, averaged | BUS-BRA, all | | not run | | |" in text
+    assert "| trained on BUS-BRA folds 2-5 | BrEaST, all 252 (another hospital) | | not run |" in text
+    assert "- BUS-BRA fold 1: AUC 0.910 (not met: goal 0.93)." in text
+    assert "U-Net Dice on BUS-BRA fold 1 0.861 (met: goal 0.8); on BrEaST (another hospital) " \
+           "not run (goal 0.8)." in text
+    assert str(tmp_path) not in text  # no path of this machine
+
+
+def test_the_section_replaces_its_old_self_and_write_results_keeps_it(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\ntable\n\n## How the settings were chosen\n\nnotes\n")
+    work = _work(tmp_path)
+    script = EXAMPLES / "write_pretrained.py"
+    for _ in range(2):  # the second run replaces the block, never adds a second one
+        proc = subprocess.run([sys.executable, str(script), str(work), "--results", str(results)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    text = results.read_text()
+    assert text.count("<!-- pretrained:start -->") == 1
+    assert text.index("<!-- pretrained:end -->") < text.index("## How the settings were chosen")
+    block = _module("write_results")._pretrained_block(results)
+    assert block.startswith("<!-- pretrained:start -->") and "0.910" in block
+    # what write_results.py does after rewriting the file: the block goes back in, unchanged
+    results.write_text("# Results\n\nnew table\n\n## How the settings were chosen\n\nnotes\n")
+    _module("write_pretrained").insert(results, block)
+    assert block in results.read_text() and "new table" in results.read_text()
