@@ -538,7 +538,7 @@ def with_record(live: dict[str, list[str]], absent: dict[str, list[str]],
             "work folder does not hold those candidates. `CHOOSE=1 examples/results_busbra.sh` "
             "trains them again (several hours on 2 cores) and rewrites the record. A chosen "
             "candidate's test numbers there can differ a little from its rows above, which come "
-            "from this run's training (the U-Net's does not repeat exactly from one machine to "
+            "from the runs of this work folder (the U-Net's does not repeat exactly from one machine to "
             "another).")
     lines: list[str] = []
     for name in CHOICE_SECTIONS:
