@@ -32,6 +32,10 @@ def _work(tmp_path: Path) -> Path:
         _metrics(run / "eval-test", auc=auc, sensitivity=0.93, specificity=0.63)
         _metrics(run / "eval-breast-all", auc=other, sensitivity=0.95, specificity=0.21)
         (run / "best.json").write_text(json.dumps({"epoch": 22}))
+        (run / "config.json").write_text(json.dumps({"status": "finished" if seed == 42
+                                                     else "running"}))
+        (run / "history.csv").write_text("epoch,val_auc\n" + "".join(
+            f"{e},{0.80 + 0.01 * (e == 3)}\n" for e in range(1, 13)))
     _metrics(work / "unet-lite0-128-f0" / "eval-test", dice=0.861, iou=0.78)
     summary = {"task": "cls", "n": 252, "n_malignant": 98,
                "metrics": {k: {"pooled": v, "ci": [v - 0.06, v + 0.06]}
@@ -51,6 +55,11 @@ def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
     # the seed spread: two seeds ran, the third is said not run; mean ± sd of those that ran
     assert "| 43 | 0.900 (0.850–0.940) | 0.792 (0.742–0.832) | 22 |" in text
     assert "| 44 | not run | | |" in text
+    # the model choice on validation: a finished seed's best epoch and its last-10 mean; a seed
+    # still training is not compared
+    assert "| EfficientNet-Lite0 ImageNet, 160 px, constant 1e-4 (seed 42) | 0.810 (3) | 0.801 |" \
+        in text
+    assert "(seed 43) |" not in text
     assert "| mean ± sd | 0.905 ± 0.007 (n=2) | 0.786 ± 0.008 (n=2) | |" in text
     # missing runs are listed as not run, and the goals say met / not met / not run
     assert "| BrEaST's 5 fold models, averaged | BUS-BRA, all | | not run | | |" in text
