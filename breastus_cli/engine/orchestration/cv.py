@@ -14,7 +14,6 @@ Every case is scored exactly once, by the one model that never saw it.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from breastus_cli.engine.orchestration.plan import (
 )
 from breastus_cli.engine.orchestration.slurm import SlurmOptions
 from breastus_cli.engine.runs.cvdir import PLAN, fold_dir, fold_done, read_plan
+from breastus_cli.engine.runs.cvdir import fold_metrics as read_fold_metrics  # summarize's name
 from breastus_cli.engine.runs.rundir import data_record, read_config, split_changed
 from breastus_cli.engine.runs.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.stats.metrics import aggregate, classification_metrics
@@ -338,8 +338,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
     done = [k for k in range(plan["folds"]) if fold_done(out, k)]
     if not done and not allow_partial:
         raise WorkError(f"no finished fold in {out}")
-    fold_metrics = [json.loads((fold_dir(out, k) / "eval-test/metrics.json").read_text())
-                    for k in done]
+    fold_metrics = [read_fold_metrics(out, k) for k in done]
     summary: dict[str, Any] = {"task": plan["task"], "folds": plan["folds"],
                                "folds_done": done, "metrics": {}}
     if done and plan["task"] == "cls":
