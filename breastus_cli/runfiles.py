@@ -111,7 +111,8 @@ class _File(BaseModel):
 
 # ---- the schemas ---------------------------------------------------------------------------
 class RunSettings(_File):
-    """config.json's ``settings``: those its readers compute with."""
+    """config.json's ``settings``: those its readers compute with. The defaults are those of a
+    file written before the key existed (engine/runs/runconfig.py's RunConfig reads them)."""
 
     img_size: Annotated[int, Field(ge=1, le=4096)] = 224
     seed: int = 42
@@ -119,12 +120,17 @@ class RunSettings(_File):
     val_fraction: Share = 0.1
     batch_size: PartNumber = 16
     roi_margin: Annotated[float, _finite_in(0, 2)] = 0.2
+    model: str | None = None  # a classifier's architecture
+    backbone: str | None = None  # a segmenter's encoder
+    weights: str | None = None
+    include_other_masks: bool = False
+    data: PathText | None = None  # the dataset, in configs before ``data.path``
 
 
 class DataRecord(_File):
     """config.json's ``data``: the dataset a run trained on."""
 
-    path: str | None = None
+    path: PathText | None = None
     manifest_sha256: str | None = None
     splits_sha256: str | None = None
     split_sha256: str | None = None
@@ -142,6 +148,7 @@ class RunResult(_File):
     """config.json's ``result``."""
 
     seconds_this_process: Annotated[float, _finite_in(0, 1e9)] | None = None
+    epochs_run: Count | None = None
 
 
 class ConfigFile(_File):
@@ -154,6 +161,17 @@ class ConfigFile(_File):
     data: DataRecord | None = None
     roi: Roi | None = None
     result: RunResult | None = None
+    labels: Annotated[list[str], Field(min_length=1, max_length=MAX_ITEMS)] = [
+        "benign", "malignant"]
+    positive_label: str = "malignant"
+    input: dict[str, Any] | None = None  # how the model takes its images (export copies it)
+
+    @model_validator(mode="after")
+    def _positive_is_a_label(self) -> ConfigFile:
+        if self.task == "cls" and self.positive_label not in self.labels:
+            raise ValueError(f"positive_label {self.positive_label!r} is none of the labels "
+                             f"{self.labels}")
+        return self
 
 
 class ThresholdFile(_File):

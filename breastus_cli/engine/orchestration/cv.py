@@ -32,7 +32,8 @@ from breastus_cli.engine.orchestration.plan import (
 from breastus_cli.engine.orchestration.slurm import SlurmOptions
 from breastus_cli.engine.runs.cvdir import PLAN, fold_dir, fold_done, read_plan
 from breastus_cli.engine.runs.cvdir import fold_metrics as read_fold_metrics  # summarize's name
-from breastus_cli.engine.runs.rundir import data_record, read_config, split_changed
+from breastus_cli.engine.runs.rundir import data_record, split_changed
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.engine.runs.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.stats.metrics import aggregate, classification_metrics
 from breastus_cli.engine.stats.seg_metrics import dataset_metrics
@@ -407,8 +408,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
             summary["by_dataset"] = per_dataset
         summary["n"] = int(len(pooled_frame))
     summary["seconds_training"] = round(sum(
-        float((read_config(fold_dir(out, k)).get("result") or {})
-              .get("seconds_this_process") or 0.0) for k in done), 1)
+        RunConfig.read(fold_dir(out, k)).seconds_this_process for k in done), 1)
     write_json(out / SUMMARY, summary)  # summary.md: reports.cv.write_summary
     return CVResult(out=out, task=plan["task"], summary=summary, folds_done=len(done),
                     folds=plan["folds"], trained_this_run=0,

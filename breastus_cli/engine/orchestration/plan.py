@@ -24,7 +24,7 @@ from typing import Any
 from breastus_cli.atomic import write_json
 from breastus_cli.data.combine import only_view
 from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
-from breastus_cli.engine.runs.rundir import CONFIG, read_config
+from breastus_cli.engine.runs.runconfig import CONFIG, RunConfig
 from breastus_cli.engine.runs.settings import TrainSettings
 from breastus_cli.errors import InputError
 from breastus_cli.ownership import claim, ensure_own_or_empty
@@ -124,7 +124,7 @@ def part_state(run_dir: Path) -> str:
     """A part's run directory: ``finished``, ``partial`` (resumable) or ``new``."""
     if not (Path(run_dir) / CONFIG).is_file():
         return "new"
-    return "finished" if read_config(run_dir).get("status") == "finished" else "partial"
+    return "finished" if RunConfig.read(run_dir).finished else "partial"
 
 
 def train_part(settings: TrainSettings, task: str) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from breastus_cli.engine.runs.provenance import fusion_threshold_current, masks_from_run
-from breastus_cli.engine.runs.rundir import read_config
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError
 from breastus_cli.runfiles import read_cv, read_metrics
 
@@ -54,8 +54,7 @@ def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
     run = fold_dir(out, k)
     config = run / "config.json"
     metrics = run / FOLD_METRICS
-    if not (config.is_file() and read_config(run).get("status") == "finished"
-            and metrics.is_file()):
+    if not (config.is_file() and RunConfig.read(run).finished and metrics.is_file()):
         return False
     m = fold_metrics(out, k)
     if seg_cv is not None:
