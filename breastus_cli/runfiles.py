@@ -4,7 +4,8 @@ A run file decides labels and numbers: a threshold of NaN labels every case beni
 model's weight of 1e308 scores every case NaN. So each file breastus wrote and later reads
 back goes through one loader (:func:`load`) and the schema of its kind (pydantic models below):
 
-    RUN/config.json         :func:`read_config`        a run's settings and record
+    RUN/config.json         :func:`read_config`        a run's settings and record (its typed
+                                                       view: engine/runs/runconfig.RunConfig)
     RUN/threshold.json      :func:`read_threshold`     the decision threshold chosen on validation
     RUN/postprocess.json    :func:`read_postprocess`   the segmenter's mask post-processing
     RUN/fusion.json         :func:`read_fusion`        the fused classifier's numbers
