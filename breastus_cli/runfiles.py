@@ -4,7 +4,8 @@ A run file decides labels and numbers: a threshold of NaN labels every case beni
 model's weight of 1e308 scores every case NaN. So each file breastus wrote and later reads
 back goes through one loader (:func:`load`) and the schema of its kind (pydantic models below):
 
-    RUN/config.json         :func:`read_config`        a run's settings and record
+    RUN/config.json         :func:`read_config`        a run's settings and record (its typed
+                                                       view: engine/runs/runconfig.RunConfig)
     RUN/threshold.json      :func:`read_threshold`     the decision threshold chosen on validation
     RUN/postprocess.json    :func:`read_postprocess`   the segmenter's mask post-processing
     RUN/fusion.json         :func:`read_fusion`        the fused classifier's numbers
@@ -13,6 +14,9 @@ back goes through one loader (:func:`load`) and the schema of its kind (pydantic
     OUT/predict.json        :func:`check_predict`      what wrote a predict output
     CV_DIR/cv.json          :func:`read_cv`            a cross-validation's plan
     SWEEP/sweep.json        :func:`read_sweep`         a sweep's plan
+    DATA/prepare.json       :func:`read_prepare`       a dataset's record (near-duplicate
+                                                       threshold; a combination's datasets)
+    RUN/eval-*/metrics.json :func:`read_metrics`       an evaluation's numbers (cv pools them)
 
 Types are strict (a number is a JSON number, not a string; ``true`` is no number), every float
 breastus computes with must be finite (Python's json reads ``NaN`` and ``Infinity``: they are
@@ -39,6 +43,9 @@ from breastus_cli.errors import InputError
 
 #: a segmenter's mask post-processing (engine/postprocess.py applies them)
 POSTPROCESS_METHODS = ("none", "largest")
+#: the most items breastus reads back from a list or object of a run file (a combination's
+#: datasets, a fused model's weights): far more is no file breastus wrote
+MAX_ITEMS = 1000
 #: a fitted logistic regression's numbers (weights on standardised inputs, the inputs' centres
 #: and scales) are a few units; far beyond this bound is no fitted model, and could overflow
 #: a score to NaN. Within it every score of finite inputs is finite.
@@ -73,6 +80,12 @@ def _folder_name(value: str) -> str:
     return value
 
 
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("must be a path without a NUL character")
+    return value
+
+
 def _not_nan(value: float) -> float:
     if math.isnan(value):
         raise ValueError("must be a number, not NaN")
@@ -85,6 +98,7 @@ Bounded = Annotated[float, _finite_in(-MAX_WEIGHT, MAX_WEIGHT)]
 Scale = Annotated[float, _finite_in(1 / MAX_WEIGHT, MAX_WEIGHT)]
 Positive = Annotated[float, AfterValidator(_positive)]
 Count = Annotated[int, Field(ge=0)]
+PathText = Annotated[str, AfterValidator(_no_nul)]  # a path breastus opens or resolves
 PartNumber = Annotated[int, Field(ge=1)]
 Task = Literal["cls", "seg"]
 Method = Literal[POSTPROCESS_METHODS]  # type: ignore[valid-type]
@@ -98,7 +112,8 @@ class _File(BaseModel):
 
 # ---- the schemas ---------------------------------------------------------------------------
 class RunSettings(_File):
-    """config.json's ``settings``: those its readers compute with."""
+    """config.json's ``settings``: those its readers compute with. The defaults are those of a
+    file written before the key existed (engine/runs/runconfig.py's RunConfig reads them)."""
 
     img_size: Annotated[int, Field(ge=1, le=4096)] = 224
     seed: int = 42
@@ -106,12 +121,17 @@ class RunSettings(_File):
     val_fraction: Share = 0.1
     batch_size: PartNumber = 16
     roi_margin: Annotated[float, _finite_in(0, 2)] = 0.2
+    model: str | None = None  # a classifier's architecture
+    backbone: str | None = None  # a segmenter's encoder
+    weights: str | None = None
+    include_other_masks: bool = False
+    data: PathText | None = None  # the dataset, in configs before ``data.path``
 
 
 class DataRecord(_File):
     """config.json's ``data``: the dataset a run trained on."""
 
-    path: str | None = None
+    path: PathText | None = None
     manifest_sha256: str | None = None
     splits_sha256: str | None = None
     split_sha256: str | None = None
@@ -129,6 +149,7 @@ class RunResult(_File):
     """config.json's ``result``."""
 
     seconds_this_process: Annotated[float, _finite_in(0, 1e9)] | None = None
+    epochs_run: Count | None = None
 
 
 class ConfigFile(_File):
@@ -141,6 +162,17 @@ class ConfigFile(_File):
     data: DataRecord | None = None
     roi: Roi | None = None
     result: RunResult | None = None
+    labels: Annotated[list[str], Field(min_length=1, max_length=MAX_ITEMS)] = [
+        "benign", "malignant"]
+    positive_label: str = "malignant"
+    input: dict[str, Any] | None = None  # how the model takes its images (export copies it)
+
+    @model_validator(mode="after")
+    def _positive_is_a_label(self) -> ConfigFile:
+        if self.task == "cls" and self.positive_label not in self.labels:
+            raise ValueError(f"positive_label {self.positive_label!r} is none of the labels "
+                             f"{self.labels}")
+        return self
 
 
 class ThresholdFile(_File):
@@ -321,6 +353,76 @@ class ExportMetadata(_File):
     roi: Roi | None = None
 
 
+class NearDuplicates(_File):
+    """prepare.json's ``near_duplicates``: what ``split`` keeps together."""
+
+    threshold: Share | None = None  # absent: data/duplicates.DEFAULT_THRESHOLD
+
+
+class CombinedDataset(_File):
+    """One dataset of a combination (prepare.json's ``combined``), as it was combined."""
+
+    name: Annotated[str, Field(min_length=1)]
+    path: PathText | None = None
+    manifest_sha256: str | None = None
+    splits_sha256: str | None = None
+
+
+class PrepareFile(_File):
+    """DATA/prepare.json (prepare's and combine's record; ownership's dataset marker)."""
+
+    breastus_version: str | None = None
+    manifest_sha256: str | None = None
+    format: str | None = None
+    folds: Count | None = None
+    near_duplicates: NearDuplicates | None = None
+    combined: Annotated[list[CombinedDataset], Field(max_length=MAX_ITEMS)] | None = None
+
+
+class ClsNumbers(_File):
+    """A classifier's numbers in metrics.json (None where undefined: one class only)."""
+
+    auc: Unit | None = None
+    sensitivity: Unit | None = None
+    specificity: Unit | None = None
+    accuracy: Unit | None = None
+    balanced_accuracy: Unit | None = None
+
+
+class MasksBlock(_File):
+    """metrics.json's ``roi`` block: whose masks the lesion crops came from."""
+
+    seg_run: PathText | None = None  # relative to the eval folder (engine/runs/provenance.py)
+    crops_from: str | None = None  # the sentence of files written before seg_run
+
+
+Weights = Annotated[dict[str, Bounded], Field(max_length=MAX_ITEMS)]
+
+
+class FusionBlock(_File):
+    """metrics.json's ``fusion`` block: the fused classifier's numbers cv pools."""
+
+    seg_run: PathText | None = None
+    masks_from: str | None = None
+    fitted_on: dict[str, str] | None = None
+    descriptor_weights: Weights = {}
+    combiner_weights: Weights = {}
+    lesion_found: Count = 0
+
+
+class MetricsFile(ClsNumbers):
+    """RUN/eval-<split>/metrics.json: what cv reads back (pooled anew from predictions.csv,
+    the spread over folds from these)."""
+
+    dice: Unit | None = None
+    iou: Unit | None = None
+    threshold: Unit | None = None
+    threshold_source: str | None = None
+    roi: MasksBlock | None = None
+    fusion: FusionBlock | None = None
+    ground_truth_roi: ClsNumbers | None = None
+
+
 # ---- the loader ----------------------------------------------------------------------------
 def _shown(value: Any) -> str:
     """A value as the file holds it (JSON), cut short."""
@@ -423,3 +525,13 @@ def read_cv(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def read_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
     return load(path, SweepFile)[1]
+
+
+def read_prepare(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """DATA/prepare.json, checked (the dict its callers use)."""
+    return load(path, PrepareFile, hint="prepare (or combine) the dataset again")[1]
+
+
+def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """RUN/eval-<split>/metrics.json, checked (the dict its callers use)."""
+    return load(path, MetricsFile, hint="delete that eval folder and evaluate the run again")[1]

@@ -409,3 +409,121 @@ def test_best_epoch_reader_never_fails_otherwise(tmp_path, doc):
     _refused_or(path, lambda: runfiles.read_best(path),
                 lambda best: (not math.isnan(best.value) and best.epoch >= 0)
                 or pytest.fail(str(best)))
+
+
+# ---- prepare.json and a fold's metrics.json (the last two files read back unchecked) -----------
+METRICS = {"task": "cls", "split": "test", "auc": 0.8, "sensitivity": 0.7, "specificity": 0.6,
+           "accuracy": 0.65, "balanced_accuracy": 0.65, "ci": {"auc": [0.6, 0.9]},
+           "threshold": 0.5, "threshold_source": "default 0.5",
+           "roi": {"crops_from": "segmentation run /seg/fold-0", "seg_run": "../../seg/fold-0",
+                   "oracle": False},
+           "fusion": {"seg_run": "../../seg/fold-0", "masks_from": "segmentation run /x",
+                      "fitted_on": {"threshold_rule": "cross_fitted", "threshold": "cross-fitted"},
+                      "descriptor_weights": {"area": 0.5, "circularity": -1.25},
+                      "combiner_weights": {"cnn": 1.2, "descriptors": 0.7},
+                      "lesion_found": 3, "partner": {"auc": 0.7}},
+           "ground_truth_roi": {"auc": 0.9, "sensitivity": 0.8, "specificity": 0.7,
+                                "accuracy": 0.75, "balanced_accuracy": 0.75}}
+PREPARE = {"breastus_version": "0.9", "manifest_sha256": "ab", "format": "combined", "folds": 5,
+           "near_duplicates": {"method": "thumbnails", "threshold": 0.95, "pairs_found": 1,
+                               "pairs": [{"a": "c1", "b": "c2", "r": 0.97}]},
+           "combined": [{"name": "breast", "path": "/data/breast", "manifest_sha256": "cd",
+                         "splits_sha256": "ef"}]}
+
+
+def _fold(folder: Path, metrics: Any) -> Path:
+    """A cross-validation folder whose fold 0 finished, its metrics.json ``metrics``."""
+    run = folder / "fold-0"
+    (run / "eval-test").mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps({"task": "cls", "status": "finished"}))
+    (run / "eval-test" / "predictions.csv").write_text(
+        "case_id,y_true,p_malignant,y_pred\na,0,0.2,0\nb,1,0.9,1\n")
+    return _write(run / "eval-test", "metrics.json", metrics)
+
+
+@FAST
+@given(doc=mutated(METRICS))
+def test_fold_metrics_reader_never_fails_otherwise(tmp_path, doc):
+    from breastus_cli.engine.orchestration.cv import CLS_KEYS
+    from breastus_cli.engine.runs.cvdir import fold_done, fold_metrics
+    from breastus_cli.engine.stats.metrics import aggregate
+
+    out = tmp_path / f"cv-{len(list(tmp_path.iterdir()))}"
+    path = _fold(out, doc)
+
+    def check(metrics: dict[str, Any]) -> None:
+        for key, spread in aggregate([metrics, metrics.get("ground_truth_roi") or {}],
+                                     CLS_KEYS).items():  # cv's spread over folds
+            assert spread["mean"] is None or _unit(spread["mean"]), (key, spread)
+        weights = (metrics.get("fusion") or {}).get("descriptor_weights") or {}
+        assert all(math.isfinite(w) for w in weights.values()) and len(weights) <= 1000
+        # resuming asks whether the fold was scored with this segmenter, this fusion rule
+        assert fold_done(out, 0, "descriptors", True, str(tmp_path / "seg")) in (True, False)
+
+    _refused_or(path, lambda: fold_metrics(out, 0), check)
+
+
+@FAST
+@given(doc=mutated(PREPARE))
+def test_prepare_record_reader_never_fails_otherwise(tmp_path, doc):
+    from breastus_cli.data.combine import dataset_record
+    from breastus_cli.engine.runs.rundir import same_dataset
+
+    path = _write(tmp_path / f"data-{len(list(tmp_path.iterdir()))}", "prepare.json", doc)
+
+    def check(record: dict[str, Any] | None) -> None:
+        if record is None:  # not breastus's dataset marker: read as no record
+            return
+        threshold = (record.get("near_duplicates") or {}).get("threshold")
+        assert threshold is None or (_unit(float(threshold)) and threshold > 0)
+        for member in record.get("combined") or []:  # each compared with a dataset later
+            assert same_dataset(tmp_path, member) in (True, False)
+
+    _refused_or(path, lambda: dataset_record(path.parent), check)
+
+
+def test_a_folds_metrics_that_are_no_numbers_stop_the_summary_with_one_line(tmp_path, capsys):
+    """Before: a fold's metrics.json with ``"auc": "high"`` ended cv summarize in an internal
+    error (float of a string in the spread over folds); NaN or 5000 weights were read as they
+    came."""
+    out = tmp_path / "cv"
+    out.mkdir()
+    (out / "cv.json").write_text(json.dumps({"task": "cls", "data": str(tmp_path), "folds": 2,
+                                             "n_bootstrap": 0, "train": {"model": "smallcnn"}}))
+    path = _fold(out, {**METRICS, "auc": "high"})
+    code, err = _cli(capsys, "cv", "summarize", out)
+    _refused(code, err, str(path), "auc: should be a valid number")
+    path.write_text(json.dumps(METRICS).replace("0.65", "NaN", 1))
+    code, err = _cli(capsys, "cv", "summarize", out)
+    _refused(code, err, str(path), "accuracy: must be a finite number in [0, 1] (got NaN)")
+    huge = {f"d{i}": 0.1 for i in range(5000)}
+    path.write_text(json.dumps({**METRICS, "fusion": {**METRICS["fusion"],
+                                                      "descriptor_weights": huge}}))
+    code, err = _cli(capsys, "cv", "summarize", out)
+    _refused(code, err, str(path), "fusion.descriptor_weights: Dictionary should have at most "
+                                   "1000 items")
+
+
+def test_a_prepare_record_with_bad_values_is_one_line(tmp_path):
+    """Before: prepare.json's near-duplicate threshold was ``float()``-ed as found (a string
+    ended evaluate in an internal error); a combination's records were used unchecked."""
+    from breastus_cli.data.combine import dataset_record, members
+
+    data = tmp_path / "data"
+    path = _write(data, "prepare.json", {**PREPARE, "near_duplicates": {"threshold": "high"}})
+    with pytest.raises(InputError, match=r"near_duplicates.threshold: should be a valid number"):
+        dataset_record(data)
+    path.write_text(json.dumps({**PREPARE, "combined": [PREPARE["combined"][0]] * 5000}))
+    (data / "splits.csv").write_text("case_id,split\n")
+    with pytest.raises(InputError) as caught:
+        members(data)  # a combination of 5000 datasets is no file breastus wrote
+    assert caught.value.message.startswith(f"bad run file: {path}: combined: List should have "
+                                           "at most 1000 items")
+    path.write_text(json.dumps({**PREPARE, "combined": [{"name": "a", "path": "/x\u0000y"}]}))
+    with pytest.raises(InputError, match=r"combined.0.path: must be a path without a NUL"):
+        dataset_record(data)
+    # a dataset prepared before the near-duplicate record: no threshold, the default applies
+    path.write_text(json.dumps({"breastus_version": "0.1", "manifest_sha256": "ab"}))
+    assert dataset_record(data) == {"breastus_version": "0.1", "manifest_sha256": "ab"}
+    (data / "prepare.json").unlink()
+    assert dataset_record(data) is None

@@ -40,7 +40,8 @@ from breastus_cli.data.manifest import (
     read_manifest,
 )
 from breastus_cli.errors import InputError, UsageError
-from breastus_cli.ownership import check_out_not_in, ensure_replaceable
+from breastus_cli.ownership import check_out_not_in, ensure_replaceable, is_owned
+from breastus_cli.runfiles import read_prepare
 
 #: manifest columns that hold paths relative to the dataset folder
 PATH_COLUMNS = ("image", "mask", "other_mask")
@@ -181,9 +182,7 @@ def members(folder: str | Path) -> list[tuple[dict[str, Any], Any]]:
     folder = Path(folder)
     if not is_view(folder) or not (folder / SPLITS).is_file():
         return []
-    from breastus_cli.ownership import read_marker
-
-    records = (read_marker(folder, "dataset") or {}).get("combined") or []
+    records = (dataset_record(folder) or {}).get("combined") or []
     manifest = read_manifest(folder)
     if "dataset" not in manifest.columns:
         return []
@@ -201,6 +200,14 @@ def members(folder: str | Path) -> list[tuple[dict[str, Any], Any]]:
                                   else str(p) for p in part["patient_id"]]
         found.append((record, part.drop(columns=["dataset", "dataset_case_id"])))
     return found
+
+
+def dataset_record(folder: str | Path) -> dict[str, Any] | None:
+    """``folder/prepare.json`` checked (:func:`breastus_cli.runfiles.read_prepare`: a bad value
+    is one line, exit 2) when it is breastus's dataset marker; None for a folder without one."""
+    if not is_owned(folder, "dataset"):
+        return None
+    return read_prepare(Path(folder) / PREPARE_JSON)
 
 
 def dataset_column(frame: Any) -> str | None:

@@ -3,7 +3,8 @@
 Seven rooms, each with one job; a room imports only the rooms below it (checked in ``make test``
 by the import-linter contracts in pyproject.toml, tests/test_import_rules.py):
 
-    orchestration/   many runs at once: cv, sweep, slurm                  (nothing imports it)
+    orchestration/   many runs at once: cv, sweep (sharing plan: the plan folder, its
+                     resume and Slurm array), slurm                     (nothing imports it)
     evaluation/      scoring a run on a split: evaluate (eval_settings, eval_cases: which
                      cases and the checks that they are fair, evaluate_cls, evaluate_seg);
                      comparing two (compare)
@@ -16,8 +17,8 @@ by the import-linter contracts in pyproject.toml, tests/test_import_rules.py):
                      predict_rows: a batch's rows, predict_merge: --merge)
     training/        fitting a model into a run folder: train, tasks, callbacks
     runs/            what a run folder and a CV folder are on disk (rundir, cvdir), the
-                     settings a run records (settings), what a result came from as fields
-                     (provenance)
+                     settings a run records (settings) and their typed view (runconfig:
+                     RunConfig), what a result came from as fields (provenance)
     stats/           numbers only: bootstrap, metrics, seg_metrics, descriptors, paired
 
 Rooms on one line of ``layers`` in pyproject.toml (evaluation | export, apply | training,
@@ -35,6 +36,8 @@ Where a change goes:
                                       value; predict's), evaluation/evaluate_cls.py
                                       (evaluate's)
     a new file in a run folder        runs/rundir.py (its name and reader), then its writer
+    a new key in config.json          runfiles.py (its schema and the default of older
+                                      files), runs/runconfig.py (its accessor)
     a new backbone or loss            models/ (outside engine), training/tasks.py to use it
     a new way to run many trainings   orchestration/
 """

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from breastus_cli.engine.apply.loaded_run import LoadedRun, keras_runner, load_model, roi_margin
+from breastus_cli.engine.apply.loaded_run import LoadedRun, keras_runner, load_model
 from breastus_cli.engine.apply.tflite_model import EXPORT_DIR, TFLiteModel, tflite_export
 from breastus_cli.engine.runs.cvdir import fold_runs
-from breastus_cli.engine.runs.rundir import read_config
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError, UsageError
 
 #: ``--tta`` values: none, or the mean over the image and its horizontal mirror image
@@ -53,13 +53,11 @@ def open_ensemble(cv_dir: str | Path, expected: str | None = None, engine: str =
                          "give one of its folds")
     if engine not in ("keras", "tflite"):
         raise UsageError(f"engine must be keras or tflite (got '{engine}')")
-    configs = [read_config(run) for run in members]
+    configs = [RunConfig.read(run) for run in members]
 
-    def trained_as(config: dict[str, Any]) -> dict[str, Any]:
-        roi = config.get("roi") or {}
-        return {"task": config.get("task"),
-                "input size": int((config.get("settings") or {}).get("img_size") or 0),
-                "roi": (roi.get("source", "none"), roi_margin(config))}
+    def trained_as(config: RunConfig) -> dict[str, Any]:
+        return {"task": config.task, "input size": config.img_size,
+                "roi": (config.roi_source, config.roi_margin)}
 
     first = trained_as(configs[0])
     if first["task"] != task:
@@ -83,11 +81,11 @@ def open_ensemble(cv_dir: str | Path, expected: str | None = None, engine: str =
         runners = [TFLiteModel(found).predict for found in exports if found is not None]
     else:
         runners = [keras_runner(load_model(run), size) for run in members]
-    config = json.loads(json.dumps(configs[0]))  # fold-0's settings, as the ensemble's
+    config = json.loads(json.dumps(configs[0].raw))  # fold-0's settings, as the ensemble's
     config.setdefault("settings", {})["fold"] = None
     config["ensemble"] = {"cv": str(cv_dir), "folds": [str(run) for run in members]}
     return LoadedRun(str(task), size, mean_runner(runners), cv_dir, config,
-                     roi_margin=roi_margin(configs[0]), members=members,
+                     roi_margin=configs[0].roi_margin, members=members,
                      concurrent=engine != "tflite")
 
 

@@ -32,7 +32,8 @@ from breastus_cli.engine.apply.loaded_run import LoadedRun, keras_runner, load_m
 from breastus_cli.engine.apply.tflite_model import EXPORT_DIR, TFLiteModel, tflite_export
 from breastus_cli.engine.runs.cvdir import is_cv_dir
 from breastus_cli.engine.runs.provenance import CHOSEN_IN_EXPORT
-from breastus_cli.engine.runs.rundir import Threshold, read_config
+from breastus_cli.engine.runs.rundir import Threshold
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError, UsageError
 
 
@@ -69,12 +70,12 @@ def _open_single(source: Path, expected: str | None, engine: str, need_keras: bo
                          roi_margin=roi_margin({**lite.metadata, "task": task}),
                          exported_threshold=chosen,
                          exported_postprocess=str(lite.metadata.get("postprocess", "none")))
-    config = read_config(source) if config is None else config
-    task = config.get("task")
+    run = RunConfig.read(source) if config is None else RunConfig.of(config)
+    task = run.task
     if expected is not None and task != expected:
         option = "--cls-run" if expected == "cls" else "--seg-run"
         raise UsageError(f"{option} {source} is a '{task}' run, not '{expected}'")
-    size = int(config["settings"]["img_size"])
+    size = run.img_size
     keras_model = None
     runner: Callable[[np.ndarray], np.ndarray] | None = None
     if engine == "keras" or need_keras:
@@ -89,5 +90,5 @@ def _open_single(source: Path, expected: str | None, engine: str, need_keras: bo
         runner = TFLiteModel(found).predict
     if runner is None:
         raise UsageError(f"engine must be keras or tflite (got '{engine}')")
-    return LoadedRun(str(task), size, runner, source, config, keras_model, roi_margin(config),
+    return LoadedRun(str(task), size, runner, source, run.raw, keras_model, run.roi_margin,
                      concurrent=engine != "tflite")

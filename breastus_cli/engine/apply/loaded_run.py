@@ -19,6 +19,7 @@ from breastus_cli.data.pipeline import make_dataset
 from breastus_cli.engine.apply import postprocess
 from breastus_cli.engine.runs.provenance import CHOSEN_BY_FOLDS, CHOSEN_ON_VALIDATION
 from breastus_cli.engine.runs.rundir import MODEL, Threshold, read_threshold
+from breastus_cli.engine.runs.runconfig import lesion_margin
 from breastus_cli.errors import InputError
 
 #: A forward pass runs at most this many images per call (memory stays bounded).
@@ -169,7 +170,4 @@ class LoadedRun:
 def roi_margin(config: dict[str, Any]) -> float | None:
     """The crop margin of a lesion-centred classifier (``train-cls --roi mask``; config.json
     or an export's metadata.json), else None."""
-    roi = config.get("roi") or {}
-    if config.get("task") == "cls" and roi.get("source") == "mask":
-        return float(roi.get("margin", 0.2))
-    return None
+    return lesion_margin(config.get("task"), config.get("roi"))

@@ -27,7 +27,8 @@ from breastus_cli import backend, runfiles
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.data.pipeline import make_dataset
 from breastus_cli.engine.apply.loaded_run import MAX_BATCH, keras_runner, load_model
-from breastus_cli.engine.runs.rundir import MODEL, read_config, run_cases
+from breastus_cli.engine.runs.rundir import MODEL, run_cases
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError, UsageError
 
 STATS_NPZ = "feature_stats.npz"
@@ -164,9 +165,9 @@ def ensure(run_dir: str | Path, keras_model: Any = None, data: str | Path | None
     training and validation cases (``data``: the dataset, when the recorded path moved) and
     written into the run (unless ``write`` is False)."""
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    if config.get("task") != "cls":
-        raise UsageError(f"{run_dir} is a '{config.get('task')}' run: feature distances need a "
+    config = RunConfig.read(run_dir)
+    if config.task != "cls":
+        raise UsageError(f"{run_dir} is a '{config.task}' run: feature distances need a "
                          "classifier run")
     sha = model_sha256(run_dir)
     stored = load(run_dir)
@@ -175,7 +176,7 @@ def ensure(run_dir: str | Path, keras_model: Any = None, data: str | Path | None
     if keras_model is None:
 
         keras_model = load_model(run_dir)
-    size = int(config["settings"]["img_size"])
+    size = config.img_size
     train = run_cases(config, "train", data)
     val = run_cases(config, "val", data)
     if len(val) == 0:  # a run trained without validation cases: calibrate on the test ones
@@ -188,7 +189,7 @@ def ensure(run_dir: str | Path, keras_model: Any = None, data: str | Path | None
               "scale": stats.scale,
               "train_cases": [str(c) for c in train["case_id"]], "n_train": len(train),
               "val_cases": [str(c) for c in val["case_id"]], "n_val": len(val),
-              "data": str(config.get("data", {}).get("path") or data or "")}
+              "data": str(config.data_path or data or "")}
     if write:
         try:
             save(run_dir, stats, record)

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from breastus_cli.data import duplicates
-from breastus_cli.data.combine import dataset_column
+from breastus_cli.data.combine import dataset_column, dataset_record
 from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash, manifest_path
 from breastus_cli.engine.apply.loaded_run import ensemble_threshold
 from breastus_cli.engine.evaluation.eval_settings import EvalSettings
@@ -20,7 +20,6 @@ from breastus_cli.engine.runs.rundir import (
     check_same_split, read_config, read_threshold, run_cases, same_dataset,
 )
 from breastus_cli.errors import InputError
-from breastus_cli.ownership import read_marker
 
 
 def find_runs(paths: list[Path], ensemble: bool = False) -> list[Path]:
@@ -113,8 +112,8 @@ def twins_in_training(settings: EvalSettings, config: dict[str, Any]) -> dict[st
     if settings.split not in ("test", "val") or not data.is_dir() \
             or is_other_dataset(settings, config, data):
         return None
-    found = (read_marker(data, "dataset") or {}).get("near_duplicates") or {}
-    threshold = found.get("threshold", duplicates.DEFAULT_THRESHOLD)
+    found = (dataset_record(data) or {}).get("near_duplicates") or {}
+    threshold = found.get("threshold") or duplicates.DEFAULT_THRESHOLD
     return duplicates.twins_in(run_cases(config, settings.split, data),
                                run_cases(config, "train", data), float(threshold))
 

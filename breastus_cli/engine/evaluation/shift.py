@@ -24,7 +24,8 @@ from breastus_cli.data.scans import Frame, Unreadable, expand_inputs, stream
 from breastus_cli.engine.apply import ood
 from breastus_cli.engine.apply.images import resize_input
 from breastus_cli.engine.apply.loaded_run import load_model
-from breastus_cli.engine.runs.rundir import read_config, run_cases
+from breastus_cli.engine.runs.rundir import run_cases
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.ownership import SHIFT_FORMAT, claim
 
@@ -164,15 +165,15 @@ def shift(run_dir: Path, inputs: Path, out: Path, data: Path | None = None,
     run_dir, inputs = Path(run_dir), Path(inputs)
     if not inputs.exists():
         raise InputError(f"input not found: {inputs}")
-    config = read_config(run_dir)
-    if config.get("task") != "cls":
-        raise UsageError(f"{run_dir} is a '{config.get('task')}' run: 'breastus shift' needs a "
+    config = RunConfig.read(run_dir)
+    if config.task != "cls":
+        raise UsageError(f"{run_dir} is a '{config.task}' run: 'breastus shift' needs a "
                          "classifier run")
     claim(out, "shift", inputs=[run_dir, inputs])
     files, pixel, kind = _sources(inputs)
     if not files:
         raise InputError(f"{inputs} holds no scans")
-    size = int(config["settings"]["img_size"])
+    size = config.img_size
     model = load_model(run_dir)
     stats, record = ood.ensure(run_dir, model, data)
     train = run_cases(config, "train", data)

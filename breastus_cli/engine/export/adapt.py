@@ -29,8 +29,8 @@ from breastus_cli.engine.apply import ood
 from breastus_cli.engine.apply.images import resize_input
 from breastus_cli.engine.apply.loaded_run import keras_runner, load_model
 from breastus_cli.engine.runs.provenance import CHOSEN_ON_LOCAL
-from breastus_cli.engine.runs.rundir import (CONFIG, MODEL, THRESHOLD, read_config,
-                                              write_config)
+from breastus_cli.engine.runs.rundir import CONFIG, MODEL, THRESHOLD, write_config
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.engine.stats.metrics import (as_score, classification_metrics,
                                                threshold_for_sensitivity)
 from breastus_cli.errors import InputError, UsageError
@@ -174,9 +174,9 @@ def adapt(run_dir: Path, data: Path, out: Path, labels: Path | None = None,
     """Write ``out``: ``run_dir`` with its batch-norm statistics re-estimated on ``data``."""
     start = time.perf_counter()
     run_dir, data, out = Path(run_dir), Path(data), Path(out)
-    config = read_config(run_dir)
-    if config.get("task") != "cls":
-        raise UsageError(f"{run_dir} is a '{config.get('task')}' run: 'breastus adapt' adapts "
+    run = RunConfig.read(run_dir)
+    if run.task != "cls":
+        raise UsageError(f"{run_dir} is a '{run.task}' run: 'breastus adapt' adapts "
                          "a classifier run")
     if not data.is_dir():
         raise InputError(f"--data {data} is not a folder")
@@ -185,7 +185,7 @@ def adapt(run_dir: Path, data: Path, out: Path, labels: Path | None = None,
     if not 0 < target_sensitivity <= 1:
         raise UsageError(f"--target-sensitivity must lie in (0, 1] (got {target_sensitivity})")
     claim(out, "run", inputs=[run_dir, data, *([labels] if labels else [])])
-    size = int(config["settings"]["img_size"])
+    size = run.img_size
     load_model(run_dir)  # the checks of the one loader (and its registered objects) ...
     adapted = load_keras_model(run_dir / MODEL)  # ... then a private copy, changed in place
     images, errors, files = _scan_inputs(data, size, workers)
@@ -207,7 +207,7 @@ def adapt(run_dir: Path, data: Path, out: Path, labels: Path | None = None,
             shutil.copy2(item, target)
     with atomic_path(out / MODEL) as tmp:
         adapted.save(tmp)
-    new_config = dict(config)
+    new_config = dict(run.raw)
     new_config["status"] = "adapted"
     new_config["adapted_from"] = {"path": _relative(run_dir, out),
                                   "sha256": file_sha256(run_dir / MODEL)}

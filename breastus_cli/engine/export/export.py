@@ -75,9 +75,9 @@ from breastus_cli.engine.runs.rundir import (
     MODEL,
     THRESHOLD_RULE,
     check_same_split,
-    read_config,
     read_threshold,
 )
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError, UsageError, WorkError
 from breastus_cli.ownership import claim
 
@@ -111,9 +111,9 @@ class ExportSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{option} must be at least 1 image (got {value})")
         run_dir = Path(self.run_dir)
-        config = read_config(run_dir)  # InputError: not a folder / not a run directory
-        if config.get("task") not in ("cls", "seg"):
-            raise InputError(f"{run_dir}: unknown task '{config.get('task')}' in config.json")
+        config = RunConfig.read(run_dir)  # InputError: not a folder / not a run directory
+        if config.task not in ("cls", "seg"):
+            raise InputError(f"{run_dir}: unknown task '{config.task}' in config.json")
         if not (run_dir / MODEL).is_file():
             raise InputError(f"no {MODEL} in {run_dir}: has the run finished at least one epoch?")
         if self.quantize == "int8":  # calibrates on the run's training cases: still those?
@@ -151,17 +151,16 @@ def export_run(settings: ExportSettings) -> ExportResult:
     settings.validate()
     start = time.perf_counter()
     run_dir = Path(settings.run_dir)
-    config = read_config(run_dir)
-    task = config["task"]
-    img_size = int(config["settings"]["img_size"])
+    config = RunConfig.read(run_dir)
+    task, img_size = str(config.task), config.img_size
 
-    loaded = open_run(run_dir, task, config=config)  # the model as evaluate/predict apply it
+    loaded = open_run(run_dir, task, config=config.raw)  # the model as evaluate/predict apply it
     model = loaded.keras_model
     shape = tuple(model.input_shape)
     if len(shape) != 4 or shape[1:] != (img_size, img_size, 1):
         raise InputError(f"{run_dir}/{MODEL} takes input {shape[1:]}, config.json says "
                          f"({img_size}, {img_size}, 1)")
-    samples, sample_source = sample_images(config, img_size, settings.samples)
+    samples, sample_source = sample_images(config.raw, img_size, settings.samples)
     reference = loaded.run(samples)
 
     threshold = loaded.threshold
@@ -186,7 +185,7 @@ def export_run(settings: ExportSettings) -> ExportResult:
         if settings.format == "tflite":
             representative = None
             if settings.quantize == "int8":
-                representative = representative_images(config, img_size,
+                representative = representative_images(config.raw, img_size,
                                                         settings.representative)
             content, conversion = convert_tflite(model, img_size, settings.quantize,
                                                  representative)
@@ -220,27 +219,25 @@ def export_run(settings: ExportSettings) -> ExportResult:
                         seconds=round(time.perf_counter() - start, 2))
 
 
-def _threshold(run_dir: Path, config: dict[str, Any]) -> tuple[float, str]:
+def _threshold(run_dir: Path, config: RunConfig) -> tuple[float, str]:
     """The run's decision threshold by the one rule (:func:`read_threshold`, which evaluate
     and predict also use): threshold.json when present, else 0.5; and why."""
     chosen = read_threshold(run_dir, config)
     return chosen.value, chosen.source
 
 
-def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, size: int,
+def _metadata(settings: ExportSettings, config: RunConfig, target: Path, size: int,
               conversion: dict[str, Any], agreement: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(settings.run_dir)
-    task = config["task"]
-    img_size = int(config["settings"]["img_size"])
+    task, img_size = config.task, config.img_size
     threshold, threshold_source = _threshold(run_dir, config)
-    described = config.get("input", {})
+    described = config.input
     model_sha = file_sha256(run_dir / MODEL)
     entry = {"format": settings.format, "quantize": settings.quantize,
              "file": target.name, "size_bytes": int(size), "conversion": conversion,
              "agreement": agreement, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if task == "cls":
-        labels = list(config.get("labels", ["benign", "malignant"]))
-        positive = config.get("positive_label", "malignant")
+        labels, positive = config.labels, config.positive_label
         output = {"shape": [None, len(labels)], "dtype": "float32",
                   "meaning": f"softmax over labels; column {labels.index(positive)} = "
                              f"p({positive}); label = {positive} when p >= threshold"}
@@ -261,12 +258,10 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
     if settings.overwrite:
         exports = {}
     exports[target.name] = entry
-    settings_ = config.get("settings", {})
     pp = postprocess.read(run_dir) if task == "seg" else None
     return {
         "task": task,
-        "model": settings_.get("model") or (f"unet-{settings_['backbone']}"
-                                            if settings_.get("backbone") else None),
+        "model": config.model_name,
         **entry,
         "input": {"size": img_size, "shape": [None, img_size, img_size, 1], "channels": 1,
                   "dtype": "float32", "range": [0, 255], "layout": "NHWC",
@@ -277,7 +272,7 @@ def _metadata(settings: ExportSettings, config: dict[str, Any], target: Path, si
         "labels": labels,
         "positive_label": positive,
         # lesion-centred classifier: feed crops around the lesion (predict reads this)
-        "roi": config.get("roi") if task == "cls" else None,
+        "roi": config.roi if task == "cls" else None,
         "threshold": threshold,
         "threshold_source": threshold_source,
         "threshold_rule": THRESHOLD_RULE,

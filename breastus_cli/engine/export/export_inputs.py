@@ -13,8 +13,8 @@ import numpy as np
 
 from breastus_cli.data.pipeline import load_arrays
 from breastus_cli.data.roi import write_roi_crops
-from breastus_cli.engine.apply.loaded_run import roi_margin
 from breastus_cli.engine.runs.rundir import run_cases
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError
 
 #: Images of the run's test split used to measure agreement with the Keras model.
@@ -41,10 +41,11 @@ def _input_cases(config: dict[str, Any], role: str, n: int | None, seed: int | N
     """The cases of ``role`` the run's model takes: the task's usable ones (cls: benign/malignant;
     seg, or a ``--roi mask`` classifier: with a mask); the first ``n`` (seed None) or a seeded
     draw of ``n`` (``balanced``: as many of each label as the split has, :func:`balanced_draw`)."""
-    frame = run_cases(config, role)
-    if config.get("task") == "seg" or roi_margin(config) is not None:
+    run = RunConfig.of(config)
+    frame = run_cases(run, role)
+    if run.task == "seg" or run.roi_margin is not None:
         frame = frame[frame["mask_path"] != ""]
-    if config.get("task") == "cls":
+    if run.task == "cls":
         frame = frame[frame["label"].isin(["benign", "malignant"])]
     frame = frame.reset_index(drop=True)
     if n is not None and len(frame) > n:
@@ -58,7 +59,7 @@ def _input_cases(config: dict[str, Any], role: str, n: int | None, seed: int | N
 def _model_inputs(config: dict[str, Any], frame: Any, img_size: int) -> np.ndarray:
     """(n, S, S, 1) float32 model inputs of ``frame``'s cases (:func:`_input_cases`), lesion
     crops for a ``--roi mask`` classifier."""
-    margin = roi_margin(config)
+    margin = RunConfig.of(config).roi_margin
     if len(frame) == 0:
         return np.zeros((0, img_size, img_size, 1), np.float32)
     if margin is None:
@@ -77,7 +78,8 @@ def sample_images(config: dict[str, Any], img_size: int,
     try:
         images = _model_inputs(config, _input_cases(config, "test", n, None), img_size)
         if len(images):
-            crops = " lesion crops" if roi_margin(config) is not None else " images"
+            crops = " lesion crops" if RunConfig.of(config).roi_margin is not None \
+                else " images"
             return images, f"test split ({len(images)}{crops})"
     except Exception:  # no dataset here (a run copied elsewhere): fall back to synthetic
         pass
@@ -105,8 +107,8 @@ def representative_images(config: dict[str, Any], img_size: int,
     balanced by class for a classifier: the rarer class's activations set the ranges too;
     lesion crops for a ``--roi mask`` classifier), as the converter wants it (a callable
     yielding ``[batch of 1]``)."""
-    seed = int(config.get("settings", {}).get("seed", 42))
-    balanced = config.get("task") == "cls"
+    run = RunConfig.of(config)
+    seed, balanced = run.seed, run.task == "cls"
     try:
         # decoded once, kept in memory (n * S * S * 4 bytes), replayed on each converter attempt
         frame = _input_cases(config, "train", n, seed, balanced=balanced)

@@ -14,7 +14,6 @@ Every case is scored exactly once, by the one model that never saw it.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +22,22 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.data.combine import dataset_column, only_view
+from breastus_cli.data.combine import dataset_column
 from breastus_cli.data.split import read_splits
 from breastus_cli.engine.evaluation.eval_settings import EvalSettings
 from breastus_cli.engine.evaluation.evaluate import evaluate
-from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
+from breastus_cli.engine.orchestration.plan import (
+    PlanKind, open_plan, read_own_plan, submit_parts, train_part,
+)
+from breastus_cli.engine.orchestration.slurm import SlurmOptions
 from breastus_cli.engine.runs.cvdir import PLAN, fold_dir, fold_done, read_plan
-from breastus_cli.engine.runs.rundir import data_record, read_config, split_changed
+from breastus_cli.engine.runs.cvdir import fold_metrics as read_fold_metrics  # summarize's name
+from breastus_cli.engine.runs.rundir import data_record, split_changed
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.engine.runs.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
 from breastus_cli.engine.stats.metrics import aggregate, classification_metrics
 from breastus_cli.engine.stats.seg_metrics import dataset_metrics
 from breastus_cli.errors import InputError, UsageError, WorkError
-from breastus_cli.ownership import claim, ensure_own_or_empty
 from breastus_cli.runfiles import read_cv
 
 SUMMARY = "summary.json"
@@ -184,14 +187,40 @@ def _new_segmenter(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return moved == wanted or _adds_fusion(moved, wanted)
 
 
+def _comparable(plan: dict[str, Any]) -> dict[str, Any]:
+    """What of cv.json must match to resume: the plan without its folds' record (compared apart,
+    cv.json has it since issue 11), an older plan filled with the settings added since."""
+    plan = {k: v for k, v in plan.items() if k not in SPLIT_KEYS}
+    plan.setdefault("seg_cv", None)  # written before --seg-cv existed
+    plan.setdefault("fusion", "none")  # written before --fusion existed
+    plan.setdefault("fuse_with_cv", None)  # written before --fuse-with-cv existed
+    # settings added since: what the run trained with
+    plan["train"] = {**TRAIN_ADDED, **plan.get("train", {})}
+    return plan
+
+
+def _amend(existing: dict[str, Any], wanted: dict[str, Any], on_disk: dict[str, Any],
+           plan: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished cross-validation takes on fusion or another segmenter without retraining."""
+    if _adds_fusion(existing, wanted) or _new_segmenter(existing, wanted):
+        # fusion is fitted after training, and crops and descriptors come from the
+        # segmenter at evaluation: a finished cross-validation takes either on without
+        # retraining (each fold's CNN is scored again, the fused model refitted beside)
+        return {**plan, **{key: on_disk.get(key) for key in SPLIT_KEYS}}
+    if _adds_fusion(wanted, existing):
+        return on_disk  # the same training without --fusion: the fused folds are kept as they are
+    return None
+
+
+#: the cross-validation folder (engine/orchestration/plan.py)
+CV_FOLDER = PlanKind(name="cv", part="fold", file=PLAN, what="cross-validation",
+                     hint="choose another --out, or repeat the first run's options",
+                     read=read_cv, comparable=_comparable)
+
+
 def run_fold(out: Path, k: int) -> str:
     """Train (or resume) fold ``k`` and evaluate it on its held-out fold."""
-    # lazy: training.tasks and training.train import TensorFlow when imported
-    from breastus_cli.engine.training import tasks
-    from breastus_cli.engine.training.train import train
-
-    claim(out, "cv", option="")  # someone else's folder, or a link out of it: exit 2
-    plan = read_plan(out)
+    plan = read_own_plan(CV_FOLDER, out)
     if not 0 <= k < plan["folds"]:
         raise UsageError(f"--index must lie in 0..{plan['folds'] - 1} (got {k})")
     check_plan_split(str(out), plan)  # the folds are still the ones it began on
@@ -215,15 +244,7 @@ def run_fold(out: Path, k: int) -> str:
             raise InputError(f"fold {k} of --fuse-with-cv {partner_cv} has not finished",
                              hint=f"finish 'breastus cv cls' there first (fold-{k})")
         partner = fold_dir(Path(partner_cv), k)
-    config = run / "config.json"
-    state = read_config(run).get("status") if config.is_file() else None
-    trained = state != "finished"
-    if trained:
-        if state is None and run.exists():
-            import shutil
-
-            shutil.rmtree(run)  # killed before its first epoch
-        train(settings, tasks.task_for(plan["task"]), resume=state is not None)
+    trained = train_part(settings, plan["task"])
     evaluate(EvalSettings(run_dir=run, split="test", seg_run=seg_run,
                           target_sensitivity=plan.get("target_sensitivity"), fusion=fusion,
                           fuse_with=partner, n_bootstrap=0))  # fold CIs are not needed; the pooled one is
@@ -235,39 +256,10 @@ def cv(settings: CVSettings) -> CVResult:
     settings.validate()
     start = time.perf_counter()
     out = Path(settings.out)
-
-    if not only_view(out):  # several DATA: their combined dataset is already in out/data
-        ensure_own_or_empty(out, "cv")
-    plan = _plan(settings)
-    if (out / PLAN).is_file():
-        existing = read_cv(out / PLAN)
-        existing.setdefault("seg_cv", None)  # written before --seg-cv existed
-        existing.setdefault("fusion", "none")  # written before --fusion existed
-        existing.setdefault("fuse_with_cv", None)  # written before --fuse-with-cv existed
-        for key, value in TRAIN_ADDED.items():  # settings added since: what the run trained with
-            existing.get("train", {}).setdefault(key, value)
-        # the folds are compared apart (cv.json has them since issue 11)
-        recorded = {key: existing.pop(key, None) for key in SPLIT_KEYS}
-        wanted = {k: v for k, v in plan.items() if k not in SPLIT_KEYS}
-        if _adds_fusion(existing, wanted) or _new_segmenter(existing, wanted):
-            # fusion is fitted after training, and crops and descriptors come from the
-            # segmenter at evaluation: a finished cross-validation takes either on without
-            # retraining (each fold's CNN is scored again, the fused model refitted beside)
-            write_json(out / PLAN, {**plan, **recorded})
-        elif _adds_fusion(wanted, existing):
-            pass  # the same training without --fusion: the fused folds are kept as they are
-        elif existing != wanted:
-            raise InputError(f"{out} holds a different cross-validation",
-                             hint="choose another --out, or repeat the first run's options")
-        check_plan_split(str(out), recorded, Path(settings.train.data))
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / PLAN, plan)
+    plan = open_plan(CV_FOLDER, out, _plan(settings), _amend)
+    check_plan_split(str(out), plan, Path(settings.train.data))
     if settings.slurm is not None:
-        path = write_array(out, "cv", settings.folds,
-                           task_command("cv", "fold", str(out.resolve()), "--index"),
-                           settings.slurm)
-        job = None if settings.slurm.dry_run else submit(path)
+        path, job = submit_parts(CV_FOLDER, out, settings.folds, settings.slurm)
         result = summarize(out, allow_partial=True)
         result.submitted_job, result.sbatch = job, path
         return result
@@ -343,13 +335,11 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
 
     start = time.perf_counter()
     out = Path(out)
-    claim(out, "cv", option="")
-    plan = read_plan(out)
+    plan = read_own_plan(CV_FOLDER, out)
     done = [k for k in range(plan["folds"]) if fold_done(out, k)]
     if not done and not allow_partial:
         raise WorkError(f"no finished fold in {out}")
-    fold_metrics = [json.loads((fold_dir(out, k) / "eval-test/metrics.json").read_text())
-                    for k in done]
+    fold_metrics = [read_fold_metrics(out, k) for k in done]
     summary: dict[str, Any] = {"task": plan["task"], "folds": plan["folds"],
                                "folds_done": done, "metrics": {}}
     if done and plan["task"] == "cls":
@@ -418,8 +408,7 @@ def summarize(out: Path, allow_partial: bool = False) -> CVResult:
             summary["by_dataset"] = per_dataset
         summary["n"] = int(len(pooled_frame))
     summary["seconds_training"] = round(sum(
-        float((read_config(fold_dir(out, k)).get("result") or {})
-              .get("seconds_this_process") or 0.0) for k in done), 1)
+        RunConfig.read(fold_dir(out, k)).seconds_this_process for k in done), 1)
     write_json(out / SUMMARY, summary)  # summary.md: reports.cv.write_summary
     return CVResult(out=out, task=plan["task"], summary=summary, folds_done=len(done),
                     folds=plan["folds"], trained_this_run=0,

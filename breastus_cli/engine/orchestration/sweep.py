@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -28,15 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from breastus_cli.atomic import atomic_path, write_json
-from breastus_cli.data.combine import only_view
 from breastus_cli.data.split import select_cases
-from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
-from breastus_cli.engine.runs.rundir import CONFIG, GRID, HISTORY, log, read_config
+from breastus_cli.engine.orchestration.plan import (
+    PlanKind, open_plan, part_command, part_state, read_own_plan, submit_parts, train_part,
+)
+from breastus_cli.engine.orchestration.slurm import SlurmOptions
+from breastus_cli.engine.runs.rundir import GRID, HISTORY, log
 from breastus_cli.engine.runs.settings import (
     PAPER_EPOCHS, PAPER_LRS, SETTINGS_TYPES, TRAIN_ADDED, TrainSettings,
 )
-from breastus_cli.errors import InputError, UsageError, WorkError
-from breastus_cli.ownership import claim, ensure_own_or_empty
+from breastus_cli.errors import UsageError, WorkError
 from breastus_cli.runfiles import read_sweep
 
 PLAN = "sweep.json"
@@ -125,32 +125,22 @@ def make_plan(settings: SweepSettings) -> dict[str, Any]:
             "train": train, "trials": trials, "trainings": len(trials)}
 
 
-def _same_plan(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("task", "data", "lrs", "epochs", "independent", "trials")
-    if any(a[k] != b[k] for k in keys):
-        return False
-    ignore = {"cache_dir"}
-    a = {**a, "train": {**TRAIN_ADDED, **a["train"]}}  # a sweep written before those settings
-    b = {**b, "train": {**TRAIN_ADDED, **b["train"]}}
-    return {k: v for k, v in a["train"].items() if k not in ignore} == {
-        k: v for k, v in b["train"].items() if k not in ignore}
+#: what of sweep.json must match to resume a sweep (its trials' settings but the cache folder)
+PLAN_KEYS = ("task", "data", "lrs", "epochs", "independent", "trials")
 
 
-def _load_or_write_plan(settings: SweepSettings) -> dict[str, Any]:
-    if not only_view(settings.out):  # several DATA: combined into SWEEP/data already
-        ensure_own_or_empty(settings.out, "sweep")
-    plan = make_plan(settings)
-    path = settings.out / PLAN
-    if path.is_file():
-        existing = read_sweep(path)
-        if not _same_plan(existing, plan):
-            raise InputError(f"{settings.out} holds a different sweep",
-                             hint="choose another --out, or repeat the first sweep's options "
-                                  "to finish it")
-        return existing
-    settings.out.mkdir(parents=True, exist_ok=True)
-    write_json(path, plan)
-    return plan
+def _comparable(plan: dict[str, Any]) -> dict[str, Any]:
+    """What of sweep.json must match to resume: the grid and the trials' settings (filled with
+    the settings added since an older sweep was written; the cache folder may move)."""
+    train = {**TRAIN_ADDED, **plan.get("train", {})}  # a sweep written before those settings
+    train.pop("cache_dir", None)
+    return {**{key: plan.get(key) for key in PLAN_KEYS}, "train": train}
+
+
+#: the sweep folder (engine/orchestration/plan.py)
+SWEEP_FOLDER = PlanKind(name="sweep", part="trial", file=PLAN, what="sweep",
+                        hint="choose another --out, or repeat the first sweep's options to "
+                             "finish it", read=read_sweep, comparable=_comparable)
 
 
 def trial_settings(plan: dict[str, Any], trial: dict[str, Any], out: Path) -> TrainSettings:
@@ -161,35 +151,15 @@ def trial_settings(plan: dict[str, Any], trial: dict[str, Any], out: Path) -> Tr
     return settings
 
 
-def trial_state(run_dir: Path) -> str:
-    """``finished``, ``partial`` (resumable) or ``new``."""
-    config = run_dir / CONFIG
-    if not config.is_file():
-        return "new"
-    return "finished" if read_config(run_dir).get("status") == "finished" else "partial"
-
-
 def run_trial(out: Path, index: int) -> str:
     """Run, resume or skip one trial (what each local job or Slurm array task does)."""
-    # lazy: training.tasks and training.train import TensorFlow when imported
-    from breastus_cli.engine.training import tasks
-    from breastus_cli.engine.training.train import train
-
-    claim(out, "sweep", option="")  # someone else's folder, or a link out of it: exit 2
-    if not (Path(out) / PLAN).is_file():
-        raise InputError(f"{out} is not a sweep folder (no {PLAN})")
-    plan = read_sweep(Path(out) / PLAN)
+    plan = read_own_plan(SWEEP_FOLDER, out)
     if not 0 <= index < len(plan["trials"]):
         raise UsageError(f"--index must lie in 0..{len(plan['trials']) - 1} (got {index})")
     trial = plan["trials"][index]
-    settings = trial_settings(plan, trial, Path(out))
-    state = trial_state(Path(settings.run_dir))
-    if state == "finished":
+    if not train_part(trial_settings(plan, trial, Path(out)), plan["task"]):
         log.info("trial %s finished already", trial["name"])
         return "skipped"
-    if state == "new" and Path(settings.run_dir).exists():
-        shutil.rmtree(settings.run_dir)  # killed before its first epoch: start clean
-    train(settings, tasks.task_for(plan["task"]), resume=state == "partial")
     return "trained"
 
 
@@ -216,13 +186,13 @@ def warm_cache(plan: dict[str, Any], out: Path) -> None:
 
 
 def _trial_command(out: Path, index: int) -> list[str]:
-    return task_command("sweep", "trial", str(out), "--index", str(index))
+    return [*part_command(SWEEP_FOLDER, out), str(index)]
 
 
 def run_local(settings: SweepSettings, plan: dict[str, Any]) -> int:
     """Run the unfinished trials here, ``jobs`` at a time, each in its own process."""
     todo = [t for t in plan["trials"]
-            if trial_state(settings.out / "trials" / t["name"]) != "finished"]
+            if part_state(settings.out / "trials" / t["name"]) != "finished"]
     if not todo:
         return 0
     warm_cache(plan, settings.out)
@@ -292,22 +262,14 @@ class _Children:
                 proc.wait()
 
 
-def write_sbatch(settings: SweepSettings, plan: dict[str, Any]) -> Path:
-    """SWEEP/sweep.sbatch: an array job, one task per trial."""
-    command = task_command("sweep", "trial", str(settings.out.resolve()), "--index")
-    return write_array(settings.out, "sweep", len(plan["trials"]), command,
-                       settings.slurm or SlurmOptions())
-
-
 def sweep(settings: SweepSettings) -> SweepResult:
     """Plan, then run locally (resuming) or write/submit the Slurm array; collect at the end."""
     settings.validate()
     start = time.perf_counter()
-    plan = _load_or_write_plan(settings)
+    plan = open_plan(SWEEP_FOLDER, settings.out, make_plan(settings))
     if settings.slurm is not None:
         warm_cache(plan, settings.out)
-        path = write_sbatch(settings, plan)
-        job = None if settings.slurm.dry_run else submit(path)
+        path, job = submit_parts(SWEEP_FOLDER, settings.out, len(plan["trials"]), settings.slurm)
         if job:
             plan.setdefault("slurm_jobs", []).append(job)
             write_json(settings.out / PLAN, plan)
@@ -330,11 +292,8 @@ def collect(out: Path, trainings_this_run: int = 0, allow_empty: bool = False) -
     import pandas as pd
 
     start = time.perf_counter()
-    claim(out, "sweep", option="")
+    plan = read_own_plan(SWEEP_FOLDER, out)
     out = Path(out).resolve()  # the same paths in results.csv however the folder was typed
-    if not (out / PLAN).is_file():
-        raise InputError(f"{out} is not a sweep folder (no {PLAN})")
-    plan = read_sweep(out / PLAN)
     metric, mode = _metric(plan)
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
@@ -368,7 +327,7 @@ def collect(out: Path, trainings_this_run: int = 0, allow_empty: bool = False) -
         with atomic_path(out / RESULTS) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         write_json(out / "best.json", best)
-    finished = sum(1 for t in plan["trials"] if trial_state(out / "trials" / t["name"])
+    finished = sum(1 for t in plan["trials"] if part_state(out / "trials" / t["name"])
                    == "finished")
     plan_update = {"trainings": plan["trainings"], "trainings_finished": finished,
                    "trainings_this_run": trainings_this_run, "grid_points": len(rows),

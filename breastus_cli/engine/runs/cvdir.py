@@ -9,16 +9,17 @@ Read here by every command that takes a cross-validation folder (cv resuming, ev
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from breastus_cli.engine.runs.provenance import fusion_threshold_current, masks_from_run
-from breastus_cli.engine.runs.rundir import read_config
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError
-from breastus_cli.runfiles import read_cv
+from breastus_cli.runfiles import read_cv, read_metrics
 
 PLAN = "cv.json"
+#: a fold's evaluation on its held-out fold, in its run directory
+FOLD_METRICS = "eval-test/metrics.json"
 
 
 def read_plan(out: Path, option: str = "", hint: str | None = None) -> dict[str, Any]:
@@ -31,6 +32,12 @@ def read_plan(out: Path, option: str = "", hint: str | None = None) -> dict[str,
 def fold_dir(out: Path, k: int) -> Path:
     """Fold ``k``'s run directory in the cross-validation folder ``out``."""
     return Path(out) / f"fold-{k}"
+
+
+def fold_metrics(out: Path, k: int) -> dict[str, Any]:
+    """Fold ``k``'s evaluation on its held-out fold (``fold-K/eval-test/metrics.json``),
+    checked (a bad value is one line naming the file, exit 2)."""
+    return read_metrics(fold_dir(out, k) / FOLD_METRICS)
 
 
 def is_cv_dir(path: str | Path) -> bool:
@@ -46,11 +53,10 @@ def fold_done(out: Path, k: int, fusion: str = "none", partner: bool = False,
     segmentation CV ``seg_cv`` when given)."""
     run = fold_dir(out, k)
     config = run / "config.json"
-    metrics = run / "eval-test" / "metrics.json"
-    if not (config.is_file() and read_config(run).get("status") == "finished"
-            and metrics.is_file()):
+    metrics = run / FOLD_METRICS
+    if not (config.is_file() and RunConfig.read(run).finished and metrics.is_file()):
         return False
-    m = json.loads(metrics.read_text())
+    m = fold_metrics(out, k)
     if seg_cv is not None:
         wanted = fold_dir(Path(seg_cv), k)
         for block, sentence in ((m.get("roi"), "crops_from"), (m.get("fusion"), "masks_from")):

@@ -33,9 +33,9 @@ from breastus_cli.data.combine import members
 from breastus_cli.data.manifest import SPLITS, file_sha256, manifest_hash, manifest_path
 from breastus_cli.data.split import read_splits, select_cases
 from breastus_cli.engine.runs.provenance import CHOSEN_DEFAULT, CHOSEN_ON_VALIDATION
+from breastus_cli.engine.runs.runconfig import CONFIG, RunConfig
 from breastus_cli.errors import InputError
 
-CONFIG = "config.json"
 HISTORY = "history.csv"
 MODEL = "model.keras"
 BEST = "best.json"
@@ -79,27 +79,23 @@ def environment() -> dict[str, Any]:
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """Read ``RUN/config.json``; a folder that is not a run is an :class:`InputError`."""
-    path = Path(run_dir) / CONFIG
-    if not Path(run_dir).is_dir():
-        raise InputError(f"run directory not found: {run_dir}")
-    if not path.is_file():
-        raise InputError(f"{run_dir} is not a breastus run directory (no {CONFIG})")
-    return runfiles.read_config(path)
+    """Read ``RUN/config.json`` (checked; :meth:`RunConfig.read` for its typed view); a folder
+    that is not a run is an :class:`InputError`."""
+    return RunConfig.read(run_dir).raw
 
 
-def run_cases(config: dict[str, Any], role: str, data: str | Path | None = None):  # -> DataFrame
+def run_cases(config: dict[str, Any] | RunConfig, role: str,
+              data: str | Path | None = None):  # -> DataFrame
     """The cases of ``role`` (train/val/test/all) as the run saw them: its dataset (or ``data``),
     its fold, and the validation it carved with its seed."""
-    settings = config.get("settings", {})
-    folder = Path(data or config.get("data", {}).get("path") or settings.get("data") or "")
+    run = RunConfig.of(config)
+    folder = Path(data or run.data_path or "")
     if not folder.is_dir():
         raise InputError(f"dataset folder not found: {folder}" + (
             "" if data else " (recorded in the run's config.json; give it with --data)"))
     # every case of the dataset: no fold, no splits.csv needed (another dataset may have none)
-    return select_cases(folder, role, fold=settings.get("fold") if role != "all" else None,
-                        seed=int(settings.get("seed", 42)),
-                        val_fraction=float(settings.get("val_fraction", 0.1)))
+    return select_cases(folder, role, fold=run.fold if role != "all" else None,
+                        seed=run.seed, val_fraction=run.val_fraction)
 
 
 def split_fingerprint(data: str | Path, by_fold: bool) -> str | None:
@@ -189,17 +185,18 @@ def member_split_changed(name: str | Path, recorded: dict[str, Any], member: dic
               "dataset or retrain")
 
 
-def check_same_split(run_dir: str | Path, config: dict[str, Any],
+def check_same_split(run_dir: str | Path, config: dict[str, Any] | RunConfig,
                      data: str | Path | None = None) -> None:
     """Refuse (:class:`InputError`, exit 2) when the run's own dataset (``data`` or the recorded
     one: same path or same manifest) has been re-split since the run trained: its "test" cases
     could be training cases. The same for a dataset that was one member of the combined
     dataset the run trained on. Another dataset, and runs that predate the record, pass."""
-    recorded = config.get("data") or {}
-    folder = Path(data or recorded.get("path") or config.get("settings", {}).get("data") or "")
+    run = RunConfig.of(config)
+    recorded = run.data
+    folder = Path(data or run.data_path or "")
     if not folder.is_dir():
         return
-    fold = recorded.get("fold", config.get("settings", {}).get("fold"))
+    fold = run.data_fold
     if same_dataset(folder, recorded):
         message = split_changed(run_dir, recorded, folder, fold is not None) \
             if recorded.get("splits_sha256") else None
@@ -225,14 +222,14 @@ class Threshold:
     target_sensitivity: float | None = None  # chosen on validation for this sensitivity
 
 
-def read_threshold(run_dir: str | Path, config: dict[str, Any] | None = None) -> Threshold:
+def read_threshold(run_dir: str | Path,
+                   config: dict[str, Any] | RunConfig | None = None) -> Threshold:
     """The run's decision threshold by the one rule: ``RUN/threshold.json`` (chosen on
     validation cases by ``evaluate --target-sensitivity``) when present, else config.json's
     (0.5). A malformed threshold.json is an :class:`InputError` naming it."""
     path = Path(run_dir) / THRESHOLD
     if not path.is_file():
-        value = float((config if config is not None else read_config(run_dir))
-                      .get("threshold", 0.5))
+        value = RunConfig.of(config if config is not None else read_config(run_dir)).threshold
         return Threshold(value, f"default {value:g}", chosen_on=CHOSEN_DEFAULT)
     chosen = runfiles.read_threshold(path)
     value, target = chosen.threshold, chosen.target_sensitivity

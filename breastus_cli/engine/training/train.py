@@ -24,6 +24,7 @@ from breastus_cli.engine.runs.rundir import (
     BEST, CHECKPOINTS, CONFIG, GRID, MODEL, attach_log, check_same_split, data_record,
     default_run_dir, detach_log, environment, log, read_config, write_config,
 )
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.engine.runs.settings import TRAIN_ADDED, TrainSettings, learning_rate
 from breastus_cli.engine.training import callbacks as cb
 from breastus_cli.engine.training.tasks import Task, copy_backbone
@@ -374,18 +375,18 @@ def _remove_unstarted(run_dir: Path, made: bool) -> None:
 def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainSettings:
     """Settings of an interrupted run, read back from its config.json."""
     path = Path(run_dir) / CONFIG
-    config = read_config(run_dir)
-    if not isinstance(config, dict) or not isinstance(config.get("settings"), dict):
+    config = RunConfig.read(run_dir)
+    if not isinstance(config.raw.get("settings"), dict):
         raise InputError(f"{path} is not a breastus run configuration (no settings object)",
                          hint="only a run directory that train-cls/train-seg wrote can resume")
     kind = getattr(settings_type, "KIND", "") or None
-    if kind is not None and config.get("task") != kind:
-        other = config.get("task")
+    if kind is not None and config.task != kind:
+        other = config.task
         raise InputError(f"{path} records a '{other}' run, not a '{kind}' one",
                          hint=f"resume it with breastus train-{other} --resume {run_dir}"
                          if other in ("cls", "seg") else None)
     try:
-        settings = settings_type.from_dict({**TRAIN_ADDED, **config["settings"]})
+        settings = settings_type.from_dict({**TRAIN_ADDED, **config.settings})
         settings.run_dir = Path(run_dir)
         settings.validate()
     except BreastusError as exc:
@@ -393,7 +394,7 @@ def resume_settings(run_dir: Path, settings_type: type[TrainSettings]) -> TrainS
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"{path}: its settings cannot be used: {exc}") from None
     claim(run_dir, "run", option="--resume")  # nothing written through a link out of it
-    if config.get("status") == "finished":
-        epochs = (config.get("result") or {}).get("epochs_run", "?")
+    if config.finished:
+        epochs = "?" if config.epochs_run is None else config.epochs_run
         raise InputError(f"{run_dir} finished already ({epochs} epochs); nothing to resume")
     return settings
