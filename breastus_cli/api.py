@@ -159,7 +159,12 @@ def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = 
 
     if resume is not None:
         settings = resume_settings(_valid("train", "resume", resume, Path), types[task])
-    return run(settings, tasks.task_for(task), resume=resume is not None, on_epoch=on_epoch)
+    result = run(settings, tasks.task_for(task), resume=resume is not None, on_epoch=on_epoch)
+    if task == "cls":  # predict's ood_score reads them (engine/apply/ood.py)
+        from breastus_cli.engine.apply.ood import store_after_training
+
+        store_after_training(result.run_dir)
+    return result
 
 
 def train_cls(data: PathLike | None = None, **options: Any) -> TrainResult:

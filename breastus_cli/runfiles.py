@@ -335,11 +335,18 @@ class FeatureStatsFile(_File):
     n_train: Annotated[int, Field(ge=3)]
     val_cases: list[str]
     n_val: Annotated[int, Field(ge=1)]
+    #: the multi-level kind: the levels' layer names and feature counts (absent: the older
+    #: single-level kind, the ``pool`` layer)
+    levels: Annotated[list[str], Field(min_length=1)] | None = None
+    widths: list[Annotated[int, Field(ge=1)]] | None = None
 
     @model_validator(mode="after")
     def _counts(self) -> "FeatureStatsFile":
         if len(self.train_cases) != self.n_train or len(self.val_cases) != self.n_val:
             raise ValueError("n_train/n_val differ from the number of cases listed")
+        if (self.levels is None) != (self.widths is None) or (
+                self.levels is not None and len(self.levels) != len(self.widths or [])):
+            raise ValueError("levels and widths must name the same number of levels")
         return self
 
 

@@ -58,8 +58,11 @@ def test_feature_stats_are_written_calibrated_and_plain(run):
     assert record["val_cases"] == val and record["n_val"] == len(val) > 10
     assert record["model_sha256"] == ood.model_sha256(run)
     assert 1 <= record["dims"] <= ood.MAX_DIMS
+    assert len(record["levels"]) == len(record["widths"]) >= 3
     with np.load(run / ood.STATS_NPZ, allow_pickle=False) as data:  # no pickled object
-        assert data["precision"].shape == (record["dims"], record["dims"])
+        for i, width in enumerate(record["widths"]):
+            k = data[f"precision_{i}"].shape[0]
+            assert 1 <= k <= record["dims"] and data[f"components_{i}"].shape == (k, width)
     # read back, not computed again: the same numbers
     again, _ = ood.ensure(run)
     assert np.allclose(again.val_scores, stats.val_scores)
@@ -223,15 +226,15 @@ def _stored(folder: Path) -> Path:
     from breastus_cli.engine.apply import ood
 
     rng = np.random.default_rng(0)
-    stats = ood.fit(rng.normal(size=(20, 6)), rng.normal(size=(8, 6)))
+    stats = ood.fit(rng.normal(size=(20, 6)), rng.normal(size=(8, 6)), [2, 4], ["a", "b"])
     folder.mkdir(parents=True, exist_ok=True)
     ood.save(folder, stats, dict(_RECORD))
     return folder
 
 
-_RECORD = {"format": "breastus-feature-stats", "model_sha256": "0" * 64, "dims": 5,
+_RECORD = {"format": "breastus-feature-stats", "model_sha256": "0" * 64, "dims": 4,
            "scale": 1.5, "train_cases": ["a", "b", "c"], "n_train": 3, "val_cases": ["d"],
-           "n_val": 1}
+           "n_val": 1, "levels": ["a", "b"], "widths": [2, 4]}
 
 
 def test_a_pickled_or_broken_npz_is_one_line_refusal(tmp_path):
@@ -240,7 +243,7 @@ def test_a_pickled_or_broken_npz_is_one_line_refusal(tmp_path):
 
     run = _stored(tmp_path / "run")
     assert ood.load(run) is not None
-    np.savez(run / ood.STATS_NPZ, center=np.array([{"evil": 1}], dtype=object))
+    np.savez(run / ood.STATS_NPZ, center_0=np.array([{"evil": 1}], dtype=object))
     with pytest.raises(InputError, match="feature_stats.npz") as exc:
         ood.load(run)
     assert "\n" not in exc.value.message

@@ -30,7 +30,8 @@ def shift_cmd(
 
     Compares image sizes, pixel spacing, grey levels, contrast and the ultrasound share of the
     frame, and scores each scan's distance from the training cases in the model's own feature
-    space (ood_score; 1 = the 95th percentile of the run's validation cases). Prints a one-line
+    space, at several depths of its backbone (ood_score; 1 = the 95th percentile of the run's
+    validation cases). Prints a one-line
     verdict; writes OUT/shift.json, OUT/scans.csv (one row per scan), OUT/report.md with plots.
     The run's feature statistics (RUN/feature_stats.npz/.json) are computed once if missing.
     """

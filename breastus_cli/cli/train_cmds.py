@@ -206,6 +206,10 @@ def run_training(settings: Any, kind: str, resume: Path | None) -> None:
         settings = resume_settings(resume, task.settings_type)
     with TrainProgress() as progress:
         result = train(settings, task, resume=resume is not None, on_batch=progress.on_batch)
+    if kind == "cls":  # predict's ood_score reads them (engine/apply/ood.py)
+        from breastus_cli.engine.apply.ood import store_after_training
+
+        store_after_training(result.run_dir)
     if not console.state.quiet:
         console.out().print(train_table(result))
 

@@ -81,9 +81,10 @@ def write_report(out: Path, summary: dict[str, Any], sets: dict[str, Any],
              f"**Verdict:** {summary['verdict']}.", "",
              f"{summary['n_scans']} scan(s) read ({summary['n_errors']} unreadable), compared "
              f"with {summary['n_training_scans']} of the run's training scans; ood_score is the "
-             "Mahalanobis distance of a scan's pooled features to the training cases', divided "
-             f"by its 95th percentile over the run's {summary['n_validation_cases']} validation "
-             "cases (so about 5% of those score above 1).", "",
+             "Mahalanobis distance of a scan's features to the training cases' (at several "
+             "depths of the backbone, each level scaled by the training cases' own spread), "
+             f"divided by its 95th percentile over the run's {summary['n_validation_cases']} "
+             "validation cases (so about 5% of those score above 1).", "",
              "## ood_score", "",
              "| scans | median [5th, 95th percentile] | out of domain (> 1) |",
              "|---|---|---:|",

@@ -79,10 +79,10 @@ def _sources(inputs: Path) -> tuple[list[Path], dict[str, float], str]:
 
 
 def collect(files: list[Path], keras_model: Any, size: int, pixel: dict[str, float],
-            workers: int = 2, batch: int = 32) -> ScanStats:
+            workers: int = 2, batch: int = 32, layers: list[str] | None = None) -> ScanStats:
     """:class:`ScanStats` of ``files``: decoded and resized as predict does (threads), features
     by one batched forward pass per ``batch`` scans."""
-    run = ood.feature_runner(keras_model, size)
+    run = ood.feature_runner(keras_model, size, layers)
     stats = ScanStats()
     hist = np.zeros(BINS)
     pending: list[np.ndarray] = []
@@ -181,8 +181,9 @@ def shift(run_dir: Path, inputs: Path, out: Path, data: Path | None = None,
         train = train.sample(max_train, random_state=0)
     train_pixel = ({p: float(s) for p, s in zip(train["image_path"], train["pixel_size_mm"])
                     if s == s} if "pixel_size_mm" in train.columns else {})
-    ref = collect([Path(p) for p in train["image_path"]], model, size, train_pixel, workers)
-    new = collect(files, model, size, pixel, workers)
+    ref = collect([Path(p) for p in train["image_path"]], model, size, train_pixel, workers,
+                  layers=stats.layers)
+    new = collect(files, model, size, pixel, workers, layers=stats.layers)
     if not new.names:
         raise WorkError(f"no scan of {inputs} could be read ({len(new.errors)} failed)")
     new_scores = stats.score(np.stack(new.features))
@@ -206,7 +207,7 @@ def shift(run_dir: Path, inputs: Path, out: Path, data: Path | None = None,
                      for m in measures},
         "histogram_distance": round(float(0.5 * np.abs(new.histogram - ref.histogram).sum()), 4),
         "feature_stats": {k: record.get(k) for k in ("model_sha256", "n_train", "n_val", "dims",
-                                                     "method")},
+                                                     "method", "levels")},
         "errors": [{"path": p, "reason": r} for p, r in new.errors[:50]],
     }
     out.mkdir(parents=True, exist_ok=True)
