@@ -71,5 +71,20 @@ run_unless "$work/cv-breast-lite0-ft/summary.json" breastus cv cls "$br" --weigh
   --lr-schedule constant --warmup-epochs 0 --batch-size 32 --target-sensitivity 0.9 \
   --out "$work/cv-breast-lite0-ft"
 
+# a new hospital's folder: ood_score's separation of the hospitals (both directions), AdaBN
+# cross-fitted (both directions), and a threshold re-chosen on n local labeled cases
+nh=$work/newhosp
+mkdir -p "$nh"
+run_unless "$nh/ood-lite0-160-f0.json" "$python" "$here/ood_separation.py" "$work/lite0-160-f0" "$br" \
+  "$nh/ood-lite0-160-f0.json"
+run_unless "$nh/ood-cv-breast-lite0-fold-0.json" "$python" "$here/ood_separation.py" "$cv/fold-0" "$bb" \
+  "$nh/ood-cv-breast-lite0-fold-0.json" --other-fold 0
+run_unless "$nh/adabn-breast/crossfit.json" "$python" "$here/adabn_crossfit.py" "$work/lite0-160-f0" "$br" \
+  "$nh/adabn-breast"
+run_unless "$nh/adabn-busbra/crossfit.json" "$python" "$here/adabn_crossfit.py" "$cv/fold-0" "$bb" \
+  "$nh/adabn-busbra" --cases 600
+run_unless "$nh/local-threshold.md" "$python" "$here/local_threshold.py" \
+  "$work/lite0-160-f0/eval-$(basename "$br")-all/predictions.csv" "$nh/local-threshold.md"
+
 "$python" "$here/write_pretrained.py" "$work" --results "$here/../RESULTS.md" > /dev/null
 echo "RESULTS.md's pretrained section rewritten from $work"

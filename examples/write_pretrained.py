@@ -187,6 +187,75 @@ def validation_rows(work: Path) -> list[str]:
     return lines
 
 
+def new_hospital(work: Path) -> list[str]:
+    """The new-hospital part (issue 31): ood_score's separation of the hospitals, AdaBN
+    cross-fitted, and how many local labeled cases a re-chosen threshold needs."""
+    nh = work / "newhosp"
+    lines = ["### A new hospital's folder: the shift flag, adaptation, local thresholds", "",
+             "`ood_score` (predict's column; `breastus shift`): the distance of a scan from the "
+             "run's training scans at five depths of the backbone, calibrated so that 95% of the "
+             "run's validation scans score below 1. How well it tells the run's own test scans "
+             "from the other hospital's (AUC, the other hospital the positive class), and the "
+             "share of each flagged out of domain (`ood_score > 1`):", "",
+             "| run | own test scans | other hospital's scans | AUC (95% CI) | flagged: own test "
+             "/ other / own validation |", "|---|---|---|---:|---:|"]
+    names = {"lite0-160-f0": ("Lite0 trained on BUS-BRA folds 2-5", "BUS-BRA fold 1",
+                              "BrEaST, all"),
+             "cv-breast-lite0-fold-0": ("Lite0 trained on BrEaST (fold 0's training folds)",
+                                        "BrEaST fold 0", "BUS-BRA fold 1")}
+    for key, (name, own, other) in names.items():
+        m = _json(nh / f"ood-{key}.json")
+        if m is None:
+            lines.append(f"| {name} | {own} | {other} | not run | |")
+            continue
+        lines.append(f"| {name} | {own} ({m['n_own_test']}) | {other} ({m['n_other']}) | "
+                     f"{_ci(m['auc'], m['auc_ci'])} | {m['out_of_domain_own_test']:.1%} / "
+                     f"{m['out_of_domain_other']:.1%} / {m['out_of_domain_validation']:.1%} |")
+    lines += ["", "The pooled features the head sees alone gave AUC 0.477 on the first row: "
+                  "the early levels (texture, grey levels, speckle) carry the difference. The "
+                  "levels (the last layer at each resolution) were chosen on these same two "
+                  "hospitals, so the AUCs are not yet checked on a third one.", "",
+              "Adaptation without labels (`breastus adapt`, AdaBN: batch-norm statistics "
+              "re-estimated on the other hospital's unlabeled scans), cross-fitted: the other "
+              "hospital's cases cut in two halves (stratified, a patient's scans on one side), "
+              "each half scored by the model adapted on the other half, so no scored case was in "
+              "its adaptation set; paired bootstrap CI of the pooled AUC difference:", "",
+              "| run | scored on | cases | AUC without | AUC with AdaBN | difference (95% CI) |",
+              "|---|---|---:|---:|---:|---:|"]
+    for folder, name, where in (("adabn-breast", "Lite0 trained on BUS-BRA folds 2-5",
+                                 "BrEaST, all"),
+                                ("adabn-busbra", "Lite0 trained on BrEaST (fold 0's training "
+                                 "folds)", "BUS-BRA, a stratified 625 (patient-grouped)")):
+        c = _json(nh / folder / "crossfit.json")
+        if c is None:
+            lines.append(f"| {name} | {where} | | not run | | |")
+            continue
+        p = c["pooled"]
+        diff = p["difference"]
+        lines.append(f"| {name} | {where} | {p['n']} ({p['n_malignant']} malignant) | "
+                     f"{_ci(p['auc_a'], p['ci_a'])} | {_ci(p['auc_b'], p['ci_b'])} | "
+                     f"{diff:+.3f} ({p['ci_difference'][0]:+.3f} to "
+                     f"{p['ci_difference'][1]:+.3f}) |")
+    shown = [c["pooled"]["ci_difference"] for c in
+             (_json(nh / f / "crossfit.json") for f in ("adabn-breast", "adabn-busbra")) if c]
+    if shown and all(lo <= 0 <= hi for lo, hi in shown):
+        lines += ["", "No CI excludes 0: AdaBN is not shown to help in either direction, and "
+                      "`adapt` stays an option, never a default."]
+    local = nh / "local-threshold.md"
+    if local.is_file():
+        table = [row for row in local.read_text().splitlines() if row.startswith("|")]
+        lines += ["", "Thresholds travel worse than rankings: the BUS-BRA model's validation "
+                      "threshold (sensitivity 0.9 there) ran at the sensitivity and specificity "
+                      "of the BrEaST row above. Re-choosing it on n labeled local cases "
+                      "(`breastus adapt RUN --labels LOCAL`; here 200 stratified draws of n "
+                      "BrEaST cases, target sensitivity 0.9, sensitivity measured on the "
+                      "remaining cases; `examples/local_threshold.py`):", "", *table, "",
+                  "The second column is how often a threshold chosen on that many local cases "
+                  "lands within 0.05 of the target: a local threshold needs its CI stated, as "
+                  "`adapt --labels` does."]
+    return lines
+
+
 def _goal(value: float | None, goal: float) -> str:
     if value is None:
         return f"not run (goal {goal})"
@@ -223,6 +292,7 @@ def section(work: Path, appended: list[Path]) -> str:
                 if "breast_cv_ft" in head else "") + ".",
              f"- U-Net Dice on BUS-BRA fold 1 {_goal(seg_head.get('dice_busbra'), 0.80)}; on BrEaST "
              f"(another hospital) {_goal(seg_head.get('dice_breast'), 0.80)}."]
+    lines += ["", *new_hospital(work)]
     for path in appended:
         lines += ["", path.read_text().strip()]
     lines.append(END)

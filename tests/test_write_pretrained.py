@@ -43,6 +43,17 @@ def _work(tmp_path: Path) -> Path:
                                         ("specificity", 0.455))}}
     (work / "cv-breast-lite0").mkdir()
     (work / "cv-breast-lite0" / "summary.json").write_text(json.dumps(summary))
+    nh = work / "newhosp"
+    (nh / "adabn-breast").mkdir(parents=True)
+    (nh / "ood-lite0-160-f0.json").write_text(json.dumps(
+        {"n_own_test": 376, "n_other": 252, "auc": 0.949, "auc_ci": [0.931, 0.965],
+         "out_of_domain_own_test": 0.053, "out_of_domain_other": 0.611,
+         "out_of_domain_validation": 0.048}))
+    (nh / "adabn-breast" / "crossfit.json").write_text(json.dumps({"pooled": {
+        "n": 252, "n_malignant": 98, "auc_a": 0.783, "ci_a": [0.72, 0.84], "auc_b": 0.777,
+        "ci_b": [0.71, 0.83], "difference": -0.006, "ci_difference": [-0.046, 0.037]}}))
+    (nh / "local-threshold.md").write_text(f"# from {tmp_path}/x.csv\n\n| n | within |\n"
+                                            "|---|---|\n| 10 (4) | 31% |\n")
     return work
 
 
@@ -67,6 +78,13 @@ def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
     assert "- BUS-BRA fold 1: AUC 0.910 (not met: goal 0.93)." in text
     assert "U-Net Dice on BUS-BRA fold 1 0.861 (met: goal 0.8); on BrEaST (another hospital) " \
            "not run (goal 0.8)." in text
+    # the new-hospital part: ood separation, AdaBN cross-fitted, the local-threshold table
+    assert "| Lite0 trained on BUS-BRA folds 2-5 | BUS-BRA fold 1 (376) | BrEaST, all (252) | " \
+           "0.949 (0.931–0.965) | 5.3% / 61.1% / 4.8% |" in text
+    assert "| BrEaST fold 0 | BUS-BRA fold 1 | not run | |" in text
+    assert "| 0.783 (0.720–0.840) | 0.777 (0.710–0.830) | -0.006 (-0.046 to +0.037) |" in text
+    assert "No CI excludes 0" in text
+    assert "| 10 (4) | 31% |" in text
     assert str(tmp_path) not in text  # no path of this machine
 
 
