@@ -324,10 +324,10 @@ def partner_dir(run_dir: Path, fused: Fusion) -> Path:
         raise InputError(f"{Path(run_dir) / FUSION} fuses with the classifier {path}, which is "
                          f"missing (no {PARTNER_MODEL})",
                          hint="keep the two runs side by side as they were, or fit the fusion "
-                              "again with 'evaluate --fusion descriptors --fuse-with'")
+                              "again with 'calibrate --fusion descriptors --fuse-with'")
     if file_sha256(model) != fused.partner["sha256"]:
         raise InputError(f"{model} has changed since {Path(run_dir) / FUSION} was fitted with "
-                         "it", hint="fit the fusion again with 'evaluate --fusion descriptors "
+                         "it", hint="fit the fusion again with 'calibrate --fusion descriptors "
                                     "--fuse-with'")
     return path
 
@@ -344,7 +344,7 @@ def read(run_dir: Path) -> Fusion | None:
     return Fusion.from_dict(read_fusion(path, features()))
 
 
-# ---- a run's fusion, fitted and scored (evaluate calls these) -------------------------------
+# ---- a run's fusion, fitted (the calibration step) and scored (evaluate) --------------------
 def _labels(frame: Any) -> np.ndarray:
     return (frame["label"] == "malignant").to_numpy().astype(int)
 

@@ -25,7 +25,8 @@ import numpy as np
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.data.combine import dataset_column, only_view
 from breastus_cli.data.split import read_splits
-from breastus_cli.engine.evaluation.eval_settings import EvalSettings
+from breastus_cli.engine.evaluation.calibrate import calibrate, needed
+from breastus_cli.engine.evaluation.eval_settings import Calibration, EvalSettings
 from breastus_cli.engine.evaluation.evaluate import evaluate
 from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
 from breastus_cli.engine.runs.cvdir import PLAN, fold_dir, fold_done, read_plan
@@ -224,10 +225,28 @@ def run_fold(out: Path, k: int) -> str:
 
             shutil.rmtree(run)  # killed before its first epoch
         train(settings, tasks.task_for(plan["task"]), resume=state is not None)
-    evaluate(EvalSettings(run_dir=run, split="test", seg_run=seg_run,
-                          target_sensitivity=plan.get("target_sensitivity"), fusion=fusion,
-                          fuse_with=partner, n_bootstrap=0))  # fold CIs are not needed; the pooled one is
+    scoring = EvalSettings(run_dir=run, split="test", seg_run=seg_run,
+                           target_sensitivity=plan.get("target_sensitivity"), fusion=fusion,
+                           fuse_with=partner, n_bootstrap=0)  # fold CIs unneeded: pooled ones are
+    evaluate(scoring, calibrate_fold(scoring, plan["task"]))
     return "trained" if trained else "evaluated"
+
+
+def calibrate_fold(scoring: EvalSettings, task: str) -> Calibration | None:
+    """The calibration step on a fold's validation cases (evaluation/calibrate.py): the
+    segmenter's mask post-processing; the classifier's threshold for the plan's target
+    sensitivity and its fused classifier, when asked. Its validation crops go beside the
+    fold's evaluation, as they always did. A segmenter fold whose validation cases hold no
+    mask keeps its masks as they are (said in its evaluation), as before."""
+    wanted = scoring.calibration()
+    if not needed(wanted, task):
+        return None
+    try:
+        return calibrate(wanted, work_dir=scoring.out_dir())
+    except InputError:
+        if task != "seg":
+            raise
+        return None
 
 
 def cv(settings: CVSettings) -> CVResult:
