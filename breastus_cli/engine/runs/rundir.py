@@ -230,8 +230,9 @@ class Threshold:
 
 def read_threshold(run_dir: str | Path, config: dict[str, Any] | None = None) -> Threshold:
     """The run's decision threshold by the one rule: ``RUN/threshold.json`` (chosen on
-    validation cases by ``evaluate --target-sensitivity``) when present, else config.json's
-    (0.5). A malformed threshold.json is an :class:`InputError` naming it."""
+    validation cases by the calibration step, ``calibrate --target-sensitivity``) when
+    present, else config.json's (0.5). A malformed threshold.json is an :class:`InputError`
+    naming it."""
     path = Path(run_dir) / THRESHOLD
     if not path.is_file():
         value = float((config if config is not None else read_config(run_dir))
