@@ -42,12 +42,12 @@ if TYPE_CHECKING:  # heavy imports for type checkers only
 
     from breastus_cli.data.prepare import PrepareResult
     from breastus_cli.data.split import SplitResult
-    from breastus_cli.engine.evaluation.eval_settings import EvalResult
+    from breastus_cli.engine.evaluation.eval_settings import Calibration, EvalResult
     from breastus_cli.engine.apply.predict_settings import PredictResult
     from breastus_cli.engine.training.train import TrainResult
 
-__all__ = ["Evaluation", "MaskFiles", "OptionError", "Predictions", "evaluate", "predict",
-           "prepare", "split", "train", "train_cls", "train_seg"]
+__all__ = ["Evaluation", "MaskFiles", "OptionError", "Predictions", "calibrate", "evaluate",
+           "predict", "prepare", "split", "train", "train_cls", "train_seg"]
 
 PathLike = str | Path
 
@@ -157,13 +157,12 @@ def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = 
     from breastus_cli.engine.training.train import resume_settings
     from breastus_cli.engine.training.train import train as run
 
+    from breastus_cli.engine.evaluation.calibrate import after_training
+
     if resume is not None:
         settings = resume_settings(_valid("train", "resume", resume, Path), types[task])
     result = run(settings, tasks.task_for(task), resume=resume is not None, on_epoch=on_epoch)
-    if task == "cls":  # predict's ood_score reads them (engine/apply/ood.py)
-        from breastus_cli.engine.apply.ood import store_after_training
-
-        store_after_training(result.run_dir)
+    after_training(result.run_dir, task)  # ood statistics, or a segmenter's post-processing
     return result
 
 
@@ -227,6 +226,28 @@ def evaluate(run: PathLike, **options: Any) -> Evaluation:
     return Evaluation(metrics=_json_safe(result.metrics), cases=result.frame,
                       out_dir=result.out_dir, task=result.task, split=result.split,
                       files=list(files), result=result)
+
+
+def calibrate(run: PathLike, **options: Any) -> Calibration:
+    """``breastus calibrate RUN``: what the run chooses on its validation cases, written into
+    it (a classifier's threshold.json for ``target_sensitivity``, its fusion.json with
+    ``fusion="descriptors"``; a segmenter's postprocess.json). Returns what was chosen and
+    which files were written.
+
+    Options: data, target_sensitivity, seg_run, fusion, fuse_with, batch_size.
+
+    >>> api.calibrate("runs/cls/mnv2", target_sensitivity=0.9).threshold["threshold"]  # doctest: +SKIP
+    0.31
+    """
+    from breastus_cli.engine.evaluation.eval_settings import CalibrateSettings
+
+    settings = _build("calibrate", CalibrateSettings,
+                      {"run_dir": _valid("calibrate", "run", run, Path)}, options)
+    settings.validate()
+    _configure()
+    from breastus_cli.engine.evaluation.calibrate import calibrate as run_calibration
+
+    return run_calibration(settings)
 
 
 # ---- prediction -----------------------------------------------------------------------------

@@ -492,19 +492,20 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_threshold(path: str | os.PathLike[str]) -> ThresholdFile:
-    return load(path, ThresholdFile, hint="delete it or choose it again with 'evaluate "
-                                          "--target-sensitivity'")[0]
+    return load(path, ThresholdFile, hint="delete it or choose it again with 'breastus "
+                                          "calibrate RUN --target-sensitivity S'")[0]
 
 
 def read_postprocess(path: str | os.PathLike[str]) -> PostprocessFile:
-    return load(path, PostprocessFile, hint="delete it and evaluate the run again to choose "
-                                            "anew")[0]
+    return load(path, PostprocessFile, hint="choose it again with 'breastus calibrate "
+                                            "RUN'")[0]
 
 
 def read_fusion(path: str | os.PathLike[str], features: tuple[str, ...]) -> dict[str, Any]:
     """RUN/fusion.json checked, its descriptor model on ``features``."""
     return load(path, FusionFile, {"features": features},
-                hint="fit it again with 'evaluate --fusion descriptors'")[1]
+                hint="fit it again with 'breastus calibrate RUN --fusion descriptors "
+                     "--seg-run R'")[1]
 
 
 def read_best(path: str | os.PathLike[str]) -> BestFile:

@@ -268,6 +268,36 @@ def test_predict_with_a_fused_run_scores_from_the_segmenters_descriptors(fused_r
     assert again.returncode == 2 and "fusion.json" in again.stderr
 
 
+def test_predict_and_evaluate_score_the_same_cases_fused_alike(fused_run, seg_run, learn_data,
+                                                              tmp_path):
+    """One fused scoring (fusion.score_cases) serves both: predict on the test cases' own
+    image files (pixel sizes from the manifest) gives evaluate's CNN, descriptor and fused
+    scores and labels, case by case."""
+    import pandas as pd
+
+    from conftest import run_cli
+
+    scored = pd.read_csv(fused_run / "eval-test/predictions.csv")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for rel in scored["image"]:
+        (scans / Path(rel).name).write_bytes((learn_data / rel).read_bytes())
+    out = tmp_path / "out"
+    proc = run_cli("predict", str(scans), "--cls-run", str(fused_run), "--seg-run",
+                   str(seg_run), "--out", str(out), "--manifest",
+                   str(learn_data / "manifest.csv"))
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(out / "predictions.csv")
+    rows.index = [Path(p).name for p in rows["path"]]
+    mine = rows.loc[[Path(rel).name for rel in scored["image"]]]
+    assert len(mine) == len(scored) > 0
+    for column in ("p_malignant", "p_descriptors", "p_fused"):
+        assert mine[column].to_numpy() == pytest.approx(scored[column].to_numpy(), abs=1e-6)
+    assert ((mine["label_fused"] == "malignant").to_numpy().astype(int)
+            == scored["y_pred_fused"].to_numpy()).all()
+    assert list(mine["fused_why"]) == list(scored["fused_why"])
+
+
 def copy_of(run: Path, dest: Path) -> Path:
     from conftest import copy_run
 

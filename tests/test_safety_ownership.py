@@ -205,6 +205,8 @@ CASES: dict[str, Case] = {
                       ["train-seg", c["data"], "--weights", "none", "--epochs", "1",
                        "--run-dir", out], _RESUMABLE["seg"]),
     "evaluate": Case(lambda c, out, own: ["evaluate", out], _RUN),
+    "calibrate": Case(lambda c, out, own: ["calibrate", out, "--target-sensitivity", "0.9"],
+                      _RUN),
     "predict": Case(lambda c, out, own: ["predict", c["scans"], "--seg-run", c["runs"]["seg"],
                                          "--out", out, "--save-masks"]
                     + (["--resume"] if own else []), ("predict.json",

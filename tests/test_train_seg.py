@@ -73,9 +73,10 @@ def _masks(folder: Path) -> dict[str, np.ndarray]:
 
 
 def test_evaluate_chooses_the_mask_post_processing_on_validation_cases(seg_eval):
-    """The first evaluation chooses it on the run's validation cases (RUN/postprocess.json),
-    applies it to the test masks and says so; --postprocess forces the other one into its own
-    folder, and the masks differ exactly by the post-processing."""
+    """The calibration step at the end of train-seg chose it on the run's validation cases
+    (RUN/postprocess.json); evaluate applies it to the test masks and says so; --postprocess
+    forces the other one into its own folder, and the masks differ exactly by the
+    post-processing."""
     from breastus_cli.engine.apply.postprocess import largest_component
 
     run = seg_eval.parent

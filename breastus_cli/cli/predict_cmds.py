@@ -41,7 +41,7 @@ def predict_cmd(
         None, "--seg-postprocess", metavar="none|largest",
         help="Lesion mask post-processing (largest: the largest connected component, holes "
              "filled). Default: the segmenter's, chosen on its validation cases "
-             "(RUN/postprocess.json, written by evaluate)."),
+             "(RUN/postprocess.json, written by train-seg, cv or 'breastus calibrate')."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="mm per pixel, for mm^2 areas."),
     manifest: Path = typer.Option(None, "--manifest",
                                   help="A manifest.csv giving pixel sizes by file name."),

@@ -204,14 +204,15 @@ def run_training(settings: Any, kind: str, resume: Path | None) -> None:
     task = tasks.task_for(kind)
     if resume is not None:
         settings = resume_settings(resume, task.settings_type)
+    from breastus_cli.engine.evaluation.calibrate import after_training, summary
+
     with TrainProgress() as progress:
         result = train(settings, task, resume=resume is not None, on_batch=progress.on_batch)
-    if kind == "cls":  # predict's ood_score reads them (engine/apply/ood.py)
-        from breastus_cli.engine.apply.ood import store_after_training
-
-        store_after_training(result.run_dir)
+    calibration = after_training(result.run_dir, kind)  # ood statistics / post-processing
     if not console.state.quiet:
         console.out().print(train_table(result))
+        if calibration is not None:
+            console.info(summary(calibration))
 
 
 _make_command(
@@ -234,7 +235,9 @@ _make_command(
     """Train a lesion segmenter: U-Net with an EfficientNetB2 (or other) encoder.
 
     Same run directory, callbacks, resume and progress as train-cls; best checkpoint by
-    validation IoU at threshold 0.5. Defaults are the reference study's best setting.
+    validation IoU at threshold 0.5. Defaults are the reference study's best setting. It ends
+    with the calibration step: the mask post-processing chosen on the validation cases
+    (RUN/postprocess.json; 'breastus calibrate RUN' runs it again).
     """,
     "Examples: breastus train-seg data/breast  (U-Net EfficientNetB2, 20 epochs, lr 0.005)  |  "
     "breastus train-seg data/breast --weights none --img-size 64 --epochs 2  |  "

@@ -253,6 +253,31 @@ class Fusion:
                        "sha256": str(data["partner"]["sha256"])})
 
 
+@dataclass
+class FusedScores:
+    """Some cases scored by a fused classifier (:func:`score_cases`)."""
+
+    p_descriptors: np.ndarray  # the descriptor model alone
+    p_fused: np.ndarray
+    why: list[str]  # per case, the descriptors that moved its descriptor score most
+    malignant: np.ndarray  # p_fused at or above the fused threshold
+    descriptors_malignant: np.ndarray  # p_descriptors at or above the descriptor threshold
+
+
+def score_cases(fused: Fusion, p_cnn: np.ndarray, x: np.ndarray,
+                p_partner: np.ndarray | None = None) -> FusedScores:
+    """The one place a fused classifier scores cases, for evaluate (:func:`score_run`) and
+    predict's rows alike: the CNN's (and the second classifier's) p(malignant) as reported
+    (:func:`~breastus_cli.engine.stats.metrics.as_score`), descriptor rows ``x``
+    (:func:`feature_row`, :func:`feature_matrix`), the fused and descriptor labels and the
+    reasons."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1, len(features()))
+    p_desc, p_fused = fused.scores(as_score(p_cnn), x,
+                                   None if p_partner is None else as_score(p_partner))
+    return FusedScores(p_desc, p_fused, fused.explain(x), p_fused >= fused.threshold,
+                       p_desc >= fused.descriptor_threshold)
+
+
 def _with_rule(fitted_on: dict[str, str]) -> dict[str, str]:
     """``fitted_on`` with its ``threshold_rule`` field: a fusion.json written before the field
     gets it from its sentence here, and writes it with the next evaluation's fusion block."""
@@ -324,10 +349,10 @@ def partner_dir(run_dir: Path, fused: Fusion) -> Path:
         raise InputError(f"{Path(run_dir) / FUSION} fuses with the classifier {path}, which is "
                          f"missing (no {PARTNER_MODEL})",
                          hint="keep the two runs side by side as they were, or fit the fusion "
-                              "again with 'evaluate --fusion descriptors --fuse-with'")
+                              "again with 'calibrate --fusion descriptors --fuse-with'")
     if file_sha256(model) != fused.partner["sha256"]:
         raise InputError(f"{model} has changed since {Path(run_dir) / FUSION} was fitted with "
-                         "it", hint="fit the fusion again with 'evaluate --fusion descriptors "
+                         "it", hint="fit the fusion again with 'calibrate --fusion descriptors "
                                     "--fuse-with'")
     return path
 
@@ -344,7 +369,7 @@ def read(run_dir: Path) -> Fusion | None:
     return Fusion.from_dict(read_fusion(path, features()))
 
 
-# ---- a run's fusion, fitted and scored (evaluate calls these) -------------------------------
+# ---- a run's fusion, fitted (the calibration step) and scored (evaluate) --------------------
 def _labels(frame: Any) -> np.ndarray:
     return (frame["label"] == "malignant").to_numpy().astype(int)
 
@@ -390,7 +415,8 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
     table = case_table(frame, masks)
     with atomic_path(Path(out_dir) / "descriptors.csv") as tmp:
         table.assign(label=list(frame["label"])).to_csv(tmp, index=False)
-    p_desc, p_fused = fused.scores(p_cnn, feature_matrix(table), p_partner)
+    scored = score_cases(fused, p_cnn, feature_matrix(table), p_partner)
+    p_desc, p_fused = scored.p_descriptors, scored.p_fused
     keep = ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "ci")
 
     def block(p: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -410,25 +436,23 @@ def score_run(fused: Fusion, frame: Any, p_cnn: np.ndarray, cnn_threshold: float
         "combiner_weights": fused.combiner.weights(),
         "fitted_on": fused.fitted_on,
     }
-    why = np.asarray(fused.explain(feature_matrix(table)), dtype=object)
-    columns = {"fused_why": why, "p_descriptors": p_desc,
-               "y_pred_descriptors": p_desc >= fused.descriptor_threshold,
-               "p_fused": p_fused, "y_pred_fused": p_fused >= fused.threshold}
+    columns = {"fused_why": np.asarray(scored.why, dtype=object), "p_descriptors": p_desc,
+               "y_pred_descriptors": scored.descriptors_malignant,
+               "p_fused": p_fused, "y_pred_fused": scored.malignant}
     if fused.partner is not None and p_partner is not None:
         report["partner"] = block(p_partner, partner_threshold) | {
             "run": fused.partner["path"]}
         columns |= {"p_partner": p_partner, "y_pred_partner": p_partner >= partner_threshold}
     has_mask = (frame["mask_path"] != "").to_numpy()
     if has_mask.all():
-        p_desc_gt, p_fused_gt = fused.scores(p_cnn, feature_matrix(case_table(frame)),
-                                             p_partner)
+        oracle = score_cases(fused, p_cnn, feature_matrix(case_table(frame)), p_partner)
         report["ground_truth_masks"] = {
             "source": ORACLE,
-            "descriptors": block(p_desc_gt, fused.descriptor_threshold),
-            "fused": block(p_fused_gt, fused.threshold)}
-        columns |= {"p_descriptors_gt_mask": p_desc_gt,
-                    "y_pred_descriptors_gt_mask": p_desc_gt >= fused.descriptor_threshold,
-                    "p_fused_gt_mask": p_fused_gt,
-                    "y_pred_fused_gt_mask": p_fused_gt >= fused.threshold}
+            "descriptors": block(oracle.p_descriptors, fused.descriptor_threshold),
+            "fused": block(oracle.p_fused, fused.threshold)}
+        columns |= {"p_descriptors_gt_mask": oracle.p_descriptors,
+                    "y_pred_descriptors_gt_mask": oracle.descriptors_malignant,
+                    "p_fused_gt_mask": oracle.p_fused,
+                    "y_pred_fused_gt_mask": oracle.malignant}
     # the scores are rounded already (Fusion.scores, metrics.as_score); labels as 0/1
     return report, {k: (v if v.dtype.kind in "fO" else v.astype(int)) for k, v in columns.items()}

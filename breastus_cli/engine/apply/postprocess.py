@@ -4,8 +4,8 @@ Every image of breastus's datasets shows one lesion, yet a segmenter may also ma
 second blob or leave a hole. nnU-Net's answer, used here: on the validation cases, compare the
 mean Dice of the masks as they are with that of their largest connected component (8-connected,
 holes filled), and keep the post-processing only if it raises it. The choice is
-``RUN/postprocess.json``, made by ``breastus evaluate`` the first time it scores a segmentation
-run (``cv seg`` does so for every fold); every mask breastus then draws from that run applies
+``RUN/postprocess.json``, made by the calibration step (``breastus calibrate RUN``; train-seg
+runs it at its end, ``cv seg`` for every fold); every mask breastus then draws from that run applies
 it: evaluate's, the lesion crops and descriptors of ``--seg-run``/``--seg-cv``, and predict's.
 A run without the file (trained before it existed, or its validation cases gone) keeps its masks
 as they are. A fold ensemble applies it when most of its folds chose it.

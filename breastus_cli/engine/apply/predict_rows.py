@@ -158,17 +158,16 @@ def predict_batch(frames: list[Frame], outputs: Outputs, cls: LoadedRun | None,
             values = describe_both_units(mask, frame.image, pixel)
             row.update(descriptor_cells(values))
             if fused is not None and p_mal is not None:
-                x = fusion.feature_row(values)
-                p_two = (None if outputs.p_partner is None
-                         else as_score(outputs.p_partner[i:i + 1]))  # as evaluate scores it
-                p_desc, p_fused = fused.scores(as_score(p_mal[i:i + 1]), x, p_two)
+                p_two = None if outputs.p_partner is None else outputs.p_partner[i:i + 1]
+                # the one fused scoring, evaluate's too (fusion.score_cases)
+                scored = fusion.score_cases(fused, p_mal[i:i + 1], fusion.feature_row(values),
+                                            p_two)
                 if p_two is not None:  # scores are rounded where made (metrics.as_score)
-                    row["p_partner"] = float(p_two[0])
-                row.update({"p_descriptors": float(p_desc[0]),
-                            "fused_why": fused.explain(x)[0],
-                            "p_fused": float(p_fused[0]),
-                            "label_fused": "malignant" if p_fused[0] >= fused.threshold
-                            else "benign"})
+                    row["p_partner"] = float(as_score(p_two)[0])
+                row.update({"p_descriptors": float(scored.p_descriptors[0]),
+                            "fused_why": scored.why[0],
+                            "p_fused": float(scored.p_fused[0]),
+                            "label_fused": "malignant" if scored.malignant[0] else "benign"})
             if settings.save_masks:
                 save_png(mask, out / "masks" / f"{stem}.png")
                 row["mask"] = f"masks/{stem}.png"

@@ -6,18 +6,24 @@ reaches ``--target-sensitivity`` on the validation split), metrics with bootstra
 
 The jobs live beside it: settings and EvalResult (eval_settings), which cases and the checks
 that they are fair (eval_cases), scoring a classifier (evaluate_cls) or a segmenter
-(evaluate_seg).
+(evaluate_seg). Evaluate reads the run and writes its own eval folder; given
+``--target-sensitivity`` or ``--fusion`` it first runs the calibration step (calibrate.py,
+``breastus calibrate``), which writes the run files it chooses, and says so.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from breastus_cli.atomic import write_json
 from breastus_cli.engine.apply.masks import mask_cache
-from breastus_cli.engine.evaluation.eval_cases import ensemble_config, twins_in_training
-from breastus_cli.engine.evaluation.eval_settings import EvalResult, EvalSettings
+from breastus_cli.engine.evaluation.calibrate import calibrate
+from breastus_cli.engine.evaluation.eval_cases import (
+    data_dir, ensemble_config, is_other_dataset, twins_in_training,
+)
+from breastus_cli.engine.evaluation.eval_settings import Calibration, EvalResult, EvalSettings
 from breastus_cli.engine.evaluation.evaluate_cls import evaluate_cls
 from breastus_cli.engine.evaluation.evaluate_seg import evaluate_seg
 from breastus_cli.engine.runs.rundir import read_config
@@ -25,22 +31,31 @@ from breastus_cli.errors import InputError
 from breastus_cli.ownership import claim
 
 
-def evaluate(settings: EvalSettings) -> EvalResult:
-    """Evaluate one run; writes ``RUN/eval-<split>/predictions.csv`` and ``metrics.json``."""
+def evaluate(settings: EvalSettings, calibration: Calibration | None = None) -> EvalResult:
+    """Evaluate one run; writes ``RUN/eval-<split>/predictions.csv`` and ``metrics.json``.
+
+    A classifier evaluated with ``--target-sensitivity`` or ``--fusion`` is calibrated first
+    (:func:`~breastus_cli.engine.evaluation.calibrate.calibrate`: threshold.json, fusion.json),
+    unless ``calibration`` (what cv just chose for the fold) is given; the result's
+    ``calibration`` says what was chosen and written."""
     settings.validate()
     start = time.perf_counter()
     config = (ensemble_config(settings.run_dir, Path(settings.data or "")) if settings.ensemble
               else read_config(settings.run_dir))
-    # RUN/eval-*/ (and threshold.json, fusion.json ...) go into the run or cross-validation
-    # folder: breastus's own, with no link in it that leads out of it
+    # RUN/eval-*/ go into the run or cross-validation folder: breastus's own, with no link in
+    # it that leads out of it
     claim(settings.run_dir, "cv" if settings.ensemble else "run", option="")
     if config.get("task") == "seg":
         result = evaluate_seg(settings, config, start)
+        result.calibration = calibration  # cv's fold: the post-processing it chose just before
     elif config.get("task") != "cls":
         raise InputError(f"{settings.run_dir}: unknown task '{config.get('task')}' in config.json")
     else:
         with mask_cache():  # the segmenter's masks, computed once for crops and descriptors
-            result = evaluate_cls(settings, config, start)
+            if calibration is None and settings.calibrates():
+                calibration = calibrate(settings.calibration(), work_dir=_work_dir(settings,
+                                                                                   config))
+            result = evaluate_cls(settings, config, start, calibration)
     result.metrics["tta"] = settings.tta
     twins = None if settings.ensemble else twins_in_training(settings, config)
     if twins is not None:
@@ -53,3 +68,8 @@ def evaluate(settings: EvalSettings) -> EvalResult:
     write_json(result.out_dir / "metrics.json", result.metrics)
     return result
 
+
+def _work_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
+    """Where the calibration's validation crops go: this evaluation's folder (beside its own)."""
+    data = data_dir(settings, config)
+    return settings.out_dir(other=is_other_dataset(settings, config, data))

@@ -1,6 +1,9 @@
 """``breastus evaluate`` of a classifier: p(malignant) per case (whole images, or lesion crops
 from the ground-truth or a segmenter's masks), the threshold, metrics with bootstrap CIs, the
-fused classifier's numbers beside the CNN's; RUN/eval-<split>/predictions.csv, metrics.json."""
+fused classifier's numbers beside the CNN's; RUN/eval-<split>/predictions.csv, metrics.json.
+
+The threshold and the fused classifier are the run's (threshold.json, fusion.json), or those
+the calibration step (evaluation/calibrate.py) just chose when evaluate was asked to."""
 
 from __future__ import annotations
 
@@ -22,17 +25,17 @@ from breastus_cli.engine.evaluation.eval_cases import (
     by_dataset, check_not_own_data, check_partner_unseen, data_dir, is_other_dataset,
     split_cases,
 )
-from breastus_cli.engine.evaluation.eval_settings import EvalResult, EvalSettings, command_line
+from breastus_cli.engine.evaluation.eval_settings import (
+    Calibration, CalibrateSettings, EvalResult, EvalSettings, command_line,
+)
 from breastus_cli.engine.runs.cvdir import is_cv_dir
 from breastus_cli.engine.runs.provenance import (
     CHOSEN_ON_VALIDATION, masks_source,
 )
 from breastus_cli.engine.runs.rundir import (
-    THRESHOLD, THRESHOLD_RULE, check_same_split, read_config, read_threshold, split_fingerprint,
+    THRESHOLD_RULE, check_same_split, read_config, read_threshold,
 )
-from breastus_cli.engine.stats.metrics import (
-    as_score, classification_metrics, threshold_for_sensitivity,
-)
+from breastus_cli.engine.stats.metrics import as_score, classification_metrics
 from breastus_cli.errors import InputError, UsageError, WorkError
 
 #: metrics.json's ``roi_source`` of a lesion-centred classifier scored on ground-truth crops
@@ -44,7 +47,8 @@ def p_malignant(loaded: Any, images: list[str], batch_size: int) -> np.ndarray:
     return as_score(loaded.run_files(images, batch_size)[:, 1])  # as predictions.csv has it
 
 
-def cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_dir: Path,
+def cls_images(frame: Any, config: dict[str, Any],
+                settings: EvalSettings | CalibrateSettings, out_dir: Path,
                 role: str, source: str, prefix: str = "") -> tuple[list[str], list[bool] | None]:
     """What the classifier sees: whole images, or lesion crops from the ground-truth masks
     (``source='gt'``) or from the segmenter's masks (``'seg'``); with crops, whether a lesion
@@ -73,17 +77,20 @@ def cls_images(frame: Any, config: dict[str, Any], settings: EvalSettings, out_d
     return paths, found
 
 
-def partner_scores(partner: Path, frames: dict[str, Any], settings: EvalSettings,
-                    out_dir: Path, data: Path,
-                    run_config: dict[str, Any]) -> tuple[dict[str, np.ndarray], float]:
+def partner_scores(partner: Path, frames: dict[str, Any],
+                   settings: EvalSettings | CalibrateSettings, out_dir: Path, data: Path,
+                   run_config: dict[str, Any], also_unseen: list[Any] | None = None,
+                   ) -> tuple[dict[str, np.ndarray], float]:
     """A second classifier's p(malignant) on each named frame (through the one inference
     path: whole images, or lesion crops from ``--seg-run`` when it is lesion-centred), and its
-    own decision threshold."""
+    own decision threshold. It must not have trained on those cases, nor on ``also_unseen``'s
+    (the cases the fusion fitted on them will score)."""
     config = read_config(partner)
     if config.get("task") != "cls":
         raise InputError(f"--fuse-with {partner} is a '{config.get('task')}' run, not a "
                          "classifier")
-    check_partner_unseen(partner, config, data, list(frames.values()), run_config)
+    check_partner_unseen(partner, config, data, [*frames.values(), *(also_unseen or [])],
+                         run_config)
     roi = config.get("roi", {}).get("source", "none") != "none"
     loaded = open_run(partner, "cls", config=config, tta=settings.tta)
     scores = {}
@@ -94,7 +101,25 @@ def partner_scores(partner: Path, frames: dict[str, Any], settings: EvalSettings
     return scores, read_threshold(partner, config).value
 
 
-def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
+def check_seg_run(seg_run: Path | None, roi: bool, fused: bool, data: Path, split: str) -> None:
+    """Refuse (exit 2) a ``--seg-run`` that nothing uses (a whole-image classifier without a
+    fused classifier), a segmenter fold ensemble of this very dataset, or a segmenter whose
+    dataset has been re-split since it trained."""
+    if seg_run is None:
+        return
+    if not roi and not fused:
+        raise UsageError("--seg-run is for lesion-centred classifiers (trained with --roi mask) "
+                         "and fused ones (--fusion descriptors)")
+    if is_cv_dir(seg_run):
+        check_not_own_data(seg_run, data, "--seg-run")  # a segmenter fold ensemble
+    elif split != "all":
+        check_same_split(seg_run, read_config(seg_run), data)
+
+
+def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float,
+                 calibration: Calibration | None = None) -> EvalResult:
+    """Score a classifier on ``settings.split``; ``calibration``: what the calibration step
+    chose for this evaluation (its threshold and fused classifier then apply)."""
 
     data = data_dir(settings, config)
     frame = split_cases(data, settings.split, config)
@@ -108,14 +133,9 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -
     out_dir.mkdir(parents=True, exist_ok=True)
     roi = config.get("roi", {}).get("source", "none") != "none"
     source = "seg" if roi and settings.seg_run is not None else "gt"
-    fused = None if settings.fusion != "none" else fusion.read(Path(settings.run_dir))
-    if settings.seg_run is not None and not roi and settings.fusion == "none" and fused is None:
-        raise UsageError("--seg-run is for lesion-centred classifiers (trained with --roi mask) "
-                         "and fused ones (--fusion descriptors)")
-    if settings.seg_run is not None and is_cv_dir(settings.seg_run):
-        check_not_own_data(settings.seg_run, data, "--seg-run")  # a segmenter fold ensemble
-    elif settings.seg_run is not None and settings.split != "all":
-        check_same_split(settings.seg_run, read_config(settings.seg_run), data)
+    fused = (calibration.fusion if calibration is not None and calibration.fusion is not None
+             else fusion.read(Path(settings.run_dir)))
+    check_seg_run(settings.seg_run, roi, fused is not None, data, settings.split)
     images, found = cls_images(frame, config, settings, out_dir, settings.split, source)
     p = p_malignant(loaded, images, settings.batch_size)
     if not np.isfinite(p).all():
@@ -135,34 +155,11 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -
             # post-processing (engine/apply/postprocess.py)
             extra["roi"].update(masks_source(settings.seg_run, out_dir))
             extra["roi"]["mask_postprocess"] = postprocess.of(settings.seg_run).method
-    val = p_val = None
-    if settings.target_sensitivity is not None or settings.fusion != "none":
-        val = split_cases(data, "val", config)
-        val = val[val["label"].isin(["benign", "malignant"])].reset_index(drop=True)
-        val_images, _ = cls_images(val, config, settings, out_dir, "val", source)
-        p_val = p_malignant(loaded, val_images, settings.batch_size)
-    if settings.target_sensitivity is not None:
-        y_val = (val["label"] == "malignant").to_numpy().astype(int)
-        if y_val.sum() == 0:
-            raise InputError("--target-sensitivity needs malignant cases in the validation split")
-        threshold = threshold_for_sensitivity(y_val, p_val, settings.target_sensitivity)
-        source_text = ("chosen on validation cases for target sensitivity "
-                       f"{settings.target_sensitivity:g}")
-        extra["validation_sensitivity"] = float(((p_val >= threshold) & (y_val == 1)).sum()
-                                                / y_val.sum())
-        extra["validation_n"] = int(len(y_val))
-        # predict uses this threshold for the run from now on (its label column); one chosen
-        # on test-time-augmented scores, or on another dataset's validation cases, belongs to
-        # that evaluation only (metrics.json)
-        if settings.tta == "none" and not other:
-            write_json(Path(settings.run_dir) / THRESHOLD, {
-                "threshold": threshold, "source": source_text,
-                "target_sensitivity": settings.target_sensitivity,
-                "chosen_on": CHOSEN_ON_VALIDATION,
-                "validation_sensitivity": extra["validation_sensitivity"],
-                "validation_n": extra["validation_n"], "data": str(data),
-                "split_sha256": split_fingerprint(data,
-                                                  config["settings"].get("fold") is not None)})
+    chosen_now = calibration.threshold if calibration is not None else None
+    if chosen_now is not None:  # chosen on the validation cases by the calibration step
+        threshold, source_text = float(chosen_now["threshold"]), str(chosen_now["source"])
+        extra["validation_sensitivity"] = chosen_now["validation_sensitivity"]
+        extra["validation_n"] = chosen_now["validation_n"]
     elif settings.threshold is not None:
         threshold = float(settings.threshold)
         source_text = f"given with --threshold {threshold:g}"
@@ -198,14 +195,8 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -
     p_partner: dict[str, np.ndarray] = {}
     partner_threshold = 0.5
     if partner is not None:
-        wanted = {settings.split: frame, **({"val": val} if settings.fusion != "none" else {})}
-        p_partner, partner_threshold = partner_scores(partner, wanted, settings, out_dir, data,
-                                                       config)
-    if settings.fusion != "none":
-        # fitted on this run's training (descriptors) and validation (combination) cases
-        fused = fusion.fit_for_run(Path(settings.run_dir), config, data, Path(settings.seg_run),
-                                   val, p_val, settings.target_sensitivity, settings.batch_size,
-                                   partner, p_partner.get("val"))
+        p_partner, partner_threshold = partner_scores(partner, {settings.split: frame}, settings,
+                                                      out_dir, data, config)
     if fused is not None and settings.seg_run is not None:
         extra["fusion"], fusion_columns = fusion.score_run(
             fused, frame, p, threshold, Path(settings.seg_run), out_dir, settings.batch_size,
@@ -244,5 +235,5 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float) -
                       split=settings.split, metrics=metrics, frame=predictions, config=config,
                       command=command, threshold_source=source_text,
                       seconds=round(time.perf_counter() - start, 2), extra=extra, data=data,
-                      other=other or settings.ensemble)
+                      other=other or settings.ensemble, calibration=calibration)
 

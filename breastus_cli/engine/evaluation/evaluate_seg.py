@@ -1,6 +1,7 @@
 """``breastus evaluate`` of a segmenter: per-case IoU, Dice, precision, recall, HD95 and areas
-at each image's original size, the mask post-processing (the run's, chosen on its validation
-cases the first time), lesion descriptors of predicted against true masks."""
+at each image's original size, the mask post-processing (the run's: RUN/postprocess.json, which
+the calibration step chose on its validation cases; none without it), lesion descriptors of
+predicted against true masks. It reads the run and writes only its own eval folder."""
 
 from __future__ import annotations
 
@@ -20,9 +21,7 @@ from breastus_cli.engine.evaluation.eval_cases import (
     by_dataset, data_dir, is_other_dataset, split_cases,
 )
 from breastus_cli.engine.evaluation.eval_settings import EvalResult, EvalSettings, command_line
-from breastus_cli.engine.runs.rundir import (
-    THRESHOLD_RULE, check_same_split, read_threshold, run_cases,
-)
+from breastus_cli.engine.runs.rundir import THRESHOLD_RULE, read_threshold
 from breastus_cli.engine.stats.descriptors import agreement as descriptor_agreement
 from breastus_cli.engine.stats.descriptors import describe
 from breastus_cli.engine.stats.seg_metrics import case_metrics, dataset_metrics
@@ -38,35 +37,20 @@ def truth_mask(case: Any, include_other: bool) -> np.ndarray:
     return read_mask(paths)
 
 
-def seg_postprocess(settings: EvalSettings, config: dict[str, Any], loaded: Any,
-                     include_other: bool) -> Any:
+#: where a run without RUN/postprocess.json gets one (evaluate reads the run, never writes it)
+NOT_CHOSEN = ("none (not chosen for this run: 'breastus calibrate RUN' chooses it on its "
+              "validation cases)")
+
+
+def seg_postprocess(settings: EvalSettings, loaded: Any) -> Any:
     """The mask post-processing a segmentation evaluation applies: ``--postprocess`` when
-    given, else the run's (a fold ensemble's majority). A run without RUN/postprocess.json
-    chooses it now on its own validation cases (:func:`postprocess.choose`, at the run's own
-    threshold) and writes the file; when those cases cannot be read, masks stay as they are."""
+    given, else the run's as predict applies it (RUN/postprocess.json, a fold ensemble's
+    majority; masks as they are without it, said so with the command that chooses it)."""
     if settings.postprocess is not None:
         return postprocess.Postprocess(settings.postprocess, "given with --postprocess")
-    run_dir = Path(settings.run_dir)
-    if settings.ensemble or (run_dir / postprocess.POSTPROCESS).is_file():
-        return loaded.postprocess
-    try:
-        own = Path(config["data"]["path"])
-        check_same_split(run_dir, config, own)
-        frame = run_cases(config, "val", own)
-    except (InputError, KeyError, TypeError, OSError) as exc:
-        reason = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-        return postprocess.Postprocess("none", f"none (not chosen: the run's validation cases "
-                                               f"cannot be read: {reason})")
-    frame = frame[frame["mask_path"] != ""].reset_index(drop=True)
-    if len(frame) == 0:
-        return postprocess.Postprocess("none", "none (not chosen: no validation case has a mask)")
-    threshold = read_threshold(run_dir, config).value
-    probabilities = loaded.run_files(list(frame["image_path"]), settings.batch_size)
-    truths = [truth_mask(case, include_other) for _, case in frame.iterrows()]
-    preds = [to_original_size(prob, truth.shape, threshold)[1]
-             for prob, truth in zip(probabilities, truths)]
-    postprocess.write(run_dir, postprocess.choose(truths, preds))
-    return postprocess.read(run_dir)
+    if not settings.ensemble and not (Path(settings.run_dir) / postprocess.POSTPROCESS).is_file():
+        return postprocess.Postprocess("none", NOT_CHOSEN)
+    return loaded.postprocess
 
 
 def evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
@@ -86,7 +70,7 @@ def evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -
         threshold, threshold_source = chosen.value, chosen.source
     include_other = bool(config["settings"].get("include_other_masks"))
     loaded = open_run(settings.run_dir, "seg", config=config, tta=settings.tta)
-    chosen = seg_postprocess(settings, config, loaded, include_other)
+    chosen = seg_postprocess(settings, loaded)
     probabilities = loaded.run_files(list(frame["image_path"]), settings.batch_size)
     if not np.isfinite(probabilities).all():
         raise WorkError(f"{settings.run_dir}: the model outputs non-finite values; the training "

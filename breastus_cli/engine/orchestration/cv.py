@@ -24,7 +24,8 @@ import numpy as np
 from breastus_cli.atomic import atomic_path, write_json
 from breastus_cli.data.combine import dataset_column
 from breastus_cli.data.split import read_splits
-from breastus_cli.engine.evaluation.eval_settings import EvalSettings
+from breastus_cli.engine.evaluation.calibrate import calibrate, needed
+from breastus_cli.engine.evaluation.eval_settings import Calibration, EvalSettings
 from breastus_cli.engine.evaluation.evaluate import evaluate
 from breastus_cli.engine.orchestration.plan import (
     PlanKind, open_plan, read_own_plan, submit_parts, train_part,
@@ -245,10 +246,28 @@ def run_fold(out: Path, k: int) -> str:
                              hint=f"finish 'breastus cv cls' there first (fold-{k})")
         partner = fold_dir(Path(partner_cv), k)
     trained = train_part(settings, plan["task"])
-    evaluate(EvalSettings(run_dir=run, split="test", seg_run=seg_run,
-                          target_sensitivity=plan.get("target_sensitivity"), fusion=fusion,
-                          fuse_with=partner, n_bootstrap=0))  # fold CIs are not needed; the pooled one is
+    scoring = EvalSettings(run_dir=run, split="test", seg_run=seg_run,
+                           target_sensitivity=plan.get("target_sensitivity"), fusion=fusion,
+                           fuse_with=partner, n_bootstrap=0)  # fold CIs unneeded: pooled ones are
+    evaluate(scoring, calibrate_fold(scoring, plan["task"]))
     return "trained" if trained else "evaluated"
+
+
+def calibrate_fold(scoring: EvalSettings, task: str) -> Calibration | None:
+    """The calibration step on a fold's validation cases (evaluation/calibrate.py): the
+    segmenter's mask post-processing; the classifier's threshold for the plan's target
+    sensitivity and its fused classifier, when asked. Its validation crops go beside the
+    fold's evaluation, as they always did. A segmenter fold whose validation cases hold no
+    mask keeps its masks as they are (said in its evaluation), as before."""
+    wanted = scoring.calibration()
+    if not needed(wanted, task):
+        return None
+    try:
+        return calibrate(wanted, work_dir=scoring.out_dir())
+    except InputError:
+        if task != "seg":
+            raise
+        return None
 
 
 def cv(settings: CVSettings) -> CVResult:

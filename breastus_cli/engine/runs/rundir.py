@@ -3,8 +3,11 @@
 
     RUN/config.json     every setting, seed, versions, host, Slurm job, command; the data it
                         trained on (SHA-256 of manifest.csv and splits.csv, fold)
-    RUN/threshold.json  the decision threshold 'evaluate --target-sensitivity' chose on the
-                        validation cases (evaluate, predict, export use it; else 0.5)
+    RUN/threshold.json  the decision threshold the calibration step ('calibrate' or 'evaluate
+                        --target-sensitivity') chose on the validation cases (evaluate,
+                        predict, export use it; else 0.5)
+    RUN/postprocess.json, RUN/fusion.json   a segmenter's mask post-processing, a classifier's
+                        fused model: chosen by the same step (engine/evaluation/calibrate.py)
     RUN/history.csv     one row per epoch
     RUN/model.keras     best checkpoint by the monitored validation metric
     RUN/best.json       which epoch that was, and its metrics
@@ -42,7 +45,7 @@ BEST = "best.json"
 CHECKPOINTS = "checkpoints"
 LOG = "train.log"
 GRID = "grid"  # models saved at chosen epochs (sweeps): grid/epoch-010.keras
-THRESHOLD = "threshold.json"  # the decision threshold evaluate --target-sensitivity chose
+THRESHOLD = "threshold.json"  # the decision threshold calibrate --target-sensitivity chose
 #: The one decision-threshold rule of evaluate, predict, export and cv (written in metrics.json).
 THRESHOLD_RULE = ("the run's threshold.json (chosen on validation cases by 'evaluate "
                   "--target-sensitivity') when present, else 0.5")
@@ -225,8 +228,9 @@ class Threshold:
 def read_threshold(run_dir: str | Path,
                    config: dict[str, Any] | RunConfig | None = None) -> Threshold:
     """The run's decision threshold by the one rule: ``RUN/threshold.json`` (chosen on
-    validation cases by ``evaluate --target-sensitivity``) when present, else config.json's
-    (0.5). A malformed threshold.json is an :class:`InputError` naming it."""
+    validation cases by the calibration step, ``calibrate --target-sensitivity``) when
+    present, else config.json's (0.5). A malformed threshold.json is an :class:`InputError`
+    naming it."""
     path = Path(run_dir) / THRESHOLD
     if not path.is_file():
         value = RunConfig.of(config if config is not None else read_config(run_dir)).threshold
@@ -236,7 +240,7 @@ def read_threshold(run_dir: str | Path,
     if target is None:  # written before the target was recorded: "..., target sensitivity 0.9"
         found = re.search(r"target sensitivity ([0-9.]+)", str(chosen.source or ""))
         target = float(found.group(1)) if found else None
-    # threshold.json is written by evaluate --target-sensitivity only: chosen on validation
+    # threshold.json is written by the calibration step only: chosen on validation
     # (its chosen_on field; files written before the field were chosen there too)
     return Threshold(value, "chosen on validation cases"
                      + (f" for target sensitivity {float(target):g}" if target else ""),
