@@ -65,6 +65,15 @@ run_unless "$f/eval-test/metrics.json" breastus evaluate "$f" --seg-run "$s" --f
   --target-sensitivity 0.9
 run_unless "$f/eval-$(basename "$br")-all/metrics.json" breastus evaluate "$f" --data "$br" --split all \
   --seg-run "$s"
+# the Lite0 U-Net fine-tuned on BrEaST's 5 folds, and the BrEaST Lite0 CV fused with the lesion
+# descriptors of the same folds' U-Net (fitted on each fold's own cases, without retraining)
+u=$work/cv-breast-unet-lite0-ft
+run_unless "$u/summary.json" breastus cv seg "$br" --weights "$s" --backbone efficientnet-lite0 --folds 5 \
+  --val-fraction 0.15 --seed 42 --img-size 128 --epochs 12 --lr 3e-4 --batch-size 8 --out "$u"
+log breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 --epochs 30 --target-sensitivity 0.9 \
+  "${lite[@]}" --seg-cv "$u" --fusion descriptors --out "$cv"
+grep -q '"fusion"' "$cv/summary.json" || breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 \
+  --epochs 30 --target-sensitivity 0.9 "${lite[@]}" --seg-cv "$u" --fusion descriptors --out "$cv"
 # the BUS-BRA model fine-tuned on BrEaST's 5 folds
 run_unless "$work/cv-breast-lite0-ft/summary.json" breastus cv cls "$br" --weights "$work/lite0-160-f0" \
   --folds 5 --val-fraction 0.15 --seed 42 --model efficientnet-lite0 --img-size 160 --epochs 20 --lr 1e-4 \

@@ -40,7 +40,10 @@ def _work(tmp_path: Path) -> Path:
     summary = {"task": "cls", "n": 252, "n_malignant": 98,
                "metrics": {k: {"pooled": v, "ci": [v - 0.06, v + 0.06]}
                            for k, v in (("auc", 0.755), ("sensitivity", 0.888),
-                                        ("specificity", 0.455))}}
+                                        ("specificity", 0.455))},
+               "fusion": {"fused": {k: {"pooled": v, "ci": [v - 0.05, v + 0.05]}
+                                    for k, v in (("auc", 0.83), ("sensitivity", 0.857),
+                                                 ("specificity", 0.61))}}}
     (work / "cv-breast-lite0").mkdir()
     (work / "cv-breast-lite0" / "summary.json").write_text(json.dumps(summary))
     nh = work / "newhosp"
@@ -66,6 +69,10 @@ def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
     # the seed spread: two seeds ran, the third is said not run; mean ± sd of those that ran
     assert "| 43 | 0.900 (0.850–0.940) | 0.792 (0.742–0.832) | 22 |" in text
     assert "| 44 | not run | | |" in text
+    assert "combination fitted on each fold's validation cases | BrEaST, 5 folds pooled out of " \
+           "fold | 252 (98 malignant) | 0.830 (0.780–0.880) | 0.857 (0.807–0.907) / " \
+           "0.610 (0.560–0.660) | |" in text
+    assert "fused with descriptors 0.830 (not met: goal 0.88)" in text
     # the model choice on validation: a finished seed's best epoch and its last-10 mean; a seed
     # still training is not compared
     assert "| EfficientNet-Lite0 ImageNet, 160 px, constant 1e-4 (seed 42) | 0.810 (3) | 0.801 |" \
@@ -77,7 +84,7 @@ def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
     assert "| trained on BUS-BRA folds 2-5 | BrEaST, all 252 (another hospital) | | not run |" in text
     assert "- BUS-BRA fold 1: AUC 0.910 (not met: goal 0.93)." in text
     assert "U-Net Dice on BUS-BRA fold 1 0.861 (met: goal 0.8); on BrEaST (another hospital) " \
-           "not run (goal 0.8)." in text
+           "not run (goal 0.8); BrEaST 5-fold, fine-tuned not run (goal 0.8)." in text
     # the new-hospital part: ood separation, AdaBN cross-fitted, the local-threshold table
     assert "| Lite0 trained on BUS-BRA folds 2-5 | BUS-BRA fold 1 (376) | BrEaST, all (252) | " \
            "0.949 (0.931–0.965) | 5.3% / 61.1% / 4.8% |" in text
