@@ -197,6 +197,41 @@ def test_int8_full_integer_agrees_on_the_label_for_most_test_images(
     assert "model-int8.tflite" in again["exports"]
 
 
+def test_int8_mixed_keeps_the_first_layers_float_and_agrees(cls_export_run, cls_reference,
+                                                            tmp_path):
+    from breastus_cli import backend
+    from breastus_cli.engine.export.export import GREY_INPUT_FOLDED, TFLiteModel
+
+    out = tmp_path / "mixed"
+    meta = _export(cls_export_run, "--quantize", "int8-mixed", "--representative", "40",
+                   "--samples", "20", "--out", str(out))
+    conversion = meta["conversion"]
+    assert meta["quantize"] == "int8-mixed"
+    assert conversion["int8_mode"] == "first-layers-float"
+    # the grey copy folded into the first convolution, the preprocessing and the backbone's
+    # first half of layers named in float32
+    assert conversion["grey_input"] == GREY_INPUT_FOLDED
+    floats = conversion["float_layers"]
+    assert floats[0] == "preprocess" and floats[1].startswith("backbone/")
+    assert "float32" in conversion["quantization"]
+    model_file = out / "model-int8-mixed.tflite"
+    tf = backend.tf()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+        interpreter = tf.lite.Interpreter(model_path=str(model_file))
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    assert tensors[convs[0]["inputs"][0]]["dtype"] == np.float32  # first convolution: float
+    assert tensors[convs[-1]["inputs"][0]]["dtype"] == np.int8  # last one: int8
+
+    images, reference = cls_reference
+    outputs = TFLiteModel(model_file).predict(images)
+    same = float(((outputs[:, 1] >= 0.5) == (reference[:, 1] >= 0.5)).mean())
+    assert same >= INT8_LABELS
+    assert meta["agreement"]["min_label_agreement"] == 0.95  # checked as int8 is
+
+
 def test_savedmodel_loads_with_tf_and_gives_the_same_outputs(cls_export_run, cls_reference,
                                                              tmp_path):
     from breastus_cli import backend
@@ -268,7 +303,7 @@ def test_lesion_centred_classifier_export_says_so_and_calibrates_on_crops(learn_
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--format", "onnx"], "--format must be tflite or savedmodel"),
-     (["--quantize", "int4"], "--quantize must be none, float16 or int8"),
+     (["--quantize", "int4"], "--quantize must be none, float16, int8 or int8-mixed"),
      (["--format", "savedmodel", "--quantize", "int8"],
       "--quantize int8 applies to --format tflite"),
      (["--representative", "0"], "--representative must be at least 1"),

@@ -17,7 +17,8 @@ from breastus_cli.errors import InputError, UsageError
 EXPORT_DIR = "export"
 #: TFLite files of ``breastus export`` in RUN/export/, in the order predict looks for them.
 TFLITE_FILES = {"none": "model.tflite", "float16": "model-float16.tflite",
-                "int8": "model-int8.tflite"}  # by export --quantize: the one table of names
+                "int8": "model-int8.tflite",  # by export --quantize: the one table of names
+                "int8-mixed": "model-int8-mixed.tflite"}
 TFLITE_EXPORTS = tuple(TFLITE_FILES.values())
 METADATA = "metadata.json"
 

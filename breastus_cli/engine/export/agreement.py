@@ -14,7 +14,8 @@ from breastus_cli.errors import WorkError
 
 #: Largest output difference (probabilities) accepted as "the same model", per export kind;
 #: int8 is judged on decisions instead (below): its probabilities move by up to ~0.3.
-TOLERANCE = {"savedmodel": 1e-5, "none": 1e-3, "float16": 1e-2, "int8": None}
+TOLERANCE = {"savedmodel": 1e-5, "none": 1e-3, "float16": 1e-2, "int8": None,
+             "int8-mixed": None}
 #: int8 passes when it gives the Keras model's label (at the run's threshold) on at least this
 #: share of the sample images (cls) or its mask value (0.5) on this share of the pixels (seg),
 #: or when every probability lies within INT8_CLOSE of the Keras one (then only images on the
@@ -50,7 +51,7 @@ def measure_agreement(reference: np.ndarray, outputs: np.ndarray, task: str, thr
                         f"model {reference.shape[1:]}")
     diff = np.abs(reference - outputs)
     tolerance = TOLERANCE["savedmodel" if format == "savedmodel" else quantize]
-    int8 = format != "savedmodel" and quantize == "int8"
+    int8 = format != "savedmodel" and quantize in ("int8", "int8-mixed")
     result: dict[str, Any] = {
         "max_abs_diff": float(diff.max()) if diff.size else 0.0,
         "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,

@@ -1,4 +1,5 @@
-"""Keras model -> TFLite bytes (float32, float16 weights, int8) or an inference SavedModel.
+"""Keras model -> TFLite bytes (float32, float16 weights, int8, int8 with the first layers in
+float32) or an inference SavedModel.
 
 Conversion goes through an inference-only SavedModel (tf-keras ``Model.export``) and
 ``TFLiteConverter.from_saved_model``; ``from_keras_model`` and a ``tf.function`` concrete
@@ -49,25 +50,54 @@ def _converter(model: Any, img_size: int, method: str, workdir: Path) -> Any:
 def convert_tflite(model: Any, img_size: int, quantize: str = "none",
                    representative: Callable[[], Iterator[list[np.ndarray]]] | None = None,
                    methods: tuple[str, ...] = CONVERSION_METHODS,
+                   float_layers: tuple[str, ...] = (),
                    ) -> tuple[bytes, dict[str, Any]]:
     """Convert a Keras model to TFLite bytes; returns (bytes, how it was converted).
 
     int8: full-integer (TFLITE_BUILTINS_INT8 only) with float32 input and output; if an op has
     no int8 kernel, int8 where possible with float ops left in ("mixed").
+    int8-mixed: int8 weights and activations except the ops of ``float_layers`` (Keras layer
+    paths such as ``backbone/block0_dw_conv``), which stay float32.
     """
     backend.tf()  # configured and quiet before the converter loads
-    if quantize == "int8" and representative is None:
+    if quantize in ("int8", "int8-mixed") and representative is None:
         raise ValueError("int8 quantization needs a representative dataset")
-    int8_modes = ("full-integer", "mixed") if quantize == "int8" else (None,)
+    if quantize == "int8-mixed" and not float_layers:
+        raise ValueError("int8-mixed needs the layers to keep in float32")
+    int8_modes = ("full-integer", "mixed") if quantize == "int8" else \
+        ("first-layers-float",) if quantize == "int8-mixed" else (None,)
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="breastus-export-") as workdir:
         return _convert(model, img_size, quantize, representative, methods, int8_modes,
-                        failures, Path(workdir))
+                        failures, Path(workdir), float_layers)
+
+
+def _float_nodes(calibrated: bytes, float_layers: tuple[str, ...]) -> list[str]:
+    """The calibrated model's tensors made by ``float_layers`` (their names carry the Keras
+    layer path, fused ops several of them separated by ';')."""
+    tf = backend.tf()
+    with quiet():
+        interpreter = tf.lite.Interpreter(model_content=calibrated)
+    keys = [f"{layer}/" for layer in float_layers]
+    return sorted({d["name"] for d in interpreter.get_tensor_details()
+                   if any(key in d["name"] for key in keys)})
+
+
+def _mixed_int8(converter: Any, representative: Any, float_layers: tuple[str, ...]) -> bytes:
+    """int8 everywhere but the ops of ``float_layers`` (TFLite's selective quantization)."""
+    tf = backend.tf()
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative)  # calibrates on it
+    nodes = _float_nodes(debugger.calibrated_model, float_layers)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative,
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes))
+    return debugger.get_nondebug_quantized_model()
 
 
 def _convert(model: Any, img_size: int, quantize: str, representative: Any,
              methods: tuple[str, ...], int8_modes: tuple[str | None, ...], failures: list[str],
-             workdir: Path) -> tuple[bytes, dict[str, Any]]:
+             workdir: Path, float_layers: tuple[str, ...] = ()) -> tuple[bytes, dict[str, Any]]:
     tf = backend.tf()
     for method in methods:
         for mode in int8_modes:
@@ -77,7 +107,7 @@ def _convert(model: Any, img_size: int, quantize: str, representative: Any,
                     if quantize == "float16":
                         converter.optimizations = [tf.lite.Optimize.DEFAULT]
                         converter.target_spec.supported_types = [tf.float16]
-                    elif quantize == "int8":
+                    elif quantize in ("int8", "int8-mixed"):
                         converter.optimizations = [tf.lite.Optimize.DEFAULT]
                         converter.representative_dataset = representative
                         ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -86,7 +116,8 @@ def _convert(model: Any, img_size: int, quantize: str, representative: Any,
                         converter.target_spec.supported_ops = ops
                         converter.inference_input_type = tf.float32
                         converter.inference_output_type = tf.float32
-                    content = converter.convert()
+                    content = (_mixed_int8(converter, representative, float_layers)
+                               if quantize == "int8-mixed" else converter.convert())
             except Exception as exc:  # try the next path; all failing is reported below
                 first = (str(exc).strip().splitlines() or [""])[0][:300]
                 failures.append(f"{method}{f' ({mode})' if mode else ''}: "
@@ -96,12 +127,16 @@ def _convert(model: Any, img_size: int, quantize: str, representative: Any,
                                     "tensorflow": tf.__version__}
             if quantize == "float16":
                 info["quantization"] = "float16 weights, float32 compute, float32 input/output"
-            elif quantize == "int8":
+            elif quantize in ("int8", "int8-mixed"):
                 info["quantization"] = (
                     "full-integer: int8 weights and activations" if mode == "full-integer"
-                    else "int8 where supported, some ops left in float32") + \
+                    else "int8 where supported, some ops left in float32" if mode == "mixed"
+                    else f"int8 weights and activations but the ops of the first "
+                         f"{len(float_layers)} layers, which stay float32") + \
                     "; float32 input/output (quantize/dequantize inside the model)"
                 info["int8_mode"] = mode
+                if quantize == "int8-mixed":
+                    info["float_layers"] = list(float_layers)
                 info["representative_images"] = int(getattr(representative, "count", 0))
                 info["representative_source"] = "training split"
                 classes = getattr(representative, "classes", None)
