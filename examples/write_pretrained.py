@@ -82,11 +82,13 @@ def classifier_rows(work: Path) -> tuple[list[str], dict[str, float]]:
                     f"{_metric(m, 'auc')} | {_metric(m, 'sensitivity')} / "
                     f"{_metric(m, 'specificity')} | {SCRATCH[key]} |")
     fused = work / "lite0-160-f0-fused"
-    for prefix, where in (("eval-test", "BUS-BRA fold 1"),
-                          ("eval-*-all", "BrEaST, all 252 (another hospital)")):
+    for prefix, where, key in (("eval-test", "BUS-BRA fold 1", "busbra_fused"),
+                               ("eval-*-all", "BrEaST, all 252 (another hospital)",
+                                "breast_from_busbra_fused")):
         m = _eval(fused, prefix)
         block = (m or {}).get("fusion", {}).get("fused")
         if block:
+            headline[key] = block["auc"]
             rows.append(f"|   the same, fused with the lesion descriptors of the Lite0 U-Net "
                         f"(below); combination fitted on BUS-BRA validation | {where} | "
                         f"{_cases(m)} | {_metric(block, 'auc')} | "
@@ -303,9 +305,13 @@ def section(work: Path, appended: list[Path]) -> str:
              "AUC; the mean over the last 10 epochs says how steady each trained):", "",
              *validation_rows(work), "", "Segmentation:", "", *seg, "",
              "### Goals of the pretrained part", "",
-             f"- BUS-BRA fold 1: AUC {_goal(head.get('busbra'), 0.93)}.",
+             f"- BUS-BRA fold 1: AUC {_goal(head.get('busbra'), 0.93)}"
+             + (f"; fused with descriptors {_goal(head['busbra_fused'], 0.93)}"
+                if "busbra_fused" in head else "") + ".",
              f"- BUS-BRA -> BrEaST, no BrEaST case in training: AUC "
-             f"{_goal(head.get('breast_from_busbra'), 0.85)}.",
+             f"{_goal(head.get('breast_from_busbra'), 0.85)}"
+             + (f"; fused with descriptors {_goal(head['breast_from_busbra_fused'], 0.85)}"
+                if "breast_from_busbra_fused" in head else "") + ".",
              f"- BrEaST 5-fold, whole image, no ground truth at inference: AUC "
              f"{_goal(head.get('breast_cv'), 0.88)}"
              + (f"; fused with descriptors {_goal(head.get('breast_cv_fused'), 0.88)}"
