@@ -409,8 +409,9 @@ def main() -> None:
              "98 malignant). breastus numbers are pooled over the out-of-fold predictions of a "
              "case-level stratified 5-fold cross-validation (every case scored once, by a model "
              "that never saw it), with 95% percentile-bootstrap CIs over cases; the reference "
-             "numbers come from one 27-image test split. Every breastus model is trained from "
-             "scratch (`--weights none`): no pretrained weights.", "",
+             "numbers come from one 27-image test split. Every breastus model of this table and "
+             "the BUS-BRA section is trained from scratch (`--weights none`); the "
+             "ImageNet-pretrained EfficientNet-Lite0 rows have their own section below.", "",
              "Sensitivity and specificity are those of the malignant class at a threshold chosen "
              "per fold on that fold's validation cases (carved from its training folds), to "
              "reach the sensitivity given by `--target-sensitivity`; the test fold never "
