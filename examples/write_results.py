@@ -509,9 +509,10 @@ def main() -> None:
     lines += ["", "## How the settings were chosen, and what they do not show", "",
               _where_chosen(args.work_dir, args.choices),
               "- Not tried for lack of time on 2 CPU cores: larger inputs (224 px), longer "
-              "schedules, ImageNet weights (the reference study's setting; not downloadable "
-              "here). A cosine learning-rate decay, a lower learning rate, stronger "
-              "augmentation, 128 px for ResNet50, a wider crop margin and domain pretraining "
+              "schedules, ImageNet weights for MobileNetV2 and ResNet50 (the reference study's "
+              "setting; not downloadable here: EfficientNet-Lite0's, from a pinned package, are "
+              "in the pretrained section). A cosine learning-rate decay, a lower learning "
+              "rate, stronger augmentation, 128 px for ResNet50, a wider crop margin and domain pretraining "
               "on BUS-BRA were tried later: see the BUS-BRA section.",
               "- The fused classifier's settings were fixed before its cross-validation and "
               "not tuned on these folds: two L2-regularised logistic regressions (C 0.5 for "
