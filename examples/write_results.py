@@ -512,8 +512,8 @@ def main() -> None:
               "schedules, ImageNet weights for MobileNetV2 and ResNet50 (the reference study's "
               "setting; not downloadable here: EfficientNet-Lite0's, from a pinned package, are "
               "in the pretrained section). A cosine learning-rate decay, a lower learning "
-              "rate, stronger augmentation, 128 px for ResNet50, a wider crop margin and domain pretraining "
-              "on BUS-BRA were tried later: see the BUS-BRA section.",
+              "rate, stronger augmentation, 128 px for ResNet50, a wider crop margin and "
+              "domain pretraining on BUS-BRA were tried later: see the BUS-BRA section.",
               "- The fused classifier's settings were fixed before its cross-validation and "
               "not tuned on these folds: two L2-regularised logistic regressions (C 0.5 for "
               "the descriptors, 1.0 for the combination), twelve descriptors. One descriptor "
