@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from breastus_cli.engine.evaluation.eval_cases import data_dir, twins_in_training
+from breastus_cli.engine.evaluation.eval_settings import EvalSettings
 from breastus_cli.engine.runs.rundir import read_threshold, run_cases
 from breastus_cli.engine.runs.runconfig import RunConfig, lesion_margin
 from breastus_cli.errors import InputError
@@ -32,6 +34,11 @@ FULL = {"task": "cls", "status": "finished", "threshold": 0.4,
         "positive_label": "malignant",
         "input": {"preprocessing": "tf", "resize": "bilinear"},
         "result": {"best_epoch": 1, "epochs_run": 3, "seconds_this_process": 3.5}}
+#: the config a fold ensemble is evaluated with (evaluation's ensemble_config builds it)
+ENSEMBLE = {**FULL, "settings": {**FULL["settings"], "fold": None},
+            "ensemble": {"cv": "/cv", "task": "cls", "folds": ["/cv/fold-0", "/cv/fold-1"],
+                         "fold_thresholds": [0.4, 0.6], "threshold": 0.5,
+                         "threshold_source": "median of 2 fold thresholds", "data": "/other"}}
 
 
 def _run(folder: Path, config: dict[str, Any]) -> Path:
@@ -85,7 +92,8 @@ def test_an_old_config_reads_with_the_defaults(tmp_path):
     assert (config.threshold, config.labels, config.positive_label) == (
         0.5, ["benign", "malignant"], "malignant")
     assert (config.input, config.settings) == ({}, {})
-    assert (config.epochs_run, config.seconds_this_process) == (None, 0.0)
+    assert (config.epochs_run, config.seconds_this_process, config.ensemble) == (
+        None, 0.0, None)
     # the run's threshold by the one rule: no threshold.json, config.json's default
     assert read_threshold(tmp_path / "old").value == 0.5
 
@@ -115,7 +123,7 @@ def test_a_full_config_reads_as_written(tmp_path):
     assert config.raw == FULL and RunConfig.of(FULL).file == config.file
 
 
-@pytest.mark.parametrize("doc", [OLD, FULL], ids=["old", "full"])
+@pytest.mark.parametrize("doc", [OLD, FULL, ENSEMBLE], ids=["old", "full", "ensemble"])
 def test_every_accessor_is_typed_and_returns_its_type(doc):
     accessors = _accessors()
     assert {"task", "img_size", "model", "weights", "fold", "roi_margin", "data_path",
@@ -158,3 +166,23 @@ def test_a_folder_that_is_no_run_is_named(tmp_path):
         RunConfig.read(tmp_path / "missing")
     with pytest.raises(InputError, match=r"is not a breastus run directory \(no config.json\)"):
         RunConfig.read(tmp_path)
+
+
+def test_a_fold_ensembles_config_names_its_folds():
+    config = RunConfig.of(ENSEMBLE)
+    assert config.ensemble == ENSEMBLE["ensemble"] and config.fold is None
+    assert config.ensemble is not config.raw["ensemble"]  # a copy: the config stays as built
+
+
+def test_evaluate_finds_the_dataset_of_an_old_config(tmp_path, learn_data):
+    """The dataset an evaluation scores: the recorded one (``settings.data`` in files before
+    the data record); none recorded and no --data is one line, not a KeyError."""
+    run = tmp_path / "run"
+    old = {"task": "cls", "settings": {"data": str(learn_data)}}
+    assert data_dir(EvalSettings(run_dir=run), old) == Path(learn_data)
+    assert twins_in_training(EvalSettings(run_dir=run), old) is not None
+    with pytest.raises(InputError) as caught:
+        data_dir(EvalSettings(run_dir=run), OLD)
+    assert caught.value.message == (f"{run}/config.json records no dataset; give it with "
+                                    "--data")
+    assert data_dir(EvalSettings(run_dir=run, data=Path(learn_data)), OLD) == Path(learn_data)

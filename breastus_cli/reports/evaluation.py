@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.reports.report import format_ci, write_report
 
 if TYPE_CHECKING:
@@ -115,10 +116,9 @@ def write_cls_artifacts(result: EvalResult) -> list[Path]:
                          "\n".join(fusion_markdown(from_evaluation(m["fusion"]), None))))
         if "fused_why" in frame.columns:
             sections.append(("Why, per lesion", _why_table(frame)))
-    settings = result.config.get("settings", {})
-    notes = [f"Run: {result.run_dir} (model {settings.get('model')}, img size "
-             f"{settings.get('img_size')}, weights {settings.get('weights')}"
-             + (f", fold {settings.get('fold')}" if settings.get("fold") is not None else "") + ").",
+    run = RunConfig.of(result.config)
+    notes = [f"Run: {result.run_dir} (model {run.model}, img size {run.img_size}, weights "
+             f"{run.weights}" + (f", fold {run.fold}" if run.fold is not None else "") + ").",
              f"Split: {result.split}. Confidence intervals: {m['ci_method']}.",
              _threshold_note(m, result.threshold_source)]
     if m.get("threshold_note"):
@@ -248,8 +248,8 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
     from breastus_cli.reports import plots
 
     m, per_case, out = result.metrics, result.frame, result.out_dir
-    data = result.data or (Path(result.config["data"]["path"]) if result.config.get("data")
-                           else None)  # the dataset scored: --data, else the run's own
+    run = RunConfig.of(result.config)
+    data = result.data or run.data_path  # the dataset scored: --data, else the run's own
     overlays = out / "overlays"
     overlays.mkdir(exist_ok=True)
     ranked = per_case.sort_values("iou", kind="stable").reset_index(drop=True)
@@ -278,7 +278,6 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
     rows += [("Cases", str(m["n"])), ("Empty predictions", str(m["empty_predictions"])),
              ("Threshold", f"{m['threshold']:.2f} ({result.threshold_source})"),
              ("Post-processing", _postprocess(m))]
-    settings = result.config.get("settings", {})
     worst = ranked.head(5)[["case_id", "iou", "dice"]]
     sections = [("Lowest IoU", "| case | IoU | Dice |\n|---|---:|---:|\n" + "\n".join(
         f"| {r.case_id} | {r.iou:.3f} | {r.dice:.3f} |" for r in worst.itertuples()))]
@@ -291,8 +290,8 @@ def write_seg_artifacts(result: EvalResult) -> list[Path]:
                              f"| {name} | {_number(e.get('mae'))} | {_number(e.get('spearman'))} "
                              f"| {e.get('n', 0)} |" for name, e in agreement.items())
                          + "\n\nPer case, both masks: descriptors.csv."))
-    notes = [f"Run: {result.run_dir} (U-Net {settings.get('backbone')}, img size "
-             f"{settings.get('img_size')}, weights {settings.get('weights')}).",
+    notes = [f"Run: {result.run_dir} (U-Net {run.backbone}, img size {run.img_size}, "
+             f"weights {run.weights}).",
              "Predicted probability maps are resized back to each image's original size and "
              f"thresholded at {m['threshold']:.2f} before scoring. CIs: {m.get('ci_method')}.",
              f"Per-case numbers: per_case.csv; predicted masks: masks/. Mean IoU "

@@ -43,6 +43,7 @@ from breastus_cli.engine.runs.provenance import (
     FUSION_CROSS_FITTED, FUSION_DEFAULT, fusion_threshold_rule, masks_source,
 )
 from breastus_cli.engine.runs.rundir import run_cases
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.engine.stats.descriptors import DESCRIPTORS, describe
 from breastus_cli.engine.stats.metrics import (
     as_score, classification_metrics, threshold_for_sensitivity,
@@ -374,7 +375,7 @@ def _labels(frame: Any) -> np.ndarray:
     return (frame["label"] == "malignant").to_numpy().astype(int)
 
 
-def fit_for_run(run_dir: Path, config: dict[str, Any], data: Path, seg_run: Path,
+def fit_for_run(run_dir: Path, config: dict[str, Any] | RunConfig, data: Path, seg_run: Path,
                 val: Any, p_cnn_val: np.ndarray, target_sensitivity: float | None,
                 batch_size: int = 16, partner: Path | None = None,
                 p_partner_val: np.ndarray | None = None) -> Fusion:

@@ -38,7 +38,7 @@ from breastus_cli.errors import InputError, UsageError
 
 
 def open_run(source: str | Path, expected: str | None = None, engine: str = "keras",
-             need_keras: bool = False, config: dict[str, Any] | None = None,
+             need_keras: bool = False, config: dict[str, Any] | RunConfig | None = None,
              tta: str = "none") -> LoadedRun:
     """A run directory (its Keras model or, ``engine='tflite'``, its TFLite export) or an
     exported .tflite file, with the task, input size, threshold and roi settings it was
@@ -54,7 +54,7 @@ def open_run(source: str | Path, expected: str | None = None, engine: str = "ker
 
 
 def _open_single(source: Path, expected: str | None, engine: str, need_keras: bool,
-                 config: dict[str, Any] | None) -> LoadedRun:
+                 config: dict[str, Any] | RunConfig | None) -> LoadedRun:
     """:func:`open_run` for one run directory or .tflite file."""
     if source.suffix == ".tflite":
         lite = TFLiteModel(source)

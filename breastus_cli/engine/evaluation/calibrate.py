@@ -36,9 +36,10 @@ from breastus_cli.engine.evaluation.evaluate_cls import (
 from breastus_cli.engine.evaluation.evaluate_seg import truth_mask
 from breastus_cli.engine.runs.provenance import CHOSEN_ON_VALIDATION
 from breastus_cli.engine.runs.rundir import (
-    THRESHOLD, check_same_split, read_config, read_threshold, run_cases, same_dataset,
+    THRESHOLD, check_same_split, read_threshold, run_cases, same_dataset,
     split_fingerprint,
 )
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.engine.stats.metrics import threshold_for_sensitivity
 from breastus_cli.errors import InputError, UsageError
 from breastus_cli.ownership import claim
@@ -64,9 +65,9 @@ def calibrate(settings: CalibrateSettings, work_dir: Path | None = None) -> Cali
     (evaluate passes its eval folder); by default a temporary folder, removed after."""
     settings.validate()
     start = time.perf_counter()
-    config = read_config(settings.run_dir)
+    config = RunConfig.read(settings.run_dir)
     claim(settings.run_dir, "run", option="")  # breastus's own run, no link leading out of it
-    task = config.get("task")
+    task = config.task
     if task not in CHOICES:
         raise InputError(f"{settings.run_dir}: unknown task '{task}' in config.json")
     if task == "seg" and needed(settings, "cls"):
@@ -109,14 +110,14 @@ def _work(folder: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _data(settings: CalibrateSettings, config: dict[str, Any]) -> tuple[Path, bool]:
+def _data(settings: CalibrateSettings, config: RunConfig) -> tuple[Path, bool]:
     """The dataset whose validation cases decide, and whether it is another than the run's."""
-    data = Path(settings.data or (config.get("data") or {}).get("path") or "")
+    data = Path(settings.data or config.data_path or "")
     if not data.is_dir():
         raise InputError(f"dataset {data} recorded in {settings.run_dir}/config.json not "
                          "found; give it with --data")
     check_same_split(settings.run_dir, config, data)
-    other = settings.data is not None and not same_dataset(data, config.get("data") or {})
+    other = settings.data is not None and not same_dataset(data, config.data)
     return data, other
 
 
@@ -126,12 +127,11 @@ def _written(run_dir: Path, name: str, content: dict[str, Any], result: Calibrat
     result.written.append(name)
 
 
-def _calibrate_cls(settings: CalibrateSettings, config: dict[str, Any],
-                   work: Path) -> Calibration:
+def _calibrate_cls(settings: CalibrateSettings, config: RunConfig, work: Path) -> Calibration:
     """A classifier's threshold (and fused classifier) on its validation cases."""
     run_dir = Path(settings.run_dir)
     data, other = _data(settings, config)
-    roi = config.get("roi", {}).get("source", "none") != "none"
+    roi = config.roi_margin is not None  # a lesion-centred classifier
     check_seg_run(settings.seg_run, roi, settings.fusion != "none", data, "val")
     source = "seg" if roi and settings.seg_run is not None else "gt"
     val = split_cases(data, "val", config)
@@ -155,7 +155,7 @@ def _calibrate_cls(settings: CalibrateSettings, config: dict[str, Any],
             "target_sensitivity": target, "chosen_on": CHOSEN_ON_VALIDATION,
             "validation_sensitivity": sensitivity, "validation_n": int(len(y_val)),
             "data": str(data),
-            "split_sha256": split_fingerprint(data, config["settings"].get("fold") is not None)}
+            "split_sha256": split_fingerprint(data, config.fold is not None)}
         # predict uses this threshold for the run from now on (its label column); one chosen
         # on test-time-augmented scores, or on another dataset's validation cases, belongs to
         # that evaluation only
@@ -186,7 +186,7 @@ def _calibrate_cls(settings: CalibrateSettings, config: dict[str, Any],
     return result
 
 
-def _calibrate_seg(settings: CalibrateSettings, config: dict[str, Any]) -> Calibration:
+def _calibrate_seg(settings: CalibrateSettings, config: RunConfig) -> Calibration:
     """A segmenter's mask post-processing, chosen on its own validation cases at its own
     threshold (:func:`postprocess.choose`)."""
     run_dir = Path(settings.run_dir)
@@ -196,7 +196,7 @@ def _calibrate_seg(settings: CalibrateSettings, config: dict[str, Any]) -> Calib
     if len(frame) == 0:
         raise InputError(f"{run_dir}: no validation case has a lesion mask: the mask "
                          "post-processing cannot be chosen")
-    include_other = bool(config["settings"].get("include_other_masks"))
+    include_other = config.include_other_masks
     loaded = open_run(run_dir, "seg", config=config, tta=settings.tta)
     threshold = read_threshold(run_dir, config).value
     probabilities = loaded.run_files(list(frame["image_path"]), settings.batch_size)

@@ -19,6 +19,7 @@ from breastus_cli.engine.runs.cvdir import fold_runs, is_cv_dir
 from breastus_cli.engine.runs.rundir import (
     check_same_split, read_config, read_threshold, run_cases, same_dataset,
 )
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError
 
 
@@ -46,8 +47,11 @@ def find_runs(paths: list[Path], ensemble: bool = False) -> list[Path]:
     return runs
 
 
-def data_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
-    data = settings.data or Path(config["data"]["path"])
+def data_dir(settings: EvalSettings, config: dict[str, Any] | RunConfig) -> Path:
+    """The dataset scored: ``--data``, else the one the run trained on."""
+    data = settings.data or RunConfig.of(config).data_path
+    if data is None:
+        raise InputError(f"{settings.run_dir}/config.json records no dataset; give it with --data")
     if not Path(data).is_dir():
         raise InputError(f"dataset {data} recorded in {settings.run_dir}/config.json not found; "
                          "give it with --data")
@@ -56,10 +60,11 @@ def data_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
     return Path(data)
 
 
-def is_other_dataset(settings: EvalSettings, config: dict[str, Any], data: Path) -> bool:
+def is_other_dataset(settings: EvalSettings, config: dict[str, Any] | RunConfig,
+                     data: Path) -> bool:
     """Is ``data`` (``--data``) another dataset than the one the run trained on?"""
     return settings.data is not None and not settings.ensemble \
-        and not same_dataset(Path(data), config.get("data") or {})
+        and not same_dataset(Path(data), RunConfig.of(config).data)
 
 
 def by_dataset(frame: Any, score: Any) -> dict[str, Any]:
@@ -72,23 +77,24 @@ def by_dataset(frame: Any, score: Any) -> dict[str, Any]:
     return {name: score(values == name) for name in sorted(set(values))}
 
 
-def split_cases(data: Path, split: str, config: dict[str, Any]) -> Any:
+def split_cases(data: Path, split: str, config: dict[str, Any] | RunConfig) -> Any:
     return run_cases(config, split, data)
 
 
-def check_partner_unseen(partner: Path, config: dict[str, Any], data: Path,
-                         frames: list[Any], run_config: dict[str, Any] | None = None) -> None:
+def check_partner_unseen(partner: Path, config: dict[str, Any] | RunConfig, data: Path,
+                         frames: list[Any],
+                         run_config: dict[str, Any] | RunConfig | None = None) -> None:
     """Refuse (exit 2) a second classifier (``--fuse-with``) that trained on a case, or a
     patient, of ``frames`` (the cases the combiner is fitted or scored on) that the run itself
     did not train on (``run_config``): its score there would be a memory, not a prediction.
     Another dataset than the one it trained on passes."""
-    if not same_dataset(Path(data), config.get("data") or {}):
+    if not same_dataset(Path(data), RunConfig.of(config).data):
         return
     check_same_split(partner, config, data)  # re-split since: its training cases are unknown
     seen = run_cases(config, "train", data)
     scored = pd.concat(frames, ignore_index=True)
     own = (run_cases(run_config, "train", data)  # e.g. --split train: the run's own as well
-           if run_config is not None and same_dataset(Path(data), run_config.get("data") or {})
+           if run_config is not None and same_dataset(Path(data), RunConfig.of(run_config).data)
            else scored.iloc[:0])
     for column, what in (("case_id", "case"), ("patient_id", "patient")):
         if column not in seen.columns or column not in scored.columns:
@@ -103,12 +109,13 @@ def check_partner_unseen(partner: Path, config: dict[str, Any], data: Path,
 
 
 
-def twins_in_training(settings: EvalSettings, config: dict[str, Any]) -> dict[str, Any] | None:
+def twins_in_training(settings: EvalSettings,
+                      config: dict[str, Any] | RunConfig) -> dict[str, Any] | None:
     """How many of the scored (test or val) cases have a near-duplicate image among the run's
     training cases (a split made before ``split`` kept twins together, or a manifest without
     ``dup_group``: then found from the images now); None for another dataset, whose
     training cases are elsewhere, and for ``--split train``/``all``."""
-    data = Path(settings.data or (config.get("data") or {}).get("path") or "")
+    data = Path(settings.data or RunConfig.of(config).data_path or "")
     if settings.split not in ("test", "val") or not data.is_dir() \
             or is_other_dataset(settings, config, data):
         return None
@@ -126,7 +133,7 @@ def check_not_own_data(cv_dir: Path, data: Path, option: str = "--ensemble") -> 
     data = Path(data)
     if not manifest_path(data).is_file():
         raise InputError(f"--data {data} is not a prepared dataset (no manifest.csv)")
-    records = [read_config(run).get("data") or {} for run in members]
+    records = [RunConfig.read(run).data for run in members]
     here = manifest_hash(data)
     splits = file_sha256(data / SPLITS) if (data / SPLITS).is_file() else None
     same = (bool(plan.get("data")) and data.resolve() == Path(plan["data"]).resolve()) or any(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from breastus_cli.atomic import write_json
 from breastus_cli.engine.apply.masks import mask_cache
@@ -26,7 +25,7 @@ from breastus_cli.engine.evaluation.eval_cases import (
 from breastus_cli.engine.evaluation.eval_settings import Calibration, EvalResult, EvalSettings
 from breastus_cli.engine.evaluation.evaluate_cls import evaluate_cls
 from breastus_cli.engine.evaluation.evaluate_seg import evaluate_seg
-from breastus_cli.engine.runs.rundir import read_config
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.errors import InputError
 from breastus_cli.ownership import claim
 
@@ -40,16 +39,16 @@ def evaluate(settings: EvalSettings, calibration: Calibration | None = None) -> 
     ``calibration`` says what was chosen and written."""
     settings.validate()
     start = time.perf_counter()
-    config = (ensemble_config(settings.run_dir, Path(settings.data or "")) if settings.ensemble
-              else read_config(settings.run_dir))
+    config = (RunConfig.of(ensemble_config(settings.run_dir, Path(settings.data or "")))
+              if settings.ensemble else RunConfig.read(settings.run_dir))
     # RUN/eval-*/ go into the run or cross-validation folder: breastus's own, with no link in
     # it that leads out of it
     claim(settings.run_dir, "cv" if settings.ensemble else "run", option="")
-    if config.get("task") == "seg":
+    if config.task == "seg":
         result = evaluate_seg(settings, config, start)
         result.calibration = calibration  # cv's fold: the post-processing it chose just before
-    elif config.get("task") != "cls":
-        raise InputError(f"{settings.run_dir}: unknown task '{config.get('task')}' in config.json")
+    elif config.task != "cls":
+        raise InputError(f"{settings.run_dir}: unknown task '{config.task}' in config.json")
     else:
         with mask_cache():  # the segmenter's masks, computed once for crops and descriptors
             if calibration is None and settings.calibrates():
@@ -60,16 +59,17 @@ def evaluate(settings: EvalSettings, calibration: Calibration | None = None) -> 
     twins = None if settings.ensemble else twins_in_training(settings, config)
     if twins is not None:
         result.metrics["near_duplicates"] = twins
-    if settings.ensemble:
-        result.metrics["ensemble"] = config["ensemble"]
+    ensemble = config.ensemble
+    if settings.ensemble and ensemble is not None:  # ensemble_config records it
+        result.metrics["ensemble"] = ensemble
         if result.task == "seg" and settings.threshold is None:  # the median, said so
-            result.threshold_source = config["ensemble"]["threshold_source"]
+            result.threshold_source = ensemble["threshold_source"]
             result.metrics["threshold_source"] = result.threshold_source
     write_json(result.out_dir / "metrics.json", result.metrics)
     return result
 
 
-def _work_dir(settings: EvalSettings, config: dict[str, Any]) -> Path:
+def _work_dir(settings: EvalSettings, config: RunConfig) -> Path:
     """Where the calibration's validation crops go: this evaluation's folder (beside its own)."""
     data = data_dir(settings, config)
     return settings.out_dir(other=is_other_dataset(settings, config, data))

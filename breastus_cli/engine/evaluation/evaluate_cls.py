@@ -32,9 +32,8 @@ from breastus_cli.engine.runs.cvdir import is_cv_dir
 from breastus_cli.engine.runs.provenance import (
     CHOSEN_ON_VALIDATION, masks_source,
 )
-from breastus_cli.engine.runs.rundir import (
-    THRESHOLD_RULE, check_same_split, read_config, read_threshold,
-)
+from breastus_cli.engine.runs.rundir import THRESHOLD_RULE, check_same_split, read_threshold
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.engine.stats.metrics import as_score, classification_metrics
 from breastus_cli.errors import InputError, UsageError, WorkError
 
@@ -47,17 +46,16 @@ def p_malignant(loaded: Any, images: list[str], batch_size: int) -> np.ndarray:
     return as_score(loaded.run_files(images, batch_size)[:, 1])  # as predictions.csv has it
 
 
-def cls_images(frame: Any, config: dict[str, Any],
+def cls_images(frame: Any, config: dict[str, Any] | RunConfig,
                 settings: EvalSettings | CalibrateSettings, out_dir: Path,
                 role: str, source: str, prefix: str = "") -> tuple[list[str], list[bool] | None]:
     """What the classifier sees: whole images, or lesion crops from the ground-truth masks
     (``source='gt'``) or from the segmenter's masks (``'seg'``); with crops, whether a lesion
     was found (an empty mask falls back to the whole image). Crops are written to
     ``out_dir/<prefix>roi-<source>-<role>/``."""
-    roi = config.get("roi", {})
-    if roi.get("source", "none") == "none":
+    margin = RunConfig.of(config).roi_margin
+    if margin is None:  # a whole-image classifier
         return list(frame["image_path"]), None
-    margin = float(roi.get("margin", 0.2))
     if source == "gt":
         if (frame["mask_path"] == "").any():
             raise InputError("ground-truth crops need a lesion mask for every case")
@@ -79,19 +77,18 @@ def cls_images(frame: Any, config: dict[str, Any],
 
 def partner_scores(partner: Path, frames: dict[str, Any],
                    settings: EvalSettings | CalibrateSettings, out_dir: Path, data: Path,
-                   run_config: dict[str, Any], also_unseen: list[Any] | None = None,
+                   run_config: dict[str, Any] | RunConfig, also_unseen: list[Any] | None = None,
                    ) -> tuple[dict[str, np.ndarray], float]:
     """A second classifier's p(malignant) on each named frame (through the one inference
     path: whole images, or lesion crops from ``--seg-run`` when it is lesion-centred), and its
     own decision threshold. It must not have trained on those cases, nor on ``also_unseen``'s
     (the cases the fusion fitted on them will score)."""
-    config = read_config(partner)
-    if config.get("task") != "cls":
-        raise InputError(f"--fuse-with {partner} is a '{config.get('task')}' run, not a "
-                         "classifier")
+    config = RunConfig.read(partner)
+    if config.task != "cls":
+        raise InputError(f"--fuse-with {partner} is a '{config.task}' run, not a classifier")
     check_partner_unseen(partner, config, data, [*frames.values(), *(also_unseen or [])],
                          run_config)
-    roi = config.get("roi", {}).get("source", "none") != "none"
+    roi = config.roi_margin is not None
     loaded = open_run(partner, "cls", config=config, tta=settings.tta)
     scores = {}
     for role, frame in frames.items():
@@ -113,10 +110,10 @@ def check_seg_run(seg_run: Path | None, roi: bool, fused: bool, data: Path, spli
     if is_cv_dir(seg_run):
         check_not_own_data(seg_run, data, "--seg-run")  # a segmenter fold ensemble
     elif split != "all":
-        check_same_split(seg_run, read_config(seg_run), data)
+        check_same_split(seg_run, RunConfig.read(seg_run), data)
 
 
-def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float,
+def evaluate_cls(settings: EvalSettings, config: RunConfig, start: float,
                  calibration: Calibration | None = None) -> EvalResult:
     """Score a classifier on ``settings.split``; ``calibration``: what the calibration step
     chose for this evaluation (its threshold and fused classifier then apply)."""
@@ -131,7 +128,7 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float,
     other = is_other_dataset(settings, config, data)
     out_dir = settings.out_dir(other=other)
     out_dir.mkdir(parents=True, exist_ok=True)
-    roi = config.get("roi", {}).get("source", "none") != "none"
+    roi = config.roi_margin is not None
     source = "seg" if roi and settings.seg_run is not None else "gt"
     fused = (calibration.fusion if calibration is not None and calibration.fusion is not None
              else fusion.read(Path(settings.run_dir)))
@@ -211,8 +208,8 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float,
         extra["by_dataset"] = per_dataset
     metrics.update({"split": settings.split, "threshold_source": source_text,
                     "threshold_rule": THRESHOLD_RULE,
-                    "run_dir": str(settings.run_dir), "model": config["settings"].get("model"),
-                    "fold": config["settings"].get("fold"), **extra})
+                    "run_dir": str(settings.run_dir), "model": config.model,
+                    "fold": config.fold, **extra})
     predictions = pd.DataFrame({
         "case_id": frame["case_id"], "image": frame["image"], "y_true": y,
         "label": frame["label"], "p_malignant": p,  # rounded where made (as_score)
@@ -232,7 +229,7 @@ def evaluate_cls(settings: EvalSettings, config: dict[str, Any], start: float,
     write_json(out_dir / "metrics.json", metrics)
     command = command_line(settings)
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="cls",
-                      split=settings.split, metrics=metrics, frame=predictions, config=config,
+                      split=settings.split, metrics=metrics, frame=predictions, config=config.raw,
                       command=command, threshold_source=source_text,
                       seconds=round(time.perf_counter() - start, 2), extra=extra, data=data,
                       other=other or settings.ensemble, calibration=calibration)

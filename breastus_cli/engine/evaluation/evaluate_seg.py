@@ -22,6 +22,7 @@ from breastus_cli.engine.evaluation.eval_cases import (
 )
 from breastus_cli.engine.evaluation.eval_settings import EvalResult, EvalSettings, command_line
 from breastus_cli.engine.runs.rundir import THRESHOLD_RULE, read_threshold
+from breastus_cli.engine.runs.runconfig import RunConfig
 from breastus_cli.engine.stats.descriptors import agreement as descriptor_agreement
 from breastus_cli.engine.stats.descriptors import describe
 from breastus_cli.engine.stats.seg_metrics import case_metrics, dataset_metrics
@@ -53,7 +54,7 @@ def seg_postprocess(settings: EvalSettings, loaded: Any) -> Any:
     return loaded.postprocess
 
 
-def evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -> EvalResult:
+def evaluate_seg(settings: EvalSettings, config: RunConfig, start: float) -> EvalResult:
     """Per-case IoU, Dice, precision, recall, HD95 and areas, scored at each image's original
     size (the predicted probability map is resized back before thresholding)."""
 
@@ -68,7 +69,7 @@ def evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -
     else:
         chosen = read_threshold(settings.run_dir, config)
         threshold, threshold_source = chosen.value, chosen.source
-    include_other = bool(config["settings"].get("include_other_masks"))
+    include_other = config.include_other_masks
     loaded = open_run(settings.run_dir, "seg", config=config, tta=settings.tta)
     chosen = seg_postprocess(settings, loaded)
     probabilities = loaded.run_files(list(frame["image_path"]), settings.batch_size)
@@ -109,8 +110,7 @@ def evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -
                     "threshold_source": threshold_source, "threshold_rule": THRESHOLD_RULE,
                     "postprocess": chosen.method, "postprocess_source": chosen.source,
                     "run_dir": str(settings.run_dir),
-                    "backbone": config["settings"].get("backbone"),
-                    "fold": config["settings"].get("fold"),
+                    "backbone": config.backbone, "fold": config.fold,
                     "scored_at": "original image size"})
     descriptors = pd.DataFrame(described)
     metrics["descriptors"] = descriptor_agreement(descriptors)
@@ -120,7 +120,7 @@ def evaluate_seg(settings: EvalSettings, config: dict[str, Any], start: float) -
         descriptors.to_csv(tmp, index=False)
     write_json(out_dir / "metrics.json", metrics)
     return EvalResult(run_dir=Path(settings.run_dir), out_dir=out_dir, task="seg",
-                      split=settings.split, metrics=metrics, frame=per_case, config=config,
+                      split=settings.split, metrics=metrics, frame=per_case, config=config.raw,
                       command=command_line(settings), threshold_source=threshold_source,
                       seconds=round(time.perf_counter() - start, 2), data=data,
                       other=other or settings.ensemble)

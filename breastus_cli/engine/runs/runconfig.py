@@ -139,6 +139,14 @@ class RunConfig:
         return Path(path) if path else None
 
     @property
+    def ensemble(self) -> dict[str, Any] | None:
+        """The fold ensemble a cross-validation folder's evaluation averages (its folds, their
+        thresholds, the median and its source: evaluation's ``ensemble_config`` records it in
+        the config it builds), None for a run."""
+        record = self.raw.get("ensemble")
+        return dict(record) if isinstance(record, Mapping) else None
+
+    @property
     def data_fold(self) -> int | None:
         """The fold recorded with its data (``settings.fold`` in files before the record)."""
         record = self.file.data
