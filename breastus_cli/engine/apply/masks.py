@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from breastus_cli.data.imaging import read_luminance
+from breastus_cli.engine.apply import inference
 from breastus_cli.engine.apply.images import to_original_size
 
 #: while an evaluation runs: each segmenter opened once, and its masks of an image list kept
@@ -38,9 +39,6 @@ def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
                     threshold: float = 0.5, tta: str = "none") -> list[np.ndarray]:
     """Lesion masks at each image's original size from a segmentation run (or a cv folder:
     its fold ensemble); computed once per image list inside ``mask_cache()``."""
-    # lazy: tests/test_fusion.py counts the segmenter's openings by patching inference.open_run
-    from breastus_cli.engine.apply.inference import open_run
-
     memo = _MASKS.get()
     run_key = (str(Path(seg_run).resolve()), tta)
     key = (*run_key, tuple(image_paths), float(threshold))
@@ -48,7 +46,7 @@ def predicted_masks(seg_run: Path, image_paths: list[str], batch_size: int = 16,
         return memo[key]
     loaded = memo.get(run_key) if memo is not None else None
     if loaded is None:
-        loaded = open_run(seg_run, "seg", tta=tta)
+        loaded = inference.open_run(seg_run, "seg", tta=tta)
     probabilities = loaded.run_files(image_paths, batch_size)
     method = loaded.postprocess.method  # the segmenter's own (RUN/postprocess.json)
     masks = [to_original_size(prob, read_luminance(path).shape, threshold, method)[1]
