@@ -258,11 +258,21 @@ def new_hospital(work: Path) -> list[str]:
                      f"{_ci(p['auc_a'], p['ci_a'])} | {_ci(p['auc_b'], p['ci_b'])} | "
                      f"{diff:+.3f} ({p['ci_difference'][0]:+.3f} to "
                      f"{p['ci_difference'][1]:+.3f}) |")
+    seg = _json(nh / "adabn-seg-breast" / "crossfit.json")
+    if seg is not None:
+        p = seg["pooled"]
+        lines += ["", "| segmenter | scored on | images | mean Dice without | mean Dice with "
+                      "AdaBN | difference (95% CI) |", "|---|---|---:|---:|---:|---:|",
+                  f"| U-Net, Lite0 encoder, trained on BUS-BRA folds 2-5 | BrEaST, all | {p['n']} "
+                  f"| {_ci(p['dice_a'], p['ci_a'])} | {_ci(p['dice_b'], p['ci_b'])} | "
+                  f"{p['difference']:+.3f} ({p['ci_difference'][0]:+.3f} to "
+                  f"{p['ci_difference'][1]:+.3f}) |"]
     shown = [c["pooled"]["ci_difference"] for c in
-             (_json(nh / f / "crossfit.json") for f in ("adabn-breast", "adabn-busbra")) if c]
+             (_json(nh / f / "crossfit.json") for f in ("adabn-breast", "adabn-busbra",
+                                                        "adabn-seg-breast")) if c]
     if shown and all(lo <= 0 <= hi for lo, hi in shown):
-        lines += ["", "No CI excludes 0: AdaBN is not shown to help in either direction, and "
-                      "`adapt` stays an option, never a default."]
+        lines += ["", "No CI excludes 0: AdaBN is not shown to help, and `adapt` stays an "
+                      "option, never a default."]
     local = nh / "local-threshold.md"
     if local.is_file():
         table = [row for row in local.read_text().splitlines() if row.startswith("|")]

@@ -55,6 +55,10 @@ def _work(tmp_path: Path) -> Path:
     (nh / "adabn-breast" / "crossfit.json").write_text(json.dumps({"pooled": {
         "n": 252, "n_malignant": 98, "auc_a": 0.783, "ci_a": [0.72, 0.84], "auc_b": 0.777,
         "ci_b": [0.71, 0.83], "difference": -0.006, "ci_difference": [-0.046, 0.037]}}))
+    (nh / "adabn-seg-breast").mkdir()
+    (nh / "adabn-seg-breast" / "crossfit.json").write_text(json.dumps({"pooled": {
+        "n": 252, "dice_a": 0.751, "ci_a": [0.72, 0.78], "dice_b": 0.760, "ci_b": [0.73, 0.79],
+        "difference": 0.009, "ci_difference": [-0.004, 0.021]}}))
     (nh / "local-threshold.md").write_text(f"# from {tmp_path}/x.csv\n\n| n | within |\n"
                                             "|---|---|\n| 10 (4) | 31% |\n")
     return work
@@ -90,6 +94,8 @@ def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
            "0.949 (0.931–0.965) | 5.3% / 61.1% / 4.8% |" in text
     assert "| BrEaST fold 0 | BUS-BRA fold 1 | not run | |" in text
     assert "| 0.783 (0.720–0.840) | 0.777 (0.710–0.830) | -0.006 (-0.046 to +0.037) |" in text
+    assert "| BrEaST, all | 252 | 0.751 (0.720–0.780) | 0.760 (0.730–0.790) | " \
+           "+0.009 (-0.004 to +0.021) |" in text
     assert "No CI excludes 0" in text
     assert "| 10 (4) | 31% |" in text
     assert str(tmp_path) not in text  # no path of this machine
