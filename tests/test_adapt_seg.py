@@ -92,7 +92,10 @@ def test_seg_adapted_run_keeps_postprocess_records_the_adaptation_and_evaluates(
     assert len(per_case) == len(_test_images(light_seg_run)) == metrics["n"]
     assert 0.0 <= metrics["dice"] <= 1.0
     assert metrics["dice"] == pytest.approx(per_case["dice"].mean())
-    assert metrics["postprocess_source"] != "given with --postprocess"
+    # evaluate applies the copied post-processing (the source run's choice), not "none"
+    chosen = json.loads((light_seg_run / "postprocess.json").read_text())
+    assert metrics["postprocess"] == chosen["method"]
+    assert "not chosen for this run" not in metrics["postprocess_source"]
 
 
 def test_labels_with_a_segmenter_is_one_line_exit_2(light_seg_run, learn_data, tmp_path,
