@@ -14,9 +14,13 @@ and grouped by patient (a patient's scans stay on one side), seeded. For each ha
 
 so no scored case was ever in its model's adaptation set. The pooled AUC (every case scored once
 with and once without adaptation) gets a paired bootstrap CI
-(:func:`breastus_cli.engine.stats.paired.paired_auc`). OUT/base is a copy of RUN (RUN itself is
-only read); the half datasets are a filtered manifest.csv beside links to TARGET_DATA's image
-folders (nothing copied). Writes OUT/crossfit.json and OUT/crossfit.md.
+(:func:`breastus_cli.engine.stats.paired.paired_auc`). A segmenter RUN is measured the same way
+on the same halves, by Dice instead of AUC (no ``compare`` step): the pooled mean Dice of each
+and the paired bootstrap CI of the mean Dice difference over images
+(:func:`breastus_cli.engine.stats.paired.paired_mean`), per-image Dice from each evaluation's
+per_case.csv. OUT/base is a copy of RUN (RUN itself is only read); the half datasets are a
+filtered manifest.csv beside links to TARGET_DATA's image folders (nothing copied). Writes
+OUT/crossfit.json and OUT/crossfit.md.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from breastus_cli.data.combine import dataset_names
 from breastus_cli.data.manifest import read_manifest
-from breastus_cli.engine.stats.paired import paired_auc
+from breastus_cli.engine.runs.runconfig import RunConfig
+from breastus_cli.engine.stats.paired import paired_auc, paired_mean
 
 
 def halves(manifest: pd.DataFrame, cases: int | None, seed: int) -> list[pd.DataFrame]:
@@ -70,6 +74,76 @@ def predictions(eval_dir: Path) -> pd.DataFrame:
     return pd.read_csv(eval_dir / "predictions.csv")[["case_id", "y_true", "p_malignant"]]
 
 
+def dice(eval_dir: Path) -> pd.DataFrame:
+    """A segmentation evaluation's per-image Dice (evaluate_seg's per_case.csv)."""
+    return pd.read_csv(eval_dir / "per_case.csv")[["case_id", "dice"]]
+
+
+def ci(values: list[float] | None) -> str:
+    return f"[{values[0]:.3f}, {values[1]:.3f}]" if values else "n/a"
+
+
+def evaluated(run: Path, scored: Path, output: str) -> Path:
+    """``run``'s evaluation on every case of the half dataset ``scored`` (run once)."""
+    eval_dir = run / f"eval-{dataset_names([scored])[0]}-all"  # the name evaluate gives it
+    if not (eval_dir / output).is_file():
+        breastus("evaluate", str(run), "--data", str(scored), "--split", "all",
+                 "--bootstrap", "200")
+    return eval_dir
+
+
+def adapted_run(base: Path, data: Path, out: Path) -> Path:
+    if not (out / "model.keras").is_file():
+        breastus("adapt", str(base), "--data", str(data), "--out", str(out))
+    return out
+
+
+def seg_crossfit(args: argparse.Namespace, out: Path, base: Path, parts: list[pd.DataFrame],
+                 data: list[Path]) -> int:
+    """The segmenter's cross-fitted Dice with and without adaptation (OUT/crossfit.*)."""
+    pooled, per_half = [], []
+    for h in (0, 1):
+        scored = data[1 - h]
+        adapted = adapted_run(base, data[h], out / f"adapted-h{h}")
+        both = dice(evaluated(base, scored, "per_case.csv")).merge(
+            dice(evaluated(adapted, scored, "per_case.csv")), on="case_id",
+            suffixes=("_a", "_b"))
+        half = paired_mean(both["dice_a"], both["dice_b"], n_bootstrap=args.bootstrap,
+                           seed=args.seed)
+        per_half.append({"adapted_on": str(data[h]), "scored": str(scored), **half.to_dict()})
+        pooled.append(both)
+    table = pd.concat(pooled, ignore_index=True)
+    r = paired_mean(table["dice_a"], table["dice_b"], n_bootstrap=args.bootstrap,
+                    seed=args.seed)
+    summary = {"run": str(args.run), "target": str(args.target), "task": "seg",
+               "metric": "mean per-image Dice at the original image size (evaluate_seg), "
+                         "the run's postprocess.json applied to both",
+               "cases": len(table), "halves": [len(p) for p in parts], "seed": args.seed,
+               "pooled": {"n": r.n, "dice_a": r.mean_a, "ci_a": r.ci_a, "dice_b": r.mean_b,
+                          "ci_b": r.ci_b, "difference": r.difference,
+                          "ci_difference": r.ci_difference, "n_bootstrap": r.n_bootstrap,
+                          "confidence": r.confidence},
+               "per_half": per_half}
+    (out / "crossfit.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [f"# AdaBN cross-fitted (segmenter): {args.run} on {args.target}", "",
+             f"{r.n} images, halves {summary['halves']}, seed {args.seed}; each image "
+             "segmented by the model adapted on the other half. Mean per-image Dice at the "
+             "original size; paired bootstrap over images "
+             f"({r.n_bootstrap} resamples, 95%).", "",
+             "| | mean Dice | 95% CI |", "|---|---|---|",
+             f"| without adaptation | {r.mean_a:.3f} | {ci(r.ci_a)} |",
+             f"| AdaBN (cross-fitted) | {r.mean_b:.3f} | {ci(r.ci_b)} |",
+             f"| difference (AdaBN - none) | {r.difference:+.3f} | {ci(r.ci_difference)} |", "",
+             "| half (adapted on -> scored) | n | Dice none | Dice AdaBN | difference |",
+             "|---|---|---|---|---|"]
+    lines += [f"| h{h} -> h{1 - h} | {p['n']} | {p['mean_a']:.3f} | {p['mean_b']:.3f} | "
+              f"{p['difference']:+.3f} {ci(p['ci_difference'])} |"
+              for h, p in enumerate(per_half)]
+    (out / "crossfit.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -89,20 +163,17 @@ def main() -> int:
     data = [out / f"{name}-h{h}" for h in (0, 1)]
     for rows, folder in zip(parts, data):
         write_subset(args.target, rows, folder)
-    pooled_a, pooled_b, per_half = [], [], []
+    if RunConfig.read(base).task == "seg":
+        return seg_crossfit(args, out, base, parts, data)
+    pooled_a, per_half = [], []
     for h in (0, 1):
         scored = data[1 - h]
-        adapted = out / f"adapted-h{h}"
-        if not (adapted / "model.keras").is_file():
-            breastus("adapt", str(base), "--data", str(data[h]), "--out", str(adapted))
-        eval_name = f"eval-{dataset_names([scored])[0]}-all"  # the name evaluate gives it
-        for run in (adapted, base):
-            if not (run / eval_name / "predictions.csv").is_file():
-                breastus("evaluate", str(run), "--data", str(scored), "--split", "all",
-                         "--bootstrap", "200")
-        breastus("compare", str(base / eval_name), str(adapted / eval_name),
+        adapted = adapted_run(base, data[h], out / f"adapted-h{h}")
+        eval_a = evaluated(base, scored, "predictions.csv")
+        eval_b = evaluated(adapted, scored, "predictions.csv")
+        breastus("compare", str(eval_a), str(eval_b),
                  "--out", str(out / f"compare-h{h}"), "--bootstrap", str(args.bootstrap))
-        a, b = predictions(base / eval_name), predictions(adapted / eval_name)
+        a, b = predictions(eval_a), predictions(eval_b)
         both = a.merge(b, on=["case_id", "y_true"], suffixes=("_a", "_b"))
         pooled_a.append(both)
         per_half.append(json.loads((out / f"compare-h{h}" / "compare.json").read_text()))
@@ -114,9 +185,6 @@ def main() -> int:
                "halves": [len(p) for p in parts], "seed": args.seed,
                "pooled": result.to_dict(), "per_half": per_half}
     (out / "crossfit.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-    def ci(values: list[float] | None) -> str:
-        return f"[{values[0]:.3f}, {values[1]:.3f}]" if values else "n/a"
 
     r = result
     lines = [f"# AdaBN cross-fitted: {args.run} on {args.target}", "",

@@ -123,15 +123,13 @@ def test_labels_rechoose_the_threshold_for_the_target_on_local_cases(cls_run, le
     assert read_threshold(tmp_path / "adapted").value == chosen["threshold"]
 
 
-@pytest.mark.parametrize("bad", ["no-data", "seg-run", "empty-data", "target"])
-def test_bad_inputs_are_one_line_exit_2(bad, cls_run, seg_run, tmp_path, capsys):
+@pytest.mark.parametrize("bad", ["no-data", "empty-data", "target"])
+def test_bad_inputs_are_one_line_exit_2(bad, cls_run, tmp_path, capsys):
     run, data = cls_run, tmp_path / "scans"
     _copies(_test_images(cls_run)[:2], data, lambda x: x)
     extra: list = []
     if bad == "no-data":
         data = tmp_path / "nowhere"
-    elif bad == "seg-run":
-        run = seg_run
     elif bad == "empty-data":
         data = tmp_path / "empty"
         data.mkdir()
@@ -141,6 +139,6 @@ def test_bad_inputs_are_one_line_exit_2(bad, cls_run, seg_run, tmp_path, capsys)
     code, err = _cli(capsys, "adapt", run, "--data", data, "--out", tmp_path / "out", *extra)
     assert code == 2, err
     line = _error_line(err)
-    assert {"no-data": "nowhere", "seg-run": "classifier run", "empty-data": "no readable scan",
+    assert {"no-data": "nowhere", "empty-data": "no readable scan",
             "target": "target-sensitivity"}[bad] in line
     assert not (tmp_path / "out" / "config.json").exists()

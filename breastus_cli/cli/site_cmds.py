@@ -1,4 +1,5 @@
-"""``breastus shift`` and ``breastus adapt``: bringing a classifier run to a new hospital."""
+"""``breastus shift`` and ``breastus adapt``: bringing a run to a new hospital (shift: a
+classifier; adapt: a classifier or a segmenter)."""
 
 from __future__ import annotations
 
@@ -48,28 +49,32 @@ def shift_cmd(
 @app.command(
     "adapt",
     epilog="Examples: breastus adapt runs/cls/x --data new_scans/ --out runs/cls/x-site2  |  "
-           "breastus adapt runs/cls/x --data new_scans/ --labels data/site2 --out runs/cls/x-site2",
+           "breastus adapt runs/cls/x --data new_scans/ --labels data/site2 --out runs/cls/x-site2"
+           "  |  breastus adapt runs/seg/unet --data new_scans/ --out runs/seg/unet-site2",
 )
 def adapt_cmd(
-    run: Path = typer.Argument(..., help="A classifier run directory."),
+    run: Path = typer.Argument(..., help="A classifier or segmenter run directory."),
     data: Path = typer.Option(..., "--data", help="The new hospital's scans (unlabeled folder "
                                                   "or prepared dataset)."),
     out: Path = typer.Option(..., "--out", help="The new run folder."),
     labels: Path = typer.Option(None, "--labels", help="A prepared dataset of labelled local "
                                                        "cases: choose the threshold again on "
-                                                       "them."),
+                                                       "them (a classifier run only)."),
     target_sensitivity: float = typer.Option(0.9, "--target-sensitivity",
                                              help="With --labels: the sensitivity the threshold "
                                                   "is chosen for."),
     workers: int = typer.Option(2, "--workers", min=1, help="Decoding threads."),
 ) -> None:
-    """A copy of the run adapted to a new hospital without retraining (AdaBN).
+    """A copy of a classifier or segmenter run adapted to a new hospital without retraining
+    (AdaBN).
 
     Every batch-normalization layer's statistics are re-estimated on the --data scans (no
-    labels needed; other weights unchanged). With --labels the decision threshold is chosen
-    again for --target-sensitivity on those local cases, with the number of cases and a
-    bootstrap CI of the sensitivity reached. config.json records adapted_from (path, SHA-256),
-    the scans' fingerprint, their number and the method.
+    labels needed; other weights unchanged). A classifier, with --labels: the decision
+    threshold is chosen again for --target-sensitivity on those local cases, with the number
+    of cases and a bootstrap CI of the sensitivity reached. A segmenter: its U-Net adapted the
+    same way, its postprocess.json copied as it is (--labels is refused: thresholds are a
+    classifier's). config.json records adapted_from (path, SHA-256), the scans' fingerprint,
+    their number and the method.
     """
     from breastus_cli.engine.export.adapt import adapt
 

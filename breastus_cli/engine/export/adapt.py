@@ -1,12 +1,16 @@
-"""``breastus adapt``: a classifier run made ready for a new hospital without retraining.
+"""``breastus adapt``: a classifier or segmenter run made ready for a new hospital without
+retraining.
 
 AdaBN: every BatchNormalization layer's moving mean and variance are re-estimated on the new
 hospital's unlabeled scans, layer by layer in the order of the graph (each layer's statistics
 are those of its input once the layers before it are adapted); every other weight is kept.
-Optionally (``labels``: a prepared dataset with labels) the decision threshold is chosen again
-for the target sensitivity on those local cases, with a bootstrap CI of the sensitivity it
-reaches. The result is a new run folder (the run's files copied, the new model.keras,
-config.json recording ``adapted_from``, the scans' fingerprint and the method).
+Both tasks' models take the same input, (S, S, 1) grey levels 0..255 resized by the training
+pipeline's resize, so the scans are read the same way for either. Optionally, for a classifier
+(``labels``: a prepared dataset with labels), the decision threshold is chosen again for the
+target sensitivity on those local cases, with a bootstrap CI of the sensitivity it reaches. The
+result is a new run folder (the run's files copied, a segmenter's postprocess.json as it is,
+the new model.keras, config.json recording ``adapted_from``, the scans' fingerprint and the
+method).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from breastus_cli.models.safe_load import load_keras_model
 from breastus_cli.ownership import claim
 
 METHOD = "adabn"
+#: the tasks whose runs ``adapt`` takes
+TASKS = ("cls", "seg")
 #: files of the source run that describe its own training or evaluation, not the adapted model:
 #: they are not copied (feature statistics and threshold are the source model's)
 NOT_COPIED = {MODEL, CONFIG, ood.STATS_NPZ, ood.STATS_JSON, "checkpoints", "grid", "export"}
@@ -175,9 +181,12 @@ def adapt(run_dir: Path, data: Path, out: Path, labels: Path | None = None,
     start = time.perf_counter()
     run_dir, data, out = Path(run_dir), Path(data), Path(out)
     run = RunConfig.read(run_dir)
-    if run.task != "cls":
+    if run.task not in TASKS:
         raise UsageError(f"{run_dir} is a '{run.task}' run: 'breastus adapt' adapts "
-                         "a classifier run")
+                         "a classifier or segmenter run")
+    if labels is not None and run.task != "cls":
+        raise UsageError(f"--labels re-chooses a classifier's decision threshold: {run_dir} is "
+                         f"a '{run.task}' run (adapt it without --labels)")
     if not data.is_dir():
         raise InputError(f"--data {data} is not a folder")
     if labels is not None and not labels.is_dir():

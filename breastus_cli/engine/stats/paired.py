@@ -1,6 +1,7 @@
-"""Two models scored on the same cases: each one's ROC AUC and the difference, with a paired
-bootstrap CI (each resample draws cases once and scores both models on them, so what the two
-share cancels out of the difference; class-stratified, as the rest of breastus's CIs).
+"""Two models scored on the same cases: each one's ROC AUC (or mean per-case score, e.g. Dice)
+and the difference, with a paired bootstrap CI (each resample draws cases once and scores both
+models on them, so what the two share cancels out of the difference; AUC class-stratified, as
+the rest of breastus's CIs).
 """
 
 from __future__ import annotations
@@ -66,3 +67,47 @@ def paired_auc(y_true: Any, p_a: Any, p_b: Any, n_bootstrap: int = 2000,
                      ci_b=percentile_ci(boot_b, confidence), difference=auc_b - auc_a,
                      ci_difference=percentile_ci(boot_b - boot_a, confidence),
                      n_bootstrap=n_bootstrap, confidence=confidence)
+
+
+@dataclass
+class PairedMean:
+    """The mean per-case score (e.g. Dice) of model A and of model B on the same cases and B
+    minus A, each with its CI."""
+
+    n: int
+    mean_a: float
+    mean_b: float
+    ci_a: list[float] | None
+    ci_b: list[float] | None
+    difference: float  # mean_b - mean_a
+    ci_difference: list[float] | None
+    n_bootstrap: int
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_mean(scores_a: Any, scores_b: Any, n_bootstrap: int = 2000,
+                confidence: float = 0.95, seed: int = 0) -> PairedMean:
+    """Mean of per-case scores ``scores_a`` and ``scores_b`` of the same cases and the paired
+    bootstrap CI of ``mean_b - mean_a`` (percentile; each of ``n_bootstrap`` resamples, drawn
+    from ``numpy.random.default_rng(seed)``, weighs the same cases for both)."""
+    a = np.asarray(scores_a, dtype=np.float64)
+    b = np.asarray(scores_b, dtype=np.float64)
+    if not (a.ndim == b.ndim == 1 and len(a) == len(b)) or len(a) == 0:
+        raise InputError(f"a paired mean needs two scores per case (got {a.size} and {b.size})")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise InputError("a paired mean needs a finite score for every case")
+    means_a, means_b = [], []
+    for block in resample_counts(len(a), n_bootstrap, np.random.default_rng(seed)):
+        means_a.append(block @ a / len(a))
+        means_b.append(block @ b / len(b))
+    boot_a = np.concatenate(means_a) if means_a else np.empty(0)
+    boot_b = np.concatenate(means_b) if means_b else np.empty(0)
+    return PairedMean(n=len(a), mean_a=float(a.mean()), mean_b=float(b.mean()),
+                      ci_a=percentile_ci(boot_a, confidence),
+                      ci_b=percentile_ci(boot_b, confidence),
+                      difference=float(b.mean() - a.mean()),
+                      ci_difference=percentile_ci(boot_b - boot_a, confidence),
+                      n_bootstrap=n_bootstrap, confidence=confidence)
