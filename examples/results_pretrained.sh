@@ -92,6 +92,8 @@ run_unless "$nh/adabn-breast/crossfit.json" "$python" "$here/adabn_crossfit.py" 
   "$nh/adabn-breast"
 run_unless "$nh/adabn-busbra/crossfit.json" "$python" "$here/adabn_crossfit.py" "$cv/fold-0" "$bb" \
   "$nh/adabn-busbra" --cases 600
+run_unless "$nh/adabn-seg-breast/crossfit.json" "$python" "$here/adabn_crossfit.py" "$s" "$br" \
+  "$nh/adabn-seg-breast"
 run_unless "$nh/local-threshold.md" "$python" "$here/local_threshold.py" \
   "$work/lite0-160-f0/eval-$(basename "$br")-all/predictions.csv" "$nh/local-threshold.md"
 

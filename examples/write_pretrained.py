@@ -273,6 +273,13 @@ def new_hospital(work: Path) -> list[str]:
     if shown and all(lo <= 0 <= hi for lo, hi in shown):
         lines += ["", "No CI excludes 0: AdaBN is not shown to help, and `adapt` stays an "
                       "option, never a default."]
+    elif shown:
+        helped = sum(lo > 0 for lo, _ in shown)
+        hurt = sum(hi < 0 for _, hi in shown)
+        lines += ["", f"AdaBN helped in {helped} and hurt in {hurt} of these {len(shown)} "
+                      "measurements (CI of the difference above or below 0); the others are not "
+                      "shown either way. `adapt` stays an option, never a default: measure it "
+                      "on your own labeled cases before using it."]
     local = nh / "local-threshold.md"
     if local.is_file():
         table = [row for row in local.read_text().splitlines() if row.startswith("|")]
