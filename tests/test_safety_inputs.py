@@ -178,6 +178,8 @@ def test_a_model_keras_refuses_is_said_in_one_line_and_in_full_with_debug(cls_ru
 @pytest.fixture(scope="module")
 def weight_files(tmp_path_factory) -> Path:
     """Files ``--weights`` may be given, written in this process (no TensorFlow start-up)."""
+    import warnings
+
     import h5py
     import numpy as np
 
@@ -186,7 +188,9 @@ def weight_files(tmp_path_factory) -> Path:
     keras = backend.keras()
     folder = tmp_path_factory.mktemp("weights")
     small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    small.save(str(folder / "whole.h5"))              # a whole model, legacy HDF5
+    with warnings.catch_warnings():  # Keras's "legacy HDF5" warning: that is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        small.save(str(folder / "whole.h5"))          # a whole model, legacy HDF5
     small.save_weights(str(folder / "dense.h5"))      # weights, the .h5 layout (layer_names)
     small.save_weights(str(folder / "dense.weights.h5"))  # weights, the .weights.h5 layout
     with h5py.File(folder / "other.h5", "w") as handle:
