@@ -355,6 +355,20 @@ def cls_evaluated(cls_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def seg_evaluated(seg_run, tmp_path_factory):
+    """A copy of ``seg_run`` evaluated once on its test split (eval-test/ written, the mask
+    post-processing chosen on its validation cases); read-only: the tests that read an
+    evaluation share it instead of evaluating the U-Net again."""
+    def build(run: Path) -> None:
+        copy_run(seg_run, run)
+        proc = run_cli("evaluate", str(run))
+        assert proc.returncode == 0, proc.stderr
+        assert "Mean IoU" in proc.stdout
+
+    yield from _read_only(built_once(tmp_path_factory, "evaluated/unet", build))
+
+
+@pytest.fixture(scope="session")
 def cv_cls(learn_data, tmp_path_factory):
     """A 3-fold smallcnn cross-validation of ``learn_data`` (read-only)."""
     def build(out: Path) -> None:
@@ -379,7 +393,8 @@ def cv_seg(learn_data, tmp_path_factory):
 
 #: tests that train or need a trained run are ``slow``: ``make test-fast`` (-m "not slow")
 #: leaves them out; ``make test`` runs everything
-_TRAINED = {"cls_run", "seg_run", "cls_evaluated", "learn_data", "cv_cls", "cv_seg"}
+_TRAINED = {"cls_run", "seg_run", "cls_evaluated", "seg_evaluated", "learn_data", "cv_cls",
+            "cv_seg"}
 _SLOW_FILES = {"test_cv.py", "test_cv_seg.py", "test_sweep.py", "test_export.py", "test_roi.py",
                "test_train_seg.py", "test_train_cls.py", "test_predict.py"}
 
@@ -388,12 +403,15 @@ _SLOW_FILES = {"test_cv.py", "test_cv_seg.py", "test_sweep.py", "test_export.py"
 #: others (seg_run, cv_cls/cv_seg, cls_run): ``make test`` runs them before the many short
 #: files (pytest-xdist --dist loadfile --no-loadscope-reorder hands files out in this order),
 #: so no worker sits idle on another's build lock and none is left alone with a long file at
-#: the end. The rest follow in name order.
-HEAVY_FIRST = ("test_train_seg.py", "test_cv.py", "test_cv_seg.py", "test_train_cls.py",
-               "test_sweep.py", "test_predict.py", "test_export.py", "test_fusion.py",
-               "test_combine.py", "test_api.py", "test_ensemble.py", "test_sweep_slurm.py",
-               "test_roi.py", "test_inference_path.py", "test_settings_config.py",
-               "test_safe_load.py", "test_descriptors.py", "test_cross_dataset.py")
+#: the end. The second worker starts on test_lite.py, which needs only the small synthetic set,
+#: instead of waiting for the first to build ``learn_data`` (every file after it needs that).
+#: The rest follow in name order.
+HEAVY_FIRST = ("test_train_seg.py", "test_lite.py", "test_cv.py", "test_cv_seg.py",
+               "test_train_cls.py", "test_sweep.py", "test_predict.py", "test_export.py",
+               "test_fusion.py", "test_combine.py", "test_api.py", "test_ensemble.py",
+               "test_sweep_slurm.py", "test_roi.py", "test_inference_path.py",
+               "test_settings_config.py", "test_safe_load.py", "test_descriptors.py",
+               "test_cross_dataset.py")
 
 
 def pytest_collection_modifyitems(config, items):

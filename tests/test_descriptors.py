@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_run, run_cli
+from conftest import run_cli
 from PIL import Image
 from skimage.draw import disk, ellipse, polygon
 
@@ -182,11 +182,8 @@ def test_both_units_and_many():
 
 # ---- seg evaluate --------------------------------------------------------------------------
 
-def test_seg_evaluate_writes_descriptors_for_truth_and_prediction(seg_run, tmp_path):
-    run = copy_run(seg_run, tmp_path / "unet")
-    proc = run_cli("evaluate", str(run), "--bootstrap", "0")
-    assert proc.returncode == 0, proc.stderr
-    out = run / "eval-test"
+def test_seg_evaluate_writes_descriptors_for_truth_and_prediction(seg_evaluated):
+    out = seg_evaluated / "eval-test"  # the shared U-Net's evaluation (conftest)
     table = pd.read_csv(out / "descriptors.csv")
     per_case = pd.read_csv(out / "per_case.csv")
     assert list(table["case_id"]) == list(per_case["case_id"])

@@ -79,10 +79,8 @@ def test_loaded_run_knows_task_size_threshold(seg_run):
     assert loaded.run(np.zeros((0, loaded.size, loaded.size, 1), np.float32)).shape[0] == 0
 
 
-def test_evaluate_and_predict_give_the_same_masks(seg_run, learn_data, tmp_path):
-    run = copy_run(seg_run, tmp_path / "run")
-    proc = run_cli("evaluate", str(run), "--bootstrap", "0")
-    assert proc.returncode == 0, proc.stderr
+def test_evaluate_and_predict_give_the_same_masks(seg_evaluated, learn_data, tmp_path):
+    run = seg_evaluated  # the shared U-Net evaluated once (conftest); predict only reads it
     per_case = pd.read_csv(run / "eval-test/per_case.csv")
     cases = per_case.head(6)
     files = [str(learn_data / p) for p in cases["image"]]

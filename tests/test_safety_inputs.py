@@ -175,26 +175,26 @@ def test_a_model_keras_refuses_is_said_in_one_line_and_in_full_with_debug(cls_ru
 
 
 # ---- --weights FILE: a Keras weights file, or one line saying what is -------------------------
-_SAVE_WEIGHTS = """
-import sys
-from breastus_cli import backend
-keras = backend.keras()
-small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-folder = sys.argv[1]
-small.save(folder + "/whole.h5")              # a whole model, legacy HDF5
-small.save_weights(folder + "/dense.h5")      # weights, the .h5 layout (layer_names)
-small.save_weights(folder + "/dense.weights.h5")  # weights, the .weights.h5 layout
-import h5py, numpy as np
-with h5py.File(folder + "/other.h5", "w") as handle:
-    handle["x"] = np.zeros(3)
-"""
-
-
 @pytest.fixture(scope="module")
 def weight_files(tmp_path_factory) -> Path:
+    """Files ``--weights`` may be given, written in this process (no TensorFlow start-up)."""
+    import warnings
+
+    import h5py
+    import numpy as np
+
+    from breastus_cli import backend
+
+    keras = backend.keras()
     folder = tmp_path_factory.mktemp("weights")
-    subprocess.run([sys.executable, "-c", _SAVE_WEIGHTS, str(folder)], check=True,
-                   capture_output=True)
+    small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with warnings.catch_warnings():  # Keras's "legacy HDF5" warning: that is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        small.save(str(folder / "whole.h5"))          # a whole model, legacy HDF5
+    small.save_weights(str(folder / "dense.h5"))      # weights, the .h5 layout (layer_names)
+    small.save_weights(str(folder / "dense.weights.h5"))  # weights, the .weights.h5 layout
+    with h5py.File(folder / "other.h5", "w") as handle:
+        handle["x"] = np.zeros(3)
     (folder / "notes.txt").write_text("these are not weights\n")
     shutil.copy(folder / "dense.weights.h5", folder / "renamed.h5")
     return folder
