@@ -301,6 +301,23 @@ def _goal(value: float | None, goal: float) -> str:
     return f"{value:.3f} ({'met' if value >= goal else 'not met'}: goal {goal})"
 
 
+def time_lines(work: Path) -> list[str]:
+    """The training time of the runs behind the section (history.csv's seconds per epoch; a CV's
+    summary), and the command that makes them."""
+    seconds = 0.0
+    for history in work.glob("*/history.csv"):
+        if history.parent.name.endswith("-fused"):  # a copy of a run counted already
+            continue
+        seconds += sum(float(row["seconds"]) for row in csv.DictReader(history.open())
+                       if row.get("seconds"))
+    for summary in work.glob("*/summary.json"):
+        seconds += float((_json(summary) or {}).get("seconds_training") or 0.0)
+    return ["Made by `examples/results_pretrained.sh BUSBRA_DATA BREAST_DATA WORK` (resumable; "
+            "the runs named above are its folders). Training time of the runs it holds: "
+            f"{seconds / 3600:.1f} h on 2 CPU cores, shared with other work while they ran "
+            "(evaluations, adaptation and the feature statistics not counted)."]
+
+
 def section(work: Path, appended: list[Path]) -> str:
     cls, head = classifier_rows(work)
     seg, seg_head = seg_rows(work)
@@ -339,6 +356,7 @@ def section(work: Path, appended: list[Path]) -> str:
              f"(another hospital) {_goal(seg_head.get('dice_breast'), 0.80)}; BrEaST 5-fold, "
              f"fine-tuned {_goal(seg_head.get('dice_breast_cv'), 0.80)}."]
     lines += ["", *new_hospital(work)]
+    lines += ["", *time_lines(work)]
     for path in appended:
         lines += ["", path.read_text().strip()]
     lines.append(END)
