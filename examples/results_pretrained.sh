@@ -92,6 +92,13 @@ run_unless "$nh/adabn-breast/crossfit.json" "$python" "$here/adabn_crossfit.py" 
   "$nh/adabn-breast"
 run_unless "$nh/adabn-busbra/crossfit.json" "$python" "$here/adabn_crossfit.py" "$cv/fold-0" "$bb" \
   "$nh/adabn-busbra" --cases 600
+# the same on a from-scratch model (RESULTS.md's BUS-BRA ResNet50 recipe)
+r0=$work/resnet50-scratch-f0
+train train-cls "$r0" "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 42 --epochs 40 --lr 1e-3 \
+  --batch-size 16 --model resnet50 --img-size 96 --lr-schedule constant --warmup-epochs 0
+run_unless "$r0/eval-test/metrics.json" breastus evaluate "$r0" --target-sensitivity 0.9
+run_unless "$nh/adabn-scratch-breast/crossfit.json" "$python" "$here/adabn_crossfit.py" "$r0" "$br" \
+  "$nh/adabn-scratch-breast"
 run_unless "$nh/adabn-seg-breast/crossfit.json" "$python" "$here/adabn_crossfit.py" "$s" "$br" \
   "$nh/adabn-seg-breast"
 run_unless "$nh/local-threshold.md" "$python" "$here/local_threshold.py" \

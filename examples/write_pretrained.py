@@ -247,7 +247,10 @@ def new_hospital(work: Path) -> list[str]:
     for folder, name, where in (("adabn-breast", "Lite0 trained on BUS-BRA folds 2-5",
                                  "BrEaST, all"),
                                 ("adabn-busbra", "Lite0 trained on BrEaST (fold 0's training "
-                                 "folds)", "BUS-BRA, a stratified 625 (patient-grouped)")):
+                                 "folds)", "BUS-BRA, a stratified 625 (patient-grouped)"),
+                                ("adabn-scratch-breast", "ResNet50 from scratch (96 px, the "
+                                 "from-scratch recipe), trained on BUS-BRA folds 2-5",
+                                 "BrEaST, all")):
         c = _json(nh / folder / "crossfit.json")
         if c is None:
             lines.append(f"| {name} | {where} | | not run | | |")
@@ -269,6 +272,7 @@ def new_hospital(work: Path) -> list[str]:
                   f"{p['ci_difference'][1]:+.3f}) |"]
     shown = [c["pooled"]["ci_difference"] for c in
              (_json(nh / f / "crossfit.json") for f in ("adabn-breast", "adabn-busbra",
+                                                        "adabn-scratch-breast",
                                                         "adabn-seg-breast")) if c]
     if shown and all(lo <= 0 <= hi for lo, hi in shown):
         lines += ["", "No CI excludes 0: AdaBN is not shown to help, and `adapt` stays an "
