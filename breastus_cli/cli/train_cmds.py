@@ -217,7 +217,8 @@ def run_training(settings: Any, kind: str, resume: Path | None) -> None:
 
 _make_command(
     "train-cls", ClsSettings,
-    """Train a benign/malignant classifier (MobileNetV2 or ResNet50) into a run directory.
+    """Train a benign/malignant classifier (MobileNetV2, ResNet50, EfficientNet-Lite0/2) into a
+    run directory.
 
     The run directory holds config.json, history.csv, model.keras (best by --monitor),
     train.log and, while running, checkpoints/ for --resume.
