@@ -106,6 +106,14 @@ train train-cls "$r0" "$bb" --fold 0 --weights none --val-fraction 0.15 --seed 4
 run_unless "$r0/eval-test/metrics.json" breastus evaluate "$r0" --target-sensitivity 0.9
 run_unless "$nh/adabn-scratch-breast/crossfit.json" "$python" "$here/adabn_crossfit.py" "$r0" "$br" \
   "$nh/adabn-scratch-breast"
+# and the other way: the same from-scratch recipe trained on BrEaST (fold 0's training folds),
+# adapted to BUS-BRA
+r1=$work/resnet50-scratch-breast-f0
+train train-cls "$r1" "$br" --fold 0 --weights none --val-fraction 0.15 --seed 42 --epochs 40 --lr 1e-3 \
+  --batch-size 16 --model resnet50 --img-size 96 --lr-schedule constant --warmup-epochs 0
+run_unless "$r1/eval-test/metrics.json" breastus evaluate "$r1" --target-sensitivity 0.9
+run_unless "$nh/adabn-scratch-busbra/crossfit.json" "$python" "$here/adabn_crossfit.py" "$r1" "$bb" \
+  "$nh/adabn-scratch-busbra" --cases 600
 run_unless "$nh/adabn-seg-breast/crossfit.json" "$python" "$here/adabn_crossfit.py" "$s" "$br" \
   "$nh/adabn-seg-breast"
 run_unless "$nh/local-threshold.md" "$python" "$here/local_threshold.py" \

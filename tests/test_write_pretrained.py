@@ -101,6 +101,59 @@ def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
     assert str(tmp_path) not in text  # no path of this machine
 
 
+def _pooled(**values) -> dict:
+    return {k: {"pooled": v, "ci": [v - 0.05, v + 0.05]} for k, v in values.items()}
+
+
+def test_lesion_centred_two_view_rows_and_the_learning_rate_rule(tmp_path):
+    work = _work(tmp_path)
+    roi = {"task": "cls", "n": 252, "n_malignant": 98,
+           "metrics": _pooled(auc=0.711, sensitivity=0.806, specificity=0.597),
+           "ground_truth_roi": _pooled(auc=0.683, sensitivity=0.714, specificity=0.539),
+           "fusion": {"fused": _pooled(auc=0.803, sensitivity=0.857, specificity=0.604)}}
+    (work / "cv-breast-lite0-roi160").mkdir()
+    (work / "cv-breast-lite0-roi160" / "summary.json").write_text(json.dumps(roi))
+    # the two-view copy before its fusion ran has no partner: said not run, not the roi numbers
+    (work / "cv-breast-lite0-roi160-2v").mkdir()
+    (work / "cv-breast-lite0-roi160-2v" / "summary.json").write_text(json.dumps(roi))
+    mod = _module("write_pretrained")
+    text = mod.section(work, [])
+    assert "| trained on BrEaST's folds; crops from the same fold's Lite0 U-Net | BrEaST, 5 folds " \
+           "pooled out of fold | 252 (98 malignant) | 0.711 (0.661–0.761) |" in text
+    assert "ground-truth crops (upper bound: needs the mask) | BrEaST, 5 folds pooled out of " \
+           "fold | 252 (98 malignant) | 0.683 (0.633–0.733) |" in text
+    assert "two-view (with the whole-image Lite0) | BrEaST, 5 folds pooled out of fold | | not run" \
+        in text
+    assert "lesion-centred 0.711 (not met: goal 0.88), fused 0.803 (not met: goal 0.88)" in text
+    roi["fusion"] = {"partner": {"run": "x"}, "fused": _pooled(auc=0.821, sensitivity=0.867,
+                                                                 specificity=0.591)}
+    (work / "cv-breast-lite0-roi160-2v" / "summary.json").write_text(json.dumps(roi))
+    # the BUS-BRA lesion-centred run: its own crops and the two-view fusion
+    run = work / "lite0-roi160-f0"
+    _metrics(run / "eval-test", auc=0.88, sensitivity=0.9, specificity=0.6,
+             fusion={"fused": {"auc": 0.935, "sensitivity": 0.93, "specificity": 0.7,
+                               "ci": {"auc": [0.91, 0.96]}}})
+    # the learning-rate candidate: finished, its best above every default seed's but its last
+    # 10 epochs not: not chosen by the committed rule
+    cand = work / "lite0-160-lr3e-4-f0"
+    cand.mkdir()
+    (cand / "config.json").write_text(json.dumps({"status": "finished"}))
+    (cand / "history.csv").write_text("epoch,val_auc\n" + "".join(
+        f"{e},{0.95 if e == 2 else 0.70}\n" for e in range(1, 13)))
+    text = mod.section(work, [])
+    assert "two-view: fused with the descriptors and the same fold's whole-image Lite0 | BrEaST, " \
+           "5 folds pooled out of fold | 252 (98 malignant) | 0.821 (0.771–0.871) |" in text
+    assert "| BUS-BRA fold 1 | 376 (122 malignant) | 0.935 (0.910–0.960) | 0.930 / 0.700 |" in text
+    assert "two-view 0.935 (met: goal 0.93)" in text
+    assert "| EfficientNet-Lite0 ImageNet, 160 px, constant 3e-4 (seed 42; the learning-rate " \
+           "candidate) | 0.950 (2) | 0.700 |" in text
+    assert "not chosen; 1e-4 stays the default" in text
+    (cand / "history.csv").write_text("epoch,val_auc\n" + "".join(
+        f"{e},0.9\n" for e in range(1, 13)))
+    assert "the learning-rate candidate) | 0.900 (1) | 0.900 |" in mod.section(work, [])
+    assert ": chosen." in mod.section(work, [])
+
+
 def test_the_section_replaces_its_old_self_and_write_results_keeps_it(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\ntable\n\n## How the settings were chosen\n\nnotes\n")
