@@ -178,8 +178,9 @@ def lesion_rows(work: Path) -> tuple[list[str], dict[str, float]]:
         if m is None:
             rows.append(f"| trained on BUS-BRA folds 2-5 | {where} | | not run | |")
             continue
-        rows.append(row("trained on BUS-BRA folds 2-5; crops from the Lite0 U-Net", where,
-                        _cases(m), m, False))
+        headline[f"{key}_roi"] = m["auc"]
+        rows.append(row("trained on BUS-BRA folds 2-5 (seed 42); crops from the Lite0 U-Net",
+                        where, _cases(m), m, False))
         fusion = m.get("fusion") or {}
         if fusion.get("fused"):
             headline[f"{key}_two_view"] = fusion["fused"]["auc"]
@@ -187,6 +188,39 @@ def lesion_rows(work: Path) -> tuple[list[str], dict[str, float]]:
                             "(seed 42); combination fitted on BUS-BRA validation", where,
                             _cases(m), fusion["fused"], False))
     return head + rows, headline
+
+
+def lesion_seed_rows(work: Path, means: dict[str, tuple[float, float, int]] | None = None
+                     ) -> list[str]:
+    """Each seed's lesion-centred AUC and its two-view AUC, on BUS-BRA fold 1 and on BrEaST,
+    and their mean ± sd (also into ``means``); nothing when only one seed ran."""
+    columns = (("eval-test", None), ("eval-test", "fused"), ("eval-*-all", None),
+               ("eval-*-all", "fused"))
+    lines = ["| seed | BUS-BRA fold 1, lesion-centred | two-view | BrEaST (another hospital), "
+             "lesion-centred | two-view |", "|---:|---:|---:|---:|---:|"]
+    values: list[list[float]] = [[] for _ in columns]
+    for seed in SEEDS:
+        run = work / ("lite0-roi160-f0" if seed == 42 else f"lite0-roi160-f0-s{seed}")
+        cells = []
+        for i, (pattern, part) in enumerate(columns):
+            m = _eval(run, pattern)
+            block = m if part is None else ((m or {}).get("fusion") or {}).get(part)
+            if not block:
+                cells.append("not run")
+                continue
+            values[i].append(block["auc"])
+            cells.append(_metric(block, "auc"))
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    if len(values[0]) < 2:
+        return []
+    if means is not None:
+        means.update({name: (statistics.mean(v), statistics.stdev(v), len(v))
+                      for name, v in zip(("busbra_roi", "busbra_two_view", "breast_roi",
+                                          "breast_two_view"), values) if len(v) >= 2})
+    lines.append("| mean ± sd | " + " | ".join(
+        f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f} (n={len(v)})" if len(v) >= 2
+        else "" for v in values) + " |")
+    return lines
 
 
 def seed_rows(work: Path) -> list[str]:
@@ -420,6 +454,33 @@ def time_lines(work: Path) -> list[str]:
             "(evaluations, adaptation and the feature statistics not counted)."]
 
 
+def _seed_block(work: Path) -> list[str]:
+    rows = lesion_seed_rows(work)
+    if not rows:
+        return []
+    return ["Seed spread of the lesion-centred BUS-BRA rows (each seed two-view with the "
+            "whole-image Lite0 of the same seed):", "", *rows, ""]
+
+
+def _seed_goal(work: Path) -> list[str]:
+    """The goal lines' lesion-centred numbers over seeds (the lines above are seed 42's)."""
+    means: dict[str, tuple[float, float, int]] = {}
+    lesion_seed_rows(work, means)
+    if not means:
+        return []
+    def say(key: str, goal: float) -> str:
+        mean, sd, n = means[key]
+        return f"{mean:.3f} ± {sd:.3f} over {n} seeds ({'met' if mean >= goal else 'not met'} " \
+               f"on the mean: goal {goal})"
+    parts = [f"{label} {say(key, goal)}" for key, label, goal in (
+        ("busbra_roi", "BUS-BRA fold 1 lesion-centred", 0.93),
+        ("busbra_two_view", "two-view", 0.93),
+        ("breast_roi", "BUS-BRA -> BrEaST lesion-centred", 0.85),
+        ("breast_two_view", "two-view", 0.85)) if key in means]
+    return ["- The lesion-centred rows above are seed 42's; over the seeds: " + "; ".join(parts)
+            + "."]
+
+
 def section(work: Path, appended: list[Path]) -> str:
     cls, head = classifier_rows(work)
     seg, seg_head = seg_rows(work)
@@ -444,17 +505,21 @@ def section(work: Path, appended: list[Path]) -> str:
              *validation_rows(work), "",
              "Lesion-centred and two-view (the from-scratch pipeline's best; crop margin and "
              "size as chosen there on BUS-BRA's validation cases, not chosen again here):", "",
-             *lesion, "", "Segmentation:", "", *seg, "",
+             *lesion, "", *_seed_block(work), "Segmentation:", "", *seg, "",
              "### Goals of the pretrained part", "",
              f"- BUS-BRA fold 1: AUC {_goal(head.get('busbra'), 0.93)}"
              + (f"; fused with descriptors {_goal(head['busbra_fused'], 0.93)}"
                 if "busbra_fused" in head else "")
+             + (f"; lesion-centred {_goal(head['busbra_roi'], 0.93)}"
+                if "busbra_roi" in head else "")
              + (f"; two-view {_goal(head['busbra_two_view'], 0.93)}"
                 if "busbra_two_view" in head else "") + ".",
              f"- BUS-BRA -> BrEaST, no BrEaST case in training: AUC "
              f"{_goal(head.get('breast_from_busbra'), 0.85)}"
              + (f"; fused with descriptors {_goal(head['breast_from_busbra_fused'], 0.85)}"
                 if "breast_from_busbra_fused" in head else "")
+             + (f"; lesion-centred {_goal(head['breast_from_busbra_roi'], 0.85)}"
+                if "breast_from_busbra_roi" in head else "")
              + (f"; two-view {_goal(head['breast_from_busbra_two_view'], 0.85)}"
                 if "breast_from_busbra_two_view" in head else "") + ".",
              f"- BrEaST 5-fold, no ground truth at inference: whole image AUC "
@@ -468,6 +533,7 @@ def section(work: Path, appended: list[Path]) -> str:
                 if "breast_cv_roi" in head else "")
              + (f"; two-view {_goal(head['breast_cv_two_view'], 0.88)}"
                 if "breast_cv_two_view" in head else "") + ".",
+             *_seed_goal(work),
              f"- U-Net Dice on BUS-BRA fold 1 {_goal(seg_head.get('dice_busbra'), 0.80)}; on BrEaST "
              f"(another hospital) {_goal(seg_head.get('dice_breast'), 0.80)}; BrEaST 5-fold, "
              f"fine-tuned {_goal(seg_head.get('dice_breast_cv'), 0.80)}."]

@@ -145,6 +145,15 @@ def test_lesion_centred_two_view_rows_and_the_learning_rate_rule(tmp_path):
            "5 folds pooled out of fold | 252 (98 malignant) | 0.821 (0.771–0.871) |" in text
     assert "| BUS-BRA fold 1 | 376 (122 malignant) | 0.935 (0.910–0.960) | 0.930 / 0.700 |" in text
     assert "two-view 0.935 (met: goal 0.93)" in text
+    assert "Seed spread of the lesion-centred" not in text  # one seed: no spread to show
+    _metrics(work / "lite0-roi160-f0-s43" / "eval-test", auc=0.90, sensitivity=0.9,
+             specificity=0.6, fusion={"fused": {"auc": 0.925, "ci": {}}})
+    text = mod.section(work, [])
+    assert "| 44 | not run | not run | not run | not run |" in text
+    assert "| mean ± sd | 0.890 ± 0.014 (n=2) | 0.930 ± 0.007 (n=2) |  |  |" in text
+    assert "over the seeds: BUS-BRA fold 1 lesion-centred 0.890 ± 0.014 over 2 seeds (not met on " \
+           "the mean: goal 0.93); two-view 0.930 ± 0.007 over 2 seeds (met on the mean: goal " \
+           "0.93)." in text
     assert "| EfficientNet-Lite0 ImageNet, 160 px, constant 3e-4 (seed 42; the learning-rate " \
            "candidate) | 0.950 (2) | 0.700 |" in text
     assert "not chosen; 1e-4 stays the default" in text
