@@ -47,8 +47,8 @@ LOG = "train.log"
 GRID = "grid"  # models saved at chosen epochs (sweeps): grid/epoch-010.keras
 THRESHOLD = "threshold.json"  # the decision threshold calibrate --target-sensitivity chose
 #: The one decision-threshold rule of evaluate, predict, export and cv (written in metrics.json).
-THRESHOLD_RULE = ("the run's threshold.json (chosen on validation cases by 'evaluate "
-                  "--target-sensitivity') when present, else 0.5")
+THRESHOLD_RULE = ("the run's threshold.json (chosen on validation cases by the calibration "
+                  "step: 'calibrate --target-sensitivity') when present, else 0.5")
 
 log = logging.getLogger("breastus")
 
