@@ -449,19 +449,23 @@ def _goal(value: float | None, goal: float) -> str:
 
 
 def time_lines(work: Path) -> list[str]:
-    """The training time of the runs behind the section (history.csv's seconds per epoch; a CV's
-    summary), and the command that makes them."""
-    seconds = 0.0
-    for history in work.glob("*/history.csv"):
-        if history.parent.name.endswith("-fused"):  # a copy of a run counted already
+    """The training time of the runs behind the section (each run's and each CV fold's
+    history.csv; copies of a run made to fit another fusion are not counted again), and the
+    command that makes them."""
+    seconds = alone = 0.0
+    for history in [*work.glob("*/history.csv"), *work.glob("*/fold-*/history.csv")]:
+        top = history.relative_to(work).parts[0]
+        if top.endswith(("-fused", "-2v")):  # a copy of a run counted already
             continue
-        seconds += sum(float(row["seconds"]) for row in csv.DictReader(history.open())
-                       if row.get("seconds"))
-    for summary in work.glob("*/summary.json"):
-        seconds += float((_json(summary) or {}).get("seconds_training") or 0.0)
+        epochs = [float(row["seconds"]) for row in csv.DictReader(history.open())
+                  if row.get("seconds")]
+        seconds += sum(epochs)
+        alone += min(epochs, default=0.0) * len(epochs)
     return ["Made by `examples/results_pretrained.sh BUSBRA_DATA BREAST_DATA WORK` (resumable; "
-            "the runs named above are its folders). Training time of the runs it holds: "
-            f"{seconds / 3600:.1f} h on 2 CPU cores, shared with other work while they ran "
+            "the runs named above are its folders). Training time of the runs it holds, summed "
+            f"over their epochs: {seconds / 3600:.1f} h on 2 CPU cores, often two runs at once "
+            "beside other work, so the sum overstates one machine's time; each run's epochs at "
+            f"its own fastest epoch's rate, about what it takes alone: {alone / 3600:.1f} h "
             "(evaluations, adaptation and the feature statistics not counted)."]
 
 

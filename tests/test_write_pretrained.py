@@ -181,3 +181,14 @@ def test_the_section_replaces_its_old_self_and_write_results_keeps_it(tmp_path):
     results.write_text("# Results\n\nnew table\n\n## How the settings were chosen\n\nnotes\n")
     _module("write_pretrained").insert(results, block)
     assert block in results.read_text() and "new table" in results.read_text()
+
+
+def test_training_time_counts_each_run_once_and_its_alone_estimate(tmp_path):
+    work = tmp_path / "work"
+    for folder in ("a", "cv/fold-0", "cv-2v/fold-0", "a-fused"):  # the last two are copies
+        (work / folder).mkdir(parents=True)
+        (work / folder / "history.csv").write_text("epoch,seconds\n1,1800\n2,900\n3,900\n")
+    line = _module("write_pretrained").time_lines(work)[0]
+    # two runs of 3600 s each; alone: 3 epochs at 900 s each
+    assert "summed over their epochs: 2.0 h" in line
+    assert "about what it takes alone: 1.5 h" in line
