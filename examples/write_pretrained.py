@@ -492,7 +492,7 @@ def _seed_goal(work: Path) -> list[str]:
         ("busbra_two_view", "two-view", 0.93),
         ("breast_roi", "BUS-BRA -> BrEaST lesion-centred", 0.85),
         ("breast_two_view", "two-view", 0.85)) if key in means]
-    return ["- The lesion-centred rows above are seed 42's; over the seeds: " + "; ".join(parts)
+    return ["- Over the seeds (the seed tables above): " + "; ".join(parts)
             + "."]
 
 
@@ -522,14 +522,14 @@ def section(work: Path, appended: list[Path]) -> str:
              "size as chosen there on BUS-BRA's validation cases, not chosen again here):", "",
              *lesion, "", *_seed_block(work), "Segmentation:", "", *seg, "",
              "### Goals of the pretrained part", "",
-             f"- BUS-BRA fold 1: AUC {_goal(head.get('busbra'), 0.93)}"
+             f"- BUS-BRA fold 1, seed 42: whole image AUC {_goal(head.get('busbra'), 0.93)}"
              + (f"; fused with descriptors {_goal(head['busbra_fused'], 0.93)}"
                 if "busbra_fused" in head else "")
              + (f"; lesion-centred {_goal(head['busbra_roi'], 0.93)}"
                 if "busbra_roi" in head else "")
              + (f"; two-view {_goal(head['busbra_two_view'], 0.93)}"
                 if "busbra_two_view" in head else "") + ".",
-             f"- BUS-BRA -> BrEaST, no BrEaST case in training: AUC "
+             f"- BUS-BRA -> BrEaST, no BrEaST case in training, seed 42: whole image AUC "
              f"{_goal(head.get('breast_from_busbra'), 0.85)}"
              + (f"; fused with descriptors {_goal(head['breast_from_busbra_fused'], 0.85)}"
                 if "breast_from_busbra_fused" in head else "")

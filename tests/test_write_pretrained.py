@@ -86,7 +86,7 @@ def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
     # missing runs are listed as not run, and the goals say met / not met / not run
     assert "| BrEaST's 5 fold models, averaged | BUS-BRA, all | | not run | | |" in text
     assert "| trained on BUS-BRA folds 2-5 | BrEaST, all 252 (another hospital) | | not run |" in text
-    assert "- BUS-BRA fold 1: AUC 0.910 (not met: goal 0.93)." in text
+    assert "- BUS-BRA fold 1, seed 42: whole image AUC 0.910 (not met: goal 0.93)." in text
     assert "U-Net Dice on BUS-BRA fold 1 0.861 (met: goal 0.8); on BrEaST (another hospital) " \
            "not run (goal 0.8); BrEaST 5-fold, fine-tuned not run (goal 0.8)." in text
     # the new-hospital part: ood separation, AdaBN cross-fitted, the local-threshold table
@@ -151,7 +151,7 @@ def test_lesion_centred_two_view_rows_and_the_learning_rate_rule(tmp_path):
     text = mod.section(work, [])
     assert "| 44 | not run | not run | not run | not run |" in text
     assert "| mean ± sd | 0.890 ± 0.014 (n=2) | 0.930 ± 0.007 (n=2) |  |  |" in text
-    assert "over the seeds: BUS-BRA fold 1 lesion-centred 0.890 ± 0.014 over 2 seeds (not met on " \
+    assert "Over the seeds (the seed tables above): BUS-BRA fold 1 lesion-centred 0.890 ± 0.014 over 2 seeds (not met on " \
            "the mean: goal 0.93); two-view 0.930 ± 0.007 over 2 seeds (met on the mean: goal " \
            "0.93)." in text
     assert "| EfficientNet-Lite0 ImageNet, 160 px, constant 3e-4 (seed 42; the learning-rate " \
