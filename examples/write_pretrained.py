@@ -27,6 +27,15 @@ SCRATCH = {
     "breast_cv": "0.648 (0.577–0.717) whole-image ResNet50; 0.794 (0.737–0.851) best from "
                  "scratch fused; 0.813 (0.758–0.862) BUS-BRA-pretrained and fine-tuned, fused",
     "busbra_from_breast": "0.581 (0.554–0.610) BrEaST's from-scratch fold models, averaged",
+    "roi_cv": "0.731 (0.668–0.789) lesion-centred MobileNetV2",
+    "roi_cv_gt": "0.765 (0.706–0.819)",
+    "roi_cv_fused": "0.768 (0.708–0.826)",
+    "roi_cv_two_view": "0.794 (0.737–0.851), with the whole-image ResNet50",
+    "roi_cv_two_view_gt": "0.841 (0.791–0.890)",
+    "roi_busbra": "0.873 (0.837–0.907) lesion-centred MobileNetV2",
+    "roi_busbra_two_view": "0.906 (0.875–0.934), with the whole-image ResNet50",
+    "roi_breast_from_busbra": "0.742 (0.682–0.799) lesion-centred MobileNetV2",
+    "roi_breast_from_busbra_two_view": "0.756 (0.695–0.817), with the whole-image ResNet50",
     "dice_busbra": "0.850 (0.833–0.866) U-Net EfficientNetB2 from scratch",
     "dice_breast": "0.708 (0.674–0.739) the same U-Net",
 }
@@ -135,58 +144,62 @@ def lesion_rows(work: Path) -> tuple[list[str], dict[str, float]]:
     whole-image Lite0: BrEaST's 5 folds and BUS-BRA fold 1 (and that model on BrEaST)."""
     rows, headline = [], {}
     head = ["| lesion-centred EfficientNet-Lite0 (ImageNet), 160 px crops, margin 0.2 | tested on "
-            "| cases | AUC (95% CI) | sensitivity / specificity |", "|---|---|---:|---:|---:|"]
+            "| cases | AUC (95% CI) | sensitivity / specificity | from scratch, same cases |",
+            "|---|---|---:|---:|---:|---|"]
 
-    def row(name: str, where: str, n: str, block: dict[str, Any], pooled: bool) -> str:
+    def row(name: str, where: str, n: str, block: dict[str, Any], pooled: bool,
+            scratch: str) -> str:
         get = (lambda k: _ci((block.get(k) or {}).get("pooled"), (block.get(k) or {}).get("ci"))
                ) if pooled else (lambda k: _metric(block, k))
         return (f"| {name} | {where} | {n} | {get('auc')} | {get('sensitivity')} / "
-                f"{get('specificity')} |")
+                f"{get('specificity')} | {SCRATCH[scratch]} |")
 
     where = "BrEaST, 5 folds pooled out of fold"
     cv = _json(work / "cv-breast-lite0-roi160" / "summary.json")
     if cv is None:
-        rows.append(f"| trained on BrEaST's folds | {where} | | not run | |")
+        rows.append(f"| trained on BrEaST's folds | {where} | | not run | | |")
     else:
         n = f"{cv['n']} ({cv['n_malignant']} malignant)"
         headline["breast_cv_roi"] = cv["metrics"]["auc"]["pooled"]
         rows.append(row("trained on BrEaST's folds; crops from the same fold's Lite0 U-Net",
-                        where, n, cv["metrics"], True))
+                        where, n, cv["metrics"], True, "roi_cv"))
         if "ground_truth_roi" in cv:
             rows.append(row("  the same on ground-truth crops (upper bound: needs the mask)",
-                            where, n, cv["ground_truth_roi"], True))
+                            where, n, cv["ground_truth_roi"], True, "roi_cv_gt"))
         fused = (cv.get("fusion") or {}).get("fused")
         if fused:
             headline["breast_cv_roi_fused"] = fused["auc"]["pooled"]
-            rows.append(row("  fused with the lesion descriptors", where, n, fused, True))
+            rows.append(row("  fused with the lesion descriptors", where, n, fused, True,
+                            "roi_cv_fused"))
         two = _json(work / "cv-breast-lite0-roi160-2v" / "summary.json") or {}
         fusion = two.get("fusion") or {}
         if "partner" in fusion and "fused" in fusion:
             headline["breast_cv_two_view"] = fusion["fused"]["auc"]["pooled"]
             rows.append(row("  two-view: fused with the descriptors and the same fold's "
-                            "whole-image Lite0", where, n, fusion["fused"], True))
+                            "whole-image Lite0", where, n, fusion["fused"], True,
+                            "roi_cv_two_view"))
             if "fused_gt_mask" in fusion:
                 rows.append(row("  the same two-view, ground-truth masks (upper bound)", where,
-                                n, fusion["fused_gt_mask"], True))
+                                n, fusion["fused_gt_mask"], True, "roi_cv_two_view_gt"))
         else:
-            rows.append(f"|   two-view (with the whole-image Lite0) | {where} | | not run | |")
+            rows.append(f"|   two-view (with the whole-image Lite0) | {where} | | not run | | |")
     run = work / "lite0-roi160-f0"
     for prefix, where, key in (("eval-test", "BUS-BRA fold 1", "busbra"),
                                ("eval-*-all", "BrEaST, all 252 (another hospital)",
                                 "breast_from_busbra")):
         m = _eval(run, prefix)
         if m is None:
-            rows.append(f"| trained on BUS-BRA folds 2-5 | {where} | | not run | |")
+            rows.append(f"| trained on BUS-BRA folds 2-5 | {where} | | not run | | |")
             continue
         headline[f"{key}_roi"] = m["auc"]
         rows.append(row("trained on BUS-BRA folds 2-5 (seed 42); crops from the Lite0 U-Net",
-                        where, _cases(m), m, False))
+                        where, _cases(m), m, False, f"roi_{key}"))
         fusion = m.get("fusion") or {}
         if fusion.get("fused"):
             headline[f"{key}_two_view"] = fusion["fused"]["auc"]
             rows.append(row("  two-view: fused with the descriptors and the whole-image Lite0 "
                             "(seed 42); combination fitted on BUS-BRA validation", where,
-                            _cases(m), fusion["fused"], False))
+                            _cases(m), fusion["fused"], False, f"roi_{key}_two_view"))
     return head + rows, headline
 
 

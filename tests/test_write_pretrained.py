@@ -145,6 +145,8 @@ def test_lesion_centred_two_view_rows_and_the_learning_rate_rule(tmp_path):
            "5 folds pooled out of fold | 252 (98 malignant) | 0.821 (0.771–0.871) |" in text
     assert "| BUS-BRA fold 1 | 376 (122 malignant) | 0.935 (0.910–0.960) | 0.930 / 0.700 |" in text
     assert "two-view 0.935 (met: goal 0.93)" in text
+    # beside each row, the from-scratch pipeline's number on the same cases
+    assert "| 0.930 / 0.700 | 0.906 (0.875–0.934), with the whole-image ResNet50 |" in text
     assert "Seed spread of the lesion-centred" not in text  # one seed: no spread to show
     _metrics(work / "lite0-roi160-f0-s43" / "eval-test", auc=0.90, sensitivity=0.9,
              specificity=0.6, fusion={"fused": {"auc": 0.925, "ci": {}}})
