@@ -92,6 +92,31 @@ def test_every_command_has_help_with_examples(args):
     assert "Usage: breastus" in proc.stdout
 
 
+def _commands(typer_app, prefix=()):
+    for info in typer_app.registered_commands:
+        yield (*prefix, info.name), info.help
+    for group in typer_app.registered_groups:
+        yield from _commands(group.typer_instance, (*prefix, group.name))
+
+
+def test_help_paragraphs_are_not_broken_where_the_source_wrapped_them():
+    # Typer's rich help keeps every line break of a docstring: the source's 100-column wrap came
+    # out as ragged lines on an 80-column terminal ("...the ultrasound share of the" / "frame")
+    from breastus_cli.cli.app import app
+
+    commands = dict(_commands(app))
+    assert len(commands) >= 20
+    for name, text in commands.items():
+        assert text, name
+        for paragraph in text.split("\n\n"):
+            for line in paragraph.split("\n")[1:]:
+                assert line.lstrip().startswith(("- ", "* ", "\b")), (name, line)
+    shift = commands[("shift",)]
+    assert "contrast and the ultrasound share of the frame, and scores" in shift
+    proc = run_cli("shift", "--help", env={"COLUMNS": "200"}, subprocess=True)
+    assert "the ultrasound share of the frame, and scores each scan's distance" in proc.stdout
+
+
 def test_end_to_end_synth_prepare_split(tmp_path):
     src, data = tmp_path / "src", tmp_path / "data"
     proc = run_cli("synth", str(src), "--cases", "30", "--seed", "3", "--min-side", "64",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -78,6 +79,38 @@ def _register() -> None:
 
 
 _register()
+
+
+def _unwrap(text: str) -> str:
+    """A docstring's paragraphs as one line each (bullets "- "/"* " keep their own lines).
+    Docstrings are wrapped for the source; Typer's rich help keeps every line break, so an
+    80-column terminal showed each wrapped line broken again."""
+    paragraphs = []
+    for block in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for line in block.split("\n"):
+            if lines and not line.lstrip().startswith(("- ", "* ", "\b")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _unwrap_help(typer_app: typer.Typer) -> None:
+    """Every command's help (and each group's, recursively) unwrapped, before Typer builds it."""
+    for info in typer_app.registered_commands:
+        text = info.help or inspect.getdoc(info.callback)
+        if text:
+            info.help = _unwrap(text)
+    for group in typer_app.registered_groups:
+        if group.help:
+            group.help = _unwrap(group.help)
+        if group.typer_instance is not None:
+            _unwrap_help(group.typer_instance)
+
+
+_unwrap_help(app)
 
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
