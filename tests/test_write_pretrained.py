@@ -159,10 +159,21 @@ def test_lesion_centred_two_view_rows_and_the_learning_rate_rule(tmp_path):
     assert "| EfficientNet-Lite0 ImageNet, 160 px, constant 3e-4 (seed 42; the learning-rate " \
            "candidate) | 0.950 (2) | 0.700 |" in text
     assert "not chosen; the default stays" in text
+    assert not mod.candidate_chosen(work, "lite0-160-lr3e-4-f0")
     (cand / "history.csv").write_text("epoch,val_auc\n" + "".join(
         f"{e},0.9\n" for e in range(1, 13)))
     assert "the learning-rate candidate) | 0.900 (1) | 0.900 |" in mod.section(work, [])
-    assert ": chosen." in mod.section(work, [])
+    text = mod.section(work, [])
+    assert ": chosen. Its test cases have not been scored yet." in text
+    # results_pretrained.sh asks before scoring a candidate's test cases
+    ask = [sys.executable, str(EXAMPLES / "write_pretrained.py"), str(work), "--is-chosen"]
+    assert subprocess.run([*ask, "lite0-160-lr3e-4-f0"]).returncode == 0
+    assert subprocess.run([*ask, "lite0-224-f0"]).returncode == 1  # not there
+    _metrics(cand / "eval-test", auc=0.93, sensitivity=0.9, specificity=0.6)
+    text = mod.section(work, [])
+    assert ": chosen. Scored after it was chosen (seed 42): BUS-BRA fold 1 0.930 (0.880–0.970), " \
+           "against the default's 0.910. The rows of this section were trained before the " \
+           "choice; the next regeneration trains them at 160 px, constant 3e-4." in text
 
 
 def test_the_section_replaces_its_old_self_and_write_results_keeps_it(tmp_path):
