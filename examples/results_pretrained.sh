@@ -10,8 +10,12 @@
 # BUSBRA_DATA: BUS-BRA prepared and split with its published folds (examples/results_busbra.sh's
 # $WORK/busbra/data); BREAST_DATA: BrEaST prepared and split --folds 5 --seed 42 (results_breast.sh's
 # $WORK/data). WORK defaults to runs/pretrained. Resumable: run it again after an interruption;
-# finished steps are skipped, an interrupted training resumes at its next epoch. About 3 hours
-# on 2 CPU cores (most of it the 3 seeds and the two 5-fold cross-validations).
+# finished steps are skipped, an interrupted training resumes at its next epoch. Time on 2 CPU
+# cores (2026-12-07): 4.1 h of training estimated alone (each run's epochs at its fastest
+# epoch's rate; 6.6 h summed as they ran, often two at once), plus the evaluations and
+# adaptation, about 4.5 h in all; most of it the six BUS-BRA classifiers (3 seeds, whole image
+# and lesion-centred) and the four BrEaST cross-validations. At 224 px (the chosen size) the
+# classifiers take about twice as long.
 # Then RESULTS.md's pretrained section is rewritten (examples/write_pretrained.py).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
