@@ -37,7 +37,7 @@ SCRATCH = {
     "roi_breast_from_busbra": "0.742 (0.682–0.799) lesion-centred MobileNetV2",
     "roi_breast_from_busbra_two_view": "0.756 (0.695–0.817), with the whole-image ResNet50",
     "dice_busbra": "0.850 (0.833–0.866) U-Net EfficientNetB2 from scratch",
-    "dice_breast": "0.708 (0.674–0.739) the same U-Net",
+    "dice_breast_from_busbra": "0.708 (0.674–0.739) the same U-Net",
 }
 
 
@@ -63,6 +63,7 @@ def _pooled(summary: dict[str, Any], part: str, key: str | None = None) -> str:
 
 
 def _cases(m: dict[str, Any]) -> str:
+    """Cases (malignant) of an evaluation's metrics.json or a CV's summary.json."""
     return f"{m['n']} ({m['n_malignant']} malignant)"
 
 
@@ -73,66 +74,78 @@ def _eval(run: Path, pattern: str) -> dict[str, Any] | None:
     return _json(found[0]) if found else None
 
 
+#: where a run trained on BUS-BRA folds 2-5 is tested: (its evaluation folder, the row's words,
+#: the key of its numbers)
+HOSPITALS = (("eval-test", "BUS-BRA fold 1", "busbra"),
+             ("eval-*-all", "BrEaST, all 252 (another hospital)", "breast_from_busbra"))
+
+
+def _seed_run(work: Path, seed: int, name: str = "lite0-160-f0") -> Path:
+    """The run of SEED (seed 42's folder has no suffix)."""
+    return work / (name if seed == 42 else f"{name}-s{seed}")
+
+
+def _row(name: str, where: str, cases: str, block: dict[str, Any], pooled: bool,
+         scratch: str = "") -> str:
+    """One table row: AUC, sensitivity / specificity with their CIs from an evaluation's
+    metrics (or a CV summary's ``pooled`` block), and the from-scratch number SCRATCH[scratch]
+    on the same cases ("": none)."""
+    def get(key: str) -> str:
+        if not pooled:
+            return _metric(block, key)
+        value = block.get(key) or {}
+        return _ci(value.get("pooled"), value.get("ci"))
+
+    return (f"| {name} | {where} | {cases} | {get('auc')} | {get('sensitivity')} / "
+            f"{get('specificity')} | " + (f"{SCRATCH[scratch]} |" if scratch else "|"))
+
+
 def classifier_rows(work: Path) -> tuple[list[str], dict[str, float]]:
     rows, headline = [], {}
     head = ["| model (EfficientNet-Lite0, ImageNet) | tested on | cases | AUC (95% CI) | "
             "sensitivity / specificity | from scratch, same cases |",
             "|---|---|---:|---:|---:|---|"]
     run = work / "lite0-160-f0"
-    for prefix, where, key in (("eval-test", "BUS-BRA fold 1", "busbra"),
-                               ("eval-*-all", "BrEaST, all 252 (another hospital)",
-                                "breast_from_busbra")):
+    for prefix, where, key in HOSPITALS:
         m = _eval(run, prefix)
         if m is None:
             rows.append(f"| trained on BUS-BRA folds 2-5 | {where} | | not run | | |")
             continue
         headline[key] = m["auc"]
-        rows.append(f"| trained on BUS-BRA folds 2-5 (seed 42) | {where} | {_cases(m)} | "
-                    f"{_metric(m, 'auc')} | {_metric(m, 'sensitivity')} / "
-                    f"{_metric(m, 'specificity')} | {SCRATCH[key]} |")
+        rows.append(_row("trained on BUS-BRA folds 2-5 (seed 42)", where, _cases(m), m, False,
+                         key))
     fused = work / "lite0-160-f0-fused"
-    for prefix, where, key in (("eval-test", "BUS-BRA fold 1", "busbra_fused"),
-                               ("eval-*-all", "BrEaST, all 252 (another hospital)",
-                                "breast_from_busbra_fused")):
+    for prefix, where, key in HOSPITALS:
         m = _eval(fused, prefix)
         block = (m or {}).get("fusion", {}).get("fused")
         if block:
-            headline[key] = block["auc"]
-            rows.append(f"|   the same, fused with the lesion descriptors of the Lite0 U-Net "
-                        f"(below); combination fitted on BUS-BRA validation | {where} | "
-                        f"{_cases(m)} | {_metric(block, 'auc')} | "
-                        f"{_metric(block, 'sensitivity')} / {_metric(block, 'specificity')} | |")
+            headline[f"{key}_fused"] = block["auc"]
+            rows.append(_row("  the same, fused with the lesion descriptors of the Lite0 U-Net "
+                             "(below); combination fitted on BUS-BRA validation", where,
+                             _cases(m), block, False))
     ens = _eval(work / "cv-breast-lite0", "eval-ensemble-*-all")
     cv = _json(work / "cv-breast-lite0" / "summary.json")
     if cv is not None:
         headline["breast_cv"] = cv["metrics"]["auc"]["pooled"]
-        rows.append(f"| trained on BrEaST, 5 folds | BrEaST, 5 folds pooled out of fold | "
-                    f"{cv['n']} ({cv['n_malignant']} malignant) | {_pooled(cv, 'auc')} | "
-                    f"{_pooled(cv, 'sensitivity')} / {_pooled(cv, 'specificity')} | "
-                    f"{SCRATCH['breast_cv']} |")
+        rows.append(_row("trained on BrEaST, 5 folds", "BrEaST, 5 folds pooled out of fold",
+                         _cases(cv), cv["metrics"], True, "breast_cv"))
     fused_cv = (cv or {}).get("fusion", {}).get("fused")
     if fused_cv:
         headline["breast_cv_fused"] = fused_cv["auc"]["pooled"]
-        rows.append("|   the same, fused with the lesion descriptors of the same folds' Lite0 "
-                    "U-Net (below); combination fitted on each fold's validation cases | "
-                    f"BrEaST, 5 folds pooled out of fold | {cv['n']} ({cv['n_malignant']} "
-                    f"malignant) | {_pooled(cv['fusion'], 'fused', 'auc')} | "
-                    f"{_pooled(cv['fusion'], 'fused', 'sensitivity')} / "
-                    f"{_pooled(cv['fusion'], 'fused', 'specificity')} | |")
+        rows.append(_row("  the same, fused with the lesion descriptors of the same folds' Lite0 "
+                         "U-Net (below); combination fitted on each fold's validation cases",
+                         "BrEaST, 5 folds pooled out of fold", _cases(cv), fused_cv, True))
     ft = _json(work / "cv-breast-lite0-ft" / "summary.json")
     if ft is not None:
         headline["breast_cv_ft"] = ft["metrics"]["auc"]["pooled"]
-        rows.append(f"| BUS-BRA-trained (seed 42 above), fine-tuned on BrEaST, 5 folds (lr 1e-4, "
-                    f"20 epochs) | BrEaST, 5 folds pooled out of fold | "
-                    f"{ft['n']} ({ft['n_malignant']} malignant) | {_pooled(ft, 'auc')} | "
-                    f"{_pooled(ft, 'sensitivity')} / {_pooled(ft, 'specificity')} | |")
+        rows.append(_row("BUS-BRA-trained (seed 42 above), fine-tuned on BrEaST, 5 folds (lr "
+                         "1e-4, 20 epochs)", "BrEaST, 5 folds pooled out of fold",
+                         _cases(ft), ft["metrics"], True))
     else:
         rows.append("| BUS-BRA-trained, fine-tuned on BrEaST, 5 folds | BrEaST | | not run | | |")
     if ens is not None:
-        rows.append(f"| BrEaST's 5 fold models, averaged | BUS-BRA, all 1,875 images "
-                    f"(another hospital) | {_cases(ens)} | {_metric(ens, 'auc')} | "
-                    f"{_metric(ens, 'sensitivity')} / {_metric(ens, 'specificity')} | "
-                    f"{SCRATCH['busbra_from_breast']} |")
+        rows.append(_row("BrEaST's 5 fold models, averaged", "BUS-BRA, all 1,875 images "
+                         "(another hospital)", _cases(ens), ens, False, "busbra_from_breast"))
     else:
         rows.append("| BrEaST's 5 fold models, averaged | BUS-BRA, all | | not run | | |")
     return head + rows, headline
@@ -147,59 +160,50 @@ def lesion_rows(work: Path) -> tuple[list[str], dict[str, float]]:
             "| cases | AUC (95% CI) | sensitivity / specificity | from scratch, same cases |",
             "|---|---|---:|---:|---:|---|"]
 
-    def row(name: str, where: str, n: str, block: dict[str, Any], pooled: bool,
-            scratch: str) -> str:
-        get = (lambda k: _ci((block.get(k) or {}).get("pooled"), (block.get(k) or {}).get("ci"))
-               ) if pooled else (lambda k: _metric(block, k))
-        return (f"| {name} | {where} | {n} | {get('auc')} | {get('sensitivity')} / "
-                f"{get('specificity')} | {SCRATCH[scratch]} |")
-
     where = "BrEaST, 5 folds pooled out of fold"
     cv = _json(work / "cv-breast-lite0-roi160" / "summary.json")
     if cv is None:
         rows.append(f"| trained on BrEaST's folds | {where} | | not run | | |")
     else:
-        n = f"{cv['n']} ({cv['n_malignant']} malignant)"
+        n = _cases(cv)
         headline["breast_cv_roi"] = cv["metrics"]["auc"]["pooled"]
-        rows.append(row("trained on BrEaST's folds; crops from the same fold's Lite0 U-Net",
-                        where, n, cv["metrics"], True, "roi_cv"))
+        rows.append(_row("trained on BrEaST's folds; crops from the same fold's Lite0 U-Net",
+                         where, n, cv["metrics"], True, "roi_cv"))
         if "ground_truth_roi" in cv:
-            rows.append(row("  the same on ground-truth crops (upper bound: needs the mask)",
-                            where, n, cv["ground_truth_roi"], True, "roi_cv_gt"))
+            rows.append(_row("  the same on ground-truth crops (upper bound: needs the mask)",
+                             where, n, cv["ground_truth_roi"], True, "roi_cv_gt"))
         fused = (cv.get("fusion") or {}).get("fused")
         if fused:
             headline["breast_cv_roi_fused"] = fused["auc"]["pooled"]
-            rows.append(row("  fused with the lesion descriptors", where, n, fused, True,
-                            "roi_cv_fused"))
+            rows.append(_row("  fused with the lesion descriptors", where, n, fused, True,
+                             "roi_cv_fused"))
         two = _json(work / "cv-breast-lite0-roi160-2v" / "summary.json") or {}
         fusion = two.get("fusion") or {}
         if "partner" in fusion and "fused" in fusion:
             headline["breast_cv_two_view"] = fusion["fused"]["auc"]["pooled"]
-            rows.append(row("  two-view: fused with the descriptors and the same fold's "
-                            "whole-image Lite0", where, n, fusion["fused"], True,
-                            "roi_cv_two_view"))
+            rows.append(_row("  two-view: fused with the descriptors and the same fold's "
+                             "whole-image Lite0", where, n, fusion["fused"], True,
+                             "roi_cv_two_view"))
             if "fused_gt_mask" in fusion:
-                rows.append(row("  the same two-view, ground-truth masks (upper bound)", where,
-                                n, fusion["fused_gt_mask"], True, "roi_cv_two_view_gt"))
+                rows.append(_row("  the same two-view, ground-truth masks (upper bound)", where,
+                                 n, fusion["fused_gt_mask"], True, "roi_cv_two_view_gt"))
         else:
             rows.append(f"|   two-view (with the whole-image Lite0) | {where} | | not run | | |")
     run = work / "lite0-roi160-f0"
-    for prefix, where, key in (("eval-test", "BUS-BRA fold 1", "busbra"),
-                               ("eval-*-all", "BrEaST, all 252 (another hospital)",
-                                "breast_from_busbra")):
+    for prefix, where, key in HOSPITALS:
         m = _eval(run, prefix)
         if m is None:
             rows.append(f"| trained on BUS-BRA folds 2-5 | {where} | | not run | | |")
             continue
         headline[f"{key}_roi"] = m["auc"]
-        rows.append(row("trained on BUS-BRA folds 2-5 (seed 42); crops from the Lite0 U-Net",
-                        where, _cases(m), m, False, f"roi_{key}"))
+        rows.append(_row("trained on BUS-BRA folds 2-5 (seed 42); crops from the Lite0 U-Net",
+                         where, _cases(m), m, False, f"roi_{key}"))
         fusion = m.get("fusion") or {}
         if fusion.get("fused"):
             headline[f"{key}_two_view"] = fusion["fused"]["auc"]
-            rows.append(row("  two-view: fused with the descriptors and the whole-image Lite0 "
-                            "(seed 42); combination fitted on BUS-BRA validation", where,
-                            _cases(m), fusion["fused"], False, f"roi_{key}_two_view"))
+            rows.append(_row("  two-view: fused with the descriptors and the whole-image Lite0 "
+                             "(seed 42); combination fitted on BUS-BRA validation", where,
+                             _cases(m), fusion["fused"], False, f"roi_{key}_two_view"))
     return head + rows, headline
 
 
@@ -213,7 +217,7 @@ def lesion_seed_rows(work: Path, means: dict[str, tuple[float, float, int]] | No
              "lesion-centred | two-view |", "|---:|---:|---:|---:|---:|"]
     values: list[list[float]] = [[] for _ in columns]
     for seed in SEEDS:
-        run = work / ("lite0-roi160-f0" if seed == 42 else f"lite0-roi160-f0-s{seed}")
+        run = _seed_run(work, seed, "lite0-roi160-f0")
         cells = []
         for i, (pattern, part) in enumerate(columns):
             m = _eval(run, pattern)
@@ -242,7 +246,7 @@ def seed_rows(work: Path) -> list[str]:
              "|---:|---:|---:|---:|"]
     values: dict[str, list[float]] = {"test": [], "breast": []}
     for seed in SEEDS:
-        run = work / ("lite0-160-f0" if seed == 42 else f"lite0-160-f0-s{seed}")
+        run = _seed_run(work, seed)
         test, breast = _eval(run, "eval-test"), _eval(run, "eval-*-all")
         best = _json(run / "best.json") or {}
         if test is None:
@@ -267,9 +271,8 @@ def seg_rows(work: Path) -> tuple[list[str], dict[str, float]]:
     lines = ["| U-Net, EfficientNet-Lite0 encoder (ImageNet), 128 px, 12 epochs, lr 1e-3 | "
              "tested on | images | Dice | IoU | from scratch, same images |",
              "|---|---|---:|---:|---:|---|"]
-    for prefix, where, key in (("eval-test", "BUS-BRA fold 1", "dice_busbra"),
-                               ("eval-*-all", "BrEaST, all 252 (another hospital)",
-                                "dice_breast")):
+    for prefix, where, key in HOSPITALS:
+        key = f"dice_{key}"
         m = _eval(run, prefix)
         if m is None:
             lines.append(f"| trained on BUS-BRA folds 2-5 | {where} | | not run | | |")
@@ -312,20 +315,17 @@ def validation_rows(work: Path) -> list[str]:
              "|---|---:|---:|"]
     lines += [f"| {name} | {best:.3f} ({epoch}) | {last:.3f} |"
               for name, best, epoch, last in SCRATCH_VALIDATION]
-    seeds = []
-    for seed in SEEDS:
-        curve = _validation_curve(work / ("lite0-160-f0" if seed == 42 else f"lite0-160-f0-s{seed}"))
-        if curve is None:
-            continue
-        seeds.append(curve)
-        lines.append(f"| EfficientNet-Lite0 ImageNet, 160 px, constant 1e-4 (seed {seed}) | "
-                     f"{curve[0]:.3f} ({curve[1]}) | {curve[2]:.3f} |")
+    curves = _seed_curves(work)
+    seeds = list(curves.values())
+    lines += [f"| EfficientNet-Lite0 ImageNet, 160 px, constant 1e-4 (seed {seed}) | "
+              f"{curve[0]:.3f} ({curve[1]}) | {curve[2]:.3f} |" for seed, curve in curves.items()]
     notes = []
     if len(seeds) >= 2:
         low, high = min(b for b, _, _ in seeds), max(b for b, _, _ in seeds)
         mobile = SCRATCH_VALIDATION[1]
-        notes.append(f"The three seeds' best validation AUCs span {low:.3f}-{high:.3f}, which covers "
-                     f"MobileNetV2's {mobile[1]:.3f}: by the best-epoch rule alone, Lite0 over "
+        count = {2: "two", 3: "three"}.get(len(seeds), str(len(seeds)))
+        notes.append(f"The {count} seeds' best validation AUCs span {low:.3f}-{high:.3f}, which "
+                     f"covers MobileNetV2's {mobile[1]:.3f}: by the best-epoch rule alone, Lite0 over "
                      "MobileNetV2 is within seed noise. The mean of the last 10 epochs favours "
                      f"Lite0 in every seed ({min(m for _, _, m in seeds):.3f}-"
                      f"{max(m for _, _, m in seeds):.3f} against {mobile[3]:.3f}).")
@@ -337,7 +337,7 @@ def validation_rows(work: Path) -> list[str]:
             lines.append(f"| EfficientNet-Lite0 ImageNet, {setting} (seed 42; the {what} "
                          f"candidate) | {candidate[0]:.3f} ({candidate[1]}) | "
                          f"{candidate[2]:.3f} |")
-            chosen = candidate_chosen(work, folder)
+            chosen = _beats(candidate, seeds)
             notes.append(f"The {what} candidate ({against}), by the rule committed before it "
                          "trained (it replaces the default only if its best validation AUC and "
                          "its mean over the last 10 epochs are both above the highest of the "
@@ -355,10 +355,19 @@ def validation_rows(work: Path) -> list[str]:
 def candidate_chosen(work: Path, folder: str) -> bool:
     """Whether the recipe candidate in WORK/FOLDER is chosen by the committed rule (both its
     best validation AUC and its last-10 mean above the highest of the default's seeds)."""
-    seeds = [c for c in (_validation_curve(work / ("lite0-160-f0" if seed == 42
-                                                   else f"lite0-160-f0-s{seed}"))
-                         for seed in SEEDS) if c is not None]
-    candidate = _validation_curve(work / folder)
+    return _beats(_validation_curve(work / folder), list(_seed_curves(work).values()))
+
+
+def _seed_curves(work: Path) -> dict[int, tuple[float, int, float]]:
+    """The default recipe's finished seeds: seed -> its validation curve's summary."""
+    curves = {seed: _validation_curve(_seed_run(work, seed)) for seed in SEEDS}
+    return {seed: curve for seed, curve in curves.items() if curve is not None}
+
+
+def _beats(candidate: tuple[float, int, float] | None,
+           seeds: list[tuple[float, int, float]]) -> bool:
+    """The committed rule: a candidate's best validation AUC and its last-10 mean both above
+    the highest of the default's seeds."""
     return bool(seeds and candidate
                 and candidate[0] > max(b for b, _, _ in seeds)
                 and candidate[2] > max(m for _, _, m in seeds))
@@ -596,7 +605,8 @@ def section(work: Path, appended: list[Path]) -> str:
                 if "breast_cv_two_view" in head else "") + ".",
              *_seed_goal(work),
              f"- U-Net Dice on BUS-BRA fold 1 {_goal(seg_head.get('dice_busbra'), 0.80)}; on BrEaST "
-             f"(another hospital) {_goal(seg_head.get('dice_breast'), 0.80)}; BrEaST 5-fold, "
+             f"(another hospital) {_goal(seg_head.get('dice_breast_from_busbra'), 0.80)}; "
+             "BrEaST 5-fold, "
              f"fine-tuned {_goal(seg_head.get('dice_breast_cv'), 0.80)}."]
     lines += ["", *new_hospital(work)]
     lines += ["", *time_lines(work)]

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import run_cli
 
+from breastus_cli.cli.app import app
+
 COMMANDS = ["synth", "prepare", "split", "train-cls", "train-seg", "sweep", "evaluate",
             "predict", "review", "export", "cv", "weights"]
 
@@ -102,8 +104,6 @@ def _commands(typer_app, prefix=()):
 def test_help_paragraphs_are_not_broken_where_the_source_wrapped_them():
     # Typer's rich help keeps every line break of a docstring: the source's 100-column wrap came
     # out as ragged lines on an 80-column terminal ("...the ultrasound share of the" / "frame")
-    from breastus_cli.cli.app import app
-
     commands = dict(_commands(app))
     assert len(commands) >= 20
     for name, text in commands.items():
