@@ -305,7 +305,9 @@ SCRATCH_VALIDATION = (("ResNet50 from scratch, 96 px, constant 1e-3 (the from-sc
 CANDIDATES = (("lite0-160-lr3e-4-f0", "160 px, constant 3e-4", "learning-rate",
                "3e-4 against the default 1e-4"),
               ("lite0-224-f0", "224 px, constant 1e-4", "input-size",
-               "224 px against the default 160"))
+               "224 px against the default 160"),
+              ("lite0-160-aug2-f0", "160 px, constant 1e-4, augmentation x2", "augmentation",
+               "every augmentation at twice the default's strength"))
 
 
 def validation_rows(work: Path) -> list[str]:
