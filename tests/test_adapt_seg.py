@@ -14,19 +14,15 @@ from test_adapt import _brighter, _weights
 from test_ood_shift import _copies, _test_images
 from test_safety_files import _cli, _error_line
 
-from conftest import LIGHT_SEG, built_once, run_cli
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def light_seg_run(learn_data, tmp_path_factory) -> Path:
-    """A one-epoch U-Net (resnet18 encoder, 64 px): batch-norm layers from its first layer on
-    (read-only; train-seg wrote its postprocess.json)."""
-    def build(run: Path) -> None:
-        proc = run_cli("train-seg", str(learn_data), *LIGHT_SEG, "--epochs", "1",
-                       "--run-dir", str(run))
-        assert proc.returncode == 0, proc.stderr
-
-    return built_once(tmp_path_factory, "segruns/resnet18-adapt", build)
+def light_seg_run(cv_seg) -> Path:
+    """A one-epoch U-Net (resnet18 encoder, 64 px): the shared segmentation CV's fold 0, batch-norm
+    layers from its first layer on (read-only; the CV's calibration wrote its postprocess.json).
+    Shared rather than trained here: one training fewer for the suite."""
+    return cv_seg / "fold-0"
 
 
 @pytest.fixture(scope="module")

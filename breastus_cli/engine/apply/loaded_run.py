@@ -5,6 +5,7 @@ and the decision threshold of a fold ensemble (:func:`ensemble_threshold`)."""
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,11 +81,9 @@ def _content_key(path: Path) -> str:
 def keras_runner(model: Any, size: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The compiled forward pass of a Keras model: (N, S, S, 1) float32 -> numpy outputs, at
     most :data:`MAX_BATCH` images per call."""
-    tf = backend.tf()
     if size is None:
         size = int(model.input_shape[1])
-    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
-                       input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)])
+    step = _forward(model, size)
 
     def run(images: Any) -> np.ndarray:
         x = np.asarray(images, dtype=np.float32)
@@ -94,6 +93,23 @@ def keras_runner(model: Any, size: int | None = None) -> Callable[[np.ndarray], 
                                for i in range(0, len(x), MAX_BATCH)], axis=0)
 
     return run
+
+
+#: each live model's traced forward pass by input size: a model opened again from the cache
+#: above is not traced again (about 1 s for a U-Net on 2 cores). The traced function holds the
+#: model weakly, so an entry goes when its model does.
+_FORWARD: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
+
+
+def _forward(model: Any, size: int) -> Any:
+    steps = _FORWARD.setdefault(model, {})
+    if size not in steps:
+        tf = backend.tf()
+        held = weakref.ref(model)
+        steps[size] = tf.function(lambda x: held()(x, training=False), reduce_retracing=True,
+                                  input_signature=[tf.TensorSpec([None, size, size, 1],
+                                                                 tf.float32)])
+    return steps[size]
 
 
 def ensemble_threshold(members: list[Path]) -> Threshold:
