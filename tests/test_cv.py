@@ -90,12 +90,13 @@ def test_fusion_needs_a_segmenter(learn_data, tmp_path):
 
 
 def test_a_cv_written_before_the_schedule_options_still_resumes(cv_cls, learn_data, tmp_path):
-    """cv.json and config.json from before --lr-schedule/--warmup-epochs existed: the same
-    command matches them (they trained at a constant rate) and retrains nothing."""
+    """cv.json and config.json from before --lr-schedule/--warmup-epochs/--freeze-bn existed:
+    the same command matches them (they trained at a constant rate, batch norms trained) and
+    retrains nothing."""
     out = tmp_path / "cv"
     shutil.copytree(cv_cls, out)
     plan = json.loads((out / "cv.json").read_text())
-    for key in ("lr_schedule", "warmup_epochs"):
+    for key in ("lr_schedule", "warmup_epochs", "freeze_bn"):
         plan["train"].pop(key)
     (out / "cv.json").write_text(json.dumps(plan))
     proc = run_cli("cv", "cls", str(learn_data), "--folds", "3", *FAST_CLS, "--epochs", "3",

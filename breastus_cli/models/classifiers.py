@@ -88,13 +88,16 @@ def build_classifier(
     freeze_backbone: bool = False,
     fine_tune_from: str | None = None,
     bn_momentum: float | None = None,
+    freeze_bn: bool = False,
 ) -> Any:
     """Build ``input (H, W, 1) 0..255 -> backbone -> pooling -> dropout -> softmax``.
 
     ``backbone_weights`` is a Keras-applications weights file (e.g. the cached ImageNet one);
     ``None`` starts from random weights. ``freeze_backbone`` keeps the whole backbone fixed
     (its batch-norm layers then run in inference mode); ``fine_tune_from`` freezes the layers
-    before the named one. ``bn_momentum`` replaces the backbone's batch-norm momentum (Keras
+    before the named one. ``freeze_bn`` keeps every batch-norm layer of the backbone as loaded
+    (not trainable, so Keras runs it in inference mode: its moving statistics, scale and shift
+    stay the pretrained ones) while the other layers train. ``bn_momentum`` replaces the backbone's batch-norm momentum (Keras
     uses 0.999: from scratch on a few hundred images the moving statistics then barely leave
     their initial values in a short training, and inference-mode outputs are near constant).
     """
@@ -119,6 +122,10 @@ def build_classifier(
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = bn_momentum
     set_trainable(base, freeze_backbone=freeze_backbone, fine_tune_from=fine_tune_from)
+    if freeze_bn:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     x = base(x, training=False if freeze_backbone else None)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout > 0:

@@ -35,7 +35,9 @@ from breastus_cli.engine.runs.cvdir import PLAN, fold_dir, fold_done, read_plan
 from breastus_cli.engine.runs.cvdir import fold_metrics as read_fold_metrics  # summarize's name
 from breastus_cli.engine.runs.rundir import data_record, split_changed
 from breastus_cli.engine.runs.runconfig import RunConfig
-from breastus_cli.engine.runs.settings import SETTINGS_TYPES, TRAIN_ADDED, TrainSettings
+from breastus_cli.engine.runs.settings import (
+    SETTINGS_TYPES, TRAIN_ADDED, TrainSettings, added_settings,
+)
 from breastus_cli.engine.stats.metrics import aggregate, classification_metrics
 from breastus_cli.engine.stats.seg_metrics import dataset_metrics
 from breastus_cli.errors import InputError, UsageError, WorkError
@@ -196,7 +198,7 @@ def _comparable(plan: dict[str, Any]) -> dict[str, Any]:
     plan.setdefault("fusion", "none")  # written before --fusion existed
     plan.setdefault("fuse_with_cv", None)  # written before --fuse-with-cv existed
     # settings added since: what the run trained with
-    plan["train"] = {**TRAIN_ADDED, **plan.get("train", {})}
+    plan["train"] = {**added_settings(plan.get("task")), **plan.get("train", {})}
     return plan
 
 

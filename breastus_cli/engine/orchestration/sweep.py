@@ -34,7 +34,7 @@ from breastus_cli.engine.orchestration.plan import (
 from breastus_cli.engine.orchestration.slurm import SlurmOptions
 from breastus_cli.engine.runs.rundir import GRID, HISTORY, log
 from breastus_cli.engine.runs.settings import (
-    PAPER_EPOCHS, PAPER_LRS, SETTINGS_TYPES, TRAIN_ADDED, TrainSettings,
+    PAPER_EPOCHS, PAPER_LRS, SETTINGS_TYPES, TRAIN_ADDED, TrainSettings, added_settings,
 )
 from breastus_cli.errors import UsageError, WorkError
 from breastus_cli.runfiles import read_sweep
@@ -132,7 +132,8 @@ PLAN_KEYS = ("task", "data", "lrs", "epochs", "independent", "trials")
 def _comparable(plan: dict[str, Any]) -> dict[str, Any]:
     """What of sweep.json must match to resume: the grid and the trials' settings (filled with
     the settings added since an older sweep was written; the cache folder may move)."""
-    train = {**TRAIN_ADDED, **plan.get("train", {})}  # a sweep written before those settings
+    # a sweep written before those settings
+    train = {**added_settings(plan.get("task")), **plan.get("train", {})}
     train.pop("cache_dir", None)
     return {**{key: plan.get(key) for key in PLAN_KEYS}, "train": train}
 

@@ -30,6 +30,13 @@ LR_SCHEDULES = ("constant", "cosine")
 #: the value those earlier trainings used: an older config.json/cv.json/sweep.json resumes,
 #: replays and matches the same command as it trained
 TRAIN_ADDED: dict[str, Any] = {"lr_schedule": "constant", "warmup_epochs": 0}
+#: the same for one task's own settings
+TASK_ADDED: dict[str, dict[str, Any]] = {"cls": {"freeze_bn": False}}
+
+
+def added_settings(kind: str | None) -> dict[str, Any]:
+    """The settings added since older runs, CVs and sweeps were written, for a ``kind`` run."""
+    return {**TRAIN_ADDED, **TASK_ADDED.get(kind or "", {})}
 
 
 def learning_rate(epoch: int, lr: float, epochs: int, schedule: str = "constant",
@@ -223,6 +230,8 @@ class ClsSettings(TrainSettings):
         "mobilenetv2", "mobilenetv2, resnet50, efficientnet-lite0, efficientnet-lite2 (ImageNet "
         "weights offline from their pinned packages) or smallcnn.", "--model", "-m")
     freeze_backbone: bool = _opt(False, "Train the head only.")
+    freeze_bn: bool = _opt(False, "Keep the backbone's batch norms as pretrained (inference-mode "
+                                  "statistics, scale and shift fixed) while the rest trains.")
     fine_tune_from: str | None = _opt(None, "Freeze the backbone layers before LAYER.",
                                       metavar="LAYER")
     class_weight: str = _opt("balanced", "balanced or none.")
@@ -250,6 +259,9 @@ class ClsSettings(TrainSettings):
             raise UsageError(f"--dropout must lie in [0, 1) (got {self.dropout})")
         if self.freeze_backbone and self.fine_tune_from:
             raise UsageError("--freeze-backbone and --fine-tune-from exclude each other")
+        if self.freeze_bn and str(self.weights) == "none":
+            raise UsageError("--freeze-bn keeps pretrained batch-norm statistics: it needs "
+                             "--weights imagenet or a run, not none")
 
 
 @dataclass

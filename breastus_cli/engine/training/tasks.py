@@ -221,6 +221,7 @@ class ClassificationTask(Task[ClsSettings]):
                                 backbone_weights=backbone_weights, dropout=settings.dropout,
                                 freeze_backbone=settings.freeze_backbone,
                                 fine_tune_from=settings.fine_tune_from,
+                                freeze_bn=settings.freeze_bn,
                                 bn_momentum=settings.effective_bn_momentum())
 
     def compile(self, model: Any, settings: ClsSettings) -> None:
