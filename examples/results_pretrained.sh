@@ -64,10 +64,16 @@ train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "$
 # that combination.
 c=$work/lite0-160-aug2-f0
 train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --augment-strength 2
+# Batch-norm handling, the same way and rule (committed 2026-12-07, before it trained): the
+# backbone's batch norms kept as pretrained (--freeze-bn: ImageNet statistics, scale and shift)
+# while everything else fine-tunes, as Keras' transfer-learning guide does.
+c=$work/lite0-160-freezebn-f0
+train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --freeze-bn
 # A candidate is scored on test cases only once the rule has chosen it (224 px was, 2026-12-07;
 # every other row here stays at 160 px, trained before that choice, until this script is rerun
 # with 224 in ${lite[@]})
-for c in "$work/lite0-160-lr3e-4-f0" "$work/lite0-224-f0" "$work/lite0-160-aug2-f0"; do
+for c in "$work/lite0-160-lr3e-4-f0" "$work/lite0-224-f0" "$work/lite0-160-aug2-f0" \
+         "$work/lite0-160-freezebn-f0"; do
   if "$python" "$here/write_pretrained.py" "$work" --is-chosen "$(basename "$c")"; then
     run_unless "$c/eval-test/metrics.json" breastus evaluate "$c" --target-sensitivity 0.9
     run_unless "$c/eval-$(basename "$br")-all/metrics.json" breastus evaluate "$c" --data "$br" \

@@ -307,7 +307,10 @@ CANDIDATES = (("lite0-160-lr3e-4-f0", "160 px, constant 3e-4", "learning-rate",
               ("lite0-224-f0", "224 px, constant 1e-4", "input-size",
                "224 px against the default 160"),
               ("lite0-160-aug2-f0", "160 px, constant 1e-4, augmentation x2", "augmentation",
-               "every augmentation at twice the default's strength"))
+               "every augmentation at twice the default's strength"),
+              ("lite0-160-freezebn-f0", "160 px, constant 1e-4, batch norms frozen",
+               "batch-norm", "the backbone's batch norms kept as pretrained (--freeze-bn) against "
+               "trained with the rest"))
 
 
 def validation_rows(work: Path) -> list[str]:
