@@ -162,7 +162,8 @@ def train(task: str, data: PathLike | None = None, *, resume: PathLike | None = 
     if resume is not None:
         settings = resume_settings(_valid("train", "resume", resume, Path), types[task])
     result = run(settings, tasks.task_for(task), resume=resume is not None, on_epoch=on_epoch)
-    after_training(result.run_dir, task)  # ood statistics, or a segmenter's post-processing
+    # ood statistics, or a segmenter's post-processing
+    after_training(result.run_dir, task, result.model)
     return result
 
 

@@ -208,7 +208,8 @@ def run_training(settings: Any, kind: str, resume: Path | None) -> None:
 
     with TrainProgress() as progress:
         result = train(settings, task, resume=resume is not None, on_batch=progress.on_batch)
-    calibration = after_training(result.run_dir, kind)  # ood statistics / post-processing
+    # ood statistics / post-processing
+    calibration = after_training(result.run_dir, kind, result.model)
     if not console.state.quiet:
         console.out().print(train_table(result))
         if calibration is not None:

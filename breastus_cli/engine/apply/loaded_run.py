@@ -53,6 +53,16 @@ def load_model(run_dir_or_file: str | Path) -> Any:
     return model
 
 
+def remember(path: str | Path, model: Any) -> None:
+    """Hand :func:`load_model` the model that ``path`` (a model.keras) was just written from in
+    this process (training's own copy, the weights of the file): calibrating and evaluating the
+    run right after training then skip reading and checking the file again."""
+    _LOADED[_content_key(Path(path))] = model
+    _LOADED.move_to_end(_content_key(Path(path)))
+    while len(_LOADED) > MODEL_CACHE_SIZE:
+        _LOADED.popitem(last=False)
+
+
 #: Models loaded in this process, by the SHA-256 of their file: a notebook or a test session
 #: that applies the same run again, or a copy of it, does not rebuild it (a U-Net
 #: EfficientNetB2 takes ~10 s to load on 2 cores). A changed file has another key and is checked

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from breastus_cli.atomic import write_json
-from breastus_cli.engine.apply import fusion, ood, postprocess
+from breastus_cli.engine.apply import fusion, loaded_run, ood, postprocess
 from breastus_cli.engine.apply.images import to_original_size
 from breastus_cli.engine.apply.inference import open_run
 from breastus_cli.engine.apply.masks import mask_cache
@@ -36,7 +36,7 @@ from breastus_cli.engine.evaluation.evaluate_cls import (
 from breastus_cli.engine.evaluation.evaluate_seg import truth_mask
 from breastus_cli.engine.runs.provenance import CHOSEN_ON_VALIDATION
 from breastus_cli.engine.runs.rundir import (
-    THRESHOLD, check_same_split, read_threshold, run_cases, same_dataset,
+    MODEL, THRESHOLD, check_same_split, read_threshold, run_cases, same_dataset,
     split_fingerprint,
 )
 from breastus_cli.engine.runs.runconfig import RunConfig
@@ -83,13 +83,16 @@ def calibrate(settings: CalibrateSettings, work_dir: Path | None = None) -> Cali
     return result
 
 
-def after_training(run_dir: Path, task: str) -> Calibration | None:
+def after_training(run_dir: Path, task: str, model: Any = None) -> Calibration | None:
     """What a finished training ends with (``train-cls``, ``train-seg``, ``api.train``): a
     segmenter's mask post-processing chosen (returned); a classifier's feature statistics for
     predict's ``ood_score`` stored (:func:`ood.store_after_training`; None returned: its
     threshold needs a target sensitivity, ``breastus calibrate RUN --target-sensitivity S``). A
     segmenter whose validation cases cannot give a choice keeps its masks as they are: a
-    warning, the trained run is kept as it is."""
+    warning, the trained run is kept as it is. ``model``: the training's in-memory model of
+    RUN/model.keras (``TrainResult.model``), used instead of reading the file again."""
+    if model is not None:
+        loaded_run.remember(Path(run_dir) / MODEL, model)
     if task != "seg":
         ood.store_after_training(run_dir)
         return None

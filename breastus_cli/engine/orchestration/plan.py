@@ -130,7 +130,9 @@ def part_state(run_dir: Path) -> str:
 def train_part(settings: TrainSettings, task: str) -> bool:
     """Train the part whose run directory is ``settings.run_dir`` unless it finished: resume a
     partial one, start clean one killed before its first epoch. True when it trained now."""
-    # lazy: training.tasks and training.train import TensorFlow when imported
+    # lazy: training.tasks and training.train import TensorFlow when imported, loaded_run numpy
+    from breastus_cli.engine.apply import loaded_run
+    from breastus_cli.engine.runs.rundir import MODEL
     from breastus_cli.engine.training import tasks
     from breastus_cli.engine.training.train import train
 
@@ -140,7 +142,9 @@ def train_part(settings: TrainSettings, task: str) -> bool:
         return False
     if state == "new" and run.exists():
         shutil.rmtree(run)  # killed before its first epoch: start clean
-    train(settings, tasks.task_for(task), resume=state == "partial")
+    result = train(settings, tasks.task_for(task), resume=state == "partial")
+    if result.model is not None:  # the part's calibration and evaluation skip reading it again
+        loaded_run.remember(run / MODEL, result.model)
     return True
 
 

@@ -51,6 +51,10 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     n_train: int = 0
     n_val: int = 0
+    #: the model RUN/model.keras was written from, still in memory (its weights are the file's),
+    #: so the calibration and evaluation that follow need not load the file again; None when
+    #: this process did not write the file last (a resumed run whose best epoch came earlier)
+    model: Any = field(default=None, repr=False, compare=False)
 
 
 def _strategy(settings: TrainSettings, tf: Any) -> Any:
@@ -278,9 +282,12 @@ def train(
         # instead of 5.5 s). Resuming uses the BackupAndRestore checkpoints, not model.keras.
         inference_copy = _inference_copy(model, task, settings, keras)
 
-        def save_best(trained: Any, path: Path) -> None:
+        holds_best = [False]  # inference_copy's weights are model.keras's (saved last there)
+
+        def save_best(trained: Any, path: Path, best: bool = True) -> None:
             inference_copy.set_weights(trained.get_weights())
             inference_copy.save(path)
+            holds_best[0] = best
 
         best = cb.BestCheckpoint(run_dir, monitor, mode, settings.early_stopping, save=save_best)
         nan_guard = cb.NanGuard()
@@ -297,7 +304,7 @@ def train(
                                                  settings.lr_schedule, settings.warmup_epochs)))
         if settings.checkpoint_epochs:
             callbacks.append(cb.EpochCheckpoints(run_dir / GRID, settings.checkpoint_epochs,
-                                                 save_best))
+                                                 lambda m, p: save_best(m, p, best=False)))
         if settings.tensorboard:  # the standard Keras callback: epoch curves, no graph dump
             callbacks.append(keras.callbacks.TensorBoard(
                 log_dir=str(run_dir / "tensorboard"), write_graph=False, update_freq="epoch"))
@@ -337,7 +344,8 @@ def train(
                            best_value=best.best, epochs_run=len(rows),
                            epochs_planned=settings.epochs, seconds=seconds,
                            resumed_from=resumed_from, stopped_early_at=best.stopped_early_at,
-                           history=rows, n_train=len(train_frame), n_val=len(val_frame))
+                           history=rows, n_train=len(train_frame), n_val=len(val_frame),
+                           model=inference_copy if holds_best[0] else None)
     except BaseException as exc:
         detach_log(handler)
         failure = _failure(exc, tf) if isinstance(exc, Exception) else exc
