@@ -80,6 +80,17 @@ for c in "$work/lite0-160-lr3e-4-f0" "$work/lite0-224-f0" "$work/lite0-160-aug2-
       --split all
   fi
 done
+# the chosen size (224 px) in two more seeds, for its spread on BUS-BRA fold 1 and BrEaST
+if "$python" "$here/write_pretrained.py" "$work" --is-chosen lite0-224-f0; then
+  for seed in 43 44; do
+    r=$work/lite0-224-f0-s$seed
+    train train-cls "$r" "$bb" --fold 0 --val-fraction 0.15 --seed $seed --epochs 30 "${lite[@]}" \
+      --img-size 224
+    run_unless "$r/eval-test/metrics.json" breastus evaluate "$r" --target-sensitivity 0.9
+    run_unless "$r/eval-$(basename "$br")-all/metrics.json" breastus evaluate "$r" --data "$br" \
+      --split all
+  done
+fi
 # BrEaST 5 folds from ImageNet, and its fold models averaged on all of BUS-BRA
 cv=$work/cv-breast-lite0
 run_unless "$cv/summary.json" breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 --epochs 30 \

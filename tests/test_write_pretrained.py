@@ -205,3 +205,22 @@ def test_training_time_counts_each_run_once_and_its_alone_estimate(tmp_path):
     # two runs of 3600 s each; alone: 3 epochs at 900 s each
     assert "summed over their epochs: 2.0 h" in line
     assert "about what it takes alone: 1.5 h" in line
+
+
+def test_the_chosen_sizes_seeds_get_their_own_spread_once_scored(tmp_path):
+    mod = _module("write_pretrained")
+    work = _work(tmp_path)
+    assert "The same at 224 px" not in mod.section(work, [])  # only the candidate's seed 42
+    _metrics(work / "lite0-224-f0" / "eval-test", auc=0.907, sensitivity=0.9, specificity=0.7)
+    assert "The same at 224 px" not in mod.section(work, [])
+    for seed, auc, other in ((43, 0.93, 0.80), (44, 0.92, 0.81)):
+        run = work / f"lite0-224-f0-s{seed}"
+        _metrics(run / "eval-test", auc=auc, sensitivity=0.9, specificity=0.7)
+        if seed == 43:
+            _metrics(run / "eval-breast-all", auc=other, sensitivity=0.9, specificity=0.3)
+    text = mod.section(work, [])
+    block = text.split("The same at 224 px")[1].split("The model, chosen")[0]
+    assert "| 42 | 0.907 (0.857–0.947) | not run |" in block
+    assert "| 43 | 0.930 (0.880–0.970) | 0.800 (0.750–0.840) |" in block
+    assert "| 44 | 0.920 (0.870–0.960) | not run |" in block
+    assert "| mean ± sd | 0.919 ± 0.012 (n=3) |  | |" in block  # one BrEaST score: no spread
