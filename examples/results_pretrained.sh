@@ -91,7 +91,8 @@ if "$python" "$here/write_pretrained.py" "$work" --is-chosen lite0-224-f0; then
       --split all
   done
 fi
-# BrEaST 5 folds from ImageNet, and its fold models averaged on all of BUS-BRA
+# BrEaST 5 folds from ImageNet, and its fold models averaged on all of BUS-BRA (160 px, trained
+# before the size was chosen; the 224 px folds follow the segmentation CV below)
 cv=$work/cv-breast-lite0
 run_unless "$cv/summary.json" breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 --epochs 30 \
   --target-sensitivity 0.9 "${lite[@]}" --out "$cv"
@@ -122,6 +123,12 @@ log breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 --epochs 30 --
   "${lite[@]}" --seg-cv "$u" --fusion descriptors --out "$cv"
 grep -q '"fusion"' "$cv/summary.json" || breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 \
   --epochs 30 --target-sensitivity 0.9 "${lite[@]}" --seg-cv "$u" --fusion descriptors --out "$cv"
+# the chosen size (224 px) on BrEaST's 5 folds, fused with the same folds' descriptors
+if "$python" "$here/write_pretrained.py" "$work" --is-chosen lite0-224-f0; then
+  run_unless "$work/cv-breast-lite0-224/summary.json" breastus cv cls "$br" --folds 5 --val-fraction 0.15 \
+    --seed 42 --epochs 30 --target-sensitivity 0.9 "${lite[@]}" --img-size 224 --seg-cv "$u" \
+    --fusion descriptors --out "$work/cv-breast-lite0-224"
+fi
 # the BUS-BRA model fine-tuned on BrEaST's 5 folds
 run_unless "$work/cv-breast-lite0-ft/summary.json" breastus cv cls "$br" --weights "$work/lite0-160-f0" \
   --folds 5 --val-fraction 0.15 --seed 42 --model efficientnet-lite0 --img-size 160 --epochs 20 --lr 1e-4 \

@@ -224,3 +224,23 @@ def test_the_chosen_sizes_seeds_get_their_own_spread_once_scored(tmp_path):
     assert "| 43 | 0.930 (0.880–0.970) | 0.800 (0.750–0.840) |" in block
     assert "| 44 | 0.920 (0.870–0.960) | not run |" in block
     assert "| mean ± sd | 0.919 ± 0.012 (n=3) |  | |" in block  # one BrEaST score: no spread
+
+
+def test_brests_folds_at_the_chosen_size_are_rows_and_goals(tmp_path):
+    mod = _module("write_pretrained")
+    work = _work(tmp_path)
+    assert "at 224 px" not in mod.section(work, []).split("### Goals")[1]
+    summary = {"task": "cls", "n": 252, "n_malignant": 98,
+               "metrics": {k: {"pooled": v, "ci": [v - 0.06, v + 0.06]}
+                           for k, v in (("auc", 0.79), ("sensitivity", 0.9),
+                                        ("specificity", 0.4))},
+               "fusion": {"fused": {k: {"pooled": v, "ci": [v - 0.05, v + 0.05]}
+                                    for k, v in (("auc", 0.84), ("sensitivity", 0.86),
+                                                 ("specificity", 0.6))}}}
+    (work / "cv-breast-lite0-224").mkdir()
+    (work / "cv-breast-lite0-224" / "summary.json").write_text(json.dumps(summary))
+    text = mod.section(work, [])
+    assert "|   the same at 224 px (the size chosen below; trained after the choice) | BrEaST, " \
+           "5 folds pooled out of fold | 252 (98 malignant) | 0.790 (0.730–0.850) |" in text
+    assert "|   the same at 224 px, fused with the same folds' descriptors |" in text
+    assert "; at 224 px 0.790 (not met: goal 0.88), fused 0.840 (not met: goal 0.88)" in text
