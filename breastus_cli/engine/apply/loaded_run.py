@@ -57,8 +57,9 @@ def remember(path: str | Path, model: Any) -> None:
     """Hand :func:`load_model` the model that ``path`` (a model.keras) was just written from in
     this process (training's own copy, the weights of the file): calibrating and evaluating the
     run right after training then skip reading and checking the file again."""
-    _LOADED[_content_key(Path(path))] = model
-    _LOADED.move_to_end(_content_key(Path(path)))
+    key = _content_key(Path(path))
+    _LOADED[key] = model
+    _LOADED.move_to_end(key)
     while len(_LOADED) > MODEL_CACHE_SIZE:
         _LOADED.popitem(last=False)
 
