@@ -15,8 +15,10 @@
 #     validation cases by rules committed before each candidate trained: lr 1e-4 over 3e-4, and
 #     224 px over 160 (2026-12-07; best validation AUC 0.891 and last-10 mean 0.871 against the
 #     160 px seeds' 0.885 and 0.862). The BrEaST numbers above were measured at 160 px, before
-#     that choice; 224 px takes about twice the classifier's training time (IMG=160 for the
-#     measured setting).
+#     that choice; at 224 px BrEaST's 5 folds then measured AUC 0.744, fused 0.793 (0.738-0.847),
+#     below 160 px's 0.755 / 0.825 with overlapping CIs: the size chosen on BUS-BRA's validation
+#     cases did not carry to BrEaST. It stays chosen (a test result does not choose the recipe);
+#     IMG=160 gives the measured 0.825 setting, at about half the classifier's training time.
 #   - U-Net: 128 px, 12 epochs, batch 8; from ImageNet at lr 1e-3 (BUS-BRA's Dice 0.885), or
 #     SEG_FROM=RUN to fine-tune a U-Net trained elsewhere at lr 3e-4 (BrEaST's 0.794 came this
 #     way, from BUS-BRA's Lite0 U-Net; from ImageNet alone it was not measured on BrEaST)
