@@ -252,6 +252,27 @@ def test_a_pickled_or_broken_npz_is_one_line_refusal(tmp_path):
         ood.load(run)
 
 
+@pytest.mark.parametrize("change", [{"levels": None, "widths": None},
+                                    {"levels": ["a", "b", "c"], "widths": [2, 4, 1]},
+                                    {"widths": [2, 5]}])
+def test_a_json_that_disagrees_with_its_npz_is_refused_naming_the_json(tmp_path, change):
+    """Found by the fuzz test below: a feature_stats.json naming no levels (or other ones)
+    beside a sound multi-level .npz was refused naming only the .npz."""
+    from breastus_cli.engine.apply import ood
+    from breastus_cli.errors import InputError
+
+    run = _stored(tmp_path / "run")
+    record = json.loads((run / ood.STATS_JSON).read_text())
+    record.update({k: v for k, v in change.items() if v is not None})
+    for key in [k for k, v in change.items() if v is None]:
+        del record[key]
+    (run / ood.STATS_JSON).write_text(json.dumps(record))
+    with pytest.raises(InputError) as exc:
+        ood.load(run)
+    assert str(run / ood.STATS_JSON) in exc.value.message and ood.STATS_NPZ in exc.value.message
+    assert "\n" not in exc.value.message
+
+
 def test_feature_stats_reader_never_fails_otherwise(tmp_path):
     from hypothesis import given
     from test_safety_runfiles import FAST, _refused_or, mutated

@@ -188,6 +188,13 @@ def _bad(npz_path: Path, why: str) -> InputError:
                       hint="delete feature_stats.npz and .json: they are computed again")
 
 
+def _disagree(json_path: Path, why: str) -> InputError:
+    """The JSON record and its .npz arrays disagree: one line naming both (either may be the
+    changed one)."""
+    return InputError(f"bad run file: {json_path}: {why} than its {STATS_NPZ} holds",
+                      hint="delete feature_stats.npz and .json: they are computed again")
+
+
 def _level(arrays: dict[str, np.ndarray], suffix: str, spread: float, npz_path: Path
            ) -> LevelStats:
     center, components, mean, precision = (arrays[f"{k}{suffix}"] for k in
@@ -211,14 +218,20 @@ def load(run_dir: Path) -> tuple[FeatureStats, dict[str, Any]] | None:
     try:
         with np.load(npz_path, allow_pickle=False) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
-        if record.get("levels"):
+        multi = "spread" in arrays  # the arrays of several levels
+        if bool(record.get("levels")) != multi:
+            raise _disagree(json_path, "it names " + (f"{len(layers)} level(s)"
+                                                      if record.get("levels") else "no levels")
+                            + ", other arrays")
+        if multi:
             spread = arrays["spread"]
             if spread.shape != (len(layers),):
-                raise _bad(npz_path, f"{spread.size} levels for the {len(layers)} named")
+                raise _disagree(json_path, f"it names {len(layers)} level(s), other levels")
             levels = [_level(arrays, f"_{i}", float(spread[i]), npz_path)
                       for i in range(len(layers))]
             if [int(lv.components.shape[1]) for lv in levels] != record.get("widths"):
-                raise _bad(npz_path, f"feature widths differ from the JSON's {record['widths']}")
+                raise _disagree(json_path, f"its feature widths {record.get('widths')} are "
+                                           "other widths")
         else:
             levels = [_level(arrays, "", 1.0, npz_path)]
         scale, val_distances = float(arrays["scale"]), arrays["val_distances"]
