@@ -25,6 +25,19 @@ def _metrics(folder: Path, **values) -> None:
                                                      "ci": ci}))
 
 
+def _cv_summary(folder: Path, cnn: tuple[float, float, float],
+                fused: tuple[float, float, float]) -> None:
+    """A BrEaST 5-fold summary.json: pooled AUC, sensitivity, specificity with CIs, and fused."""
+    def block(values, half):
+        return {k: {"pooled": v, "ci": [v - half, v + half]}
+                for k, v in zip(("auc", "sensitivity", "specificity"), values)}
+
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(
+        {"task": "cls", "n": 252, "n_malignant": 98, "metrics": block(cnn, 0.06),
+         "fusion": {"fused": block(fused, 0.05)}}))
+
+
 def _work(tmp_path: Path) -> Path:
     work = tmp_path / "work"
     for seed, auc, other in ((42, 0.91, 0.78), (43, 0.90, 0.792)):
@@ -37,15 +50,7 @@ def _work(tmp_path: Path) -> Path:
         (run / "history.csv").write_text("epoch,val_auc\n" + "".join(
             f"{e},{0.80 + 0.01 * (e == 3)}\n" for e in range(1, 13)))
     _metrics(work / "unet-lite0-128-f0" / "eval-test", dice=0.861, iou=0.78)
-    summary = {"task": "cls", "n": 252, "n_malignant": 98,
-               "metrics": {k: {"pooled": v, "ci": [v - 0.06, v + 0.06]}
-                           for k, v in (("auc", 0.755), ("sensitivity", 0.888),
-                                        ("specificity", 0.455))},
-               "fusion": {"fused": {k: {"pooled": v, "ci": [v - 0.05, v + 0.05]}
-                                    for k, v in (("auc", 0.83), ("sensitivity", 0.857),
-                                                 ("specificity", 0.61))}}}
-    (work / "cv-breast-lite0").mkdir()
-    (work / "cv-breast-lite0" / "summary.json").write_text(json.dumps(summary))
+    _cv_summary(work / "cv-breast-lite0", (0.755, 0.888, 0.455), (0.83, 0.857, 0.61))
     nh = work / "newhosp"
     (nh / "adabn-breast").mkdir(parents=True)
     (nh / "ood-lite0-160-f0.json").write_text(json.dumps(
@@ -230,15 +235,7 @@ def test_brests_folds_at_the_chosen_size_are_rows_and_goals(tmp_path):
     mod = _module("write_pretrained")
     work = _work(tmp_path)
     assert "at 224 px" not in mod.section(work, []).split("### Goals")[1]
-    summary = {"task": "cls", "n": 252, "n_malignant": 98,
-               "metrics": {k: {"pooled": v, "ci": [v - 0.06, v + 0.06]}
-                           for k, v in (("auc", 0.79), ("sensitivity", 0.9),
-                                        ("specificity", 0.4))},
-               "fusion": {"fused": {k: {"pooled": v, "ci": [v - 0.05, v + 0.05]}
-                                    for k, v in (("auc", 0.84), ("sensitivity", 0.86),
-                                                 ("specificity", 0.6))}}}
-    (work / "cv-breast-lite0-224").mkdir()
-    (work / "cv-breast-lite0-224" / "summary.json").write_text(json.dumps(summary))
+    _cv_summary(work / "cv-breast-lite0-224", (0.79, 0.9, 0.4), (0.84, 0.86, 0.6))
     text = mod.section(work, [])
     assert "|   the same at 224 px (the size chosen below; trained after the choice) | BrEaST, " \
            "5 folds pooled out of fold | 252 (98 malignant) | 0.790 (0.730–0.850) |" in text
