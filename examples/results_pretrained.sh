@@ -11,11 +11,11 @@
 # $WORK/busbra/data); BREAST_DATA: BrEaST prepared and split --folds 5 --seed 42 (results_breast.sh's
 # $WORK/data). WORK defaults to runs/pretrained. Resumable: run it again after an interruption;
 # finished steps are skipped, an interrupted training resumes at its next epoch. Time on 2 CPU
-# cores (2026-12-07): 5.8 h of training estimated from each run's fastest epoch (10.2 h summed
+# cores (2026-12-07): 6.2 h of training estimated from each run's fastest epoch (10.6 h summed
 # as they ran, often two or three at once; runs that never ran alone are overstated, by about
 # half an hour in all), plus the evaluations and adaptation: over the 5-hour budget. About 1 h of
 # it is the four recipe candidates, already decided; most of the rest the BUS-BRA classifiers
-# (whole image and lesion-centred, 3 seeds; 224 px, 2 seeds so far) and five BrEaST
+# (whole image and lesion-centred, 3 seeds; 224 px, 3 seeds) and five BrEaST
 # cross-validations. At 224 px a classifier takes about twice as long as at 160.
 # Then RESULTS.md's pretrained section is rewritten (examples/write_pretrained.py).
 set -euo pipefail
