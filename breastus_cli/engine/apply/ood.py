@@ -191,8 +191,7 @@ def _bad(npz_path: Path, why: str) -> InputError:
 def _disagree(json_path: Path, why: str) -> InputError:
     """The JSON record and its .npz arrays disagree: one line naming both (either may be the
     changed one)."""
-    return InputError(f"bad run file: {json_path}: {why} than its {STATS_NPZ} holds",
-                      hint="delete feature_stats.npz and .json: they are computed again")
+    return _bad(json_path, f"{why} than its {STATS_NPZ} holds")
 
 
 def _level(arrays: dict[str, np.ndarray], suffix: str, spread: float, npz_path: Path

@@ -23,7 +23,9 @@ from typing import Any
 
 from breastus_cli.atomic import write_json
 from breastus_cli.data.combine import only_view
+from breastus_cli.engine.apply import loaded_run
 from breastus_cli.engine.orchestration.slurm import SlurmOptions, submit, task_command, write_array
+from breastus_cli.engine.runs.rundir import MODEL
 from breastus_cli.engine.runs.runconfig import CONFIG, RunConfig
 from breastus_cli.engine.runs.settings import TrainSettings
 from breastus_cli.errors import InputError
@@ -130,9 +132,7 @@ def part_state(run_dir: Path) -> str:
 def train_part(settings: TrainSettings, task: str) -> bool:
     """Train the part whose run directory is ``settings.run_dir`` unless it finished: resume a
     partial one, start clean one killed before its first epoch. True when it trained now."""
-    # lazy: training.tasks and training.train import TensorFlow when imported, loaded_run numpy
-    from breastus_cli.engine.apply import loaded_run
-    from breastus_cli.engine.runs.rundir import MODEL
+    # lazy: training.tasks and training.train import TensorFlow when imported
     from breastus_cli.engine.training import tasks
     from breastus_cli.engine.training.train import train
 
