@@ -31,7 +31,8 @@ LR_SCHEDULES = ("constant", "cosine")
 #: replays and matches the same command as it trained
 TRAIN_ADDED: dict[str, Any] = {"lr_schedule": "constant", "warmup_epochs": 0}
 #: the same for one task's own settings
-TASK_ADDED: dict[str, dict[str, Any]] = {"cls": {"freeze_bn": False}}
+TASK_ADDED: dict[str, dict[str, Any]] = {
+    "cls": {"freeze_bn": False, "head_warmup": 0, "backbone_lr_scale": 1.0}}
 
 
 def added_settings(kind: str | None) -> dict[str, Any]:
@@ -234,6 +235,11 @@ class ClsSettings(TrainSettings):
                                   "statistics, scale and shift fixed) while the rest trains.")
     fine_tune_from: str | None = _opt(None, "Freeze the backbone layers before LAYER.",
                                       metavar="LAYER")
+    head_warmup: int = _opt(0, "Epochs that train the head alone before the backbone joins "
+                               "(its batch-norm statistics still follow the data).",
+                            metavar="EPOCHS")
+    backbone_lr_scale: float = _opt(1.0, "The backbone's learning rate as a share of --lr (its "
+                                         "own Adam; the head keeps --lr).", metavar="SCALE")
     class_weight: str = _opt("balanced", "balanced or none.")
     dropout: float = _opt(0.2, "Dropout before the head.")
     roi: str = _opt("none", "none (whole image) or mask: lesion-centred crops from the masks (at "
@@ -262,6 +268,27 @@ class ClsSettings(TrainSettings):
         if self.freeze_bn and str(self.weights) == "none":
             raise UsageError("--freeze-bn keeps pretrained batch-norm statistics: it needs "
                              "--weights imagenet or a run, not none")
+        if not 0 <= self.head_warmup < self.epochs:
+            raise UsageError(f"--head-warmup must lie in 0..{self.epochs - 1} epochs (got "
+                             f"{self.head_warmup}; a backbone that never trains is "
+                             "--freeze-backbone)")
+        if not (math.isfinite(self.backbone_lr_scale) and 0 < self.backbone_lr_scale <= 10):
+            raise UsageError(f"--backbone-lr-scale must lie in (0, 10] (got "
+                             f"{self.backbone_lr_scale}; 0 is --freeze-backbone)")
+        if self.layerwise():
+            if self.head_warmup and str(self.weights) == "none":
+                raise UsageError("--head-warmup keeps pretrained features while the head learns: "
+                                 "it needs --weights imagenet or a run, not none")
+            if self.freeze_backbone:
+                raise UsageError("--head-warmup and --backbone-lr-scale train the backbone: "
+                                 "they exclude --freeze-backbone")
+            if self.mixed_precision:
+                raise UsageError("--head-warmup and --backbone-lr-scale are not built for "
+                                 "--mixed-precision: train in float32, or leave them at 0 and 1")
+
+    def layerwise(self) -> bool:
+        """Whether the head and the backbone train with their own optimizers."""
+        return bool(self.head_warmup) or self.backbone_lr_scale != 1.0
 
 
 @dataclass
