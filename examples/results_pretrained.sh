@@ -70,11 +70,18 @@ train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "$
 # while everything else fine-tunes, as Keras' transfer-learning guide does.
 c=$work/lite0-160-freezebn-f0
 train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --freeze-bn
+# Which layers train and when, the same way and rule (committed 2026-12-07, before it trained):
+# the head alone for 2 epochs (the backbone's rate 0), then the whole network with the head at
+# 1e-3 and the backbone at a tenth of that (its own Adam), as Keras' transfer-learning guide
+# warms a new head before fine-tuning; the backbone's rate stays the default's 1e-4.
+c=$work/lite0-160-headwarm-f0
+train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --lr 1e-3 \
+  --head-warmup 2 --backbone-lr-scale 0.1
 # A candidate is scored on test cases only once the rule has chosen it (224 px was, 2026-12-07;
 # every other row here stays at 160 px, trained before that choice, until this script is rerun
 # with 224 in ${lite[@]})
 for c in "$work/lite0-160-lr3e-4-f0" "$work/lite0-224-f0" "$work/lite0-160-aug2-f0" \
-         "$work/lite0-160-freezebn-f0"; do
+         "$work/lite0-160-freezebn-f0" "$work/lite0-160-headwarm-f0"; do
   if "$python" "$here/write_pretrained.py" "$work" --is-chosen "$(basename "$c")"; then
     run_unless "$c/eval-test/metrics.json" breastus evaluate "$c" --target-sensitivity 0.9
     run_unless "$c/eval-$(basename "$br")-all/metrics.json" breastus evaluate "$c" --data "$br" \

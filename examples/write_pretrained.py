@@ -334,7 +334,11 @@ CANDIDATES = (("lite0-160-lr3e-4-f0", "160 px, constant 3e-4", "learning-rate",
                "every augmentation at twice the default's strength"),
               ("lite0-160-freezebn-f0", "160 px, constant 1e-4, batch norms frozen",
                "batch-norm", "the backbone's batch norms kept as pretrained (--freeze-bn) against "
-               "trained with the rest"))
+               "trained with the rest"),
+              ("lite0-160-headwarm-f0", "160 px, head alone for 2 epochs, then head 1e-3 and "
+               "backbone 1e-4", "layer-schedule", "a head warm-up and a head rate 10x the "
+               "backbone's (--head-warmup 2 --lr 1e-3 --backbone-lr-scale 0.1) against the whole "
+               "network at 1e-4 from the start"))
 
 
 def validation_rows(work: Path) -> list[str]:
