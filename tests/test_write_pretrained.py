@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def _work(tmp_path: Path) -> Path:
                                                      else "running"}))
         (run / "history.csv").write_text("epoch,val_auc\n" + "".join(
             f"{e},{0.80 + 0.01 * (e == 3)}\n" for e in range(1, 13)))
+    chosen = work / "lite0-224-f0"  # the chosen size's seed 42: BUS-BRA fold 1 only
+    _metrics(chosen / "eval-test", auc=0.92, sensitivity=0.93, specificity=0.65)
     _metrics(work / "unet-lite0-128-f0" / "eval-test", dice=0.861, iou=0.78)
     _cv_summary(work / "cv-breast-lite0", (0.755, 0.888, 0.455), (0.83, 0.857, 0.61))
     nh = work / "newhosp"
@@ -71,17 +74,26 @@ def _work(tmp_path: Path) -> Path:
 
 def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
     text = _module("write_pretrained").section(_work(tmp_path), [])
-    assert "| trained on BUS-BRA folds 2-5 (seed 42) | BUS-BRA fold 1 | 376 (122 malignant) | " \
-           "0.910 (0.860–0.950) |" in text
-    assert "| trained on BrEaST, 5 folds | BrEaST, 5 folds pooled out of fold | 252 (98 malignant) " \
-           "| 0.755 (0.695–0.815) |" in text
+    # the chosen size's rows first, with the from-scratch column; then 160 px's, without it
+    assert "| trained on BUS-BRA folds 2-5 (seed 42), 224 px, chosen | BUS-BRA fold 1 | 376 (122 " \
+           "malignant) | 0.920 (0.870–0.960) | 0.930 (0.880–0.970) / 0.650 (0.600–0.690) | " \
+           "0.840 (0.798–0.881) whole-image ResNet50;" in text
+    assert "| trained on BrEaST, 5 folds, 224 px, chosen | BrEaST | | not run | | |" in text
+    assert "| *160 px, before the choice: the same rows* |" in text
+    assert "| trained on BUS-BRA folds 2-5 (seed 42), 160 px, before the choice | BUS-BRA fold 1 | " \
+           "376 (122 malignant) | 0.910 (0.860–0.950) | 0.930 (0.880–0.970) / 0.630 (0.580–0.670) " \
+           "| |" in text
+    assert "| trained on BrEaST, 5 folds, 160 px, before the choice | BrEaST, 5 folds pooled out " \
+           "of fold | 252 (98 malignant) | 0.755 (0.695–0.815) |" in text
     # the seed spread: two seeds ran, the third is said not run; mean ± sd of those that ran
     assert "| 43 | 0.900 (0.850–0.940) | 0.792 (0.742–0.832) | 22 |" in text
     assert "| 44 | not run | | |" in text
     assert "combination fitted on each fold's validation cases | BrEaST, 5 folds pooled out of " \
            "fold | 252 (98 malignant) | 0.830 (0.780–0.880) | 0.857 (0.807–0.907) / " \
            "0.610 (0.560–0.660) | |" in text
-    assert "fused with descriptors 0.830 (not met: goal 0.88)" in text
+    assert "- BrEaST 5-fold, no ground truth at inference: whole image AUC, 224 px (chosen) not run " \
+           "(goal 0.88); at 160 px (before the choice) whole image 0.755 (not met: goal 0.88); " \
+           "fused 0.830 (not met: goal 0.88)." in text
     # the model choice on validation: a finished seed's best epoch and its last-10 mean; a seed
     # still training is not compared
     assert "| EfficientNet-Lite0 ImageNet, 160 px, constant 1e-4 (seed 42) | 0.810 (3) | 0.801 |" \
@@ -89,9 +101,12 @@ def test_rows_seeds_goals_and_what_did_not_run(tmp_path):
     assert "(seed 43) |" not in text
     assert "| mean ± sd | 0.905 ± 0.007 (n=2) | 0.786 ± 0.008 (n=2) | |" in text
     # missing runs are listed as not run, and the goals say met / not met / not run
-    assert "| BrEaST's 5 fold models, averaged | BUS-BRA, all | | not run | | |" in text
-    assert "| trained on BUS-BRA folds 2-5 | BrEaST, all 252 (another hospital) | | not run |" in text
-    assert "- BUS-BRA fold 1, seed 42: whole image AUC 0.910 (not met: goal 0.93)." in text
+    assert "| BrEaST's 5 fold models, averaged, 160 px, before the choice | BUS-BRA, all | | not " \
+           "run | | |" in text
+    assert "| trained on BUS-BRA folds 2-5, 224 px, chosen | BrEaST, all 252 (another hospital) | " \
+           "| not run |" in text
+    assert "- BUS-BRA fold 1, seed 42: whole image AUC, 224 px (chosen) 0.920 (not met: goal " \
+           "0.93); at 160 px (before the choice) whole image 0.910 (not met: goal 0.93)." in text
     assert "U-Net Dice on BUS-BRA fold 1 0.861 (met: goal 0.8); on BrEaST (another hospital) " \
            "not run (goal 0.8); BrEaST 5-fold, fine-tuned not run (goal 0.8)." in text
     # the new-hospital part: ood separation, AdaBN cross-fitted, the local-threshold table
@@ -129,7 +144,8 @@ def test_lesion_centred_two_view_rows_and_the_learning_rate_rule(tmp_path):
            "fold | 252 (98 malignant) | 0.683 (0.633–0.733) |" in text
     assert "two-view (with the whole-image Lite0) | BrEaST, 5 folds pooled out of fold | | not run" \
         in text
-    assert "lesion-centred 0.711 (not met: goal 0.88), fused 0.803 (not met: goal 0.88)" in text
+    assert "lesion-centred 0.711 (not met: goal 0.88); lesion-centred fused 0.803 (not met: goal " \
+           "0.88)" in text
     roi["fusion"] = {"partner": {"run": "x"}, "fused": _pooled(auc=0.821, sensitivity=0.867,
                                                                  specificity=0.591)}
     (work / "cv-breast-lite0-roi160-2v" / "summary.json").write_text(json.dumps(roi))
@@ -169,16 +185,18 @@ def test_lesion_centred_two_view_rows_and_the_learning_rate_rule(tmp_path):
         f"{e},0.9\n" for e in range(1, 13)))
     assert "the learning-rate candidate) | 0.900 (1) | 0.900 |" in mod.section(work, [])
     text = mod.section(work, [])
-    assert ": chosen. Its test cases have not been scored yet." in text
+    assert ": chosen. Its test cases have not been scored yet; the section's rows at 160 px, " \
+           "constant 3e-4 follow once they are trained." in text
     # results_pretrained.sh asks before scoring a candidate's test cases
-    ask = [sys.executable, str(EXAMPLES / "write_pretrained.py"), str(work), "--is-chosen"]
+    ask = [sys.executable, str(EXAMPLES / "write_pretrained.py"), str(work), "--choices",
+           str(tmp_path / "no-record.json"), "--is-chosen"]
     assert subprocess.run([*ask, "lite0-160-lr3e-4-f0"]).returncode == 0
     assert subprocess.run([*ask, "lite0-224-f0"]).returncode == 1  # not there
     _metrics(cand / "eval-test", auc=0.93, sensitivity=0.9, specificity=0.6)
     text = mod.section(work, [])
     assert ": chosen. Scored after it was chosen (seed 42): BUS-BRA fold 1 0.930 (0.880–0.970), " \
-           "against the default's 0.910. The rows of this section were trained before the " \
-           "choice; the next regeneration trains them at 160 px, constant 3e-4." in text
+           "against the default's 0.910. The section's rows at 160 px, constant 3e-4 (marked " \
+           "chosen) were trained after this choice." in text
 
 
 def test_the_section_replaces_its_old_self_and_write_results_keeps_it(tmp_path):
@@ -201,43 +219,108 @@ def test_the_section_replaces_its_old_self_and_write_results_keeps_it(tmp_path):
     assert block in results.read_text() and "new table" in results.read_text()
 
 
-def test_training_time_counts_each_run_once_and_its_alone_estimate(tmp_path):
+def test_training_time_counts_each_run_once_at_its_kinds_alone_rate(tmp_path):
     work = tmp_path / "work"
-    for folder in ("a", "cv/fold-0", "cv-2v/fold-0", "a-fused"):  # the last two are copies
+
+    def run(folder, seconds, n_train=100, data="/x/busbra", img_size=224):
         (work / folder).mkdir(parents=True)
-        (work / folder / "history.csv").write_text("epoch,seconds\n1,1800\n2,900\n3,900\n")
+        (work / folder / "history.csv").write_text("epoch,seconds\n" + "".join(
+            f"{i},{s}\n" for i, s in enumerate(seconds, 1)))
+        (work / folder / "config.json").write_text(json.dumps({
+            "settings": {"data": data, "model": "efficientnet-lite0", "img_size": img_size,
+                         "batch_size": 32, "roi": "none", "augment_strength": 1.0},
+            "data": {"n_train": n_train}}))
+
+    run("lite0-224-f0", (1800, 900, 900))  # alone at its best: 9 s per training case
+    run("lite0-224-f0-s43", (2000, 2000, 2000))  # only ever beside others: 3 x 900 s alone
+    run("lite0-224-f0-fused", (1800, 900, 900))  # a copy: the same history, not counted again
+    run("lite0-160-lr3e-4-f0", (600, 600), img_size=160)  # a decided candidate: CHOOSE=1 only
+    run("cv/fold-0", (100, 100), n_train=50, data="/x/breast")  # another kind: its own rate
     line = _module("write_pretrained").time_lines(work)[0]
-    # two runs of 3600 s each; alone: 3 epochs at 900 s each
-    assert "summed over their epochs: 2.0 h" in line
-    assert "about what it takes alone: 1.5 h" in line
+    # by default 2700 + 2700 + 200 s; CHOOSE=1 adds 1200 s; as they ran 3600 + 6000 + 1200 + 200
+    assert "(dataset, model, size, batch, crops): 1.6 h for the script as it runs by default, " \
+           "0.3 h more with `CHOOSE=1`" in line
+    assert "Summed as they ran, often two at once beside other work: 3.1 h." in line
 
 
 def test_the_chosen_sizes_seeds_get_their_own_spread_once_scored(tmp_path):
     mod = _module("write_pretrained")
     work = _work(tmp_path)
-    assert "The same at 224 px" not in mod.section(work, [])  # only the candidate's seed 42
-    _metrics(work / "lite0-224-f0" / "eval-test", auc=0.907, sensitivity=0.9, specificity=0.7)
-    assert "The same at 224 px" not in mod.section(work, [])
+    assert "row at 224 px" not in mod.section(work, [])  # only the candidate's seed 42
     for seed, auc, other in ((43, 0.93, 0.80), (44, 0.92, 0.81)):
         run = work / f"lite0-224-f0-s{seed}"
         _metrics(run / "eval-test", auc=auc, sensitivity=0.9, specificity=0.7)
         if seed == 43:
             _metrics(run / "eval-breast-all", auc=other, sensitivity=0.9, specificity=0.3)
     text = mod.section(work, [])
-    block = text.split("The same at 224 px")[1].split("The model, chosen")[0]
-    assert "| 42 | 0.907 (0.857–0.947) | not run |" in block
+    block = text.split("row at 224 px, the chosen size")[1].split("Seed spread at 160 px")[0]
+    assert "| 42 | 0.920 (0.870–0.960) | not run |" in block
     assert "| 43 | 0.930 (0.880–0.970) | 0.800 (0.750–0.840) |" in block
     assert "| 44 | 0.920 (0.870–0.960) | not run |" in block
-    assert "| mean ± sd | 0.919 ± 0.012 (n=3) |  | |" in block  # one BrEaST score: no spread
+    assert "| mean ± sd | 0.923 ± 0.006 (n=3) |  | |" in block  # one BrEaST score: no spread
 
 
 def test_brests_folds_at_the_chosen_size_are_rows_and_goals(tmp_path):
     mod = _module("write_pretrained")
     work = _work(tmp_path)
-    assert "at 224 px" not in mod.section(work, []).split("### Goals")[1]
     _cv_summary(work / "cv-breast-lite0-224", (0.79, 0.9, 0.4), (0.84, 0.86, 0.6))
     text = mod.section(work, [])
-    assert "|   the same at 224 px (the size chosen below; trained after the choice) | BrEaST, " \
-           "5 folds pooled out of fold | 252 (98 malignant) | 0.790 (0.730–0.850) |" in text
-    assert "|   the same at 224 px, fused with the same folds' descriptors |" in text
-    assert "; at 224 px 0.790 (not met: goal 0.88), fused 0.840 (not met: goal 0.88)" in text
+    assert "| trained on BrEaST, 5 folds, 224 px, chosen | BrEaST, 5 folds pooled out of fold | " \
+           "252 (98 malignant) | 0.790 (0.730–0.850) |" in text
+    assert "|   the same, fused with the lesion descriptors of the same folds' Lite0 U-Net " \
+           "(below); combination fitted on each fold's validation cases | BrEaST, 5 folds " \
+           "pooled out of fold | 252 (98 malignant) | 0.840 (0.790–0.890) |" in text
+    assert "- BrEaST 5-fold, no ground truth at inference: whole image AUC, 224 px (chosen) 0.790 " \
+           "(not met: goal 0.88); fused with descriptors 0.840 (not met: goal 0.88); at 160 px " \
+           "(before the choice) whole image 0.755 (not met: goal 0.88); fused 0.830" in text
+
+
+def _finished(run: Path, auc: list[float], started: str = "2026-12-07T10:00:00+0000") -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps({
+        "status": "finished", "environment": {"started": started, "breastus_version": "0.9.0"}}))
+    (run / "history.csv").write_text("epoch,val_auc\n" + "".join(
+        f"{e},{v}\n" for e, v in enumerate(auc, 1)))
+
+
+def test_decided_choices_come_from_their_record_when_the_runs_are_not_there(tmp_path):
+    mod = _module("write_pretrained")
+    work = _work(tmp_path)
+    record = tmp_path / "choices.json"
+    script = [sys.executable, str(EXAMPLES / "write_pretrained.py"), str(work), "--choices",
+              str(record)]
+    # not every candidate and seed finished: nothing recorded, the work folder untouched
+    proc = subprocess.run([*script, "--save-choices"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "lite0-160-headwarm-f0" in proc.stderr
+    assert "lite0-160-f0-s44" in proc.stderr and not record.exists()
+    # all of them finished (the 224 px candidate above every seed on both counts)
+    for seed in (42, 43, 44):
+        name = "lite0-160-f0" if seed == 42 else f"lite0-160-f0-s{seed}"
+        _finished(work / name, [0.80] * 11 + [0.85 - 0.01 * (seed - 42)])
+    for folder, *_ in mod.CANDIDATES:
+        _finished(work / folder, [0.90] * 12 if folder == "lite0-224-f0" else [0.82] * 12,
+                  started="2026-12-06T09:00:00+0000" if "aug2" in folder else
+                  "2026-12-07T10:00:00+0000")
+    proc = subprocess.run([*script, "--save-choices"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads(record.read_text())
+    assert saved["recorded"] == "2026-12-07" and saved["breastus_version"] == "0.9.0"
+    assert saved["chosen"] == {folder: folder == "lite0-224-f0" for folder, *_ in mod.CANDIDATES}
+    live = mod.section(work, [], record)
+    assert "as recorded on" not in live
+    # a work folder of the default run (CHOOSE=0): no candidate but the chosen one, no seed 43/44
+    for folder, *_ in mod.CANDIDATES:
+        if folder != "lite0-224-f0":
+            shutil.rmtree(work / folder)
+    for seed in (43, 44):
+        shutil.rmtree(work / f"lite0-160-f0-s{seed}")
+    text = mod.section(work, [], record)
+    said = "as recorded on 2026-12-07 (breastus 0.9.0) when their runs last trained " \
+           "(`examples/pretrained_choices.json`; `CHOOSE=1 examples/results_pretrained.sh` " \
+           "trains them again)"
+    assert text.count(said) == 2  # the 160 px seed table and the validation table
+    for table in ("validation", "seeds_160"):
+        assert "\n".join(saved[table]) in text
+    assert "(seed 42; the augmentation candidate) | 0.820 (1) | 0.820 |" in text
+    assert subprocess.run([*script, "--is-chosen", "lite0-224-f0"]).returncode == 0
+    assert subprocess.run([*script, "--is-chosen", "lite0-160-freezebn-f0"]).returncode == 1
