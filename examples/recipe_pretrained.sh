@@ -12,9 +12,11 @@
 # are skipped, an interrupted fold resumes at its next epoch. Settings (measured, RESULTS.md):
 #   - classifier: 224 px, Adam lr 1e-4 constant, 30 epochs, batch 32, the whole network trained,
 #     threshold for sensitivity 0.9 chosen on each fold's validation cases. Chosen on BUS-BRA's
-#     validation cases by rules committed before each candidate trained: lr 1e-4 over 3e-4, and
-#     224 px over 160 (2026-12-07; best validation AUC 0.891 and last-10 mean 0.871 against the
-#     160 px seeds' 0.885 and 0.862). The BrEaST numbers above were measured at 160 px, before
+#     validation cases by rules committed before each candidate trained: 224 px over 160
+#     (2026-12-07; best validation AUC 0.891 and last-10 mean 0.871 against the 160 px seeds'
+#     0.885 and 0.862); kept over lr 3e-4 (0.866), augmentation x2 (0.877), batch norms frozen
+#     (0.885 at epoch 5, then lower) and a 2-epoch head warm-up with the head at 10x the
+#     backbone's rate (0.854). The BrEaST numbers above were measured at 160 px, before
 #     that choice; at 224 px BrEaST's 5 folds then measured AUC 0.744, fused 0.793 (0.738-0.847),
 #     below 160 px's 0.755 / 0.825 with overlapping CIs: the size chosen on BUS-BRA's validation
 #     cases did not carry to BrEaST. It stays chosen (a test result does not choose the recipe);
