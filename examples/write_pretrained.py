@@ -173,6 +173,11 @@ def _size_rows(work: Path, name: str, cv_name: str, ft_name: str, words: str,
         rows.append(_row(f"BUS-BRA-trained (seed 42 above), fine-tuned on BrEaST, 5 folds (lr "
                          f"1e-4, 20 epochs), {words}", "BrEaST, 5 folds pooled out of fold",
                          _cases(ft), ft["metrics"], True))
+        fused_ft = (ft.get("fusion") or {}).get("fused")
+        if fused_ft:
+            headline["breast_cv_ft_fused"] = fused_ft["auc"]["pooled"]
+            rows.append(_row("  the same, fused with the same folds' lesion descriptors",
+                             "BrEaST, 5 folds pooled out of fold", _cases(ft), fused_ft, True))
     else:
         rows.append(f"| BUS-BRA-trained, fine-tuned on BrEaST, 5 folds, {words} | BrEaST | | "
                     "not run | | |")
@@ -629,10 +634,12 @@ GOALS = (("BUS-BRA fold 1, seed 42", 0.93, "busbra"),
          ("BUS-BRA -> BrEaST, no BrEaST case in training, seed 42", 0.85, "breast_from_busbra"),
          ("BrEaST 5-fold, no ground truth at inference", 0.88, "breast_cv"))
 GOAL_PARTS = (("", "whole image AUC, 224 px (chosen)"), ("_fused", "fused with descriptors"),
-              ("_ft", "fine-tuned from BUS-BRA"), ("_roi", "lesion-centred"),
+              ("_ft", "fine-tuned from BUS-BRA"), ("_ft_fused", "fine-tuned and fused"),
+              ("_roi", "lesion-centred"),
               ("_roi_fused", "lesion-centred fused"), ("_two_view", "two-view"),
               ("_160", "at 160 px (before the choice) whole image"),
-              ("_fused_160", "fused"), ("_ft_160", "fine-tuned from BUS-BRA"))
+              ("_fused_160", "fused"), ("_ft_160", "fine-tuned from BUS-BRA"),
+              ("_ft_fused_160", "fine-tuned and fused"))
 
 
 def _goal_lines(head: dict[str, float]) -> list[str]:
@@ -705,8 +712,24 @@ def time_lines(work: Path) -> list[str]:
             f"batch, crops): {default / 3600:.1f} h for the script as it runs by default, "
             f"{choose / 3600:.1f} h more with `CHOOSE=1` (the decided candidates and the 160 "
             f"px seeds 43 and 44). Summed as they ran, often two at once beside other work: "
-            f"{summed / 3600:.1f} h. Evaluations, adaptation and the feature statistics are not "
-            "counted here: the script times each breastus command into `WORK/times.tsv`."]
+            f"{summed / 3600:.1f} h. " + _timed(work)]
+
+
+def _timed(work: Path) -> str:
+    """What the script's own timing of its commands (WORK/times.tsv) says, when it is there."""
+    path = work / "times.tsv"
+    rows = [line.split("\t") for line in path.read_text().splitlines()] if path.is_file() else []
+    rows = [row for row in rows if len(row) == 4 and row[1].isdigit()]
+    if not rows:
+        return ("Evaluations, adaptation and the feature statistics are not counted here: this "
+                "folder's commands ran before the script timed them (it now writes each "
+                "command's seconds to `WORK/times.tsv`).")
+    other = sum(int(row[1]) for row in rows
+                if not row[3].startswith(("breastus train-", "breastus cv ")))
+    return (f"The script's timed commands (`WORK/times.tsv`, {len(rows)} of them): "
+            f"{sum(int(row[1]) for row in rows) / 3600:.1f} h in all, of which "
+            f"{other / 3600:.1f} h outside training and cross-validation (evaluations, "
+            "adaptation).")
 
 
 def _seed_block(work: Path) -> list[str]:

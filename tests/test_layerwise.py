@@ -47,11 +47,9 @@ def _same(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_the_warmup_trains_the_head_alone_then_the_backbone_joins(tmp_path):
-    from breastus_cli import backend
+def test_the_warmup_trains_the_head_alone_then_the_backbone_joins():
     from breastus_cli.engine.training import layerwise
 
-    keras = backend.keras()
     settings = _settings()
     model = _model(settings)
     backbone = model.get_layer("backbone")

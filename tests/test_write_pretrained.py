@@ -241,6 +241,16 @@ def test_training_time_counts_each_run_once_at_its_kinds_alone_rate(tmp_path):
     assert "(dataset, model, size, batch, crops): 1.6 h for the script as it runs by default, " \
            "0.3 h more with `CHOOSE=1`" in line
     assert "Summed as they ran, often two at once beside other work: 3.1 h." in line
+    assert "this folder's commands ran before the script timed them" in line
+    # the script's own timing (results_lib's breastus wrapper, its python steps)
+    (work / "times.tsv").write_text(
+        "2026-12-07T10:00:00Z\t5400\t0\tbreastus train-cls /d --run-dir /w/a\n"
+        "2026-12-07T11:00:00Z\t1800\t0\tbreastus cv cls /d --out /w/cv\n"
+        "2026-12-07T12:00:00Z\t360\t0\tbreastus evaluate /w/a\n"
+        "2026-12-07T12:10:00Z\t360\t0\tpython examples/adabn_crossfit.py /w/a /d /w/nh\n")
+    line = _module("write_pretrained").time_lines(work)[0]
+    assert "The script's timed commands (`WORK/times.tsv`, 4 of them): 2.2 h in all, of which " \
+           "0.2 h outside training and cross-validation (evaluations, adaptation)." in line
 
 
 def test_the_chosen_sizes_seeds_get_their_own_spread_once_scored(tmp_path):
@@ -324,3 +334,18 @@ def test_decided_choices_come_from_their_record_when_the_runs_are_not_there(tmp_
     assert "(seed 42; the augmentation candidate) | 0.820 (1) | 0.820 |" in text
     assert subprocess.run([*script, "--is-chosen", "lite0-224-f0"]).returncode == 0
     assert subprocess.run([*script, "--is-chosen", "lite0-160-freezebn-f0"]).returncode == 1
+
+
+def test_the_bus_bra_model_fine_tuned_on_brest_and_fused_is_a_row_and_a_goal(tmp_path):
+    mod = _module("write_pretrained")
+    work = _work(tmp_path)
+    _cv_summary(work / "cv-breast-lite0-ft-224", (0.824, 0.837, 0.675), (0.851, 0.837, 0.604))
+    text = mod.section(work, [])
+    assert "| BUS-BRA-trained (seed 42 above), fine-tuned on BrEaST, 5 folds (lr 1e-4, 20 epochs), " \
+           "224 px, chosen | BrEaST, 5 folds pooled out of fold | 252 (98 malignant) | 0.824 " \
+           "(0.764–0.884) |" in text
+    assert "|   the same, fused with the same folds' lesion descriptors | BrEaST, 5 folds pooled " \
+           "out of fold | 252 (98 malignant) | 0.851 (0.801–0.901) | 0.837 (0.787–0.887) / " \
+           "0.604 (0.554–0.654) | |" in text
+    assert "; fine-tuned from BUS-BRA 0.824 (not met: goal 0.88); fine-tuned and fused 0.851 " \
+           "(not met: goal 0.88);" in text
