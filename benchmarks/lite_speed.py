@@ -53,6 +53,8 @@ class Case:
 CASES = (
     Case("MobileNetV2, 160 px (baseline)", "cls", "mobilenetv2", 160, "classifier"),
     Case("EfficientNet-Lite0, 160 px", "cls", "efficientnet-lite0", 160, "classifier"),
+    Case("EfficientNet-Lite0, 224 px (the pretrained recipe's size)", "cls",
+         "efficientnet-lite0", 224, "classifier"),
     Case("ResNet50, 96 px", "cls", "resnet50", 96, "classifier"),
     Case("EfficientNet-Lite2, 160 px", "cls", "efficientnet-lite2", 160, "classifier"),
     Case("EfficientNet-Lite2, 260 px", "cls", "efficientnet-lite2", 260, "classifier"),
