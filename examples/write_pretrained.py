@@ -365,9 +365,10 @@ SCRATCH_VALIDATION = (("ResNet50 from scratch, 96 px, constant 1e-3 (the from-sc
                       ("MobileNetV2 from scratch, 160 px, constant 1e-3", 0.875, 40, 0.815))
 
 
-# the recipe candidates against the default (160 px, constant 1e-4, whole network), each one seed
-# judged by the rule results_pretrained.sh commits before it trains:
-# (folder, setting, what it varies, against what)
+# the recipe candidates, each one seed judged by the rule results_pretrained.sh commits before it
+# trains, against the seeds of the recipe it would replace (160 px, constant 1e-4, whole
+# network; the epochs candidate against the chosen 224 px):
+# (folder, setting, what it varies, against what[, the baseline's seed-42 folder])
 CANDIDATES = (("lite0-160-lr3e-4-f0", "160 px, constant 3e-4", "learning-rate",
                "3e-4 against the default 1e-4"),
               ("lite0-224-f0", "224 px, constant 1e-4", "input-size",
@@ -380,7 +381,14 @@ CANDIDATES = (("lite0-160-lr3e-4-f0", "160 px, constant 3e-4", "learning-rate",
               ("lite0-160-headwarm-f0", "160 px, head alone for 2 epochs, then head 1e-3 and "
                "backbone 1e-4", "layer-schedule", "a head warm-up and a head rate 10x the "
                "backbone's (--head-warmup 2 --lr 1e-3 --backbone-lr-scale 0.1) against the whole "
-               "network at 1e-4 from the start"))
+               "network at 1e-4 from the start"),
+              ("lite0-224-e40-f0", "224 px, constant 1e-4, 40 epochs", "epochs",
+               "40 epochs against the chosen recipe's 30, at 224 px", "lite0-224-f0"))
+BASELINE = "lite0-160-f0"
+
+
+def _baseline(candidate: tuple[str, ...]) -> str:
+    return candidate[4] if len(candidate) > 4 else BASELINE
 
 
 def validation_rows(work: Path) -> list[str]:
@@ -394,6 +402,11 @@ def validation_rows(work: Path) -> list[str]:
     seeds = list(curves.values())
     lines += [f"| EfficientNet-Lite0 ImageNet, 160 px, constant 1e-4 (seed {seed}) | "
               f"{curve[0]:.3f} ({curve[1]}) | {curve[2]:.3f} |" for seed, curve in curves.items()]
+    if any(_validation_curve(work / c[0]) for c in CANDIDATES if _baseline(c) != BASELINE):
+        # the chosen size's seeds trained after its choice: the baseline of the later candidates
+        lines += [f"| EfficientNet-Lite0 ImageNet, 224 px, constant 1e-4 (seed {seed}; trained "
+                  f"after the size was chosen) | {curve[0]:.3f} ({curve[1]}) | {curve[2]:.3f} |"
+                  for seed, curve in _seed_curves(work, "lite0-224-f0").items() if seed != 42]
     notes = []
     if len(seeds) >= 2:
         low, high = min(b for b, _, _ in seeds), max(b for b, _, _ in seeds)
@@ -404,11 +417,14 @@ def validation_rows(work: Path) -> list[str]:
                      "MobileNetV2 is within seed noise. The mean of the last 10 epochs favours "
                      f"Lite0 in every seed ({min(m for _, _, m in seeds):.3f}-"
                      f"{max(m for _, _, m in seeds):.3f} against {mobile[3]:.3f}).")
-    if seeds:
-        top_best, top_last = max(b for b, _, _ in seeds), max(m for _, _, m in seeds)
-    for folder, setting, what, against in CANDIDATES:
+    for entry in CANDIDATES:
+        folder, setting, what, against = entry[:4]
+        base = _baseline(entry)
+        seeds = list(_seed_curves(work, base).values())
+        whose = "default's" if base == BASELINE else "chosen 224 px recipe's"
         candidate = _validation_curve(work / folder)
         if candidate is not None and seeds:
+            top_best, top_last = max(b for b, _, _ in seeds), max(m for _, _, m in seeds)
             lines.append(f"| EfficientNet-Lite0 ImageNet, {setting} (seed 42; the {what} "
                          f"candidate) | {candidate[0]:.3f} ({candidate[1]}) | "
                          f"{candidate[2]:.3f} |")
@@ -416,7 +432,7 @@ def validation_rows(work: Path) -> list[str]:
             notes.append(f"The {what} candidate ({against}), by the rule committed before it "
                          "trained (it replaces the default only if its best validation AUC and "
                          "its mean over the last 10 epochs are both above the highest of the "
-                         f"default's seeds, {top_best:.3f} and {top_last:.3f}): "
+                         f"{whose} seeds, {top_best:.3f} and {top_last:.3f}): "
                          + ("chosen." if chosen else "not chosen; the default stays, and the "
                             "candidate was never scored on a test case."))
             if chosen:
@@ -434,7 +450,8 @@ def candidate_chosen(work: Path, folder: str, choices: Path | None = None) -> bo
     record = _json(choices) if choices else None
     if record is not None and not choices_live(work):
         return bool(record.get("chosen", {}).get(folder))
-    return _beats(_validation_curve(work / folder), list(_seed_curves(work).values()))
+    base = next((_baseline(c) for c in CANDIDATES if c[0] == folder), BASELINE)
+    return _beats(_validation_curve(work / folder), list(_seed_curves(work, base).values()))
 
 
 #: the record of the decided choices (examples/results_pretrained.sh trains their runs again
@@ -445,7 +462,7 @@ CHOICES = Path(__file__).with_name("pretrained_choices.json")
 def choices_live(work: Path) -> bool:
     """Whether WORK holds every recipe candidate and every 160 px seed, finished."""
     return (all(_validation_curve(work / folder) is not None for folder, *_ in CANDIDATES)
-            and len(_seed_curves(work)) == len(SEEDS))
+            and all(len(_seed_curves(work, _baseline(c))) == len(SEEDS) for c in CANDIDATES))
 
 
 def choice_tables(work: Path, choices: Path | None) -> tuple[list[str], list[str], str]:
@@ -461,12 +478,14 @@ def choice_tables(work: Path, choices: Path | None) -> tuple[list[str], list[str
 
 
 def save_choices(work: Path, path: Path) -> None:
-    """Write the record of the choices from WORK (every candidate and 160 px seed finished)."""
+    """Write the record of the choices from WORK (every candidate and every seed of the recipes
+    they are judged against finished)."""
     if not choices_live(work):
         missing = [folder for folder, *_ in CANDIDATES
                    if _validation_curve(work / folder) is None]
-        missing += [_seed_run(work, seed).name for seed in SEEDS
-                    if _validation_curve(_seed_run(work, seed)) is None]
+        missing += [_seed_run(work, seed, base).name for base in (BASELINE, "lite0-224-f0")
+                    for seed in SEEDS if _validation_curve(_seed_run(work, seed, base)) is None
+                    and _seed_run(work, seed, base).name not in missing]
         raise SystemExit(f"--save-choices: {', '.join(missing)} not finished in {work}")
     runs = [folder for folder, *_ in CANDIDATES] + [_seed_run(work, s).name for s in SEEDS]
     started = {r: (_json(work / r / "config.json") or {}).get("environment", {}).get(
@@ -482,16 +501,17 @@ def save_choices(work: Path, path: Path) -> None:
                  "CHOOSE=1 examples/results_pretrained.sh trains them again and rewrites this "
                  "file.",
         "trained": started,
-        "chosen": {folder: _beats(_validation_curve(work / folder),
-                                  list(_seed_curves(work).values()))
-                   for folder, *_ in CANDIDATES},
+        "chosen": {c[0]: _beats(_validation_curve(work / c[0]),
+                                list(_seed_curves(work, _baseline(c)).values()))
+                   for c in CANDIDATES},
         "validation": validation_rows(work), "seeds_160": seed_rows(work)},
         indent=1, ensure_ascii=False) + "\n")
 
 
-def _seed_curves(work: Path) -> dict[int, tuple[float, int, float]]:
-    """The default recipe's finished seeds: seed -> its validation curve's summary."""
-    curves = {seed: _validation_curve(_seed_run(work, seed)) for seed in SEEDS}
+def _seed_curves(work: Path, name: str = BASELINE) -> dict[int, tuple[float, int, float]]:
+    """A recipe's finished seeds (NAME, NAME-s43, NAME-s44): seed -> its validation curve's
+    summary."""
+    curves = {seed: _validation_curve(_seed_run(work, seed, name)) for seed in SEEDS}
     return {seed: curve for seed, curve in curves.items() if curve is not None}
 
 

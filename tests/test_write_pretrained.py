@@ -307,6 +307,8 @@ def test_decided_choices_come_from_their_record_when_the_runs_are_not_there(tmp_
     for seed in (42, 43, 44):
         name = "lite0-160-f0" if seed == 42 else f"lite0-160-f0-s{seed}"
         _finished(work / name, [0.80] * 11 + [0.85 - 0.01 * (seed - 42)])
+        if seed != 42:  # the chosen size's seeds (its seed 42 is the candidate below)
+            _finished(work / f"lite0-224-f0-s{seed}", [0.88] * 12)
     for folder, *_ in mod.CANDIDATES:
         _finished(work / folder, [0.90] * 12 if folder == "lite0-224-f0" else [0.82] * 12,
                   started="2026-12-06T09:00:00+0000" if "aug2" in folder else
@@ -315,8 +317,10 @@ def test_decided_choices_come_from_their_record_when_the_runs_are_not_there(tmp_
     assert proc.returncode == 0, proc.stderr
     saved = json.loads(record.read_text())
     assert saved["recorded"] == "2026-12-07" and saved["breastus_version"] == "0.9.0"
+    # the epochs candidate (0.82) is judged against the 224 px seeds (0.90, 0.88, 0.88)
     assert saved["chosen"] == {folder: folder == "lite0-224-f0" for folder, *_ in mod.CANDIDATES}
     live = mod.section(work, [], record)
+    assert "above the highest of the chosen 224 px recipe's seeds, 0.900 and 0.900" in live
     assert "as recorded on" not in live
     # a work folder of the default run (CHOOSE=0): no candidate but the chosen one, no seed 43/44
     for folder, *_ in mod.CANDIDATES:
