@@ -15,7 +15,7 @@
 # were judged against) are opt-in: CHOOSE=1 trains them again and rewrites their record,
 # examples/pretrained_choices.json; without it their tables come from that record. Time on 2
 # CPU cores (2026-12-07), each run's epochs at the rate its kind of training ran alone: 3.8 h of
-# training by default (1.1 h more with CHOOSE=1), plus about 0.7 h of evaluations, adaptation
+# training by default (1.6 h more with CHOOSE=1), plus about 0.7 h of evaluations, adaptation
 # and feature statistics (each kind timed alone on copies of the runs, times how often the
 # script runs it): about 4.5 h in all. Every breastus command's and python step's seconds go to
 # WORK/times.tsv.

@@ -696,8 +696,8 @@ def _trainings(work: Path) -> list[tuple[str, dict[str, Any], list[float]]]:
 
 
 #: the runs examples/results_pretrained.sh trains only with CHOOSE=1 (the decided choices)
-CHOOSE_ONLY = ("lite0-160-lr3e-4-f0", "lite0-160-aug2-f0", "lite0-160-freezebn-f0",
-               "lite0-160-headwarm-f0", "lite0-160-f0-s43", "lite0-160-f0-s44")
+CHOOSE_ONLY = (*(c[0] for c in CANDIDATES if c[0] != "lite0-224-f0"),  # 224 px: chosen
+               "lite0-160-f0-s43", "lite0-160-f0-s44")
 
 
 def time_lines(work: Path) -> list[str]:
