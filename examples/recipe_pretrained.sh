@@ -18,8 +18,9 @@
 #     validation cases by rules committed before each candidate trained: 224 px over 160
 #     (2026-12-07; best validation AUC 0.891 and last-10 mean 0.871 against the 160 px seeds'
 #     0.885 and 0.862); kept over lr 3e-4 (0.866), augmentation x2 (0.877), batch norms frozen
-#     (0.885 at epoch 5, then lower) and a 2-epoch head warm-up with the head at 10x the
-#     backbone's rate (0.854). The BrEaST numbers above were measured at 160 px, before
+#     (0.885 at epoch 5, then lower), a 2-epoch head warm-up with the head at 10x the
+#     backbone's rate (0.854), and 40 epochs at 224 px (0.891, last-10 0.872, against the
+#     224 px seeds' 0.891 and 0.873). The BrEaST numbers above were measured at 160 px, before
 #     that choice; at 224 px BrEaST's 5 folds then measured AUC 0.744, fused 0.793 (0.738-0.847),
 #     below 160 px's 0.755 / 0.825 with overlapping CIs: the size chosen on BUS-BRA's validation
 #     cases did not carry to BrEaST. It stays chosen (a test result does not choose the recipe);
