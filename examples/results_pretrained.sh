@@ -12,10 +12,11 @@
 # $WORK/data). WORK defaults to runs/pretrained. Resumable: run it again after an interruption;
 # finished steps are skipped, an interrupted training resumes at its next epoch. The recipe
 # choices already made (the candidates that were not chosen, and the 160 px seeds 43 and 44 they
-# were judged against) are opt-in: CHOOSE=1 trains them again and rewrites their record,
-# examples/pretrained_choices.json; without it their tables come from that record. Time on 2
-# CPU cores (2026-12-07), each run's epochs at the rate its kind of training ran alone: 3.8 h of
-# training by default (1.6 h more with CHOOSE=1), plus about 0.7 h of evaluations, adaptation
+# were judged against) and the seed spread of BrEaST's best row (seeds 43 and 44) are opt-in:
+# CHOOSE=1 trains them again and rewrites their record, examples/pretrained_choices.json;
+# without it their tables come from that record. Time on 2 CPU cores (2026-12-07), each run's
+# epochs at the rate its kind of training ran alone: 3.8 h of training by default (about 2.3 h
+# more with CHOOSE=1), plus about 0.7 h of evaluations, adaptation
 # and feature statistics (each kind timed alone on copies of the runs, times how often the
 # script runs it): about 4.5 h in all. Every breastus command's and python step's seconds go to
 # WORK/times.tsv.
@@ -183,6 +184,17 @@ if chosen lite0-224-f0; then
     --weights "$work/lite0-224-f0" --folds 5 --val-fraction 0.15 --seed 42 --model efficientnet-lite0 \
     --img-size 224 --epochs 20 --lr 1e-4 --lr-schedule constant --warmup-epochs 0 --batch-size 32 \
     --target-sensitivity 0.9 --seg-cv "$u" --fusion descriptors --out "$work/cv-breast-lite0-ft-224"
+  # its seed spread (seeds 43 and 44: initialisation, order, each fold's validation cases), with
+  # CHOOSE=1 only: recorded with the choices (about 0.7 h)
+  if [ "$choose" = 1 ]; then
+    for seed in 43 44; do
+      run_unless "$work/cv-breast-lite0-ft-224-s$seed/summary.json" breastus cv cls "$br" \
+        --weights "$work/lite0-224-f0" --folds 5 --val-fraction 0.15 --seed $seed \
+        --model efficientnet-lite0 --img-size 224 --epochs 20 --lr 1e-4 --lr-schedule constant \
+        --warmup-epochs 0 --batch-size 32 --target-sensitivity 0.9 --seg-cv "$u" \
+        --fusion descriptors --out "$work/cv-breast-lite0-ft-224-s$seed"
+    done
+  fi
 fi
 # the BUS-BRA model fine-tuned on BrEaST's 5 folds
 run_unless "$work/cv-breast-lite0-ft/summary.json" breastus cv cls "$br" --weights "$work/lite0-160-f0" \

@@ -477,6 +477,61 @@ def choice_tables(work: Path, choices: Path | None) -> tuple[list[str], list[str
             "`CHOOSE=1 examples/results_pretrained.sh` trains them again)")
 
 
+#: BrEaST's best row (the BUS-BRA 224 px model fine-tuned on BrEaST's folds) in seeds 43 and 44:
+#: trained with CHOOSE=1, recorded with the choices
+BREAST_FT = "cv-breast-lite0-ft-224"
+
+
+def breast_seed_rows(work: Path, means: dict[str, tuple[float, float, int]] | None = None
+                     ) -> list[str]:
+    """Each seed's BrEaST 5-fold AUC of the fine-tuned row, alone and fused, and their mean ± sd
+    (also into ``means``); nothing when only one seed ran."""
+    lines = ["| seed | fine-tuned on BrEaST's 5 folds, pooled AUC | fused with the descriptors | "
+             "fused sensitivity / specificity |", "|---:|---:|---:|---:|"]
+    alone, fused = [], []
+    for seed in SEEDS:
+        summary = _json(_seed_run(work, seed, BREAST_FT) / "summary.json")
+        if summary is None:
+            lines.append(f"| {seed} | not run | | |")
+            continue
+        auc = summary["metrics"]["auc"]
+        alone.append(auc["pooled"])
+        block = ((summary.get("fusion") or {}).get("fused")) or {}
+        if block:
+            fused.append(block["auc"]["pooled"])
+        pooled = {k: _ci((block.get(k) or {}).get("pooled"), (block.get(k) or {}).get("ci"))
+                  for k in ("auc", "sensitivity", "specificity")}
+        lines.append(f"| {seed} | {_ci(auc['pooled'], auc.get('ci'))} | {pooled['auc']} | "
+                     f"{pooled['sensitivity']} / {pooled['specificity']} |")
+    if len(alone) < 2:
+        return []
+
+    def spread(v: list[float]) -> str:
+        return (f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f} (n={len(v)})"
+                if len(v) >= 2 else "")
+
+    if means is not None:
+        means.update({name: (statistics.mean(v), statistics.stdev(v), len(v))
+                      for name, v in (("breast_ft", alone), ("breast_ft_fused", fused))
+                      if len(v) >= 2})
+    return lines + [f"| mean ± sd | {spread(alone)} | {spread(fused)} | |"]
+
+
+def breast_seed_block(work: Path, choices: Path | None) -> list[str]:
+    """The seed spread of BrEaST's best row, from WORK or as recorded."""
+    rows, said = breast_seed_rows(work), ""
+    record = _json(choices) if choices else None
+    if not rows and record and record.get("seeds_breast"):
+        rows = list(record["seeds_breast"])
+        said = (f" (as recorded on {record['recorded']} when they last trained: "
+                f"`examples/{CHOICES.name}`; `CHOOSE=1` trains seeds 43 and 44 again)")
+    if not rows:
+        return []
+    return ["Seed spread of BrEaST's best row, the BUS-BRA 224 px model fine-tuned on BrEaST's 5 "
+            "folds (seeds 42-44: initialisation, order and each fold's validation cases; the "
+            f"folds are the same){said}:", "", *rows, ""]
+
+
 def save_choices(work: Path, path: Path) -> None:
     """Write the record of the choices from WORK (every candidate and every seed of the recipes
     they are judged against finished)."""
@@ -504,7 +559,8 @@ def save_choices(work: Path, path: Path) -> None:
         "chosen": {c[0]: _beats(_validation_curve(work / c[0]),
                                 list(_seed_curves(work, _baseline(c)).values()))
                    for c in CANDIDATES},
-        "validation": validation_rows(work), "seeds_160": seed_rows(work)},
+        "validation": validation_rows(work), "seeds_160": seed_rows(work),
+        "seeds_breast": breast_seed_rows(work)},
         indent=1, ensure_ascii=False) + "\n")
 
 
@@ -697,7 +753,7 @@ def _trainings(work: Path) -> list[tuple[str, dict[str, Any], list[float]]]:
 
 #: the runs examples/results_pretrained.sh trains only with CHOOSE=1 (the decided choices)
 CHOOSE_ONLY = (*(c[0] for c in CANDIDATES if c[0] != "lite0-224-f0"),  # 224 px: chosen
-               "lite0-160-f0-s43", "lite0-160-f0-s44")
+               "lite0-160-f0-s43", "lite0-160-f0-s44", f"{BREAST_FT}-s43", f"{BREAST_FT}-s44")
 
 
 def time_lines(work: Path) -> list[str]:
@@ -763,9 +819,11 @@ def _seed_block(work: Path) -> list[str]:
 
 
 def _seed_goal(work: Path) -> list[str]:
-    """The goal lines' lesion-centred numbers over seeds (the lines above are seed 42's)."""
+    """The goal lines' numbers over seeds (the lines above are seed 42's): lesion-centred on
+    BUS-BRA and BrEaST, and BrEaST's fine-tuned row."""
     means: dict[str, tuple[float, float, int]] = {}
     lesion_seed_rows(work, means)
+    breast_seed_rows(work, means)
     if not means:
         return []
     def say(key: str, goal: float) -> str:
@@ -776,7 +834,9 @@ def _seed_goal(work: Path) -> list[str]:
         ("busbra_roi", "BUS-BRA fold 1 lesion-centred", 0.93),
         ("busbra_two_view", "two-view", 0.93),
         ("breast_roi", "BUS-BRA -> BrEaST lesion-centred", 0.85),
-        ("breast_two_view", "two-view", 0.85)) if key in means]
+        ("breast_two_view", "two-view", 0.85),
+        ("breast_ft", "BrEaST 5-fold fine-tuned from BUS-BRA", 0.88),
+        ("breast_ft_fused", "fine-tuned and fused", 0.88)) if key in means]
     return ["- Over the seeds (the seed tables above): " + "; ".join(parts)
             + "."]
 
@@ -802,7 +862,7 @@ def section(work: Path, appended: list[Path], choices: Path | None = None) -> st
              "on). Same folds, cases and bootstrap as the from-scratch rows; the from-scratch "
              "column quotes their rows (their runs are not in this work folder, so no paired "
              "test is made against them).",
-             "", *cls, "", *_chosen_size_seeds(work),
+             "", *cls, "", *breast_seed_block(work, choices), *_chosen_size_seeds(work),
              "Seed spread at 160 px (the same recipe before the size was chosen, seeds 42-44; "
              "the rule's baseline below)" + (f", {said}" if said else "") + ":", "",
              *seeds_160, "",

@@ -40,7 +40,9 @@ if args[0] in ("train-cls", "train-seg"):
         "status": "finished", "settings": {"data": args[1], "img_size": 32},
         "data": {"n_train": 10}, "environment": {"started": "2026-12-07T00:00:00+0000",
                                                  "breastus_version": "9.9"}}))
-    (run / "history.csv").write_text("epoch,val_auc,seconds\n1,0.8,60\n2,0.81,60\n")
+    # the 224 px candidate above the 160 px seeds, as it was: the rule chooses it again
+    top = 0.9 if run.name == "lite0-224-f0" else 0.8
+    (run / "history.csv").write_text(f"epoch,val_auc,seconds\n1,{top},60\n2,{top},60\n")
 elif args[0] == "evaluate":
     run = Path(args[1])
     data = value("--data")
@@ -131,7 +133,9 @@ def test_by_default_the_decided_choices_are_not_trained_again(tmp_path):
     assert {"lite0-224-f0", "lite0-224-f0-s43", "lite0-224-f0-s44", "lite0-160-f0",
             "lite0-roi160-f0", "unet-lite0-128-f0"} <= trained
     assert not trained & {"lite0-160-lr3e-4-f0", "lite0-160-aug2-f0", "lite0-160-freezebn-f0",
-                          "lite0-160-headwarm-f0", "lite0-160-f0-s43", "lite0-160-f0-s44"}
+                          "lite0-160-headwarm-f0", "lite0-160-f0-s43", "lite0-160-f0-s44",
+                          "lite0-224-e40-f0"}
+    assert not [c for c in calls if c[0] == "cv" and "cv-breast-lite0-ft-224-s" in c[-1]]
     # two-view: each lesion-centred seed with the 224 px whole-image run of its seed, the BrEaST
     # folds with the 224 px folds
     partners = {Path(c[1]).name: Path(c[c.index("--fuse-with") + 1]).name for c in calls
@@ -165,6 +169,9 @@ def test_choose_1_trains_the_candidates_and_rewrites_their_record(tmp_path):
     calls, work, repo = _run(tmp_path, "1")
     assert {"lite0-160-lr3e-4-f0", "lite0-160-aug2-f0", "lite0-160-freezebn-f0",
             "lite0-160-headwarm-f0", "lite0-160-f0-s43", "lite0-160-f0-s44"} <= _trained(calls)
+    seeds = sorted(Path(c[-1]).name for c in calls
+                   if c[0] == "cv" and "cv-breast-lite0-ft-224-s" in c[-1])
+    assert seeds == ["cv-breast-lite0-ft-224-s43", "cv-breast-lite0-ft-224-s44"]
     warm = [c for c in calls if c[0] == "train-cls" and "lite0-160-headwarm-f0" in c[-1]][0]
     assert warm[warm.index("--head-warmup") + 1] == "2"
     record = json.loads((repo / "examples" / "pretrained_choices.json").read_text())

@@ -348,3 +348,30 @@ def test_decided_choices_come_from_their_record_when_the_runs_are_not_there(tmp_
     assert "(seed 42; the augmentation candidate) | 0.820 (1) | 0.820 |" in text
     assert subprocess.run([*script, "--is-chosen", "lite0-224-f0"]).returncode == 0
     assert subprocess.run([*script, "--is-chosen", "lite0-160-freezebn-f0"]).returncode == 1
+
+
+def test_the_seed_spread_of_brests_best_row_live_and_recorded(tmp_path):
+    mod = _module("write_pretrained")
+    work = _work(tmp_path)
+    for seed, cnn, fused in ((42, 0.824, 0.851), (43, 0.80, 0.84), (44, 0.81, 0.83)):
+        _cv_summary(work / ("cv-breast-lite0-ft-224" + ("" if seed == 42 else f"-s{seed}")),
+                    (cnn, 0.84, 0.6), (fused, 0.84, 0.6))
+    text = mod.section(work, [])
+    block = text.split("Seed spread of BrEaST's best row")[1].split("\n\n", 2)[1]
+    assert "| 43 | 0.800 (0.740–0.860) | 0.840 (0.790–0.890) | 0.840 (0.790–0.890) / 0.600 " \
+           "(0.550–0.650) |" in block
+    assert "| mean ± sd | 0.811 ± 0.012 (n=3) | 0.840 ± 0.011 (n=3) | |" in block
+    assert "BrEaST 5-fold fine-tuned from BUS-BRA 0.811 ± 0.012 over 3 seeds (not met on the " \
+           "mean: goal 0.88); fine-tuned and fused 0.840 ± 0.011 over 3 seeds" in text
+    # a default regeneration (no seeds 43, 44): the table as recorded
+    record = tmp_path / "choices.json"
+    record.write_text(json.dumps({"recorded": "2026-12-07", "breastus_version": "0.9.0",
+                                  "validation": [], "seeds_160": [],
+                                  "seeds_breast": mod.breast_seed_rows(work)}))
+    for seed in (43, 44):
+        shutil.rmtree(work / f"cv-breast-lite0-ft-224-s{seed}")
+    text = mod.section(work, [], record)
+    assert "(as recorded on 2026-12-07 when they last trained" in text
+    assert "| mean ± sd | 0.811 ± 0.012 (n=3) | 0.840 ± 0.011 (n=3) | |" in text
+    assert "Seed spread of BrEaST's best row" not in mod.section(work, [])  # one seed, no record
+
