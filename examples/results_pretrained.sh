@@ -15,10 +15,10 @@
 # were judged against) and the seed spread of BrEaST's best row (seeds 43 and 44) are opt-in:
 # CHOOSE=1 trains them again and rewrites their record, examples/pretrained_choices.json;
 # without it their tables come from that record. Time on 2 CPU cores (2026-12-07), each run's
-# epochs at the rate its kind of training ran alone: 3.8 h of training by default (about 2.3 h
+# epochs at the rate its kind of training ran alone: 3.7 h of training by default (1.9 h
 # more with CHOOSE=1), plus about 0.7 h of evaluations, adaptation
 # and feature statistics (each kind timed alone on copies of the runs, times how often the
-# script runs it): about 4.5 h in all. Every breastus command's and python step's seconds go to
+# script runs it): about 4.4 h in all. Every breastus command's and python step's seconds go to
 # WORK/times.tsv.
 # Then RESULTS.md's pretrained section is rewritten (examples/write_pretrained.py).
 set -euo pipefail
