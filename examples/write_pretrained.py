@@ -288,10 +288,16 @@ def lesion_seed_rows(work: Path, means: dict[str, tuple[float, float, int]] | No
         means.update({name: (statistics.mean(v), statistics.stdev(v), len(v))
                       for name, v in zip(("busbra_roi", "busbra_two_view", "breast_roi",
                                           "breast_two_view"), values) if len(v) >= 2})
-    lines.append("| mean ± sd | " + " | ".join(
-        f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f} (n={len(v)})" if len(v) >= 2
-        else "" for v in values) + " |")
+    lines.append("| mean ± sd | " + " | ".join(_spread(v) for v in values) + " |")
     return lines
+
+
+def _spread(values: list[float]) -> str:
+    """A seed table's mean ± sd cell (n shown); empty under two values."""
+    if len(values) < 2:
+        return ""
+    return (f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} "
+            f"(n={len(values)})")
 
 
 def seed_rows(work: Path, name: str = "lite0-160-f0") -> list[str]:
@@ -314,10 +320,7 @@ def seed_rows(work: Path, name: str = "lite0-160-f0") -> list[str]:
                      f"{_metric(breast, 'auc') if breast else 'not run'} | "
                      f"{best.get('epoch', '')} |")
     if len(values["test"]) >= 2:
-        def spread(v: list[float]) -> str:
-            return (f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f} (n={len(v)})"
-                    if len(v) >= 2 else "")
-        lines.append(f"| mean ± sd | {spread(values['test'])} | {spread(values['breast'])} | |")
+        lines.append(f"| mean ± sd | {_spread(values['test'])} | {_spread(values['breast'])} | |")
     return lines
 
 
@@ -505,16 +508,11 @@ def breast_seed_rows(work: Path, means: dict[str, tuple[float, float, int]] | No
                      f"{pooled['sensitivity']} / {pooled['specificity']} |")
     if len(alone) < 2:
         return []
-
-    def spread(v: list[float]) -> str:
-        return (f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f} (n={len(v)})"
-                if len(v) >= 2 else "")
-
     if means is not None:
         means.update({name: (statistics.mean(v), statistics.stdev(v), len(v))
                       for name, v in (("breast_ft", alone), ("breast_ft_fused", fused))
                       if len(v) >= 2})
-    return lines + [f"| mean ± sd | {spread(alone)} | {spread(fused)} | |"]
+    return lines + [f"| mean ± sd | {_spread(alone)} | {_spread(fused)} | |"]
 
 
 def breast_seed_block(work: Path, choices: Path | None) -> list[str]:

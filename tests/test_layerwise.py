@@ -23,11 +23,13 @@ def _settings(**over):
 def _model(settings):
     from breastus_cli import backend
     from breastus_cli.engine.training import layerwise
+    from breastus_cli.engine.training.tasks import ClassificationTask
     from breastus_cli.models.classifiers import build_classifier
 
     keras = backend.keras()
     keras.utils.set_random_seed(3)
-    model = layerwise.wrap(build_classifier("smallcnn", 32), settings)
+    model = layerwise.wrap(build_classifier("smallcnn", 32), settings,
+                           ClassificationTask.transfer_layer)
     model.compile(optimizer=keras.optimizers.Adam(settings.lr),
                   loss=keras.losses.SparseCategoricalCrossentropy())
     return model

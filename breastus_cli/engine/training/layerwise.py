@@ -18,13 +18,10 @@ from typing import Any
 from breastus_cli import backend
 from breastus_cli.engine.runs.settings import ClsSettings
 
-#: the nested model that is the backbone (models.classifiers names it so)
-BACKBONE = "backbone"
-
-
-def wrap(model: Any, settings: ClsSettings) -> Any:
-    """``model``'s layers as a model that trains its backbone with an optimizer of its own
-    (call inside the distribution strategy's scope, before compiling)."""
+def wrap(model: Any, settings: ClsSettings, backbone: str) -> Any:
+    """``model``'s layers as a model that trains its nested model ``backbone`` (the task's
+    ``transfer_layer``) with an optimizer of its own (call inside the distribution strategy's
+    scope, before compiling)."""
     keras, tf = backend.keras(), backend.tf()
 
     class LayerwiseModel(keras.Model):  # type: ignore[misc, name-defined]
@@ -35,7 +32,7 @@ def wrap(model: Any, settings: ClsSettings) -> Any:
             with tf.GradientTape() as tape:
                 y_pred = self(x, training=True)
                 loss = self.compute_loss(x, y, y_pred, sample_weight)
-            body_ids = {id(v) for v in self.get_layer(BACKBONE).trainable_variables}
+            body_ids = {id(v) for v in self.get_layer(backbone).trainable_variables}
             body = [v for v in self.trainable_variables if id(v) in body_ids]
             head = [v for v in self.trainable_variables if id(v) not in body_ids]
             grads = tape.gradient(loss, head + body)
@@ -47,7 +44,7 @@ def wrap(model: Any, settings: ClsSettings) -> Any:
     # tracked as an attribute: BackupAndRestore's checkpoint holds its moments and step count
     wrapped.backbone_optimizer = keras.optimizers.Adam(
         learning_rate=0.0 if settings.head_warmup else settings.lr * settings.backbone_lr_scale)
-    wrapped.backbone_optimizer.build(wrapped.get_layer(BACKBONE).trainable_variables)
+    wrapped.backbone_optimizer.build(wrapped.get_layer(backbone).trainable_variables)
     return wrapped
 
 

@@ -254,7 +254,9 @@ def train(
             parted = isinstance(settings, ClsSettings) and settings.layerwise()
             # the same layers, trained by two optimizers (head, backbone); model.keras is
             # written from `network`'s plain copy either way
-            network, model = model, layerwise.wrap(model, settings) if parted else model
+            network = model
+            if parted:
+                model = layerwise.wrap(network, settings, task.transfer_layer)
             task.compile(model, settings)
 
         config_path = run_dir / CONFIG
